@@ -1,0 +1,131 @@
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+use crate::ca::CaConfig;
+
+/// A provider that delegates to a CA but can be told to fail, and counts calls.
+struct Flaky {
+    ca: CertificateAuthority,
+    failing: std::sync::atomic::AtomicBool,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl CertificateProvider for Flaky {
+    async fn sign(
+        &self,
+        identity: &SpiffeId,
+        csr_pem: &str,
+        lifetime: Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(ProviderError::Unavailable("test outage".into()));
+        }
+        self.ca.sign(identity, csr_pem, lifetime).await
+    }
+}
+
+fn flaky() -> Arc<Flaky> {
+    crate::tls::install_default_provider();
+    Arc::new(Flaky {
+        ca: CertificateAuthority::generate(CaConfig::new("cluster.local")).unwrap(),
+        failing: false.into(),
+        calls: AtomicUsize::new(0),
+    })
+}
+
+fn who() -> SpiffeId {
+    "spiffe://cluster.local/ns/a/sa/b".parse().unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_first_fetches_share_one_issuance() {
+    let provider = flaky();
+    let manager = CertificateManager::new(provider.clone(), ManagerConfig::default());
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let m = manager.clone();
+        tasks.push(tokio::spawn(async move { m.fetch(&who()).await.unwrap() }));
+    }
+    let mut serials = Vec::new();
+    for t in tasks {
+        serials.push(t.await.unwrap().cert.info().serial.clone());
+    }
+    serials.dedup();
+    assert_eq!(serials.len(), 1);
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn renews_at_half_life() {
+    let provider = flaky();
+    let config = ManagerConfig {
+        // The CA backdates by a minute, so half-life of 122 s lands one second from now.
+        lifetime: Duration::from_secs(62),
+        ..ManagerConfig::default()
+    };
+    let manager = CertificateManager::new(provider.clone(), config);
+    let first = manager.fetch(&who()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = manager.current(&who()).unwrap();
+        if now.generation != first.generation {
+            assert_ne!(now.cert.info().serial, first.cert.info().serial);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no renewal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn failed_renewal_keeps_serving_and_retries_with_backoff() {
+    let provider = flaky();
+    let config = ManagerConfig {
+        lifetime: Duration::from_secs(62),
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+    };
+    let manager = CertificateManager::new(provider.clone(), config);
+    let first = manager.fetch(&who()).await.unwrap();
+    provider.failing.store(true, Ordering::SeqCst);
+    // Wait until several renewals have been attempted and failed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while provider.calls.load(Ordering::SeqCst) < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "no retries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still serving the original, still-valid certificate.
+    let held = manager.fetch(&who()).await.unwrap();
+    assert_eq!(held.generation, first.generation);
+    // Once the provider recovers, the next retry renews.
+    provider.failing.store(false, Ordering::SeqCst);
+    loop {
+        if manager.current(&who()).unwrap().generation != first.generation {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_first_fetch_that_fails_reports_why() {
+    let provider = flaky();
+    provider.failing.store(true, Ordering::SeqCst);
+    let manager = CertificateManager::new(provider, ManagerConfig::default());
+    let err = manager.fetch(&who()).await.unwrap_err();
+    assert!(err.to_string().contains("test outage"), "{err}");
+}
+
+#[tokio::test]
+async fn forget_stops_holding_the_identity() {
+    let provider = flaky();
+    let manager = CertificateManager::new(provider, ManagerConfig::default());
+    manager.fetch(&who()).await.unwrap();
+    assert_eq!(manager.certificates().len(), 1);
+    manager.forget(&who());
+    assert!(manager.current(&who()).is_none());
+    assert!(manager.certificates().is_empty());
+}
