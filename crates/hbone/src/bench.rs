@@ -1,0 +1,234 @@
+//! `bowline bench hbone`: HBONE against plain TCP on loopback, measured in one run.
+//!
+//! Phases (each `duration` long): single-stream bulk throughput over plain TCP, then over
+//! one HBONE stream (client pool → mutual TLS HTTP/2 → server → TCP sink), then 16 HBONE
+//! streams at once; 64-byte ping-pong round trips over plain TCP and over HBONE (to an
+//! echo target). Results are reported as absolute figures and as ratios against the TCP
+//! baseline of the same run — never as a pass/fail threshold.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::demo::{DemoError, DemoMesh, Forwarder, serve_echo};
+use crate::{ClientSettings, ConnectRequest, HboneHeaders, Pool, PoolKey};
+
+/// Write size of the bulk phases.
+const BULK_WRITE: usize = 256 * 1024;
+/// Payload of a ping-pong round trip.
+const PING: usize = 64;
+
+/// The benchmark's results; field names are the `--json` keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct HboneBenchReport {
+    /// Plain TCP, one connection.
+    pub tcp_gbps: f64,
+    /// HBONE, one stream.
+    pub hbone_gbps: f64,
+    /// HBONE, 16 concurrent streams.
+    pub hbone_16_streams_gbps: f64,
+    /// `hbone_gbps / tcp_gbps`.
+    pub hbone_to_tcp_ratio: f64,
+    /// Plain TCP 64-byte round trip, median.
+    pub tcp_rtt_p50_us: f64,
+    /// Plain TCP 64-byte round trip, 99th percentile.
+    pub tcp_rtt_p99_us: f64,
+    /// HBONE 64-byte round trip, median.
+    pub hbone_rtt_p50_us: f64,
+    /// HBONE 64-byte round trip, 99th percentile.
+    pub hbone_rtt_p99_us: f64,
+    /// Round trips measured per transport.
+    pub rtt_samples: usize,
+    /// Seconds per phase.
+    pub phase_seconds: f64,
+}
+
+impl fmt::Display for HboneBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        writeln!(
+            f,
+            "HBONE vs plain TCP on loopback ({:.1} s per phase)",
+            self.phase_seconds
+        )?;
+        writeln!(f, "{:<34}{:>14}{:>14}", "measure", "value", "vs TCP")?;
+        let rows = [
+            ("TCP single stream (Gbit/s)", self.tcp_gbps, 1.0),
+            (
+                "HBONE single stream (Gbit/s)",
+                self.hbone_gbps,
+                ratio(self.hbone_gbps, self.tcp_gbps),
+            ),
+            (
+                "HBONE 16 streams (Gbit/s)",
+                self.hbone_16_streams_gbps,
+                ratio(self.hbone_16_streams_gbps, self.tcp_gbps),
+            ),
+            ("TCP RTT p50 (µs)", self.tcp_rtt_p50_us, 1.0),
+            ("TCP RTT p99 (µs)", self.tcp_rtt_p99_us, 1.0),
+            (
+                "HBONE RTT p50 (µs)",
+                self.hbone_rtt_p50_us,
+                ratio(self.hbone_rtt_p50_us, self.tcp_rtt_p50_us),
+            ),
+            (
+                "HBONE RTT p99 (µs)",
+                self.hbone_rtt_p99_us,
+                ratio(self.hbone_rtt_p99_us, self.tcp_rtt_p99_us),
+            ),
+        ];
+        for (name, value, r) in rows {
+            writeln!(f, "{name:<34}{value:>14.2}{r:>13.2}x")?;
+        }
+        write!(
+            f,
+            "({} round trips per transport; throughput counts bytes the sink received)",
+            self.rtt_samples
+        )
+    }
+}
+
+/// Runs every phase for `phase` each.
+pub async fn run(phase: Duration) -> Result<HboneBenchReport, DemoError> {
+    let mesh = DemoMesh::new()?;
+    let sink = TcpListener::bind("127.0.0.1:0").await?;
+    let sink_addr = sink.local_addr()?;
+    tokio::spawn(serve_sink(sink));
+    let echo = TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = echo.local_addr()?;
+    tokio::spawn(serve_echo(echo));
+    let server = mesh.start_server(Forwarder::default()).await?;
+    let pool = Pool::new(mesh.manager.clone(), ClientSettings::default());
+    let key = mesh.key(server);
+
+    // Warm up: certificates issued, connection pooled.
+    let warm = open(&pool, &key, echo_addr).await?;
+    drop(warm);
+
+    let tcp = TcpStream::connect(sink_addr).await?;
+    tcp.set_nodelay(true)?;
+    let tcp_gbps = gbps(bulk(tcp, phase).await?, phase);
+
+    let hbone_gbps = gbps(
+        bulk(open(&pool, &key, sink_addr).await?, phase).await?,
+        phase,
+    );
+
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let stream = open(&pool, &key, sink_addr).await?;
+        streams.push(tokio::spawn(bulk(stream, phase)));
+    }
+    let started = Instant::now();
+    let mut total = 0u64;
+    for s in streams {
+        total += s.await??;
+    }
+    let hbone_16_streams_gbps = gbps(total, started.elapsed().max(phase));
+
+    let tcp = TcpStream::connect(echo_addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut tcp_rtts = ping_pong(tcp, phase).await?;
+    let mut hbone_rtts = ping_pong(open(&pool, &key, echo_addr).await?, phase).await?;
+    let rtt_samples = tcp_rtts.len().min(hbone_rtts.len());
+
+    Ok(HboneBenchReport {
+        tcp_gbps,
+        hbone_gbps,
+        hbone_16_streams_gbps,
+        hbone_to_tcp_ratio: if tcp_gbps > 0.0 {
+            hbone_gbps / tcp_gbps
+        } else {
+            0.0
+        },
+        tcp_rtt_p50_us: percentile(&mut tcp_rtts, 0.50),
+        tcp_rtt_p99_us: percentile(&mut tcp_rtts, 0.99),
+        hbone_rtt_p50_us: percentile(&mut hbone_rtts, 0.50),
+        hbone_rtt_p99_us: percentile(&mut hbone_rtts, 0.99),
+        rtt_samples,
+        phase_seconds: phase.as_secs_f64(),
+    })
+}
+
+async fn open(
+    pool: &Pool,
+    key: &PoolKey,
+    target: SocketAddr,
+) -> Result<crate::H2Stream, DemoError> {
+    let request = ConnectRequest {
+        authority: target,
+        headers: HboneHeaders::default(),
+    };
+    Ok(pool.connect(key, &request).await?)
+}
+
+/// Reads and discards; when the writer half-closes, answers with the byte count.
+async fn serve_sink(listener: TcpListener) {
+    while let Ok((mut tcp, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; BULK_WRITE];
+            let mut total = 0u64;
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(_) => return,
+                }
+            }
+            let _ = tcp.write_all(&total.to_be_bytes()).await;
+            let _ = tcp.shutdown().await;
+        });
+    }
+}
+
+/// Writes for `phase`, half-closes, and returns how many bytes the sink reports.
+async fn bulk<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    phase: Duration,
+) -> Result<u64, DemoError> {
+    let buf = vec![0x5au8; BULK_WRITE];
+    let deadline = Instant::now() + phase;
+    while Instant::now() < deadline {
+        io.write_all(&buf).await?;
+    }
+    io.shutdown().await?;
+    let mut count = [0u8; 8];
+    io.read_exact(&mut count).await?;
+    Ok(u64::from_be_bytes(count))
+}
+
+/// 64-byte ping-pong for `phase`; the round trip times in microseconds.
+async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    phase: Duration,
+) -> Result<Vec<f64>, DemoError> {
+    let ping = [0x42u8; PING];
+    let mut pong = [0u8; PING];
+    let mut rtts = Vec::with_capacity(100_000);
+    let deadline = Instant::now() + phase;
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        io.write_all(&ping).await?;
+        io.read_exact(&mut pong).await?;
+        rtts.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    io.shutdown().await?;
+    Ok(rtts)
+}
+
+fn gbps(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9) / 1e9
+}
+
+fn percentile(samples: &mut [f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(f64::total_cmp);
+    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[index.min(samples.len() - 1)]
+}
