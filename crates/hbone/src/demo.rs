@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use identity::{CaConfig, CertificateAuthority, CertificateManager, ManagerConfig, SpiffeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
@@ -278,9 +278,13 @@ pub async fn run(streams: usize, bytes_per_stream: u64) -> Result<DemoReport, De
     })
 }
 
-/// Writes `len` pattern bytes (offset-dependent, so reordering or loss is caught) and
-/// checks the echo, concurrently.
-async fn echo_and_verify(stream: crate::H2Stream, index: usize, len: u64) -> Result<(), DemoError> {
+/// Writes `len` pattern bytes into `stream` (offset-dependent, so reordering or loss is
+/// caught), half-closes, and checks that exactly the same bytes come back, concurrently.
+pub async fn echo_and_verify<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    index: usize,
+    len: u64,
+) -> Result<(), DemoError> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let seed = index as u64;
     let write = async move {

@@ -9,10 +9,10 @@ use http::StatusCode;
 pub enum HboneError {
     /// No certificate to present.
     #[error(transparent)]
-    Certificate(#[from] identity::CertError),
+    Certificate(Box<identity::CertError>),
     /// The TLS configuration could not be built.
     #[error(transparent)]
-    Tls(#[from] identity::TlsError),
+    Tls(Box<identity::TlsError>),
     /// TCP connect failed.
     #[error(
         "cannot connect to HBONE peer {addr}: {source} (is the peer's ztunnel running, or is something blocking port 15008?)"
@@ -76,6 +76,18 @@ fn hint(status: StatusCode) -> &'static str {
         }
         StatusCode::SERVICE_UNAVAILABLE => " (the destination could not be reached from its node)",
         _ => "",
+    }
+}
+
+impl From<identity::CertError> for HboneError {
+    fn from(e: identity::CertError) -> Self {
+        Self::Certificate(Box::new(e))
+    }
+}
+
+impl From<identity::TlsError> for HboneError {
+    fn from(e: identity::TlsError) -> Self {
+        Self::Tls(Box::new(e))
     }
 }
 

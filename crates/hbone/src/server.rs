@@ -103,6 +103,8 @@ pub struct TlsSummary {
     pub cipher_suite: String,
     /// e.g. `X25519MLKEM768`.
     pub key_exchange: String,
+    /// Serial of the client certificate the handshake verified.
+    pub peer_serial: String,
 }
 
 impl TlsSummary {
@@ -119,6 +121,13 @@ impl TlsSummary {
                 session
                     .negotiated_key_exchange_group()
                     .map(|g| format!("{:?}", g.name())),
+            ),
+            peer_serial: show(
+                session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|leaf| identity::LeafInfo::parse(leaf).ok())
+                    .map(|info| info.serial),
             ),
         }
     }

@@ -359,15 +359,27 @@ async fn refresh(inner: Weak<Inner>, slot: Arc<Slot>) {
             }
         }
         let Some(inner) = inner.upgrade() else { return };
+        let next_delay = backoff
+            .map(|d| (d * 2).min(inner.config.retry_max))
+            .unwrap_or(inner.config.retry_min);
         match inner.issue(&slot.identity).await {
             Ok(issued) => {
+                let stale = issued.cert.info().half_life() <= SystemTime::now();
                 slot.current.store(Some(issued));
                 backoff = None;
+                if stale {
+                    // Renewing again at once would spin; the issuer's clock or lifetime
+                    // is off, so pace the renewals like failures.
+                    tracing::warn!(
+                        identity = %slot.identity,
+                        retry_in = ?next_delay,
+                        "the new certificate is already past half-life (clock skew or a very short lifetime?)"
+                    );
+                    backoff = Some(next_delay);
+                }
             }
             Err(error) => {
-                let delay = backoff
-                    .map(|d| (d * 2).min(inner.config.retry_max))
-                    .unwrap_or(inner.config.retry_min);
+                let delay = next_delay;
                 tracing::warn!(
                     identity = %slot.identity,
                     %error,

@@ -1,1 +1,222 @@
-//! placeholder
+//! Fixtures shared by Bowline's tests: certificate authorities and managers, providers
+//! that misbehave on purpose, TLS clients that break the rules, and small TCP servers.
+//!
+//! Must not: be a runtime dependency of any shipped crate.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Once};
+use std::time::{Duration, SystemTime};
+
+use identity::{
+    CaConfig, CertificateAuthority, CertificateManager, CertificateProvider, ManagerConfig,
+    ProviderError, SpiffeId,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The trust domain tests use.
+pub const TRUST_DOMAIN: &str = "cluster.local";
+
+/// Logs to the test harness at `warn`, or at the level in `BOWLINE_TEST_LOG`.
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("BOWLINE_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+        identity::install_default_provider();
+    });
+}
+
+/// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
+pub fn id(ns: &str, sa: &str) -> SpiffeId {
+    SpiffeId::new(TRUST_DOMAIN, ns, sa).unwrap()
+}
+
+/// A fresh in-memory CA for [`TRUST_DOMAIN`].
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    /// The CA itself.
+    pub ca: Arc<CertificateAuthority>,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCa {
+    /// A new root.
+    pub fn new() -> Self {
+        init_tracing();
+        Self {
+            ca: Arc::new(CertificateAuthority::generate(CaConfig::new(TRUST_DOMAIN)).unwrap()),
+        }
+    }
+
+    /// A manager fetching from this CA with default settings.
+    pub fn manager(&self) -> CertificateManager {
+        self.manager_with(ManagerConfig::default())
+    }
+
+    /// A manager fetching from this CA.
+    pub fn manager_with(&self, config: ManagerConfig) -> CertificateManager {
+        CertificateManager::new(self.ca.clone(), config)
+    }
+
+    /// A manager whose certificates all expired an hour ago.
+    pub fn expired_manager(&self) -> CertificateManager {
+        CertificateManager::new(
+            Arc::new(ExpiredIssuer(self.ca.clone())),
+            ManagerConfig::default(),
+        )
+    }
+}
+
+/// Signs certificates whose validity ended an hour ago.
+struct ExpiredIssuer(Arc<CertificateAuthority>);
+
+#[async_trait::async_trait]
+impl CertificateProvider for ExpiredIssuer {
+    async fn sign(
+        &self,
+        identity: &SpiffeId,
+        csr_pem: &str,
+        _lifetime: Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        let now = SystemTime::now();
+        Ok(self.0.sign_csr_with_validity(
+            csr_pem,
+            identity,
+            now - Duration::from_secs(7200),
+            now - Duration::from_secs(3600),
+        )?)
+    }
+}
+
+/// A TLS client config that presents no certificate and trusts any server: for proving
+/// that servers refuse clients without a certificate.
+pub fn anonymous_client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(TrustAnything))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
+#[derive(Debug)]
+struct TrustAnything;
+
+impl ServerCertVerifier for TrustAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A loopback TCP echo server (half-close answered with half-close).
+pub async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                    let _ = w.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback TCP server that reads until EOF and then answers `got <n> bytes` and
+/// closes: proves a client's half-close arrived and the reverse direction still works.
+pub async fn count_then_answer_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut total = 0usize;
+                loop {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => total += n,
+                        Err(_) => return,
+                    }
+                }
+                let _ = tcp.write_all(format!("got {total} bytes").as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address on which nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes; panics with `what`.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -3,6 +3,51 @@ use std::sync::atomic::AtomicUsize;
 use super::*;
 use crate::ca::CaConfig;
 
+/// Issues certificates that are already past half-life (as a CA with a skewed clock would).
+struct Stale {
+    ca: CertificateAuthority,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl CertificateProvider for Stale {
+    async fn sign(
+        &self,
+        identity: &SpiffeId,
+        csr_pem: &str,
+        _lifetime: Duration,
+    ) -> Result<Vec<String>, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = SystemTime::now();
+        Ok(self.ca.sign_csr_with_validity(
+            csr_pem,
+            identity,
+            now - Duration::from_secs(3600),
+            now + Duration::from_secs(60),
+        )?)
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_issued_past_half_life_does_not_make_renewal_spin() {
+    crate::tls::install_default_provider();
+    let provider = Arc::new(Stale {
+        ca: CertificateAuthority::generate(CaConfig::new("cluster.local")).unwrap(),
+        calls: AtomicUsize::new(0),
+    });
+    let config = ManagerConfig {
+        retry_min: Duration::from_millis(100),
+        retry_max: Duration::from_millis(400),
+        ..ManagerConfig::default()
+    };
+    let manager = CertificateManager::new(provider.clone(), config);
+    manager.fetch(&who()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // 100 + 200 + 400 + 400 ms of pacing: a handful of renewals, not thousands.
+    let calls = provider.calls.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&calls), "{calls} issuances in one second");
+}
+
 /// A provider that delegates to a CA but can be told to fail, and counts calls.
 struct Flaky {
     ca: CertificateAuthority,

@@ -1,0 +1,446 @@
+//! What a tunnel user sees when something is wrong: the wrong peer, an untrusted or
+//! expired certificate, no certificate, an old TLS version, garbage, plain HTTP/1, bad
+//! requests on a good connection, slow or greedy clients. Each is refused with a reason,
+//! and the server keeps serving everyone else.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use harness::{Harness, request, start_server};
+use hbone::demo::{Forwarder, echo_and_verify};
+use hbone::{
+    ClientSettings, ConnectHandler, HboneError, IncomingConnect, Pool, PoolKey, ServerSettings,
+};
+use http::{Method, Request, StatusCode};
+use rustls_pki_types::ServerName;
+use test_support::{TestCa, anonymous_client_config, closed_port, echo_server, eventually, id};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// The server still serves a well-behaved client.
+async fn still_serves(h: &Harness) {
+    let echo = echo_server().await;
+    let stream = h.connect(echo).await.expect("server still serving");
+    echo_and_verify(stream, 99, 10_000).await.unwrap();
+}
+
+fn handshake_message(err: HboneError) -> String {
+    match err {
+        HboneError::Handshake { source, .. } => source.to_string(),
+        other => panic!("expected a handshake refusal, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_server_with_the_wrong_identity_is_refused() {
+    let h = Harness::start().await;
+    let key = PoolKey {
+        destination: id("shop", "payments"),
+        ..h.key()
+    };
+    let err = h
+        .pool
+        .connect(&key, &request(echo_server().await))
+        .await
+        .unwrap_err();
+    let msg = handshake_message(err);
+    assert!(
+        msg.contains("spiffe://cluster.local/ns/shop/sa/backend")
+            && msg.contains("not the expected spiffe://cluster.local/ns/shop/sa/payments"),
+        "{msg}"
+    );
+    assert_eq!(h.stats.streams.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_server_from_an_untrusted_ca_is_refused() {
+    let h = Harness::start().await;
+    let other_ca = TestCa::new();
+    let pool = Pool::new(other_ca.manager(), ClientSettings::default());
+    let err = pool
+        .connect(&h.key(), &request(echo_server().await))
+        .await
+        .unwrap_err();
+    let msg = handshake_message(err);
+    // Both test roots share a subject name, so webpki finds the "issuer" and then fails
+    // its signature; an unrelated subject would give UnknownIssuer. Either way: refused.
+    assert!(msg.contains("invalid peer certificate"), "{msg}");
+    eventually(
+        Duration::from_secs(5),
+        "server saw the client give up",
+        || h.stats.handshake_failures.load(Ordering::Relaxed) == 1,
+    )
+    .await;
+    still_serves(&h).await;
+}
+
+#[tokio::test]
+async fn a_client_from_an_untrusted_ca_is_refused_by_the_server() {
+    let h = Harness::start().await;
+    // The client trusts the server's CA but presents a certificate from another one.
+    let other_ca = TestCa::new();
+    let stranger = other_ca.manager();
+    let server_root = h.manager.fetch(&h.server).await.unwrap();
+    let own = stranger.fetch(&h.client).await.unwrap();
+    let chain = own.cert.certified_key().cert.clone();
+    let mut trusted = rustls::RootCertStore::empty();
+    trusted
+        .add(server_root.cert.root_ders()[0].clone())
+        .unwrap();
+    let err = raw_mtls_handshake(&h, chain, own.cert.certified_key().key.clone(), trusted).await;
+    assert!(err.is_some(), "server must refuse");
+    eventually(Duration::from_secs(5), "server counted the refusal", || {
+        h.stats.handshake_failures.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(h.stats.established.load(Ordering::Relaxed), 0);
+    still_serves(&h).await;
+}
+
+/// Presents `chain`/`key` while trusting `roots` (any server name); returns the error the
+/// client eventually sees (handshake, or the first read after it).
+async fn raw_mtls_handshake(
+    h: &Harness,
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: std::sync::Arc<dyn rustls::sign::SigningKey>,
+    _roots: rustls::RootCertStore,
+) -> Option<String> {
+    let mut config = (*anonymous_client_config(&[&rustls::version::TLS13])).clone();
+    config.client_auth_cert_resolver = std::sync::Arc::new(Fixed(std::sync::Arc::new(
+        rustls::sign::CertifiedKey::new(chain, key),
+    )));
+    let tcp = TcpStream::connect(h.server_addr).await.unwrap();
+    let mut tls = match TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("backend").unwrap(), tcp)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => return Some(e.to_string()),
+    };
+    // TLS 1.3 reports a refused client certificate after the client's Finished.
+    let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    match tls.read(&mut buf).await {
+        Ok(0) => Some("closed".into()),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[derive(Debug)]
+struct Fixed(std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Fixed {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn an_expired_server_certificate_is_refused() {
+    let ca = TestCa::new();
+    let server_id = id("shop", "backend");
+    let (addr, stats) = start_server(
+        ca.expired_manager(),
+        server_id.clone(),
+        ServerSettings::default(),
+        Forwarder::default(),
+    )
+    .await;
+    let pool = Pool::new(ca.manager(), ClientSettings::default());
+    let key = PoolKey {
+        source: id("shop", "frontend"),
+        destination: server_id,
+        address: addr,
+    };
+    let err = pool
+        .connect(&key, &request(echo_server().await))
+        .await
+        .unwrap_err();
+    let msg = handshake_message(err);
+    assert!(msg.to_lowercase().contains("expired"), "{msg}");
+    assert_eq!(stats.streams.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_expired_client_certificate_is_refused() {
+    let h = Harness::start().await;
+    let pool = Pool::new(h.ca.expired_manager(), ClientSettings::default());
+    let result = pool.connect(&h.key(), &request(echo_server().await)).await;
+    let err = result.expect_err("an expired client must not get a stream");
+    assert!(err.to_string().contains("CertificateExpired"), "{err}");
+    // TLS 1.3 reports the refusal after the client's handshake completes, so the pool
+    // sees a dead connection and retries once on a new one: two refusals.
+    eventually(
+        Duration::from_secs(5),
+        "server counted the refusals",
+        || h.stats.handshake_failures.load(Ordering::Relaxed) == 2,
+    )
+    .await;
+    assert_eq!(h.stats.streams.load(Ordering::Relaxed), 0);
+    still_serves(&h).await;
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused() {
+    let h = Harness::start().await;
+    let tcp = TcpStream::connect(h.server_addr).await.unwrap();
+    let connector = TlsConnector::from(anonymous_client_config(&[&rustls::version::TLS13]));
+    let outcome = match connector
+        .connect(ServerName::try_from("backend").unwrap(), tcp)
+        .await
+    {
+        Err(e) => e.to_string(),
+        Ok(mut tls) => {
+            let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            match tls.read(&mut buf).await {
+                Ok(n) => format!("read {n} bytes"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    assert!(
+        outcome.to_lowercase().contains("certificaterequired") || outcome.contains("read 0"),
+        "{outcome}"
+    );
+    eventually(Duration::from_secs(5), "server counted the refusal", || {
+        h.stats.handshake_failures.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    still_serves(&h).await;
+}
+
+#[tokio::test]
+async fn tls_1_2_clients_are_refused() {
+    let h = Harness::start().await;
+    let tcp = TcpStream::connect(h.server_addr).await.unwrap();
+    let connector = TlsConnector::from(anonymous_client_config(&[&rustls::version::TLS12]));
+    let err = connector
+        .connect(ServerName::try_from("backend").unwrap(), tcp)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("protocolversion"),
+        "{err}"
+    );
+    still_serves(&h).await;
+}
+
+#[tokio::test]
+async fn garbage_and_plain_http1_are_refused_and_the_server_keeps_serving() {
+    let h = Harness::start().await;
+    for junk in [
+        &b"\x00\x01\x02garbage garbage garbage\xff\xfe"[..],
+        &b"GET / HTTP/1.1\r\nHost: backend\r\n\r\n"[..],
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+    ] {
+        let mut tcp = TcpStream::connect(h.server_addr).await.unwrap();
+        tcp.write_all(junk).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+            .await
+            .expect("the server must close a garbage connection promptly");
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "no HTTP/1 answer on an HBONE port"
+        );
+    }
+    eventually(Duration::from_secs(5), "three refusals counted", || {
+        h.stats.handshake_failures.load(Ordering::Relaxed) == 3
+    })
+    .await;
+    still_serves(&h).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let settings = ServerSettings {
+        handshake_timeout: Duration::from_millis(200),
+        ..ServerSettings::default()
+    };
+    let h = Harness::with(ClientSettings::default(), settings).await;
+    let mut tcp = TcpStream::connect(h.server_addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed by the handshake timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    still_serves(&h).await;
+}
+
+/// A raw HTTP/2 client on a genuine mTLS connection, for sending what the pool never would.
+async fn raw_h2(h: &Harness) -> h2::client::SendRequest<Bytes> {
+    let issued = h.manager.fetch(&h.client).await.unwrap();
+    let config = identity::client_config(&issued.cert, vec![h.server.clone()]).unwrap();
+    let tcp = TcpStream::connect(h.server_addr).await.unwrap();
+    let tls = TlsConnector::from(config)
+        .connect(ServerName::IpAddress(h.server_addr.ip().into()), tcp)
+        .await
+        .unwrap();
+    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    send
+}
+
+async fn status_of(send: &mut h2::client::SendRequest<Bytes>, req: Request<()>) -> StatusCode {
+    let mut ready = send.clone().ready().await.unwrap();
+    let (response, _body) = ready.send_request(req, true).unwrap();
+    response.await.unwrap().status()
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_without_disturbing_other_streams_on_the_connection() {
+    let h = Harness::start().await;
+    let echo = echo_server().await;
+    let mut send = raw_h2(&h).await;
+
+    // A good CONNECT first, held open across the bad requests.
+    let good = Request::builder()
+        .method(Method::CONNECT)
+        .uri(echo.to_string())
+        .body(())
+        .unwrap();
+    let (response, mut body_tx) = send
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(good, false)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body_rx = response.into_body();
+
+    let get = Request::builder()
+        .method(Method::GET)
+        .uri(format!("https://{echo}/"))
+        .body(())
+        .unwrap();
+    assert_eq!(
+        status_of(&mut send, get).await,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    for authority in ["example.com:80", "10.0.0.1", "backend"] {
+        let connect = Request::builder()
+            .method(Method::CONNECT)
+            .uri(authority)
+            .body(())
+            .unwrap();
+        assert_eq!(
+            status_of(&mut send, connect).await,
+            StatusCode::BAD_REQUEST,
+            "{authority}"
+        );
+    }
+    assert_eq!(h.stats.malformed_streams.load(Ordering::Relaxed), 4);
+
+    // The good stream still echoes.
+    body_tx
+        .send_data(Bytes::from_static(b"ping"), false)
+        .unwrap();
+    let data = body_rx.data().await.unwrap().unwrap();
+    assert_eq!(&data[..], b"ping");
+    assert_eq!(h.stats.established.load(Ordering::Relaxed), 1);
+}
+
+/// Refuses everything with 401, as a policy would.
+struct DenyAll;
+
+impl ConnectHandler for DenyAll {
+    async fn handle(&self, connect: IncomingConnect) {
+        connect.refuse(StatusCode::UNAUTHORIZED, "denied by test policy");
+    }
+}
+
+#[tokio::test]
+async fn a_policy_refusal_reaches_the_client_as_401_with_a_hint() {
+    let ca = TestCa::new();
+    let manager = ca.manager();
+    let server_id = id("shop", "backend");
+    let (addr, _) = start_server(
+        manager.clone(),
+        server_id.clone(),
+        ServerSettings::default(),
+        DenyAll,
+    )
+    .await;
+    let pool = Pool::new(manager, ClientSettings::default());
+    let key = PoolKey {
+        source: id("shop", "frontend"),
+        destination: server_id,
+        address: addr,
+    };
+    let err = pool
+        .connect(&key, &request(echo_server().await))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HboneError::Refused { status, .. } if status == StatusCode::UNAUTHORIZED),
+        "{err}"
+    );
+    assert!(err.to_string().contains("authorization policy"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_target_is_answered_with_503() {
+    let h = Harness::start().await;
+    let err = h.connect(closed_port().await).await.unwrap_err();
+    assert!(
+        matches!(err, HboneError::Refused { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE),
+        "{err}"
+    );
+    still_serves(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_held_back_by_flow_control() {
+    let h = Harness::start().await;
+    let echo = echo_server().await;
+    let mut greedy = h.connect(echo).await.unwrap();
+    // Write far more than every window and socket buffer on the path can hold, never
+    // reading the echo: the write must stall rather than the server buffering it all.
+    let chunk = vec![0u8; 1 << 20];
+    let stalled = tokio::time::timeout(Duration::from_secs(2), async {
+        for _ in 0..256 {
+            greedy.write_all(&chunk).await.unwrap();
+        }
+    })
+    .await;
+    assert!(stalled.is_err(), "256 MiB were accepted without being read");
+    // Meanwhile everyone else is served.
+    still_serves(&h).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_hbone_peer_is_reported_with_an_operator_hint() {
+    let ca = TestCa::new();
+    let pool = Pool::new(ca.manager(), ClientSettings::default());
+    let key = PoolKey {
+        source: id("a", "b"),
+        destination: id("a", "c"),
+        address: closed_port().await,
+    };
+    let err = pool
+        .connect(&key, &request(echo_server().await))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HboneError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("15008"), "{err}");
+}
