@@ -51,8 +51,8 @@ enum Command {
 enum Bench {
     /// HBONE vs plain TCP on loopback: throughput (1 and 16 streams) and 64-byte RTT.
     Hbone {
-        /// Seconds per phase.
-        #[arg(long, default_value_t = 3.0)]
+        /// Seconds per measure, split into three rounds that alternate with the others.
+        #[arg(long, default_value_t = 6.0)]
         duration: f64,
         /// Also write the results as a flat JSON object to this file.
         #[arg(long)]

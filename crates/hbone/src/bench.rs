@@ -1,9 +1,12 @@
 //! `bowline bench hbone`: HBONE against plain TCP on loopback, measured in one run.
 //!
-//! Phases (each `duration` long): single-stream bulk throughput over plain TCP, then over
-//! one HBONE stream (client pool → mutual TLS HTTP/2 → server → TCP sink), then 16 HBONE
-//! streams at once; 64-byte ping-pong round trips over plain TCP and over HBONE (to an
-//! echo target). Results are reported as absolute figures and as ratios against the TCP
+//! Measures (each `duration` long in total, split into rounds that alternate with the
+//! other measures so the machine's drifting load hits them alike): single-stream bulk
+//! throughput over plain TCP and over one HBONE stream (client pool → mutual TLS HTTP/2 →
+//! server → TCP sink), 16 HBONE streams at once, and 64-byte ping-pong round trips over
+//! plain TCP and over HBONE (to an echo target). Throughput counts the bytes the sink
+//! received, from the first write to the sink's answer after the half-close. Results are
+//! medians over rounds, reported as absolute figures and as ratios against the TCP
 //! baseline of the same run — never as a pass/fail threshold.
 
 use std::fmt;
@@ -21,6 +24,8 @@ use crate::{ClientSettings, ConnectRequest, HboneHeaders, Pool, PoolKey};
 const BULK_WRITE: usize = 256 * 1024;
 /// Payload of a ping-pong round trip.
 const PING: usize = 64;
+/// Each measure alternates with the others this many times.
+const ROUNDS: u32 = 3;
 
 /// The benchmark's results; field names are the `--json` keys.
 #[derive(Debug, Clone, Serialize)]
@@ -31,7 +36,8 @@ pub struct HboneBenchReport {
     pub hbone_gbps: f64,
     /// HBONE, 16 concurrent streams.
     pub hbone_16_streams_gbps: f64,
-    /// `hbone_gbps / tcp_gbps`.
+    /// Median over rounds of HBONE single-stream throughput / TCP throughput of the
+    /// same round.
     pub hbone_to_tcp_ratio: f64,
     /// Plain TCP 64-byte round trip, median.
     pub tcp_rtt_p50_us: f64,
@@ -43,8 +49,10 @@ pub struct HboneBenchReport {
     pub hbone_rtt_p99_us: f64,
     /// Round trips measured per transport.
     pub rtt_samples: usize,
-    /// Seconds per phase.
+    /// Seconds per measure (split into alternating rounds).
     pub phase_seconds: f64,
+    /// Rounds each measure was split into.
+    pub rounds: u32,
 }
 
 impl fmt::Display for HboneBenchReport {
@@ -52,8 +60,8 @@ impl fmt::Display for HboneBenchReport {
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         writeln!(
             f,
-            "HBONE vs plain TCP on loopback ({:.1} s per phase)",
-            self.phase_seconds
+            "HBONE vs plain TCP on loopback ({:.1} s per measure in {} alternating rounds; medians)",
+            self.phase_seconds, self.rounds
         )?;
         writeln!(f, "{:<34}{:>14}{:>14}", "measure", "value", "vs TCP")?;
         let rows = [
@@ -61,7 +69,7 @@ impl fmt::Display for HboneBenchReport {
             (
                 "HBONE single stream (Gbit/s)",
                 self.hbone_gbps,
-                ratio(self.hbone_gbps, self.tcp_gbps),
+                self.hbone_to_tcp_ratio,
             ),
             (
                 "HBONE 16 streams (Gbit/s)",
@@ -109,48 +117,62 @@ pub async fn run(phase: Duration) -> Result<HboneBenchReport, DemoError> {
     let warm = open(&pool, &key, echo_addr).await?;
     drop(warm);
 
-    let tcp = TcpStream::connect(sink_addr).await?;
-    tcp.set_nodelay(true)?;
-    let tcp_gbps = gbps(bulk(tcp, phase).await?, phase);
+    // Alternate short rounds of each transport so drift in the machine's load affects
+    // both alike; report medians.
+    let slice = phase / ROUNDS;
+    let (mut tcp_runs, mut hbone_runs, mut multi_runs, mut ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut tcp_rtts, mut hbone_rtts) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let tcp = TcpStream::connect(sink_addr).await?;
+        tcp.set_nodelay(true)?;
+        let tcp_run = bulk(tcp, slice).await?.gbps();
+        let hbone_run = bulk(open(&pool, &key, sink_addr).await?, slice)
+            .await?
+            .gbps();
+        ratios.push(if tcp_run > 0.0 {
+            hbone_run / tcp_run
+        } else {
+            0.0
+        });
+        tcp_runs.push(tcp_run);
+        hbone_runs.push(hbone_run);
 
-    let hbone_gbps = gbps(
-        bulk(open(&pool, &key, sink_addr).await?, phase).await?,
-        phase,
-    );
+        let mut streams = Vec::new();
+        for _ in 0..16 {
+            let stream = open(&pool, &key, sink_addr).await?;
+            streams.push(tokio::spawn(bulk(stream, slice)));
+        }
+        let mut all = Bulk::default();
+        for s in streams {
+            let run = s.await??;
+            all.bytes += run.bytes;
+            all.elapsed = all.elapsed.max(run.elapsed);
+        }
+        multi_runs.push(all.gbps());
 
-    let mut streams = Vec::new();
-    for _ in 0..16 {
-        let stream = open(&pool, &key, sink_addr).await?;
-        streams.push(tokio::spawn(bulk(stream, phase)));
+        let tcp = TcpStream::connect(echo_addr).await?;
+        tcp.set_nodelay(true)?;
+        tcp_rtts.extend(ping_pong(tcp, slice).await?);
+        hbone_rtts.extend(ping_pong(open(&pool, &key, echo_addr).await?, slice).await?);
     }
-    let started = Instant::now();
-    let mut total = 0u64;
-    for s in streams {
-        total += s.await??;
-    }
-    let hbone_16_streams_gbps = gbps(total, started.elapsed().max(phase));
-
-    let tcp = TcpStream::connect(echo_addr).await?;
-    tcp.set_nodelay(true)?;
-    let mut tcp_rtts = ping_pong(tcp, phase).await?;
-    let mut hbone_rtts = ping_pong(open(&pool, &key, echo_addr).await?, phase).await?;
+    let tcp_gbps = median(&mut tcp_runs);
+    let hbone_gbps = median(&mut hbone_runs);
+    let hbone_16_streams_gbps = median(&mut multi_runs);
     let rtt_samples = tcp_rtts.len().min(hbone_rtts.len());
 
     Ok(HboneBenchReport {
         tcp_gbps,
         hbone_gbps,
         hbone_16_streams_gbps,
-        hbone_to_tcp_ratio: if tcp_gbps > 0.0 {
-            hbone_gbps / tcp_gbps
-        } else {
-            0.0
-        },
+        hbone_to_tcp_ratio: median(&mut ratios),
         tcp_rtt_p50_us: percentile(&mut tcp_rtts, 0.50),
         tcp_rtt_p99_us: percentile(&mut tcp_rtts, 0.99),
         hbone_rtt_p50_us: percentile(&mut hbone_rtts, 0.50),
         hbone_rtt_p99_us: percentile(&mut hbone_rtts, 0.99),
         rtt_samples,
         phase_seconds: phase.as_secs_f64(),
+        rounds: ROUNDS,
     })
 }
 
@@ -185,20 +207,37 @@ async fn serve_sink(listener: TcpListener) {
     }
 }
 
-/// Writes for `phase`, half-closes, and returns how many bytes the sink reports.
+/// One bulk transfer: bytes the sink counted, from first write to the sink's answer.
+#[derive(Debug, Default, Clone, Copy)]
+struct Bulk {
+    bytes: u64,
+    elapsed: Duration,
+}
+
+impl Bulk {
+    fn gbps(self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e9
+    }
+}
+
+/// Writes for `phase`, half-closes, and waits for the sink's byte count.
 async fn bulk<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     phase: Duration,
-) -> Result<u64, DemoError> {
+) -> Result<Bulk, DemoError> {
     let buf = vec![0x5au8; BULK_WRITE];
-    let deadline = Instant::now() + phase;
+    let started = Instant::now();
+    let deadline = started + phase;
     while Instant::now() < deadline {
         io.write_all(&buf).await?;
     }
     io.shutdown().await?;
     let mut count = [0u8; 8];
     io.read_exact(&mut count).await?;
-    Ok(u64::from_be_bytes(count))
+    Ok(Bulk {
+        bytes: u64::from_be_bytes(count),
+        elapsed: started.elapsed(),
+    })
 }
 
 /// 64-byte ping-pong for `phase`; the round trip times in microseconds.
@@ -220,8 +259,8 @@ async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(rtts)
 }
 
-fn gbps(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9) / 1e9
+fn median(samples: &mut [f64]) -> f64 {
+    percentile(samples, 0.5)
 }
 
 fn percentile(samples: &mut [f64], q: f64) -> f64 {
