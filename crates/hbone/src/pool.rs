@@ -220,33 +220,24 @@ impl Pool {
         let issued = self.inner.manager.fetch(&key.source).await?;
         let config = identity::client_config(&issued.cert, vec![key.destination.clone()])?;
         let limit = settings.connect_timeout;
-        let tcp = timeout(limit, TcpStream::connect(addr))
-            .await
-            .map_err(|_| HboneError::Timeout {
-                addr,
-                stage: "TCP connect",
-            })?
+        let tcp = within(limit, addr, "TCP connect", TcpStream::connect(addr))
+            .await?
             .map_err(|source| HboneError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
-        let tls = timeout(
+        let server_name = ServerName::IpAddress(addr.ip().into());
+        let tls = within(
             limit,
-            TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), tcp),
-        )
-        .await
-        .map_err(|_| HboneError::Timeout {
             addr,
-            stage: "TLS handshake",
-        })?
+            "TLS handshake",
+            TlsConnector::from(config).connect(server_name, tcp),
+        )
+        .await?
         .map_err(|source| HboneError::Handshake { addr, source })?;
         if tls.get_ref().1.alpn_protocol() != Some(identity::tls::ALPN_H2) {
             return Err(HboneError::NotH2 { addr });
         }
-        let (sender, connection) = timeout(limit, client_builder(settings).handshake(tls))
-            .await
-            .map_err(|_| HboneError::Timeout {
-                addr,
-                stage: "HTTP/2 handshake",
-            })??;
+        let handshake = client_builder(settings).handshake(tls);
+        let (sender, connection) = within(limit, addr, "HTTP/2 handshake", handshake).await??;
         let conn = Arc::new(Conn {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             sender,
@@ -292,6 +283,18 @@ impl Pool {
         }
         Ok(H2Stream::new(send, response.into_body(), Some(slot)))
     }
+}
+
+/// `future`, or a timeout error naming the stage.
+async fn within<T>(
+    limit: Duration,
+    addr: SocketAddr,
+    stage: &'static str,
+    future: impl std::future::Future<Output = T>,
+) -> Result<T, HboneError> {
+    timeout(limit, future)
+        .await
+        .map_err(|_| HboneError::Timeout { addr, stage })
 }
 
 fn live(conns: &[Arc<Conn>]) -> usize {

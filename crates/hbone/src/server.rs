@@ -133,6 +133,25 @@ impl TlsSummary {
     }
 }
 
+type H2Connection = h2::server::Connection<tokio_rustls::server::TlsStream<TcpStream>, Bytes>;
+
+/// Why a connection never got to carry streams.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("no certificate to present: {0}")]
+    NoCertificate(#[from] identity::CertError),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("{0} handshake did not finish within {1:?}")]
+    Timeout(&'static str, std::time::Duration),
+    #[error("the client did not negotiate ALPN h2")]
+    NotH2,
+    #[error("{0}")]
+    PeerIdentity(#[from] identity::TlsError),
+    #[error("HTTP/2 handshake failed: {0}")]
+    H2(h2::Error),
+}
+
 /// Counters for operators and tests.
 #[derive(Debug, Default)]
 pub struct ServerStats {
@@ -199,66 +218,10 @@ impl<H: ConnectHandler> Server<H> {
     }
 
     async fn serve_connection(self: Arc<Self>, tcp: TcpStream, peer_addr: SocketAddr) {
-        let _ = tcp.set_nodelay(true);
-        let issued = match self.manager.fetch(&self.identity).await {
-            Ok(issued) => issued,
-            Err(error) => {
-                tracing::warn!(%peer_addr, %error, "HBONE connection dropped: no certificate to present");
-                self.stats
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        let acceptor = TlsAcceptor::from(issued.server_config.clone());
-        let limit = self.settings.handshake_timeout;
-        let tls = match timeout(limit, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                tracing::info!(%peer_addr, %error, "HBONE TLS handshake refused");
-                self.stats
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(_) => {
-                tracing::info!(%peer_addr, ?limit, "HBONE TLS handshake timed out");
-                self.stats
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        let (_, session) = tls.get_ref();
-        if session.alpn_protocol() != Some(identity::tls::ALPN_H2) {
-            tracing::info!(%peer_addr, "HBONE connection refused: client did not negotiate ALPN h2");
-            self.stats
-                .handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let peer = match identity::tls::peer_identity(session.peer_certificates()) {
-            Ok(peer) => peer,
-            Err(error) => {
-                tracing::info!(%peer_addr, %error, "HBONE connection refused");
-                self.stats
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        let tls_summary = Arc::new(TlsSummary::of(session));
-        let mut connection = match timeout(limit, self.h2_builder().handshake(tls)).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => {
-                tracing::info!(%peer_addr, %peer, %error, "HBONE HTTP/2 handshake failed");
-                self.stats
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(_) => {
-                tracing::info!(%peer_addr, %peer, "HBONE HTTP/2 handshake timed out");
+        let (mut connection, peer, tls_summary) = match self.handshake(tcp).await {
+            Ok(established) => established,
+            Err(refusal) => {
+                tracing::info!(%peer_addr, %refusal, "HBONE connection refused");
                 self.stats
                     .handshake_failures
                     .fetch_add(1, Ordering::Relaxed);
@@ -286,6 +249,33 @@ impl<H: ConnectHandler> Server<H> {
         }
         // The client closed (GOAWAY): let streams in flight finish.
         let _ = std::future::poll_fn(|cx| connection.poll_closed(cx)).await;
+    }
+
+    /// Mutual TLS presenting the current certificate, then HTTP/2; both within the
+    /// handshake timeout.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<(H2Connection, SpiffeId, Arc<TlsSummary>), Refusal> {
+        let _ = tcp.set_nodelay(true);
+        let issued = self.manager.fetch(&self.identity).await?;
+        let acceptor = TlsAcceptor::from(issued.server_config.clone());
+        let limit = self.settings.handshake_timeout;
+        let tls = timeout(limit, acceptor.accept(tcp))
+            .await
+            .map_err(|_| Refusal::Timeout("TLS", limit))?
+            .map_err(Refusal::Tls)?;
+        let (_, session) = tls.get_ref();
+        if session.alpn_protocol() != Some(identity::tls::ALPN_H2) {
+            return Err(Refusal::NotH2);
+        }
+        let peer = identity::tls::peer_identity(session.peer_certificates())?;
+        let summary = Arc::new(TlsSummary::of(session));
+        let connection = timeout(limit, self.h2_builder().handshake(tls))
+            .await
+            .map_err(|_| Refusal::Timeout("HTTP/2", limit))?
+            .map_err(Refusal::H2)?;
+        Ok((connection, peer, summary))
     }
 
     async fn serve_stream(

@@ -31,6 +31,15 @@ async fn still_serves(h: &Harness) {
     echo_and_verify(stream, 99, 10_000).await.unwrap();
 }
 
+/// The server counted `n` refused connections and still serves a good client.
+async fn refused_and_still_serving(h: &Harness, n: u64) {
+    eventually(Duration::from_secs(5), "refusals counted", || {
+        h.stats.handshake_failures.load(Ordering::Relaxed) == n
+    })
+    .await;
+    still_serves(h).await;
+}
+
 fn handshake_message(err: HboneError) -> String {
     match err {
         HboneError::Handshake { source, .. } => source.to_string(),
@@ -84,53 +93,38 @@ async fn a_server_from_an_untrusted_ca_is_refused() {
 #[tokio::test]
 async fn a_client_from_an_untrusted_ca_is_refused_by_the_server() {
     let h = Harness::start().await;
-    // The client trusts the server's CA but presents a certificate from another one.
-    let other_ca = TestCa::new();
-    let stranger = other_ca.manager();
-    let server_root = h.manager.fetch(&h.server).await.unwrap();
+    // The client presents a certificate from another CA.
+    let stranger = TestCa::new().manager();
     let own = stranger.fetch(&h.client).await.unwrap();
-    let chain = own.cert.certified_key().cert.clone();
-    let mut trusted = rustls::RootCertStore::empty();
-    trusted
-        .add(server_root.cert.root_ders()[0].clone())
-        .unwrap();
-    let err = raw_mtls_handshake(&h, chain, own.cert.certified_key().key.clone(), trusted).await;
-    assert!(err.is_some(), "server must refuse");
-    eventually(Duration::from_secs(5), "server counted the refusal", || {
-        h.stats.handshake_failures.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    let mut config = (*anonymous_client_config(&[&rustls::version::TLS13])).clone();
+    config.client_auth_cert_resolver = std::sync::Arc::new(Fixed(own.cert.certified_key().clone()));
+    let outcome = tls_outcome(&h, std::sync::Arc::new(config)).await;
+    // Refused with an alert (webpki reports the foreign chain as a bad signature because
+    // both test roots share a subject name) or a plain close; never answered.
+    assert!(
+        outcome.contains("alert") || outcome == "read 0 bytes",
+        "{outcome}"
+    );
     assert_eq!(h.stats.established.load(Ordering::Relaxed), 0);
-    still_serves(&h).await;
+    refused_and_still_serving(&h, 1).await;
 }
 
-/// Presents `chain`/`key` while trusting `roots` (any server name); returns the error the
-/// client eventually sees (handshake, or the first read after it).
-async fn raw_mtls_handshake(
-    h: &Harness,
-    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
-    key: std::sync::Arc<dyn rustls::sign::SigningKey>,
-    _roots: rustls::RootCertStore,
-) -> Option<String> {
-    let mut config = (*anonymous_client_config(&[&rustls::version::TLS13])).clone();
-    config.client_auth_cert_resolver = std::sync::Arc::new(Fixed(std::sync::Arc::new(
-        rustls::sign::CertifiedKey::new(chain, key),
-    )));
+/// Connects with `config`, sends the HTTP/2 preface and reads: the handshake error, the
+/// read error (TLS 1.3 reports a refused client certificate after the client's
+/// Finished), or how many bytes came back.
+async fn tls_outcome(h: &Harness, config: std::sync::Arc<rustls::ClientConfig>) -> String {
     let tcp = TcpStream::connect(h.server_addr).await.unwrap();
-    let mut tls = match TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from("backend").unwrap(), tcp)
-        .await
-    {
-        Ok(tls) => tls,
-        Err(e) => return Some(e.to_string()),
-    };
-    // TLS 1.3 reports a refused client certificate after the client's Finished.
-    let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
-    let mut buf = [0u8; 64];
-    match tls.read(&mut buf).await {
-        Ok(0) => Some("closed".into()),
-        Ok(_) => None,
-        Err(e) => Some(e.to_string()),
+    let name = ServerName::try_from("backend").unwrap();
+    match TlsConnector::from(config).connect(name, tcp).await {
+        Err(e) => e.to_string(),
+        Ok(mut tls) => {
+            let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            match tls.read(&mut buf).await {
+                Ok(n) => format!("read {n} bytes"),
+                Err(e) => e.to_string(),
+            }
+        }
     }
 }
 
@@ -199,45 +193,21 @@ async fn an_expired_client_certificate_is_refused() {
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused() {
     let h = Harness::start().await;
-    let tcp = TcpStream::connect(h.server_addr).await.unwrap();
-    let connector = TlsConnector::from(anonymous_client_config(&[&rustls::version::TLS13]));
-    let outcome = match connector
-        .connect(ServerName::try_from("backend").unwrap(), tcp)
-        .await
-    {
-        Err(e) => e.to_string(),
-        Ok(mut tls) => {
-            let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
-            let mut buf = [0u8; 64];
-            match tls.read(&mut buf).await {
-                Ok(n) => format!("read {n} bytes"),
-                Err(e) => e.to_string(),
-            }
-        }
-    };
+    let outcome = tls_outcome(&h, anonymous_client_config(&[&rustls::version::TLS13])).await;
     assert!(
         outcome.to_lowercase().contains("certificaterequired") || outcome.contains("read 0"),
         "{outcome}"
     );
-    eventually(Duration::from_secs(5), "server counted the refusal", || {
-        h.stats.handshake_failures.load(Ordering::Relaxed) == 1
-    })
-    .await;
-    still_serves(&h).await;
+    refused_and_still_serving(&h, 1).await;
 }
 
 #[tokio::test]
 async fn tls_1_2_clients_are_refused() {
     let h = Harness::start().await;
-    let tcp = TcpStream::connect(h.server_addr).await.unwrap();
-    let connector = TlsConnector::from(anonymous_client_config(&[&rustls::version::TLS12]));
-    let err = connector
-        .connect(ServerName::try_from("backend").unwrap(), tcp)
-        .await
-        .unwrap_err();
+    let outcome = tls_outcome(&h, anonymous_client_config(&[&rustls::version::TLS12])).await;
     assert!(
-        err.to_string().to_lowercase().contains("protocolversion"),
-        "{err}"
+        outcome.to_lowercase().contains("protocolversion"),
+        "{outcome}"
     );
     still_serves(&h).await;
 }
@@ -261,11 +231,7 @@ async fn garbage_and_plain_http1_are_refused_and_the_server_keeps_serving() {
             "no HTTP/1 answer on an HBONE port"
         );
     }
-    eventually(Duration::from_secs(5), "three refusals counted", || {
-        h.stats.handshake_failures.load(Ordering::Relaxed) == 3
-    })
-    .await;
-    still_serves(&h).await;
+    refused_and_still_serving(&h, 3).await;
 }
 
 #[tokio::test]

@@ -17,6 +17,22 @@ use test_support::{count_then_answer_server, echo_server, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// `n` tasks each open a stream at the same moment and echo 1000 bytes through it.
+async fn echo_concurrently(h: &Harness, echo: std::net::SocketAddr, n: usize) {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let pool = h.pool.clone();
+        let key = h.key();
+        tasks.push(tokio::spawn(async move {
+            let stream = pool.connect(&key, &harness::request(echo)).await.unwrap();
+            echo_and_verify(stream, i, 1000).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_arrive_intact_from_one_byte_to_one_gibibyte() {
     let h = Harness::start().await;
@@ -111,19 +127,7 @@ async fn many_streams_share_one_connection() {
         let stream = h.connect(echo).await.unwrap();
         echo_and_verify(stream, i, 1000).await.unwrap();
     }
-    // Concurrent first use waits for one dial instead of opening ten.
-    let mut tasks = Vec::new();
-    for i in 0..10 {
-        let pool = h.pool.clone();
-        let key = h.key();
-        tasks.push(tokio::spawn(async move {
-            let stream = pool.connect(&key, &harness::request(echo)).await.unwrap();
-            echo_and_verify(stream, i, 1000).await.unwrap();
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    echo_concurrently(&h, echo, 10).await;
     assert_eq!(h.connections(), 1);
     assert_eq!(h.stats.established.load(Ordering::Relaxed), 1);
     assert_eq!(h.stats.streams.load(Ordering::Relaxed), 20);
@@ -133,18 +137,8 @@ async fn many_streams_share_one_connection() {
 async fn concurrent_first_streams_share_one_dial() {
     let h = Harness::start().await;
     let echo = echo_server().await;
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let pool = h.pool.clone();
-        let key = h.key();
-        tasks.push(tokio::spawn(async move {
-            let stream = pool.connect(&key, &harness::request(echo)).await.unwrap();
-            echo_and_verify(stream, i, 1000).await.unwrap();
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    // Twenty callers find no connection at once: they wait for one dial.
+    echo_concurrently(&h, echo, 20).await;
     assert_eq!(h.stats.established.load(Ordering::Relaxed), 1);
 }
 
