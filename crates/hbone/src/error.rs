@@ -41,6 +41,14 @@ pub enum HboneError {
         /// The handshake error (rustls' reason inside).
         source: std::io::Error,
     },
+    /// Another caller's dial to the same peer just failed; this caller shares its fate.
+    #[error("HBONE peer {addr} is unavailable: {reason}")]
+    PeerUnavailable {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why the dial failed.
+        reason: String,
+    },
     /// The peer did not agree on ALPN `h2`.
     #[error("HBONE peer {addr} did not negotiate ALPN h2; it is not an HBONE endpoint")]
     NotH2 {

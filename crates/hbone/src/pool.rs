@@ -77,6 +77,10 @@ struct Entry {
     conns: Mutex<Vec<Arc<Conn>>>,
     /// Held while opening a connection for this key, so waiters share one dial.
     dialing: tokio::sync::Mutex<()>,
+    /// Dials finished for this key; tells a waiter whether a dial ended while it waited.
+    dials: AtomicU64,
+    /// Why the latest dial failed (`None` after a success).
+    last_failure: Mutex<Option<String>>,
 }
 
 impl Entry {
@@ -84,6 +88,10 @@ impl Entry {
         // A poisoned lock only means another thread panicked while holding it; the
         // vector itself is always in a consistent state between statements.
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn last_failure(&self) -> MutexGuard<'_, Option<String>> {
+        self.last_failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -179,11 +187,25 @@ impl Pool {
         if let Some(slot) = self.reserve(&entry, key) {
             return Ok(slot);
         }
+        let dials_before = entry.dials.load(Ordering::Acquire);
         let _one_dial = entry.dialing.lock().await;
         if let Some(slot) = self.reserve(&entry, key) {
             return Ok(slot);
         }
-        let conn = self.dial(key).await?;
+        // A dial that failed while we waited speaks for us too: callers queued behind an
+        // unreachable peer fail together instead of each waiting out its own timeout.
+        if entry.dials.load(Ordering::Acquire) != dials_before
+            && let Some(reason) = entry.last_failure().clone()
+        {
+            return Err(HboneError::PeerUnavailable {
+                addr: key.address,
+                reason,
+            });
+        }
+        let dialed = self.dial(key).await;
+        *entry.last_failure() = dialed.as_ref().err().map(ToString::to_string);
+        entry.dials.fetch_add(1, Ordering::AcqRel);
+        let conn = dialed?;
         conn.active.fetch_add(1, Ordering::AcqRel);
         entry.conns().push(conn.clone());
         Ok(Slot { conn })

@@ -410,3 +410,57 @@ async fn an_unreachable_hbone_peer_is_reported_with_an_operator_hint() {
     assert!(matches!(err, HboneError::Connect { .. }), "{err}");
     assert!(err.to_string().contains("15008"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_behind_a_dead_peer_fail_together() {
+    // A peer that accepts TCP and then says nothing: every dial times out in TLS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    let ca = TestCa::new();
+    let settings = ClientSettings {
+        connect_timeout: Duration::from_millis(300),
+        ..ClientSettings::default()
+    };
+    let pool = Pool::new(ca.manager(), settings);
+    let key = PoolKey {
+        source: id("a", "b"),
+        destination: id("a", "c"),
+        address: addr,
+    };
+    let target = echo_server().await;
+    let mut callers = Vec::new();
+    for _ in 0..10 {
+        let pool = pool.clone();
+        let key = key.clone();
+        callers.push(tokio::spawn(async move {
+            pool.connect(&key, &request(target)).await.unwrap_err()
+        }));
+    }
+    let mut shared = 0;
+    for caller in callers {
+        let err = caller.await.unwrap();
+        if matches!(err, HboneError::PeerUnavailable { .. }) {
+            assert!(
+                err.to_string().contains("timed out during TLS handshake"),
+                "{err}"
+            );
+            shared += 1;
+        } else {
+            assert!(matches!(err, HboneError::Timeout { .. }), "{err}");
+        }
+    }
+    assert_eq!(
+        shared, 9,
+        "one caller dials, the nine queued behind it share its failure"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
