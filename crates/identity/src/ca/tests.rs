@@ -1,3 +1,5 @@
+//! What the CA signs and what it refuses, checked on real CSRs and certificates.
+
 use std::time::{Duration, SystemTime};
 
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};

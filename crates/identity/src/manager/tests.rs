@@ -1,3 +1,6 @@
+//! Fetching, sharing, renewing and pacing certificates against providers that succeed,
+//! fail, or issue stale certificates.
+
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
