@@ -220,3 +220,43 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Whether this test may build network namespaces. Root is needed; in CI
+/// (`BOWLINE_REQUIRE_ROOT=1`, set by `.ci/run`) running without it is a failure, elsewhere
+/// the test says loudly that it is skipped.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let required = std::env::var("BOWLINE_REQUIRE_ROOT").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{test} needs root to build network namespaces, and BOWLINE_REQUIRE_ROOT=1 says this run must not skip it"
+    );
+    eprintln!("SKIPPED {test}: needs root to build network namespaces");
+    false
+}
+
+/// A name for a namespace or interface that no other test or process uses:
+/// `<prefix><pid base36><counter>`, at most 15 characters (the interface name limit).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}{}", base36(std::process::id()), base36(n));
+    name.chars().take(15).collect()
+}
+
+fn base36(mut n: u32) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
