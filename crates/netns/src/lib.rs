@@ -19,4 +19,4 @@ pub mod links;
 pub mod namespace;
 pub mod socket;
 
-pub use namespace::{Namespace, NetnsError};
+pub use namespace::{Namespace, NetnsError, NetnsWorker, in_netns};

@@ -169,6 +169,64 @@ where
     })
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread parked inside a namespace that runs short jobs there — creating sockets for a
+/// pod, many times a second — without the cost of a new thread per job. It ends when the
+/// worker is dropped.
+#[derive(Debug, Clone)]
+pub struct NetnsWorker {
+    jobs: std::sync::mpsc::Sender<Job>,
+    label: std::sync::Arc<str>,
+}
+
+impl NetnsWorker {
+    /// Starts a worker inside the namespace `ns` (kept open by the worker thread).
+    pub fn start<N: AsFd + Send + 'static>(ns: N, label: &str) -> Result<Self, NetnsError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let name = label.to_owned();
+        std::thread::Builder::new()
+            .name(format!("netns-{label}"))
+            .spawn(move || {
+                let entered = enter(ns.as_fd(), &name);
+                let ok = entered.is_ok();
+                let _ = ready_tx.send(entered);
+                if ok {
+                    while let Ok(job) = queue.recv() {
+                        job();
+                    }
+                }
+            })
+            .map_err(|_| NetnsError::Thread)?;
+        ready_rx.recv().map_err(|_| NetnsError::Thread)??;
+        Ok(Self {
+            jobs,
+            label: label.into(),
+        })
+    }
+
+    /// Runs `f` inside the namespace and returns its result.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, NetnsError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| NetnsError::Thread)?;
+        rx.await.map_err(|_| NetnsError::Thread)
+    }
+
+    /// The namespace's label (pod uid or name), for logs.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
 fn enter(ns: BorrowedFd<'_>, label: &str) -> Result<(), NetnsError> {
     setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
         name: label.to_owned(),

@@ -144,3 +144,18 @@ async fn a_namespace_descriptor_travels_over_a_seqpacket_socket() {
     .unwrap();
     assert!(addrs, "the received namespace holds 10.9.0.1");
 }
+
+#[tokio::test]
+async fn a_worker_creates_many_sockets_inside_its_namespace() {
+    if !root_or_skip("a_worker_creates_many_sockets_inside_its_namespace") {
+        return;
+    }
+    let (a, _b) = pair();
+    let worker = netns::NetnsWorker::start(a.open().unwrap(), "a").unwrap();
+    for port in 7100..7110u16 {
+        let addr: SocketAddr = format!("10.9.0.1:{port}").parse().unwrap();
+        // 10.9.0.1 exists only inside `a`: binding it proves where the socket lives.
+        let bound = worker.run(move || socket::listen(addr, false)).await.unwrap();
+        assert!(bound.is_ok(), "{bound:?}");
+    }
+}
