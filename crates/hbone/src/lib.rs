@@ -26,7 +26,7 @@ pub mod demo;
 pub use copy::{Transferred, copy_bidirectional};
 pub use error::HboneError;
 pub use headers::HboneHeaders;
-pub use pool::{ConnectRequest, Pool, PoolKey};
+pub use pool::{ConnectRequest, Dialer, DirectDialer, Pool, PoolKey};
 pub use server::{ConnectHandler, IncomingConnect, Server, ServerStats, TlsSummary};
 pub use settings::{ClientSettings, ServerSettings};
 pub use stream::H2Stream;

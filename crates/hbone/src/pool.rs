@@ -11,7 +11,9 @@
 //! - A request that fails because its connection died (I/O error, GOAWAY, refused
 //!   stream) evicts that connection and is retried once on a new one.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -64,8 +66,33 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// Opens the TCP connection under a tunnel. The seam where in-pod ztunnel dials from
+/// inside the source pod's namespace, with the mark that keeps its packets from being
+/// captured again.
+pub trait Dialer: Send + Sync + 'static {
+    /// Connects to `addr`.
+    fn dial(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>>;
+}
+
+/// Dials from the caller's own namespace with no special options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectDialer;
+
+impl Dialer for DirectDialer {
+    fn dial(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
+        Box::pin(TcpStream::connect(addr))
+    }
+}
+
 struct PoolInner {
     manager: CertificateManager,
+    dialer: Arc<dyn Dialer>,
     settings: ClientSettings,
     entries: dashmap::DashMap<PoolKey, Arc<Entry>>,
     next_id: AtomicU64,
@@ -135,11 +162,21 @@ impl Drop for Slot {
 }
 
 impl Pool {
-    /// A pool presenting certificates from `manager`.
+    /// A pool presenting certificates from `manager`, dialing directly.
     pub fn new(manager: CertificateManager, settings: ClientSettings) -> Self {
+        Self::with_dialer(manager, settings, Arc::new(DirectDialer))
+    }
+
+    /// A pool whose TCP connections come from `dialer`.
+    pub fn with_dialer(
+        manager: CertificateManager,
+        settings: ClientSettings,
+        dialer: Arc<dyn Dialer>,
+    ) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 manager,
+                dialer,
                 settings,
                 entries: dashmap::DashMap::new(),
                 next_id: AtomicU64::new(1),
@@ -242,7 +279,7 @@ impl Pool {
         let issued = self.inner.manager.fetch(&key.source).await?;
         let config = identity::client_config(&issued.cert, vec![key.destination.clone()])?;
         let limit = settings.connect_timeout;
-        let tcp = within(limit, addr, "TCP connect", TcpStream::connect(addr))
+        let tcp = within(limit, addr, "TCP connect", self.inner.dialer.dial(addr))
             .await?
             .map_err(|source| HboneError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
