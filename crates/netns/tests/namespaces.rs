@@ -155,7 +155,10 @@ async fn a_worker_creates_many_sockets_inside_its_namespace() {
     for port in 7100..7110u16 {
         let addr: SocketAddr = format!("10.9.0.1:{port}").parse().unwrap();
         // 10.9.0.1 exists only inside `a`: binding it proves where the socket lives.
-        let bound = worker.run(move || socket::listen(addr, false)).await.unwrap();
+        let bound = worker
+            .run(move || socket::listen(addr, false))
+            .await
+            .unwrap();
         assert!(bound.is_ok(), "{bound:?}");
     }
 }

@@ -1,0 +1,288 @@
+//! What ztunnel knows about the mesh: workloads, services and authorization policies.
+//!
+//! Held as an immutable [`Snapshot`] behind an atomic pointer ([`Store`]); an update
+//! builds a whole new snapshot and swaps it in, so readers on the data path never block
+//! and never see half an update. Indexes: workload by uid and by IP, service by VIP and by
+//! hostname, endpoints by service. Sources (the local file today, xDS later) hand in wire
+//! resources; [`convert`] validates them into this model with errors that name the
+//! resource and field.
+
+pub mod convert;
+pub mod local;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use identity::SpiffeId;
+use policy::Policy;
+use serde::Serialize;
+
+pub use convert::StateError;
+
+/// How a workload receives mesh traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TunnelProtocol {
+    /// Not in the mesh: plain TCP.
+    None,
+    /// HBONE on port 15008.
+    Hbone,
+}
+
+/// Where a waypoint is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Gateway {
+    /// A fixed address.
+    Address(SocketAddr),
+    /// A service, resolved by hostname when used; `port` is its HBONE port.
+    Service {
+        /// `namespace/hostname` of the waypoint's service.
+        key: String,
+        /// HBONE port.
+        port: u16,
+    },
+}
+
+/// A service port and the workload port it maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortMapping {
+    /// Port clients dial on the VIP.
+    pub service_port: u16,
+    /// Port the workload listens on (0 = same as the service port).
+    pub target_port: u16,
+}
+
+/// A workload (pod, VM) as ztunnel needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    /// Unique id.
+    pub uid: String,
+    /// Name (pod name).
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Node it runs on.
+    pub node: String,
+    /// HBONE or plain.
+    pub protocol: TunnelProtocol,
+    /// Its SPIFFE identity.
+    pub identity: SpiffeId,
+    /// The waypoint traffic to it must pass, if any.
+    pub waypoint: Option<Gateway>,
+    /// Services it backs: `namespace/hostname` → port mappings.
+    pub services: HashMap<String, Vec<PortMapping>>,
+    /// Selector-scoped policies that apply (`namespace/name`).
+    pub authorization_policies: Vec<String>,
+    /// Whether it should receive traffic.
+    pub healthy: bool,
+    /// `app` label (canonical service).
+    pub canonical_name: String,
+    /// `version` label (canonical revision).
+    pub canonical_revision: String,
+    /// Deployment (or other owner) name.
+    pub workload_name: String,
+    /// Cluster.
+    pub cluster_id: String,
+}
+
+/// A service as ztunnel needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// `name.namespace.svc.cluster.local`.
+    pub hostname: String,
+    /// Virtual IPs.
+    pub vips: Vec<IpAddr>,
+    /// Ports.
+    pub ports: Vec<PortMapping>,
+    /// The waypoint traffic to it must pass, if any.
+    pub waypoint: Option<Gateway>,
+}
+
+impl Service {
+    /// `namespace/hostname`, the key workloads use in `services`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.hostname)
+    }
+}
+
+/// One consistent view of the mesh.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    workloads_by_uid: HashMap<String, Arc<Workload>>,
+    workloads_by_ip: HashMap<IpAddr, Arc<Workload>>,
+    services_by_vip: HashMap<IpAddr, Arc<Service>>,
+    services_by_key: HashMap<String, Arc<Service>>,
+    services_by_hostname: HashMap<String, Arc<Service>>,
+    endpoints: HashMap<String, Vec<Arc<Workload>>>,
+    policies: HashMap<String, Arc<Policy>>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot and its indexes; refuses conflicts (a uid, workload IP or VIP
+    /// claimed twice).
+    pub fn build(
+        workloads: Vec<Workload>,
+        services: Vec<Service>,
+        policies: Vec<Policy>,
+    ) -> Result<Self, StateError> {
+        let mut snap = Self::default();
+        for service in services {
+            let service = Arc::new(service);
+            let key = service.key();
+            for vip in &service.vips {
+                if let Some(other) = snap.services_by_vip.insert(*vip, service.clone()) {
+                    return Err(StateError::conflict(
+                        &key,
+                        format!("VIP {vip} is also claimed by service {}", other.key()),
+                    ));
+                }
+            }
+            snap.services_by_hostname
+                .insert(service.hostname.clone(), service.clone());
+            if snap.services_by_key.insert(key.clone(), service).is_some() {
+                return Err(StateError::conflict(&key, "service defined twice".into()));
+            }
+        }
+        for workload in workloads {
+            let workload = Arc::new(workload);
+            for ip in &workload.addresses {
+                if let Some(other) = snap.workloads_by_ip.insert(*ip, workload.clone()) {
+                    return Err(StateError::conflict(
+                        &workload.uid,
+                        format!("address {ip} is also claimed by workload {}", other.uid),
+                    ));
+                }
+            }
+            for service in workload.services.keys() {
+                snap.endpoints
+                    .entry(service.clone())
+                    .or_default()
+                    .push(workload.clone());
+            }
+            let uid = workload.uid.clone();
+            if snap
+                .workloads_by_uid
+                .insert(uid.clone(), workload)
+                .is_some()
+            {
+                return Err(StateError::conflict(
+                    &uid,
+                    "workload uid defined twice".into(),
+                ));
+            }
+        }
+        for list in snap.endpoints.values_mut() {
+            // A stable order, so round robin is predictable.
+            list.sort_by(|a, b| a.uid.cmp(&b.uid));
+        }
+        for policy in policies {
+            let key = policy.key();
+            if snap
+                .policies
+                .insert(key.clone(), Arc::new(policy))
+                .is_some()
+            {
+                return Err(StateError::conflict(&key, "policy defined twice".into()));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// The workload with `uid`.
+    pub fn workload(&self, uid: &str) -> Option<&Arc<Workload>> {
+        self.workloads_by_uid.get(uid)
+    }
+
+    /// The workload that owns `ip`.
+    pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Arc<Workload>> {
+        self.workloads_by_ip.get(&ip)
+    }
+
+    /// The service with virtual IP `ip`.
+    pub fn service_by_vip(&self, ip: IpAddr) -> Option<&Arc<Service>> {
+        self.services_by_vip.get(&ip)
+    }
+
+    /// The service with `hostname` (`name.ns.svc.cluster.local`).
+    pub fn service_by_hostname(&self, hostname: &str) -> Option<&Arc<Service>> {
+        self.services_by_hostname.get(hostname)
+    }
+
+    /// The service with key `namespace/hostname`.
+    pub fn service(&self, key: &str) -> Option<&Arc<Service>> {
+        self.services_by_key.get(key)
+    }
+
+    /// Workloads backing the service `namespace/hostname`, in a stable order.
+    pub fn endpoints(&self, service_key: &str) -> &[Arc<Workload>] {
+        self.endpoints
+            .get(service_key)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Policies that apply to `workload`.
+    pub fn policies_for<'a>(&'a self, workload: &'a Workload) -> impl Iterator<Item = &'a Policy> {
+        self.policies
+            .values()
+            .map(AsRef::as_ref)
+            .filter(|p| p.applies_to(&workload.namespace, &workload.authorization_policies))
+    }
+
+    /// Every workload, sorted by uid.
+    pub fn workloads(&self) -> Vec<&Arc<Workload>> {
+        let mut all: Vec<_> = self.workloads_by_uid.values().collect();
+        all.sort_by(|a, b| a.uid.cmp(&b.uid));
+        all
+    }
+
+    /// Every service, sorted by key.
+    pub fn services(&self) -> Vec<&Arc<Service>> {
+        let mut all: Vec<_> = self.services_by_key.values().collect();
+        all.sort_by_key(|s| s.key());
+        all
+    }
+
+    /// Every policy, sorted by key.
+    pub fn policies(&self) -> Vec<&Arc<Policy>> {
+        let mut all: Vec<_> = self.policies.values().collect();
+        all.sort_by_key(|p| p.key());
+        all
+    }
+}
+
+/// The current snapshot, swapped atomically on update.
+#[derive(Debug, Default)]
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+    /// Wakes watchers (live-connection policy re-checks) after each update.
+    updates: tokio::sync::watch::Sender<u64>,
+}
+
+impl Store {
+    /// The snapshot in force now. Cheap; hold it for the duration of one decision.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+        self.updates.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver that changes after every update.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.updates.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests;
