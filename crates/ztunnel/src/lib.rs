@@ -6,9 +6,12 @@
 //! the outbound and inbound proxy paths, certificates for its pods, operator surfaces.
 //! Must not: parse user (Kubernetes/Istio) YAML — it consumes the compiled form only.
 //!
-//! Built so far: [`state`] (snapshot store, local configuration file with located
-//! errors and a watcher). The listeners and proxy paths follow.
+//! Map: [`state`] (what the mesh looks like: snapshot store, local file), [`inpod`]
+//! (pods handed over by the node agent, their listeners), [`proxy`] (outbound, inbound
+//! HBONE and plaintext paths of one pod).
 
 #![forbid(unsafe_code)]
 
+pub mod inpod;
+pub mod proxy;
 pub mod state;

@@ -1,0 +1,252 @@
+//! In-pod mode: the node agent hands ztunnel each enrolled pod's network namespace over
+//! the ZDS protocol; ztunnel opens the pod's listeners inside it (15001 outbound, 15006
+//! inbound plaintext, 15008 HBONE) and closes them when the pod goes.
+//!
+//! [`Pods`] owns the running pods; [`zds`] speaks the protocol and keeps reconnecting to
+//! the agent. Pods keep serving while the agent is away.
+
+pub mod zds;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use identity::SpiffeId;
+use netns::NetnsWorker;
+use tokio::task::JoinHandle;
+
+use crate::proxy::inbound::{self, Inbound};
+use crate::proxy::{Pod, PodDialer, ProxyInputs, outbound};
+
+/// Ports of the listeners opened in every pod.
+#[derive(Debug, Clone, Copy)]
+pub struct PodPorts {
+    /// Outbound capture.
+    pub outbound: u16,
+    /// Inbound plaintext capture.
+    pub inbound_plaintext: u16,
+    /// HBONE.
+    pub hbone: u16,
+}
+
+impl Default for PodPorts {
+    fn default() -> Self {
+        Self {
+            outbound: 15001,
+            inbound_plaintext: 15006,
+            hbone: 15008,
+        }
+    }
+}
+
+/// What the node agent says about a pod.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// Workload uid (matches the mesh state).
+    pub uid: String,
+    /// Pod name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Service account (`default` if empty).
+    pub service_account: String,
+}
+
+/// Why a pod could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    /// The namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr} inside pod {pod}: {source}")]
+    Listen {
+        /// The pod.
+        pod: String,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The identity is not valid.
+    #[error(transparent)]
+    Identity(#[from] identity::SpiffeIdError),
+}
+
+struct Running {
+    pod: Arc<Pod>,
+    tasks: Vec<JoinHandle<()>>,
+    removed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.removed.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The pods this ztunnel serves.
+pub struct Pods {
+    inputs: Arc<ProxyInputs>,
+    ports: PodPorts,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl std::fmt::Debug for Pods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pods").field("uids", &self.uids()).finish()
+    }
+}
+
+impl Pods {
+    /// No pods yet.
+    pub fn new(inputs: Arc<ProxyInputs>, ports: PodPorts) -> Self {
+        Self {
+            inputs,
+            ports,
+            running: Mutex::default(),
+        }
+    }
+
+    /// Starts serving a pod inside the namespace `netns`. A pod already running under
+    /// this uid keeps running (the agent re-sends pods after a reconnect).
+    pub async fn add(&self, info: PodInfo, netns: OwnedFd) -> Result<(), PodError> {
+        if self.contains(&info.uid) {
+            return Ok(());
+        }
+        let sa = if info.service_account.is_empty() {
+            "default"
+        } else {
+            &info.service_account
+        };
+        let identity = SpiffeId::new(&self.inputs.settings.trust_domain, &info.namespace, sa)?;
+        let name = format!("{}/{}", info.namespace, info.name);
+        let worker = NetnsWorker::start(netns, &info.uid)?;
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        let mut listeners = Vec::new();
+        for port in [
+            self.ports.outbound,
+            self.ports.inbound_plaintext,
+            self.ports.hbone,
+        ] {
+            let addr = any(port);
+            let bound = worker
+                .run(move || netns::socket::listen(addr, false))
+                .await?
+                .and_then(netns::socket::into_tokio)
+                .map_err(|source| PodError::Listen {
+                    pod: name.clone(),
+                    addr,
+                    source,
+                })?;
+            listeners.push(bound);
+        }
+        // Certificates are fetched eagerly so the first connection does not wait; a
+        // failure here is retried on first use.
+        if let Err(error) = self.inputs.manager.fetch(&identity).await {
+            tracing::warn!(pod = %name, %error, "no certificate yet; will retry on first connection");
+        }
+        let (removed_tx, removed_rx) = tokio::sync::watch::channel(false);
+        let pool = hbone::Pool::with_dialer(
+            self.inputs.manager.clone(),
+            self.inputs.settings.pool.clone(),
+            Arc::new(PodDialer {
+                worker: worker.clone(),
+            }),
+        );
+        let pod = Arc::new(Pod {
+            uid: info.uid.clone(),
+            name: name.clone(),
+            identity: identity.clone(),
+            worker,
+            pool,
+            removed: removed_rx,
+        });
+        let inbound_handler = Inbound {
+            pod: pod.clone(),
+            inputs: self.inputs.clone(),
+        };
+        let mut listeners = listeners.into_iter();
+        let (Some(out), Some(plain), Some(hbone_listener)) =
+            (listeners.next(), listeners.next(), listeners.next())
+        else {
+            // Three listeners were pushed above.
+            return Ok(());
+        };
+        let server = hbone::Server::new(
+            identity,
+            self.inputs.manager.clone(),
+            inbound_handler.clone(),
+            hbone::ServerSettings::default(),
+        );
+        let tasks = vec![
+            tokio::spawn(outbound::serve(out, pod.clone(), self.inputs.clone())),
+            tokio::spawn(inbound::serve_plaintext(plain, inbound_handler)),
+            tokio::spawn(server.serve(hbone_listener)),
+        ];
+        tracing::info!(pod = %name, uid = %info.uid, "pod enrolled: listening on 15001, 15006, 15008 in its namespace");
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(
+                info.uid,
+                Running {
+                    pod,
+                    tasks,
+                    removed: removed_tx,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops serving a pod: listeners close and its live connections end.
+    pub fn remove(&self, uid: &str) -> bool {
+        let Ok(mut running) = self.running.lock() else {
+            return false;
+        };
+        let Some(gone) = running.remove(uid) else {
+            return false;
+        };
+        // Other pods may run under the same service account.
+        let shared = running
+            .values()
+            .any(|r| r.pod.identity == gone.pod.identity);
+        drop(running);
+        if !shared {
+            self.inputs.manager.forget(&gone.pod.identity);
+        }
+        tracing::info!(pod = %gone.pod.name, uid, "pod removed: listeners closed");
+        true
+    }
+
+    /// Removes every pod whose uid `keep` rejects.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        for uid in self.uids() {
+            if !keep(&uid) {
+                self.remove(&uid);
+            }
+        }
+    }
+
+    /// Whether `uid` is being served.
+    pub fn contains(&self, uid: &str) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains_key(uid))
+            .unwrap_or(false)
+    }
+
+    /// The uids being served, sorted.
+    pub fn uids(&self) -> Vec<String> {
+        let mut uids: Vec<_> = self
+            .running
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        uids.sort();
+        uids
+    }
+}

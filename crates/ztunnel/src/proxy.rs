@@ -1,0 +1,154 @@
+//! The proxy paths of one enrolled pod: outbound (15001), inbound HBONE (15008) and
+//! inbound plaintext (15006). Everything a connection needs is in [`ProxyInputs`] (shared
+//! by all pods) and [`Pod`] (this pod's identity, namespace worker and tunnel pool).
+//!
+//! The first bytes of a connection pay for lookup, policy and route; after that it is a
+//! byte pump ([`hbone::copy_bidirectional`] or a plain TCP copy).
+
+pub mod inbound;
+pub mod outbound;
+pub mod route;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use identity::{CertificateManager, SpiffeId};
+use netns::NetnsWorker;
+use netns::capture::PROXY_MARK;
+use netns::socket::{Outgoing, outgoing_socket};
+use tokio::net::TcpStream;
+
+use crate::state::Store;
+
+/// Settings shared by every pod's proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// HBONE port of destination pods.
+    pub hbone_port: u16,
+    /// Trust domain of pod identities.
+    pub trust_domain: String,
+    /// How long an endpoint whose connect failed is skipped by load balancing.
+    pub failed_endpoint_backoff: Duration,
+    /// Tunnel pool settings.
+    pub pool: hbone::ClientSettings,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            hbone_port: hbone::HBONE_PORT,
+            trust_domain: "cluster.local".into(),
+            failed_endpoint_backoff: Duration::from_secs(10),
+            pool: hbone::ClientSettings::default(),
+        }
+    }
+}
+
+/// What every connection of every pod shares.
+#[derive(Debug)]
+pub struct ProxyInputs {
+    /// Mesh state.
+    pub store: Arc<Store>,
+    /// Certificates of the pods on this node.
+    pub manager: CertificateManager,
+    /// Settings.
+    pub settings: ProxySettings,
+    /// Round-robin position per service.
+    round_robin: std::sync::atomic::AtomicUsize,
+    /// Endpoints whose connect failed recently.
+    failed: std::sync::Mutex<std::collections::HashMap<IpAddr, Instant>>,
+}
+
+impl ProxyInputs {
+    /// Inputs over `store` and `manager`.
+    pub fn new(store: Arc<Store>, manager: CertificateManager, settings: ProxySettings) -> Self {
+        Self {
+            store,
+            manager,
+            settings,
+            round_robin: Default::default(),
+            failed: Default::default(),
+        }
+    }
+
+    /// Records that connecting to `ip` failed, so load balancing skips it for a while.
+    pub(crate) fn endpoint_failed(&self, ip: IpAddr) {
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.insert(ip, Instant::now());
+        }
+    }
+
+    /// Whether `ip` failed within the backoff.
+    pub(crate) fn recently_failed(&self, ip: IpAddr) -> bool {
+        let backoff = self.settings.failed_endpoint_backoff;
+        self.failed
+            .lock()
+            .map(|f| f.get(&ip).is_some_and(|t| t.elapsed() < backoff))
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn next_index(&self) -> usize {
+        self.round_robin
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One enrolled pod, as its listeners see it.
+#[derive(Debug)]
+pub struct Pod {
+    /// The workload uid.
+    pub uid: String,
+    /// `namespace/name`, for logs.
+    pub name: String,
+    /// The pod's identity (from its service account).
+    pub identity: SpiffeId,
+    /// Creates sockets inside the pod's namespace.
+    pub worker: NetnsWorker,
+    /// Tunnels from this pod, dialed from inside its namespace.
+    pub pool: hbone::Pool,
+    /// Fires when the pod is removed; live connections close.
+    pub removed: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Dials from inside a pod's namespace, marked so capture lets it through.
+#[derive(Debug, Clone)]
+pub struct PodDialer {
+    /// The pod's namespace worker.
+    pub worker: NetnsWorker,
+}
+
+impl hbone::Dialer for PodDialer {
+    fn dial(
+        &self,
+        addr: SocketAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TcpStream>> + Send + '_>>
+    {
+        Box::pin(connect_from(&self.worker, addr, None))
+    }
+}
+
+/// Connects to `addr` from inside the namespace of `worker`, with the proxy mark and, if
+/// given, a transparent (spoofed) source address.
+pub(crate) async fn connect_from(
+    worker: &NetnsWorker,
+    addr: SocketAddr,
+    transparent_source: Option<SocketAddr>,
+) -> std::io::Result<TcpStream> {
+    let options = Outgoing {
+        mark: Some(PROXY_MARK),
+        transparent_source,
+    };
+    let socket = worker
+        .run(move || outgoing_socket(addr, options))
+        .await
+        .map_err(std::io::Error::other)??;
+    socket.connect(addr).await
+}
+
+/// Closes `tcp` with a reset, so the client sees the failure at once instead of a clean
+/// end of stream.
+pub(crate) fn reset(tcp: TcpStream) {
+    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    drop(tcp);
+}

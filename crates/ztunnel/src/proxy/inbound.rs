@@ -1,0 +1,240 @@
+//! Inbound: HBONE on 15008 inside the pod (mutual TLS presenting the pod's certificate,
+//! the peer's identity verified) and plaintext captured to 15006. Both check the pod's
+//! L4 authorization, then connect to the app inside the pod keeping the client's source
+//! address (`IP_TRANSPARENT`, mark 0x539, replies routed back by connmark 0x111). A live
+//! connection that a policy change forbids is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::StatusCode;
+use identity::SpiffeId;
+use policy::{Decision, L4Request};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Pod, ProxyInputs, connect_from, reset};
+use crate::state::Snapshot;
+
+/// The HBONE handler of one pod.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The pod.
+    pub pod: Arc<Pod>,
+    /// Shared inputs.
+    pub inputs: Arc<ProxyInputs>,
+}
+
+/// Why an inbound connection is not served.
+enum Refusal {
+    Status(StatusCode, String),
+}
+
+impl Inbound {
+    /// Checks target and policy for a connection from `peer` (None = plaintext).
+    fn admit(
+        &self,
+        snap: &Snapshot,
+        peer: Option<&SpiffeId>,
+        source: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<(), Refusal> {
+        let Some(workload) = snap.workload(&self.pod.uid) else {
+            return Err(Refusal::Status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("pod {} is not in the mesh state (yet)", self.pod.uid),
+            ));
+        };
+        if !workload.addresses.contains(&target.ip()) {
+            return Err(Refusal::Status(
+                StatusCode::BAD_REQUEST,
+                format!("{target} is not an address of pod {}", self.pod.name),
+            ));
+        }
+        if workload.waypoint.is_some() {
+            let waypoint_identity = crate::proxy::route::resolve(&self.inputs, snap, target);
+            let allowed = match &waypoint_identity {
+                crate::proxy::route::Route::Hbone { identity, .. } => Some(identity) == peer,
+                _ => false,
+            };
+            if !allowed {
+                return Err(Refusal::Status(
+                    StatusCode::UNAUTHORIZED,
+                    "traffic to this pod must pass its waypoint".into(),
+                ));
+            }
+        }
+        let request = L4Request {
+            source_identity: peer,
+            source_ip: source.ip(),
+            destination_ip: target.ip(),
+            destination_port: target.port(),
+        };
+        let verdict = policy::evaluate(snap.policies_for(workload), &request);
+        for name in &verdict.dry_run_matches {
+            tracing::info!(policy = %name, %source, %target, "dry-run policy matched");
+        }
+        match verdict.decision {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny { by, reason } => Err(Refusal::Status(
+                StatusCode::UNAUTHORIZED,
+                format!("{reason} (policy {by})"),
+            )),
+        }
+    }
+
+    /// Pumps bytes between the client side and the app until done, the pod is removed,
+    /// or a policy change forbids the connection.
+    async fn pump<F>(
+        &self,
+        copy: F,
+        peer: Option<&SpiffeId>,
+        source: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<(u64, u64), String>
+    where
+        F: std::future::Future<Output = std::io::Result<(u64, u64)>>,
+    {
+        let mut updates = self.inputs.store.subscribe();
+        let mut removed = self.pod.removed.clone();
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                result = &mut copy => return result.map_err(|e| e.to_string()),
+                _ = removed.wait_for(|r| *r) => return Err("pod removed".into()),
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let snap = self.inputs.store.load();
+                    if let Err(Refusal::Status(_, reason)) = self.admit(&snap, peer, source, target) {
+                        tracing::info!(pod = %self.pod.name, %source, %target, reason, "closing a live connection the new policy forbids");
+                        return Err(format!("closed by policy change: {reason}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl hbone::ConnectHandler for Inbound {
+    async fn handle(&self, connect: hbone::IncomingConnect) {
+        let started = std::time::Instant::now();
+        let (peer, source, target) = (connect.peer.clone(), connect.peer_addr, connect.target);
+        let snap = self.inputs.store.load();
+        if let Err(Refusal::Status(status, reason)) = self.admit(&snap, Some(&peer), source, target)
+        {
+            tracing::info!(pod = %self.pod.name, src.identity = %peer, %source, %target, reason, "inbound connection denied");
+            connect.refuse(status, &reason);
+            return;
+        }
+        drop(snap);
+        let app = match connect_from(&self.pod.worker, target, Some(source)).await {
+            Ok(app) => app,
+            Err(error) => {
+                connect.refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot reach the app at {target}: {error}"),
+                );
+                return;
+            }
+        };
+        let Ok(stream) = connect.accept() else { return };
+        let mut app = app;
+        let copy = async {
+            let (r, w) = app.split();
+            hbone::copy_bidirectional(r, w, stream)
+                .await
+                .map(|t| (t.from_tunnel, t.to_tunnel))
+        };
+        let outcome = self.pump(copy, Some(&peer), source, target).await;
+        log_inbound(
+            &self.pod,
+            &source,
+            Some(&peer),
+            &target,
+            "HBONE",
+            started,
+            outcome,
+        );
+    }
+}
+
+/// Serves the pod's plaintext inbound listener (15006).
+pub async fn serve_plaintext(listener: TcpListener, inbound: Inbound) {
+    loop {
+        let (tcp, source) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(pod = %inbound.pod.name, %error, "inbound plaintext accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let inbound = inbound.clone();
+        tokio::spawn(async move { inbound.plaintext(tcp, source).await });
+    }
+}
+
+impl Inbound {
+    async fn plaintext(&self, tcp: TcpStream, source: SocketAddr) {
+        let started = std::time::Instant::now();
+        let target = match netns::socket::original_dst(&tcp) {
+            Ok(target) => target,
+            Err(error) => {
+                tracing::warn!(pod = %self.pod.name, %source, %error, "plaintext inbound without an original destination");
+                return reset(tcp);
+            }
+        };
+        let snap = self.inputs.store.load();
+        if let Err(Refusal::Status(_, reason)) = self.admit(&snap, None, source, target) {
+            tracing::info!(pod = %self.pod.name, %source, %target, reason, "inbound plaintext connection denied");
+            return reset(tcp);
+        }
+        drop(snap);
+        let mut app = match connect_from(&self.pod.worker, target, Some(source)).await {
+            Ok(app) => app,
+            Err(error) => {
+                tracing::warn!(pod = %self.pod.name, %target, %error, "cannot reach the app");
+                return reset(tcp);
+            }
+        };
+        let mut tcp = tcp;
+        let copy = async { tokio::io::copy_bidirectional(&mut tcp, &mut app).await };
+        let outcome = self.pump(copy, None, source, target).await;
+        log_inbound(
+            &self.pod,
+            &source,
+            None,
+            &target,
+            "plaintext",
+            started,
+            outcome,
+        );
+    }
+}
+
+fn log_inbound(
+    pod: &Pod,
+    source: &SocketAddr,
+    peer: Option<&SpiffeId>,
+    target: &SocketAddr,
+    security: &str,
+    started: std::time::Instant,
+    outcome: Result<(u64, u64), String>,
+) {
+    let (sent, received) = outcome.as_ref().copied().unwrap_or((0, 0));
+    tracing::info!(
+        src.addr = %source,
+        src.identity = %peer.map(ToString::to_string).unwrap_or_default(),
+        dst.addr = %target,
+        dst.workload = %pod.name,
+        dst.identity = %pod.identity,
+        direction = "inbound",
+        security,
+        bytes_sent = sent,
+        bytes_recv = received,
+        duration = ?started.elapsed(),
+        error = outcome.err().unwrap_or_default(),
+        "connection complete"
+    );
+}

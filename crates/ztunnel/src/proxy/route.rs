@@ -1,0 +1,156 @@
+//! Where an outbound connection goes: the original destination resolved against the
+//! mesh state into a tunnel (to the destination pod or its waypoint), a plain
+//! passthrough, or a refusal with the reason.
+
+use std::net::SocketAddr;
+
+use identity::SpiffeId;
+
+use super::ProxyInputs;
+use crate::state::{Gateway, Service, Snapshot, TunnelProtocol, Workload};
+
+/// The decision for one outbound connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Tunnel over HBONE.
+    Hbone {
+        /// The HBONE server (`<pod ip>:15008`, or the waypoint).
+        hbone_addr: SocketAddr,
+        /// `:authority` of the `CONNECT`.
+        authority: SocketAddr,
+        /// The identity the server must prove.
+        identity: SpiffeId,
+        /// The destination workload's uid (or the waypoint's), for logs.
+        workload: String,
+    },
+    /// Plain TCP to this address (destination outside the mesh).
+    Passthrough(SocketAddr),
+    /// Refuse the connection.
+    Refuse(String),
+}
+
+/// Resolves `original` (the app's destination) for a connection from this node.
+pub fn resolve(inputs: &ProxyInputs, snap: &Snapshot, original: SocketAddr) -> Route {
+    if let Some(service) = snap.service_by_vip(original.ip()) {
+        return via_service(inputs, snap, service, original);
+    }
+    match snap.workload_by_ip(original.ip()) {
+        Some(workload) => to_workload(inputs, snap, workload, original),
+        None => Route::Passthrough(original),
+    }
+}
+
+fn via_service(
+    inputs: &ProxyInputs,
+    snap: &Snapshot,
+    service: &Service,
+    original: SocketAddr,
+) -> Route {
+    let Some(mapping) = service
+        .ports
+        .iter()
+        .find(|p| p.service_port == original.port())
+    else {
+        return Route::Refuse(format!(
+            "service {} has no port {}",
+            service.key(),
+            original.port()
+        ));
+    };
+    if let Some(waypoint) = &service.waypoint {
+        return to_waypoint(snap, waypoint, original);
+    }
+    let key = service.key();
+    let candidates: Vec<_> = snap
+        .endpoints(&key)
+        .iter()
+        .filter(|w| w.healthy && !w.addresses.is_empty())
+        .collect();
+    if candidates.is_empty() {
+        return Route::Refuse(format!("service {key} has no healthy endpoints"));
+    }
+    let fresh: Vec<_> = candidates
+        .iter()
+        .filter(|w| !w.addresses.iter().any(|ip| inputs.recently_failed(*ip)))
+        .collect();
+    // When every endpoint failed recently, try them anyway rather than refuse.
+    let pool: Vec<_> = if fresh.is_empty() {
+        candidates.iter().collect()
+    } else {
+        fresh
+    };
+    let endpoint = pool[inputs.next_index() % pool.len()];
+    let target_port = endpoint
+        .services
+        .get(&key)
+        .and_then(|ports| {
+            ports
+                .iter()
+                .find(|p| p.service_port == mapping.service_port)
+        })
+        .map(|p| p.target_port)
+        .filter(|p| *p != 0)
+        .or(Some(mapping.target_port).filter(|p| *p != 0))
+        .unwrap_or(mapping.service_port);
+    let Some(ip) = endpoint.addresses.first() else {
+        return Route::Refuse(format!("endpoint {} has no address", endpoint.uid));
+    };
+    to_workload(inputs, snap, endpoint, SocketAddr::new(*ip, target_port))
+}
+
+fn to_workload(
+    inputs: &ProxyInputs,
+    snap: &Snapshot,
+    workload: &Workload,
+    target: SocketAddr,
+) -> Route {
+    if let Some(waypoint) = &workload.waypoint {
+        return to_waypoint(snap, waypoint, target);
+    }
+    match workload.protocol {
+        TunnelProtocol::Hbone => Route::Hbone {
+            hbone_addr: SocketAddr::new(target.ip(), inputs.settings.hbone_port),
+            authority: target,
+            identity: workload.identity.clone(),
+            workload: workload.uid.clone(),
+        },
+        TunnelProtocol::None => Route::Passthrough(target),
+    }
+}
+
+fn to_waypoint(snap: &Snapshot, waypoint: &Gateway, authority: SocketAddr) -> Route {
+    let address = match waypoint {
+        Gateway::Address(addr) => Some(*addr),
+        Gateway::Service { key, port } => snap
+            .service(key)
+            .and_then(|s| s.vips.first())
+            .map(|vip| SocketAddr::new(*vip, *port)),
+    };
+    let Some(address) = address else {
+        return Route::Refuse(format!("waypoint {waypoint:?} cannot be resolved"));
+    };
+    // The waypoint's identity is that of the workload at its address (or backing its
+    // service).
+    let backing = snap
+        .workload_by_ip(address.ip())
+        .or_else(|| match waypoint {
+            Gateway::Service { key, .. } => snap.endpoints(key).first(),
+            Gateway::Address(_) => None,
+        });
+    let Some(backing) = backing else {
+        return Route::Refuse(format!("no workload backs waypoint {address}"));
+    };
+    let hbone_addr = match waypoint {
+        Gateway::Address(addr) => *addr,
+        Gateway::Service { port, .. } => match backing.addresses.first() {
+            Some(ip) => SocketAddr::new(*ip, *port),
+            None => return Route::Refuse(format!("waypoint {} has no address", backing.uid)),
+        },
+    };
+    Route::Hbone {
+        hbone_addr,
+        authority,
+        identity: backing.identity.clone(),
+        workload: backing.uid.clone(),
+    }
+}
