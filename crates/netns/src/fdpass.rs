@@ -111,6 +111,15 @@ impl SeqPacket {
         Ok(Self { fd: register(fd)? })
     }
 
+    /// Shuts the connection down both ways; the peer sees the end of the stream.
+    pub fn shutdown(&self) -> std::io::Result<()> {
+        nix::sys::socket::shutdown(
+            self.fd.get_ref().as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        )?;
+        Ok(())
+    }
+
     /// Sends one message, with `fd` attached if given.
     pub async fn send(&self, payload: &[u8], fd: Option<RawFd>) -> std::io::Result<()> {
         loop {

@@ -1,0 +1,323 @@
+//! A small mesh in network namespaces for ztunnel's end-to-end tests: a router
+//! namespace, pods joined to it by veth pairs (with /32 addresses, as CNIs do), capture
+//! rules in enrolled pods, apps inside pods, an in-process ztunnel, and a node agent
+//! stand-in that hands pods to ztunnel over the real ZDS protocol.
+//!
+//! Everything is removed when the `Mesh` drops, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netns::capture::{self, CaptureSpec};
+use netns::fdpass::{SeqPacket, SeqPacketListener};
+use netns::{Namespace, links, socket};
+use prost::Message;
+use test_support::{TestCa, unique_name};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use xds::zds;
+use ztunnel::inpod::{PodPorts, Pods};
+use ztunnel::proxy::{ProxyInputs, ProxySettings};
+use ztunnel::state::{Store, local};
+
+/// The router's address on its loopback; pods use it as their gateway.
+const GATEWAY: &str = "169.254.1.1";
+
+pub(crate) struct TestPod {
+    pub(crate) ns: Namespace,
+    pub(crate) ip: IpAddr,
+    pub(crate) uid: String,
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) service_account: String,
+}
+
+pub(crate) struct Mesh {
+    pub(crate) router: Namespace,
+    pub(crate) store: Arc<Store>,
+    pub(crate) pods: Arc<Pods>,
+    pub(crate) agent: NodeAgent,
+    pub(crate) dir: tempfile::TempDir,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    // Dropped last: namespaces outlive the tasks using them.
+    pub(crate) members: Vec<TestPod>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Mesh {
+    /// A router namespace, an in-process ztunnel over `config` (local file format), and a
+    /// node agent it is connected to.
+    pub(crate) async fn start(config: &str) -> Self {
+        let router = Namespace::create(&unique_name("blr")).unwrap();
+        links::sysctl(&router, "net/ipv4/ip_forward", "1").unwrap();
+        links::add_address(&router, "lo", &format!("{GATEWAY}/32")).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mesh.yaml");
+        std::fs::write(&file, config).unwrap();
+        let store = Arc::new(Store::default());
+        let watcher = local::watch(file, store.clone(), Duration::from_millis(50)).unwrap();
+
+        let ca = TestCa::new();
+        let inputs = Arc::new(ProxyInputs::new(
+            store.clone(),
+            ca.manager(),
+            ProxySettings::default(),
+        ));
+        let pods = Arc::new(Pods::new(inputs, PodPorts::default()));
+        let socket_path = dir.path().join("ztunnel.sock");
+        let listener = SeqPacketListener::bind(&socket_path).unwrap();
+        let zds_task = tokio::spawn(ztunnel::inpod::zds::run(socket_path.clone(), pods.clone()));
+        let connection = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("ztunnel connects to the node agent")
+            .unwrap();
+        let agent = NodeAgent::greet(connection, listener).await;
+        Self {
+            router,
+            store,
+            pods,
+            agent,
+            dir,
+            tasks: vec![watcher, zds_task],
+            members: Vec::new(),
+        }
+    }
+
+    /// Rewrites the configuration file; the watcher applies it.
+    pub(crate) async fn reconfigure(&self, config: &str) {
+        let mut updates = self.store.subscribe();
+        updates.mark_unchanged();
+        std::fs::write(self.dir.path().join("mesh.yaml"), config).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), updates.changed())
+            .await
+            .expect("configuration applied")
+            .unwrap();
+    }
+
+    /// A pod namespace with `ip`, joined to the router. Returns its index.
+    pub(crate) fn pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        service_account: &str,
+        ip: &str,
+    ) -> usize {
+        let ns = Namespace::create(&unique_name("blp")).unwrap();
+        let (inside, outside) = ("eth0", unique_name("r"));
+        links::veth(&ns, inside, &self.router, &outside).unwrap();
+        links::add_address(&ns, inside, &format!("{ip}/32")).unwrap();
+        links::add_route(&ns, GATEWAY, None, Some(inside)).unwrap();
+        links::add_route(&ns, "default", Some(GATEWAY), Some(inside)).unwrap();
+        links::add_route(&self.router, &format!("{ip}/32"), None, Some(&outside)).unwrap();
+        self.members.push(TestPod {
+            ns,
+            ip: ip.parse().unwrap(),
+            uid: format!("{namespace}/{name}"),
+            name: name.into(),
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+        });
+        self.members.len() - 1
+    }
+
+    /// Installs capture in pod `i` and hands it to ztunnel; returns the agent's ack.
+    pub(crate) async fn enrol(&self, i: usize) -> Result<(), String> {
+        let pod = &self.members[i];
+        capture::install(&pod.ns, &CaptureSpec::default()).unwrap();
+        self.agent.add(pod).await
+    }
+
+    /// Starts the app in pod `i` on `port`: it first writes the peer address it sees and
+    /// a newline, then echoes.
+    pub(crate) async fn app(&mut self, i: usize, port: u16) {
+        let addr = SocketAddr::new(self.members[i].ip, port);
+        let listener = self.members[i]
+            .ns
+            .run(move || socket::listen(addr, false))
+            .await
+            .unwrap()
+            .unwrap();
+        let listener = socket::into_tokio(listener).unwrap();
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok((mut tcp, peer)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = tcp.write_all(format!("{}\n", peer.ip()).as_bytes()).await;
+                    let (mut r, mut w) = tcp.split();
+                    if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                        let _ = w.shutdown().await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Connects from inside pod `i` (or the router when `None`) to `target`, as an app
+    /// would.
+    pub(crate) async fn dial(
+        &self,
+        from: Option<usize>,
+        target: SocketAddr,
+    ) -> std::io::Result<TcpStream> {
+        let ns = match from {
+            Some(i) => &self.members[i].ns,
+            None => &self.router,
+        };
+        let socket = ns
+            .run(move || socket::outgoing_socket(target, socket::Outgoing::default()))
+            .await
+            .map_err(std::io::Error::other)??;
+        tokio::time::timeout(Duration::from_secs(10), socket.connect(target))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+    }
+}
+
+/// Calls the app: reads the source address it saw, then checks that `len` bytes echo.
+pub(crate) async fn call(mut tcp: TcpStream, len: usize) -> std::io::Result<IpAddr> {
+    let mut reader = BufReader::new(&mut tcp);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no greeting"))??;
+    if line.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "closed before the greeting",
+        ));
+    }
+    let seen: IpAddr = line
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("bad greeting {line:?}")))?;
+    let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let (mut r, mut w) = tcp.split();
+    let write = async {
+        w.write_all(&payload).await?;
+        w.shutdown().await
+    };
+    let read = async {
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await?;
+        Ok::<_, std::io::Error>(back)
+    };
+    let ((), back) = tokio::try_join!(write, read)?;
+    if back != payload {
+        return Err(std::io::Error::other("echo differs"));
+    }
+    Ok(seen)
+}
+
+/// Plays the node agent: the ZDS server side.
+pub(crate) struct NodeAgent {
+    connection: SeqPacket,
+    _listener: SeqPacketListener,
+}
+
+impl NodeAgent {
+    async fn greet(connection: SeqPacket, listener: SeqPacketListener) -> Self {
+        let mut buf = vec![0u8; 1024];
+        let (n, _) = connection.recv(&mut buf).await.unwrap();
+        let hello = zds::ZdsHello::decode(&buf[..n]).unwrap();
+        assert_eq!(hello.version, zds::Version::V1 as i32);
+        Self {
+            connection,
+            _listener: listener,
+        }
+    }
+
+    async fn request(
+        &self,
+        payload: zds::workload_request::Payload,
+        fd: Option<i32>,
+    ) -> Result<(), String> {
+        let request = zds::WorkloadRequest {
+            payload: Some(payload),
+        };
+        self.connection
+            .send(&request.encode_to_vec(), fd)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(10), self.connection.recv(&mut buf))
+            .await
+            .expect("ztunnel acks")
+            .unwrap();
+        let response = zds::WorkloadResponse::decode(&buf[..n]).unwrap();
+        match response.payload {
+            Some(zds::workload_response::Payload::Ack(ack)) if ack.error.is_empty() => Ok(()),
+            Some(zds::workload_response::Payload::Ack(ack)) => Err(ack.error),
+            None => Err("empty response".into()),
+        }
+    }
+
+    pub(crate) async fn add(&self, pod: &TestPod) -> Result<(), String> {
+        let file = pod.ns.open().unwrap();
+        let add = zds::AddWorkload {
+            uid: pod.uid.clone(),
+            workload_info: Some(zds::WorkloadInfo {
+                name: pod.name.clone(),
+                namespace: pod.namespace.clone(),
+                service_account: pod.service_account.clone(),
+            }),
+        };
+        self.request(
+            zds::workload_request::Payload::Add(add),
+            Some(file.as_raw_fd()),
+        )
+        .await
+    }
+
+    pub(crate) async fn keep(&self, uid: &str) -> Result<(), String> {
+        self.request(
+            zds::workload_request::Payload::Keep(zds::KeepWorkload { uid: uid.into() }),
+            None,
+        )
+        .await
+    }
+
+    /// Ends the connection (as an agent restart would) and greets ztunnel's reconnect.
+    pub(crate) async fn reconnect(&mut self) {
+        self.connection.shutdown().unwrap();
+        let connection = tokio::time::timeout(Duration::from_secs(10), self._listener.accept())
+            .await
+            .expect("ztunnel reconnects")
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let (n, _) = connection.recv(&mut buf).await.unwrap();
+        assert!(zds::ZdsHello::decode(&buf[..n]).is_ok());
+        self.connection = connection;
+    }
+
+    pub(crate) async fn del(&self, uid: &str) -> Result<(), String> {
+        self.request(
+            zds::workload_request::Payload::Del(zds::DelWorkload { uid: uid.into() }),
+            None,
+        )
+        .await
+    }
+
+    pub(crate) async fn snapshot_sent(&self) -> Result<(), String> {
+        self.request(
+            zds::workload_request::Payload::SnapshotSent(zds::SnapshotSent {}),
+            None,
+        )
+        .await
+    }
+}
+
+pub(crate) fn socket_path(mesh: &Mesh) -> PathBuf {
+    mesh.dir.path().join("ztunnel.sock")
+}
