@@ -40,11 +40,55 @@ enum Command {
         #[arg(long, default_value_t = 64 * 1024 * 1024)]
         bytes: u64,
     },
+    /// The per-node L4 proxy: mTLS, identity, L4 policy and telemetry for the pods of
+    /// this node.
+    Ztunnel(ZtunnelArgs),
     /// Benchmarks that report ratios against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
         which: Bench,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ZtunnelArgs {
+    /// Workloads, services and policies (YAML or JSON); watched, bad edits are refused.
+    #[arg(long)]
+    config: PathBuf,
+    /// `inpod`: listeners in each pod's namespace, handed over by the node agent;
+    /// `shared`: listeners in ztunnel's own namespace (the host is the workload).
+    #[arg(long, value_enum, default_value_t = ZtunnelMode::Inpod)]
+    mode: ZtunnelMode,
+    /// The node agent's socket (in-pod mode).
+    #[arg(long, default_value = "/var/run/bowline/ztunnel.sock")]
+    node_agent_socket: PathBuf,
+    /// The workload uid this host is (shared mode).
+    #[arg(long)]
+    shared_workload: Option<String>,
+    /// Directory of the mesh CA root; created on first start.
+    #[arg(long, default_value = "/var/lib/bowline/ca")]
+    ca_dir: PathBuf,
+    /// Trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Admin server (config dump, log level).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_addr: std::net::SocketAddr,
+    /// Prometheus metrics.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics_addr: std::net::SocketAddr,
+    /// Readiness probe.
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    readiness_addr: std::net::SocketAddr,
+    /// Seconds live connections may finish after SIGTERM.
+    #[arg(long, default_value_t = 5.0)]
+    drain_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ZtunnelMode {
+    Inpod,
+    Shared,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,11 +105,19 @@ enum Bench {
 }
 
 fn main() -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
+
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
-        .with_writer(std::io::stderr)
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?;
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    let set_level: ztunnel::admin::LogLevelSetter = std::sync::Arc::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        reload.reload(filter).map_err(|e| e.to_string())
+    });
     identity::install_default_provider();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -73,12 +125,56 @@ fn main() -> anyhow::Result<()> {
         runtime.worker_threads(n);
     }
     let runtime = runtime.build().context("starting the async runtime")?;
-    runtime.block_on(dispatch(cli.command))
+    runtime.block_on(dispatch(cli.command, set_level))
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 #[allow(clippy::print_stdout)]
-async fn dispatch(command: Command) -> anyhow::Result<()> {
+async fn dispatch(
+    command: Command,
+    set_level: ztunnel::admin::LogLevelSetter,
+) -> anyhow::Result<()> {
     match command {
+        Command::Ztunnel(args) => {
+            let mode = match args.mode {
+                ZtunnelMode::Inpod => ztunnel::app::Mode::InPod {
+                    node_agent_socket: args.node_agent_socket,
+                },
+                ZtunnelMode::Shared => ztunnel::app::Mode::Shared {
+                    workload_uid: args
+                        .shared_workload
+                        .context("--mode shared needs --shared-workload UID")?,
+                },
+            };
+            let config = ztunnel::app::Config {
+                mode,
+                config_file: args.config,
+                ca_dir: args.ca_dir,
+                trust_domain: args.trust_domain,
+                admin_addr: args.admin_addr,
+                metrics_addr: args.metrics_addr,
+                readiness_addr: args.readiness_addr,
+                drain_deadline: Duration::try_from_secs_f64(args.drain_seconds)
+                    .context("--drain-seconds must be a positive number")?,
+                log_level: Some(set_level),
+            };
+            ztunnel::app::run(config, terminated()).await?;
+        }
         Command::HboneDemo { streams, bytes } => {
             let report = hbone::demo::run(streams, bytes).await?;
             println!("{report}");

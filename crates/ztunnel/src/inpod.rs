@@ -76,6 +76,7 @@ pub enum PodError {
 
 struct Running {
     pod: Arc<Pod>,
+    /// The accept loops; connections run in tasks of their own.
     tasks: Vec<JoinHandle<()>>,
     removed: tokio::sync::watch::Sender<bool>,
 }
@@ -222,6 +223,17 @@ impl Pods {
         true
     }
 
+    /// Closes every pod's listeners; live connections continue (drain).
+    pub fn stop_accepting(&self) {
+        if let Ok(running) = self.running.lock() {
+            for r in running.values() {
+                for task in &r.tasks {
+                    task.abort();
+                }
+            }
+        }
+    }
+
     /// Removes every pod whose uid `keep` rejects.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         for uid in self.uids() {
@@ -237,6 +249,14 @@ impl Pods {
             .lock()
             .map(|r| r.contains_key(uid))
             .unwrap_or(false)
+    }
+
+    /// The identities of the pods being served.
+    pub fn identities(&self) -> Vec<SpiffeId> {
+        self.running
+            .lock()
+            .map(|r| r.values().map(|p| p.pod.identity.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// The uids being served, sorted.

@@ -6,12 +6,17 @@
 //! the outbound and inbound proxy paths, certificates for its pods, operator surfaces.
 //! Must not: parse user (Kubernetes/Istio) YAML — it consumes the compiled form only.
 //!
-//! Map: [`state`] (what the mesh looks like: snapshot store, local file), [`inpod`]
+//! Map: [`app`] (settings and the run loop), [`state`] (what the mesh looks like: snapshot store, local file), [`inpod`]
 //! (pods handed over by the node agent, their listeners), [`proxy`] (outbound, inbound
-//! HBONE and plaintext paths of one pod).
+//! HBONE and plaintext paths of one pod), [`metrics`] (Istio's TCP metrics and the
+//! access log, once per connection), [`admin`] (config dump, log level, metrics,
+//! readiness).
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
 pub mod inpod;
+pub mod metrics;
 pub mod proxy;
 pub mod state;

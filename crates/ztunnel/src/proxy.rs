@@ -54,6 +54,8 @@ pub struct ProxyInputs {
     pub manager: CertificateManager,
     /// Settings.
     pub settings: ProxySettings,
+    /// Metrics of every connection.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Round-robin position per service.
     round_robin: std::sync::atomic::AtomicUsize,
     /// Endpoints whose connect failed recently.
@@ -67,6 +69,7 @@ impl ProxyInputs {
             store,
             manager,
             settings,
+            metrics: Arc::default(),
             round_robin: Default::default(),
             failed: Default::default(),
         }

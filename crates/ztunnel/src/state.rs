@@ -267,6 +267,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// Whether any configuration has been applied yet.
+    pub fn loaded(&self) -> bool {
+        *self.updates.borrow() > 0
+    }
+
     /// The snapshot in force now. Cheap; hold it for the duration of one decision.
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()

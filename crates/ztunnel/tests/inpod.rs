@@ -232,3 +232,75 @@ async fn after_an_agent_reconnect_pods_not_resent_are_dropped() {
         .unwrap();
     assert_eq!(call(tcp, 1000).await.unwrap(), ip("10.1.0.2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_access_log_and_config_dump_describe_the_mesh() {
+    if !root_or_skip("metrics_access_log_and_config_dump_describe_the_mesh") {
+        return;
+    }
+    let mesh = shop("[]").await;
+    let tcp = mesh
+        .dial(Some(FRONTEND), addr("10.96.0.10:9080"))
+        .await
+        .unwrap();
+    call(tcp, 5000).await.unwrap();
+    let admin = ztunnel::admin::AdminState {
+        inputs: mesh.inputs.clone(),
+        pods: mesh.pods.clone(),
+        log_level: None,
+    };
+    // Both reporters count the connection once it has closed on both sides.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = mesh.inputs.metrics.encode();
+        let closed = text
+            .lines()
+            .filter(|l| l.starts_with("istio_tcp_connections_closed_total{"))
+            .count();
+        if closed >= 2 || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let source_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("reporter=\"source\"")
+        })
+        .expect("outbound connection counted");
+    for label in [
+        "source_workload=\"frontend-0\"",
+        "source_principal=\"spiffe://cluster.local/ns/shop/sa/frontend\"",
+        "destination_workload=\"reviews-0\"",
+        "destination_service=\"reviews.shop.svc.cluster.local\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(
+            source_line.contains(label),
+            "{label} missing in {source_line}"
+        );
+    }
+    assert!(text.contains("reporter=\"destination\""), "{text}");
+    let sent = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_sent_bytes_total{") && l.contains("reporter=\"source\""))
+        .unwrap();
+    // 5000 bytes sent (the greeting travels the other way).
+    assert!(sent.ends_with(" 5000"), "{sent}");
+
+    let dump: serde_json::Value = serde_json::from_str(&admin.config_dump()).unwrap();
+    assert_eq!(dump["workloads"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        dump["services"][0]["hostname"],
+        "reviews.shop.svc.cluster.local"
+    );
+    let identities: Vec<_> = dump["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["identity"].as_str().unwrap().to_string())
+        .collect();
+    assert!(identities.contains(&"spiffe://cluster.local/ns/shop/sa/reviews".to_string()));
+    assert!(admin.ready().is_ok(), "{:?}", admin.ready());
+}

@@ -13,6 +13,7 @@ use policy::{Decision, L4Request};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Pod, ProxyInputs, connect_from, reset};
+use crate::metrics::{ConnectionRecord, LogFields, TcpLabels};
 use crate::state::Snapshot;
 
 /// The HBONE handler of one pod.
@@ -118,23 +119,26 @@ impl Inbound {
 
 impl hbone::ConnectHandler for Inbound {
     async fn handle(&self, connect: hbone::IncomingConnect) {
-        let started = std::time::Instant::now();
         let (peer, source, target) = (connect.peer.clone(), connect.peer_addr, connect.target);
         let snap = self.inputs.store.load();
         if let Err(Refusal::Status(status, reason)) = self.admit(&snap, Some(&peer), source, target)
         {
             tracing::info!(pod = %self.pod.name, src.identity = %peer, %source, %target, reason, "inbound connection denied");
+            self.inputs.metrics.failure("inbound", "policy_denied");
             connect.refuse(status, &reason);
             return;
         }
+        let mut record = self.record(&snap, Some(&peer), source, target);
         drop(snap);
         let app = match connect_from(&self.pod.worker, target, Some(source)).await {
             Ok(app) => app,
             Err(error) => {
-                connect.refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("cannot reach the app at {target}: {error}"),
-                );
+                self.inputs
+                    .metrics
+                    .failure("inbound", "upstream_unreachable");
+                let reason = format!("cannot reach the app at {target}: {error}");
+                record.finish(Err(reason.clone()));
+                connect.refuse(StatusCode::SERVICE_UNAVAILABLE, &reason);
                 return;
             }
         };
@@ -146,16 +150,7 @@ impl hbone::ConnectHandler for Inbound {
                 .await
                 .map(|t| (t.from_tunnel, t.to_tunnel))
         };
-        let outcome = self.pump(copy, Some(&peer), source, target).await;
-        log_inbound(
-            &self.pod,
-            &source,
-            Some(&peer),
-            &target,
-            "HBONE",
-            started,
-            outcome,
-        );
+        record.finish(self.pump(copy, Some(&peer), source, target).await);
     }
 }
 
@@ -177,7 +172,6 @@ pub async fn serve_plaintext(listener: TcpListener, inbound: Inbound) {
 
 impl Inbound {
     async fn plaintext(&self, tcp: TcpStream, source: SocketAddr) {
-        let started = std::time::Instant::now();
         let target = match netns::socket::original_dst(&tcp) {
             Ok(target) => target,
             Err(error) => {
@@ -188,53 +182,63 @@ impl Inbound {
         let snap = self.inputs.store.load();
         if let Err(Refusal::Status(_, reason)) = self.admit(&snap, None, source, target) {
             tracing::info!(pod = %self.pod.name, %source, %target, reason, "inbound plaintext connection denied");
+            self.inputs.metrics.failure("inbound", "policy_denied");
             return reset(tcp);
         }
+        let mut record = self.record(&snap, None, source, target);
         drop(snap);
         let mut app = match connect_from(&self.pod.worker, target, Some(source)).await {
             Ok(app) => app,
             Err(error) => {
                 tracing::warn!(pod = %self.pod.name, %target, %error, "cannot reach the app");
+                self.inputs
+                    .metrics
+                    .failure("inbound", "upstream_unreachable");
+                record.finish(Err(error.to_string()));
                 return reset(tcp);
             }
         };
         let mut tcp = tcp;
         let copy = async { tokio::io::copy_bidirectional(&mut tcp, &mut app).await };
-        let outcome = self.pump(copy, None, source, target).await;
-        log_inbound(
-            &self.pod,
-            &source,
-            None,
-            &target,
-            "plaintext",
-            started,
-            outcome,
-        );
+        record.finish(self.pump(copy, None, source, target).await);
     }
 }
 
-fn log_inbound(
-    pod: &Pod,
-    source: &SocketAddr,
-    peer: Option<&SpiffeId>,
-    target: &SocketAddr,
-    security: &str,
-    started: std::time::Instant,
-    outcome: Result<(u64, u64), String>,
-) {
-    let (sent, received) = outcome.as_ref().copied().unwrap_or((0, 0));
-    tracing::info!(
-        src.addr = %source,
-        src.identity = %peer.map(ToString::to_string).unwrap_or_default(),
-        dst.addr = %target,
-        dst.workload = %pod.name,
-        dst.identity = %pod.identity,
-        direction = "inbound",
-        security,
-        bytes_sent = sent,
-        bytes_recv = received,
-        duration = ?started.elapsed(),
-        error = outcome.err().unwrap_or_default(),
-        "connection complete"
-    );
+impl Inbound {
+    /// Opens the telemetry record of an admitted connection (reporter `destination`).
+    fn record(
+        &self,
+        snap: &Snapshot,
+        peer: Option<&SpiffeId>,
+        source: SocketAddr,
+        target: SocketAddr,
+    ) -> ConnectionRecord {
+        let mut labels = TcpLabels {
+            reporter: "destination".into(),
+            request_protocol: "tcp".into(),
+            response_flags: "-".into(),
+            connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" }.into(),
+            source_principal: peer.map(ToString::to_string).unwrap_or_default(),
+            ..TcpLabels::default()
+        };
+        let mut log = LogFields {
+            direction: "inbound",
+            src_addr: source.to_string(),
+            src_identity: labels.source_principal.clone(),
+            dst_addr: target.to_string(),
+            dst_workload: self.pod.name.clone(),
+            dst_identity: self.pod.identity.to_string(),
+            ..LogFields::default()
+        };
+        if let Some(src) = snap.workload_by_ip(source.ip()) {
+            labels = labels.with_source(src);
+            log.src_workload = src.name.clone();
+            log.src_namespace = src.namespace.clone();
+        }
+        if let Some(me) = snap.workload(&self.pod.uid) {
+            labels = labels.with_destination(me);
+            log.dst_namespace = me.namespace.clone();
+        }
+        ConnectionRecord::open(self.inputs.metrics.clone(), labels, log)
+    }
 }

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::route::{Route, resolve};
 use super::{Pod, ProxyInputs, connect_from, reset};
+use crate::metrics::{ConnectionRecord, LogFields, TcpLabels};
 
 /// Serves the pod's outbound listener until it is closed or the pod removed.
 pub async fn serve(listener: TcpListener, pod: Arc<Pod>, inputs: Arc<ProxyInputs>) {
@@ -40,12 +41,64 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
         Ok(addr) => addr,
         Err(error) => {
             tracing::warn!(pod = %pod.name, %peer, %error, "outbound connection without an original destination (not captured?)");
+            inputs
+                .metrics
+                .failure("outbound", "no_original_destination");
             return reset(tcp);
         }
     };
-    let route = resolve(inputs, &inputs.store.load(), original);
-    let started = std::time::Instant::now();
-    let outcome = match &route {
+    let snap = inputs.store.load();
+    let route = resolve(inputs, &snap, original);
+    let record = || {
+        let mut labels = TcpLabels {
+            reporter: "source".into(),
+            request_protocol: "tcp".into(),
+            response_flags: "-".into(),
+            ..TcpLabels::default()
+        };
+        let mut log = LogFields {
+            direction: "outbound",
+            src_addr: peer.to_string(),
+            src_workload: pod.name.clone(),
+            src_identity: pod.identity.to_string(),
+            dst_addr: original.to_string(),
+            ..LogFields::default()
+        };
+        if let Some(me) = snap.workload(&pod.uid) {
+            labels = labels.with_source(me);
+            log.src_namespace = me.namespace.clone();
+        }
+        if let Some(service) = snap.service_by_vip(original.ip()) {
+            labels.destination_service = service.hostname.clone();
+            labels.destination_service_name = service.name.clone();
+            labels.destination_service_namespace = service.namespace.clone();
+            log.dst_service = service.hostname.clone();
+        }
+        let destination = match &route {
+            Route::Hbone {
+                workload,
+                hbone_addr,
+                ..
+            } => {
+                labels.connection_security_policy = "mutual_tls".into();
+                log.dst_hbone_addr = hbone_addr.to_string();
+                snap.workload(workload)
+            }
+            Route::Passthrough(target) => {
+                labels.connection_security_policy = "none".into();
+                snap.workload_by_ip(target.ip())
+            }
+            Route::Refuse(_) => None,
+        };
+        if let Some(dst) = destination {
+            labels = labels.with_destination(dst);
+            log.dst_workload = dst.name.clone();
+            log.dst_namespace = dst.namespace.clone();
+            log.dst_identity = dst.identity.to_string();
+        }
+        ConnectionRecord::open(inputs.metrics.clone(), labels, log)
+    };
+    match &route {
         Route::Hbone {
             hbone_addr,
             authority,
@@ -66,62 +119,45 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
             };
             match pod.pool.connect(&key, &request).await {
                 Ok(stream) => {
+                    let mut record = record();
+                    drop(snap);
                     let mut tcp = tcp;
                     let (r, w) = tcp.split();
-                    hbone::copy_bidirectional(r, w, stream)
+                    let outcome = hbone::copy_bidirectional(r, w, stream)
                         .await
                         .map(|t| (t.to_tunnel, t.from_tunnel))
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string());
+                    record.finish(outcome);
                 }
                 Err(error) => {
                     inputs.endpoint_failed(authority.ip());
+                    inputs.metrics.failure("outbound", "tunnel_failed");
                     tracing::warn!(pod = %pod.name, %peer, dst = %original, dst.workload = %workload, %error, "outbound tunnel refused");
-                    return reset(tcp);
+                    reset(tcp);
                 }
             }
         }
         Route::Passthrough(target) => match connect_from(&pod.worker, *target, None).await {
             Ok(mut upstream) => {
+                let mut record = record();
+                drop(snap);
                 let mut tcp = tcp;
-                tokio::io::copy_bidirectional(&mut tcp, &mut upstream)
+                let outcome = tokio::io::copy_bidirectional(&mut tcp, &mut upstream)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string());
+                record.finish(outcome);
             }
             Err(error) => {
                 inputs.endpoint_failed(target.ip());
+                inputs.metrics.failure("outbound", "upstream_unreachable");
                 tracing::warn!(pod = %pod.name, %peer, dst = %target, %error, "passthrough connect failed");
-                return reset(tcp);
+                reset(tcp);
             }
         },
         Route::Refuse(reason) => {
+            inputs.metrics.failure("outbound", "no_route");
             tracing::warn!(pod = %pod.name, %peer, dst = %original, reason, "outbound connection refused");
-            return reset(tcp);
+            reset(tcp);
         }
-    };
-    let (sent, received) = outcome.as_ref().copied().unwrap_or((0, 0));
-    tracing::info!(
-        src.addr = %peer,
-        src.workload = %pod.name,
-        src.identity = %pod.identity,
-        dst.addr = %original,
-        route = ?route_label(&route),
-        direction = "outbound",
-        bytes_sent = sent,
-        bytes_recv = received,
-        duration = ?started.elapsed(),
-        error = outcome.err().unwrap_or_default(),
-        "connection complete"
-    );
-}
-
-fn route_label(route: &Route) -> String {
-    match route {
-        Route::Hbone {
-            hbone_addr,
-            identity,
-            ..
-        } => format!("hbone {hbone_addr} {identity}"),
-        Route::Passthrough(addr) => format!("passthrough {addr}"),
-        Route::Refuse(_) => "refused".into(),
     }
 }

@@ -40,6 +40,7 @@ pub(crate) struct TestPod {
 pub(crate) struct Mesh {
     pub(crate) router: Namespace,
     pub(crate) store: Arc<Store>,
+    pub(crate) inputs: Arc<ProxyInputs>,
     pub(crate) pods: Arc<Pods>,
     pub(crate) agent: NodeAgent,
     pub(crate) dir: tempfile::TempDir,
@@ -76,7 +77,7 @@ impl Mesh {
             ca.manager(),
             ProxySettings::default(),
         ));
-        let pods = Arc::new(Pods::new(inputs, PodPorts::default()));
+        let pods = Arc::new(Pods::new(inputs.clone(), PodPorts::default()));
         let socket_path = dir.path().join("ztunnel.sock");
         let listener = SeqPacketListener::bind(&socket_path).unwrap();
         let zds_task = tokio::spawn(ztunnel::inpod::zds::run(socket_path.clone(), pods.clone()));
@@ -88,6 +89,7 @@ impl Mesh {
         Self {
             router,
             store,
+            inputs,
             pods,
             agent,
             dir,

@@ -1,0 +1,208 @@
+//! Operator surfaces: the admin server (127.0.0.1:15000: `/config_dump`, `/logging`),
+//! Prometheus metrics (15020: `/metrics`, `/stats/prometheus`) and readiness (15021:
+//! `/healthz/ready`, ready once the configuration and every served pod's certificate are
+//! in place).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::inpod::Pods;
+use crate::proxy::ProxyInputs;
+
+/// Changes the log filter at run time (`/logging?level=…`); supplied by the binary that
+/// owns the subscriber.
+pub type LogLevelSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the operator endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Proxy inputs (state, certificates, metrics).
+    pub inputs: Arc<ProxyInputs>,
+    /// The pods served.
+    pub pods: Arc<Pods>,
+    /// Log level control, if available.
+    pub log_level: Option<LogLevelSetter>,
+}
+
+#[derive(Serialize)]
+struct CertificateDump {
+    identity: String,
+    serial: String,
+    not_before_unix: u64,
+    not_after_unix: u64,
+}
+
+#[derive(Serialize)]
+struct ConfigDump<'a> {
+    workloads: Vec<&'a crate::state::Workload>,
+    services: Vec<&'a crate::state::Service>,
+    policies: Vec<&'a policy::Policy>,
+    certificates: Vec<CertificateDump>,
+    pods: Vec<String>,
+}
+
+impl AdminState {
+    /// Ready: configuration loaded and every served pod holds a certificate.
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.inputs.store.loaded() {
+            return Err("no configuration yet".into());
+        }
+        let missing: Vec<_> = self
+            .pods
+            .identities()
+            .into_iter()
+            .filter(|id| self.inputs.manager.current(id).is_none())
+            .map(|id| id.to_string())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no certificate yet for {}", missing.join(", ")))
+        }
+    }
+
+    /// The JSON of `/config_dump`.
+    pub fn config_dump(&self) -> String {
+        let snap = self.inputs.store.load();
+        let mut certificates: Vec<_> = self
+            .inputs
+            .manager
+            .certificates()
+            .iter()
+            .map(|issued| {
+                let info = issued.cert.info();
+                CertificateDump {
+                    identity: info.identity.to_string(),
+                    serial: info.serial.clone(),
+                    not_before_unix: unix_seconds(info.not_before),
+                    not_after_unix: unix_seconds(info.not_after),
+                }
+            })
+            .collect();
+        certificates.sort_by(|a, b| a.identity.cmp(&b.identity));
+        let dump = ConfigDump {
+            workloads: snap.workloads().into_iter().map(AsRef::as_ref).collect(),
+            services: snap.services().into_iter().map(AsRef::as_ref).collect(),
+            policies: snap.policies().into_iter().map(AsRef::as_ref).collect(),
+            certificates,
+            pods: self.pods.uids(),
+        };
+        serde_json::to_string_pretty(&dump).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+fn unix_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Surface {
+    /// `/config_dump`, `/logging`.
+    Admin,
+    /// `/metrics`, `/stats/prometheus`.
+    Metrics,
+    /// `/healthz/ready`.
+    Readiness,
+}
+
+/// Serves `surface` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, surface: Surface, state: AdminState) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(surface, &state, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn route(surface: Surface, state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match (surface, req.method(), req.uri().path()) {
+        (Surface::Admin, &Method::GET, "/config_dump") => {
+            respond(StatusCode::OK, "application/json", state.config_dump())
+        }
+        (Surface::Admin, _, "/logging") => {
+            let level = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("level=")));
+            match (level, &state.log_level) {
+                (Some(level), Some(set)) => match set(level) {
+                    Ok(()) => respond(
+                        StatusCode::OK,
+                        "text/plain",
+                        format!("log level set to {level}\n"),
+                    ),
+                    Err(e) => respond(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+                },
+                (None, _) => respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "use /logging?level=info (or debug, warn, hbone=debug…)\n".into(),
+                ),
+                (Some(_), None) => respond(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "text/plain",
+                    "log level cannot be changed in this process\n".into(),
+                ),
+            }
+        }
+        (Surface::Metrics, &Method::GET, "/metrics" | "/stats/prometheus") => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.inputs.metrics.encode(),
+        ),
+        (Surface::Readiness, &Method::GET, "/healthz/ready") => match state.ready() {
+            Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+            Err(why) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// Binds `addr` and serves `surface` there in the background.
+pub async fn spawn(
+    addr: SocketAddr,
+    surface: Surface,
+    state: AdminState,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((bound, tokio::spawn(serve(listener, surface, state))))
+}

@@ -1,0 +1,169 @@
+//! Running a ztunnel: static settings ([`Config`], built once from the command line), and
+//! [`run`], which wires state, certificates, pods, the node agent client and the
+//! operator surfaces, then drains on shutdown: stop accepting, let live connections
+//! finish up to the deadline, then close them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use identity::{CaConfig, CertificateAuthority, CertificateManager, ManagerConfig};
+
+use crate::admin::{self, AdminState, LogLevelSetter, Surface};
+use crate::inpod::{PodInfo, PodPorts, Pods};
+use crate::proxy::{ProxyInputs, ProxySettings};
+use crate::state::{Store, local};
+
+/// Where pod listeners live.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// In each pod's namespace, handed over by the node agent on this socket.
+    InPod {
+        /// The node agent's ZDS socket.
+        node_agent_socket: PathBuf,
+    },
+    /// In ztunnel's own namespace, for a host whose local apps are the workload `uid`.
+    Shared {
+        /// The workload (from the configuration) this host is.
+        workload_uid: String,
+    },
+}
+
+/// Static settings.
+#[derive(Clone)]
+pub struct Config {
+    /// Pod listener placement.
+    pub mode: Mode,
+    /// The local configuration file (workloads, services, policies).
+    pub config_file: PathBuf,
+    /// Directory of the mesh CA root (`root-cert.pem`, `root-key.pem`), created if empty.
+    pub ca_dir: PathBuf,
+    /// Trust domain.
+    pub trust_domain: String,
+    /// Admin server address.
+    pub admin_addr: SocketAddr,
+    /// Metrics server address.
+    pub metrics_addr: SocketAddr,
+    /// Readiness server address.
+    pub readiness_addr: SocketAddr,
+    /// How long live connections may finish after shutdown begins.
+    pub drain_deadline: Duration,
+    /// Run-time log level control.
+    pub log_level: Option<LogLevelSetter>,
+}
+
+/// Why ztunnel could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The CA root could not be loaded or created.
+    #[error(transparent)]
+    Ca(#[from] identity::CaError),
+    /// The configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] local::LocalConfigError),
+    /// An operator surface could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Shared mode could not start its listeners.
+    #[error("shared mode: {0}")]
+    Shared(String),
+}
+
+/// Runs ztunnel until `shutdown` completes, then drains.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let ca = CertificateAuthority::load_or_generate(
+        &config.ca_dir,
+        CaConfig::new(config.trust_domain.clone()),
+    )?;
+    let manager = CertificateManager::new(Arc::new(ca), ManagerConfig::default());
+    let store = Arc::new(Store::default());
+    let watcher = local::watch(
+        config.config_file.clone(),
+        store.clone(),
+        Duration::from_secs(1),
+    )?;
+    let settings = ProxySettings {
+        trust_domain: config.trust_domain.clone(),
+        ..ProxySettings::default()
+    };
+    let inputs = Arc::new(ProxyInputs::new(store.clone(), manager, settings));
+    let pods = Arc::new(Pods::new(inputs.clone(), PodPorts::default()));
+
+    let mut tasks = vec![watcher];
+    match &config.mode {
+        Mode::InPod { node_agent_socket } => {
+            tasks.push(tokio::spawn(crate::inpod::zds::run(
+                node_agent_socket.clone(),
+                pods.clone(),
+            )));
+        }
+        Mode::Shared { workload_uid } => start_shared(&pods, &store, workload_uid).await?,
+    }
+
+    let state = AdminState {
+        inputs: inputs.clone(),
+        pods: pods.clone(),
+        log_level: config.log_level.clone(),
+    };
+    for (addr, surface) in [
+        (config.admin_addr, Surface::Admin),
+        (config.metrics_addr, Surface::Metrics),
+        (config.readiness_addr, Surface::Readiness),
+    ] {
+        let (bound, task) = admin::spawn(addr, surface, state.clone())
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        tracing::info!(addr = %bound, ?surface, "serving");
+        tasks.push(task);
+    }
+
+    shutdown.await;
+    tracing::info!(deadline = ?config.drain_deadline, "shutting down: no new connections, draining live ones");
+    pods.stop_accepting();
+    let deadline = tokio::time::Instant::now() + config.drain_deadline;
+    while inputs.metrics.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = inputs.metrics.open_connections();
+    if left > 0 {
+        tracing::info!(
+            connections = left,
+            "drain deadline reached; closing the rest"
+        );
+    }
+    pods.retain(|_| false);
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
+
+/// Shared mode: the host itself is `workload_uid`; its listeners live in our namespace.
+async fn start_shared(pods: &Pods, store: &Store, workload_uid: &str) -> Result<(), StartError> {
+    let snap = store.load();
+    let workload = snap.workload(workload_uid).ok_or_else(|| {
+        StartError::Shared(format!(
+            "workload {workload_uid:?} is not in the configuration file"
+        ))
+    })?;
+    let own = std::fs::File::open("/proc/thread-self/ns/net")
+        .map_err(|e| StartError::Shared(format!("cannot open our network namespace: {e}")))?;
+    pods.add(
+        PodInfo {
+            uid: workload.uid.clone(),
+            name: workload.name.clone(),
+            namespace: workload.namespace.clone(),
+            service_account: workload.identity.service_account().to_owned(),
+        },
+        own.into(),
+    )
+    .await
+    .map_err(|e| StartError::Shared(e.to_string()))
+}
