@@ -45,6 +45,8 @@ pub(crate) struct Mesh {
     pub(crate) agent: NodeAgent,
     pub(crate) dir: tempfile::TempDir,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The ztunnel child process, when not in-process.
+    pub(crate) process: Option<std::process::Child>,
     // Dropped last: namespaces outlive the tasks using them.
     pub(crate) members: Vec<TestPod>,
 }
@@ -54,6 +56,10 @@ impl Drop for Mesh {
         for t in &self.tasks {
             t.abort();
         }
+        if let Some(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -61,6 +67,16 @@ impl Mesh {
     /// A router namespace, an in-process ztunnel over `config` (local file format), and a
     /// node agent it is connected to.
     pub(crate) async fn start(config: &str) -> Self {
+        Self::start_with(config, None).await
+    }
+
+    /// Like [`Mesh::start`], but ztunnel is the `bowline` binary at `binary`, run as a
+    /// child process (killed, by its PID, when the mesh drops).
+    pub(crate) async fn start_process(config: &str, binary: &std::path::Path) -> Self {
+        Self::start_with(config, Some(binary)).await
+    }
+
+    async fn start_with(config: &str, binary: Option<&std::path::Path>) -> Self {
         let router = Namespace::create(&unique_name("blr")).unwrap();
         links::sysctl(&router, "net/ipv4/ip_forward", "1").unwrap();
         links::add_address(&router, "lo", &format!("{GATEWAY}/32")).unwrap();
@@ -80,7 +96,37 @@ impl Mesh {
         let pods = Arc::new(Pods::new(inputs.clone(), PodPorts::default()));
         let socket_path = dir.path().join("ztunnel.sock");
         let listener = SeqPacketListener::bind(&socket_path).unwrap();
-        let zds_task = tokio::spawn(ztunnel::inpod::zds::run(socket_path.clone(), pods.clone()));
+        let mut tasks = vec![watcher];
+        let mut process = None;
+        match binary {
+            None => tasks.push(tokio::spawn(ztunnel::inpod::zds::run(
+                socket_path.clone(),
+                pods.clone(),
+            ))),
+            Some(binary) => {
+                let child = std::process::Command::new(binary)
+                    .args(["--log", "info", "ztunnel", "--config"])
+                    .arg(dir.path().join("mesh.yaml"))
+                    .arg("--node-agent-socket")
+                    .arg(&socket_path)
+                    .arg("--ca-dir")
+                    .arg(dir.path().join("ca"))
+                    .args([
+                        "--admin-addr",
+                        "127.0.0.1:0",
+                        "--metrics-addr",
+                        "127.0.0.1:0",
+                        "--readiness-addr",
+                        "127.0.0.1:0",
+                        "--drain-seconds",
+                        "1",
+                    ])
+                    .stderr(std::fs::File::create(dir.path().join("ztunnel.log")).unwrap())
+                    .spawn()
+                    .unwrap();
+                process = Some(child);
+            }
+        }
         let connection = tokio::time::timeout(Duration::from_secs(5), listener.accept())
             .await
             .expect("ztunnel connects to the node agent")
@@ -93,7 +139,8 @@ impl Mesh {
             pods,
             agent,
             dir,
-            tasks: vec![watcher, zds_task],
+            tasks,
+            process,
             members: Vec::new(),
         }
     }
