@@ -8,19 +8,15 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use netns::capture::{self, CaptureSpec};
-use netns::fdpass::{SeqPacket, SeqPacketListener};
 use netns::{Namespace, links, socket};
-use prost::Message;
 use test_support::{TestCa, unique_name};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use xds::zds;
 use ztunnel::inpod::{PodPorts, Pods};
 use ztunnel::proxy::{ProxyInputs, ProxySettings};
 use ztunnel::state::{Store, local};
@@ -95,7 +91,7 @@ impl Mesh {
         ));
         let pods = Arc::new(Pods::new(inputs.clone(), PodPorts::default()));
         let socket_path = dir.path().join("ztunnel.sock");
-        let listener = SeqPacketListener::bind(&socket_path).unwrap();
+        let listener = cni::zds::AgentSocket::bind(&socket_path).unwrap();
         let mut tasks = vec![watcher];
         let mut process = None;
         match binary {
@@ -127,11 +123,7 @@ impl Mesh {
                 process = Some(child);
             }
         }
-        let connection = tokio::time::timeout(Duration::from_secs(5), listener.accept())
-            .await
-            .expect("ztunnel connects to the node agent")
-            .unwrap();
-        let agent = NodeAgent::greet(connection, listener).await;
+        let agent = NodeAgent::accept(listener).await;
         Self {
             router,
             store,
@@ -269,101 +261,57 @@ pub(crate) async fn call(mut tcp: TcpStream, len: usize) -> std::io::Result<IpAd
     Ok(seen)
 }
 
-/// Plays the node agent: the ZDS server side.
+/// Plays the node agent, through the agent side of ZDS in the `cni` crate.
 pub(crate) struct NodeAgent {
-    connection: SeqPacket,
-    _listener: SeqPacketListener,
+    socket: cni::zds::AgentSocket,
+    connection: cni::zds::ZtunnelConnection,
 }
 
 impl NodeAgent {
-    async fn greet(connection: SeqPacket, listener: SeqPacketListener) -> Self {
-        let mut buf = vec![0u8; 1024];
-        let (n, _) = connection.recv(&mut buf).await.unwrap();
-        let hello = zds::ZdsHello::decode(&buf[..n]).unwrap();
-        assert_eq!(hello.version, zds::Version::V1 as i32);
-        Self {
-            connection,
-            _listener: listener,
-        }
-    }
-
-    async fn request(
-        &self,
-        payload: zds::workload_request::Payload,
-        fd: Option<i32>,
-    ) -> Result<(), String> {
-        let request = zds::WorkloadRequest {
-            payload: Some(payload),
-        };
-        self.connection
-            .send(&request.encode_to_vec(), fd)
+    async fn accept(socket: cni::zds::AgentSocket) -> Self {
+        let connection = tokio::time::timeout(Duration::from_secs(10), socket.accept())
             .await
+            .expect("ztunnel connects to the node agent")
             .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(10), self.connection.recv(&mut buf))
-            .await
-            .expect("ztunnel acks")
-            .unwrap();
-        let response = zds::WorkloadResponse::decode(&buf[..n]).unwrap();
-        match response.payload {
-            Some(zds::workload_response::Payload::Ack(ack)) if ack.error.is_empty() => Ok(()),
-            Some(zds::workload_response::Payload::Ack(ack)) => Err(ack.error),
-            None => Err("empty response".into()),
-        }
+        Self { socket, connection }
     }
 
     pub(crate) async fn add(&self, pod: &TestPod) -> Result<(), String> {
         let file = pod.ns.open().unwrap();
-        let add = zds::AddWorkload {
-            uid: pod.uid.clone(),
-            workload_info: Some(zds::WorkloadInfo {
-                name: pod.name.clone(),
-                namespace: pod.namespace.clone(),
-                service_account: pod.service_account.clone(),
-            }),
+        let pod_ref = cni::zds::PodRef {
+            uid: &pod.uid,
+            name: &pod.name,
+            namespace: &pod.namespace,
+            service_account: &pod.service_account,
         };
-        self.request(
-            zds::workload_request::Payload::Add(add),
-            Some(file.as_raw_fd()),
-        )
-        .await
+        self.connection
+            .add(&pod_ref, std::os::fd::AsFd::as_fd(&file))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub(crate) async fn keep(&self, uid: &str) -> Result<(), String> {
-        self.request(
-            zds::workload_request::Payload::Keep(zds::KeepWorkload { uid: uid.into() }),
-            None,
-        )
-        .await
+        self.connection.keep(uid).await.map_err(|e| e.to_string())
     }
 
     /// Ends the connection (as an agent restart would) and greets ztunnel's reconnect.
     pub(crate) async fn reconnect(&mut self) {
-        self.connection.shutdown().unwrap();
-        let connection = tokio::time::timeout(Duration::from_secs(10), self._listener.accept())
+        self.connection.close().unwrap();
+        self.connection = tokio::time::timeout(Duration::from_secs(10), self.socket.accept())
             .await
             .expect("ztunnel reconnects")
             .unwrap();
-        let mut buf = vec![0u8; 1024];
-        let (n, _) = connection.recv(&mut buf).await.unwrap();
-        assert!(zds::ZdsHello::decode(&buf[..n]).is_ok());
-        self.connection = connection;
     }
 
     pub(crate) async fn del(&self, uid: &str) -> Result<(), String> {
-        self.request(
-            zds::workload_request::Payload::Del(zds::DelWorkload { uid: uid.into() }),
-            None,
-        )
-        .await
+        self.connection.del(uid).await.map_err(|e| e.to_string())
     }
 
     pub(crate) async fn snapshot_sent(&self) -> Result<(), String> {
-        self.request(
-            zds::workload_request::Payload::SnapshotSent(zds::SnapshotSent {}),
-            None,
-        )
-        .await
+        self.connection
+            .snapshot_sent()
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
