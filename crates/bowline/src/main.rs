@@ -93,6 +93,16 @@ enum ZtunnelMode {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// Pod → pod direct vs through two ztunnels over HBONE, in fresh namespaces (root):
+    /// throughput, RTT, HTTP request rate, connection rate, ztunnel RSS and CPU.
+    L4 {
+        /// Seconds per measure and path, split into alternating rounds.
+        #[arg(long, default_value_t = 4.0)]
+        duration: f64,
+        /// Also write the results as a flat JSON object to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// HBONE vs plain TCP on loopback: throughput (1 and 16 streams) and 64-byte RTT.
     Hbone {
         /// Seconds per measure, split into three rounds that alternate with the others.
@@ -126,6 +136,18 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("starting the async runtime")?;
     runtime.block_on(dispatch(cli.command, set_level))
+}
+
+/// Writes `report` as pretty JSON to `path`, if given.
+fn write_json(
+    path: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -180,17 +202,23 @@ async fn dispatch(
             println!("{report}");
         }
         Command::Bench {
+            which: Bench::L4 { duration, json },
+        } => {
+            let phase = Duration::try_from_secs_f64(duration)
+                .context("--duration must be a positive number of seconds")?;
+            let binary = std::env::current_exe().context("locating the bowline binary")?;
+            let report = lab::bench_l4::run(&binary, phase).await?;
+            println!("{report}");
+            write_json(json.as_deref(), &report)?;
+        }
+        Command::Bench {
             which: Bench::Hbone { duration, json },
         } => {
             let phase = Duration::try_from_secs_f64(duration)
                 .context("--duration must be a positive number of seconds")?;
             let report = hbone::bench::run(phase).await?;
             println!("{report}");
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report)?;
-                std::fs::write(&path, text + "\n")
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+            write_json(json.as_deref(), &report)?;
         }
     }
     Ok(())

@@ -1,0 +1,520 @@
+//! `bowline bench l4`: direct pod → pod TCP against pod → ztunnel → HBONE → ztunnel → pod,
+//! measured in one run on the same veth path.
+//!
+//! Two pods in fresh namespaces, each served by its own `bowline ztunnel` process (two
+//! nodes), handed over through the real ZDS protocol. Rounds alternate between the
+//! direct path (no capture rules) and the mesh path (capture installed), so drift in the
+//! machine's load hits both alike; figures are medians over rounds. Measured: single and
+//! 4-stream throughput, 64-byte ping-pong RTT, HTTP/1.1 keep-alive request rate, new
+//! connections per second, and each ztunnel's peak RSS and CPU time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use netns::capture::{self, CaptureSpec};
+use netns::socket::{self, Outgoing};
+use netns::{Namespace, NetnsError};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::topology::Fabric;
+
+const SINK: u16 = 9000;
+const ECHO: u16 = 9001;
+const HTTP: u16 = 9002;
+const CONNECT: u16 = 9003;
+const BULK_WRITE: usize = 256 * 1024;
+const ROUNDS: u32 = 2;
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Namespace trouble (are you root?).
+    #[error("{0} (the benchmark builds network namespaces: run it as root)")]
+    Netns(#[from] NetnsError),
+    /// Socket or process trouble.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The node agent side failed.
+    #[error("node agent: {0}")]
+    Agent(#[from] cni::zds::AgentError),
+    /// Something else, explained.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The results; field names are the `--json` keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct L4BenchReport {
+    /// Direct TCP, one stream.
+    pub direct_gbps: f64,
+    /// Through the mesh, one stream.
+    pub mesh_gbps: f64,
+    /// Direct, 4 streams.
+    pub direct_4_streams_gbps: f64,
+    /// Mesh, 4 streams.
+    pub mesh_4_streams_gbps: f64,
+    /// Direct 64-byte RTT median.
+    pub direct_rtt_p50_us: f64,
+    /// Direct 64-byte RTT p99.
+    pub direct_rtt_p99_us: f64,
+    /// Mesh 64-byte RTT median.
+    pub mesh_rtt_p50_us: f64,
+    /// Mesh 64-byte RTT p99.
+    pub mesh_rtt_p99_us: f64,
+    /// Direct HTTP/1.1 keep-alive requests per second (one connection).
+    pub direct_http_rps: f64,
+    /// Mesh HTTP/1.1 keep-alive requests per second (one connection).
+    pub mesh_http_rps: f64,
+    /// Direct new connections per second (connect, 1-byte exchange, close).
+    pub direct_conn_per_s: f64,
+    /// Mesh new connections per second.
+    pub mesh_conn_per_s: f64,
+    /// Largest peak RSS of the two ztunnels.
+    pub ztunnel_peak_rss_kb: u64,
+    /// CPU seconds used by the client node's ztunnel.
+    pub ztunnel_a_cpu_seconds: f64,
+    /// CPU seconds used by the server node's ztunnel.
+    pub ztunnel_b_cpu_seconds: f64,
+    /// Seconds per measure and path (split over rounds).
+    pub phase_seconds: f64,
+}
+
+impl std::fmt::Display for L4BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        writeln!(
+            f,
+            "pod → pod direct vs through two ztunnels (HBONE), {:.1} s per measure, medians of {ROUNDS} alternating rounds",
+            self.phase_seconds
+        )?;
+        writeln!(
+            f,
+            "{:<30}{:>12}{:>12}{:>10}",
+            "measure", "direct", "mesh", "ratio"
+        )?;
+        let rows = [
+            (
+                "throughput, 1 stream (Gbit/s)",
+                self.direct_gbps,
+                self.mesh_gbps,
+            ),
+            (
+                "throughput, 4 streams (Gbit/s)",
+                self.direct_4_streams_gbps,
+                self.mesh_4_streams_gbps,
+            ),
+            ("RTT p50 (µs)", self.direct_rtt_p50_us, self.mesh_rtt_p50_us),
+            ("RTT p99 (µs)", self.direct_rtt_p99_us, self.mesh_rtt_p99_us),
+            (
+                "HTTP/1.1 keep-alive (req/s)",
+                self.direct_http_rps,
+                self.mesh_http_rps,
+            ),
+            (
+                "new connections (conn/s)",
+                self.direct_conn_per_s,
+                self.mesh_conn_per_s,
+            ),
+        ];
+        for (name, direct, mesh) in rows {
+            writeln!(
+                f,
+                "{name:<30}{direct:>12.2}{mesh:>12.2}{:>9.2}x",
+                r(mesh, direct)
+            )?;
+        }
+        writeln!(
+            f,
+            "added RTT p50: {:.1} µs; ztunnel peak RSS {} KiB; CPU seconds: client node {:.2}, server node {:.2}",
+            self.mesh_rtt_p50_us - self.direct_rtt_p50_us,
+            self.ztunnel_peak_rss_kb,
+            self.ztunnel_a_cpu_seconds,
+            self.ztunnel_b_cpu_seconds
+        )
+    }
+}
+
+/// A child process killed (by its PID) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    gbps: Vec<f64>,
+    gbps4: Vec<f64>,
+    rtt: Vec<f64>,
+    rps: Vec<f64>,
+    cps: Vec<f64>,
+}
+
+/// Runs the benchmark with `binary` (the `bowline` executable) as ztunnel.
+pub async fn run(binary: &Path, phase: Duration) -> Result<L4BenchReport, BenchError> {
+    let prefix = format!("bb{:x}", std::process::id() % 0xffff);
+    let mut fabric = Fabric::new(&prefix)?;
+    let a = fabric.add_pod("10.1.0.2".parse().map_err(|_| setup("address"))?)?;
+    let b = fabric.add_pod("10.2.0.2".parse().map_err(|_| setup("address"))?)?;
+    let pod_a = fabric.pod(a).ok_or_else(|| setup("pod a"))?;
+    let pod_b = fabric.pod(b).ok_or_else(|| setup("pod b"))?;
+    let dir = TempDir::new()?;
+    let config = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &config,
+        "workloads:\n\
+         - {uid: bench/a, name: a, namespace: bench, serviceAccount: client, addresses: [10.1.0.2], protocol: HBONE}\n\
+         - {uid: bench/b, name: b, namespace: bench, serviceAccount: server, addresses: [10.2.0.2], protocol: HBONE}\n",
+    )?;
+    start_apps(&pod_b.ns, pod_b.ip).await?;
+
+    let (ztunnel_a, agent_a) = start_ztunnel(binary, dir.path(), "a", &config).await?;
+    let (ztunnel_b, agent_b) = start_ztunnel(binary, dir.path(), "b", &config).await?;
+    let file_a = pod_a.ns.open()?;
+    let file_b = pod_b.ns.open()?;
+    agent_a
+        .add(
+            &pod_ref("bench/a", "a", "client"),
+            std::os::fd::AsFd::as_fd(&file_a),
+        )
+        .await?;
+    agent_b
+        .add(
+            &pod_ref("bench/b", "b", "server"),
+            std::os::fd::AsFd::as_fd(&file_b),
+        )
+        .await?;
+    agent_a.snapshot_sent().await?;
+    agent_b.snapshot_sent().await?;
+
+    let slice = phase / ROUNDS;
+    let (mut direct, mut mesh) = (Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        capture::remove(&pod_a.ns)?;
+        capture::remove(&pod_b.ns)?;
+        measure(&pod_a.ns, pod_b.ip, slice, &mut direct).await?;
+        capture::install(&pod_a.ns, &CaptureSpec::default())?;
+        capture::install(&pod_b.ns, &CaptureSpec::default())?;
+        measure(&pod_a.ns, pod_b.ip, slice, &mut mesh).await?;
+    }
+    let (rss_a, cpu_a) = usage(ztunnel_a.0.id())?;
+    let (rss_b, cpu_b) = usage(ztunnel_b.0.id())?;
+    drop((agent_a, agent_b, ztunnel_a, ztunnel_b));
+    Ok(L4BenchReport {
+        direct_gbps: median(&mut direct.gbps),
+        mesh_gbps: median(&mut mesh.gbps),
+        direct_4_streams_gbps: median(&mut direct.gbps4),
+        mesh_4_streams_gbps: median(&mut mesh.gbps4),
+        direct_rtt_p50_us: percentile(&mut direct.rtt, 0.5),
+        direct_rtt_p99_us: percentile(&mut direct.rtt, 0.99),
+        mesh_rtt_p50_us: percentile(&mut mesh.rtt, 0.5),
+        mesh_rtt_p99_us: percentile(&mut mesh.rtt, 0.99),
+        direct_http_rps: median(&mut direct.rps),
+        mesh_http_rps: median(&mut mesh.rps),
+        direct_conn_per_s: median(&mut direct.cps),
+        mesh_conn_per_s: median(&mut mesh.cps),
+        ztunnel_peak_rss_kb: rss_a.max(rss_b),
+        ztunnel_a_cpu_seconds: cpu_a,
+        ztunnel_b_cpu_seconds: cpu_b,
+        phase_seconds: phase.as_secs_f64(),
+    })
+}
+
+fn setup(what: &str) -> BenchError {
+    BenchError::Setup(format!("bench setup failed: {what}"))
+}
+
+fn pod_ref<'a>(uid: &'a str, name: &'a str, sa: &'a str) -> cni::zds::PodRef<'a> {
+    cni::zds::PodRef {
+        uid,
+        name,
+        namespace: "bench",
+        service_account: sa,
+    }
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("bowline-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start_ztunnel(
+    binary: &Path,
+    dir: &Path,
+    node: &str,
+    config: &Path,
+) -> Result<(Child, cni::zds::ZtunnelConnection), BenchError> {
+    let socket_path = dir.join(format!("ztunnel-{node}.sock"));
+    let agent = cni::zds::AgentSocket::bind(&socket_path)?;
+    let log = std::fs::File::create(dir.join(format!("ztunnel-{node}.log")))?;
+    let child = Child(
+        std::process::Command::new(binary)
+            .args(["--log", "warn", "ztunnel", "--config"])
+            .arg(config)
+            .arg("--node-agent-socket")
+            .arg(&socket_path)
+            .arg("--ca-dir")
+            .arg(dir.join("ca"))
+            .args([
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--readiness-addr",
+                "127.0.0.1:0",
+            ])
+            .stderr(log)
+            .spawn()?,
+    );
+    let connection = tokio::time::timeout(Duration::from_secs(10), agent.accept())
+        .await
+        .map_err(|_| {
+            BenchError::Setup(format!("ztunnel {node} did not connect to its node agent"))
+        })??;
+    Ok((child, connection))
+}
+
+/// Peak RSS (KiB) and CPU seconds of a process.
+fn usage(pid: u32) -> Result<(u64, f64), BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .zip(fields.get(12))
+        .and_then(|(u, s)| Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?))
+        .unwrap_or(0.0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Ok((rss, ticks / hz))
+}
+
+async fn measure(
+    client: &Namespace,
+    server: IpAddr,
+    slice: Duration,
+    out: &mut Samples,
+) -> Result<(), BenchError> {
+    out.gbps.push(bulk(client, server, 1, slice).await?);
+    out.gbps4.push(bulk(client, server, 4, slice).await?);
+    out.rtt.extend(ping_pong(client, server, slice).await?);
+    out.rps.push(http_rate(client, server, slice).await?);
+    out.cps.push(connection_rate(client, server, slice).await?);
+    Ok(())
+}
+
+async fn dial(client: &Namespace, target: SocketAddr) -> Result<TcpStream, BenchError> {
+    let socket = client
+        .run(move || socket::outgoing_socket(target, Outgoing::default()))
+        .await??;
+    Ok(socket.connect(target).await?)
+}
+
+async fn bulk(
+    client: &Namespace,
+    server: IpAddr,
+    streams: usize,
+    slice: Duration,
+) -> Result<f64, BenchError> {
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..streams {
+        let mut tcp = dial(client, SocketAddr::new(server, SINK)).await?;
+        tasks.push(tokio::spawn(async move {
+            let buf = vec![0x5au8; BULK_WRITE];
+            let deadline = Instant::now() + slice;
+            while Instant::now() < deadline {
+                tcp.write_all(&buf).await?;
+            }
+            tcp.shutdown().await?;
+            let mut count = [0u8; 8];
+            tcp.read_exact(&mut count).await?;
+            Ok::<u64, std::io::Error>(u64::from_be_bytes(count))
+        }));
+    }
+    let mut bytes = 0u64;
+    for task in tasks {
+        bytes += task.await.map_err(|e| setup(&e.to_string()))??;
+    }
+    Ok(bytes as f64 * 8.0 / started.elapsed().as_secs_f64().max(1e-9) / 1e9)
+}
+
+async fn ping_pong(
+    client: &Namespace,
+    server: IpAddr,
+    slice: Duration,
+) -> Result<Vec<f64>, BenchError> {
+    let mut tcp = dial(client, SocketAddr::new(server, ECHO)).await?;
+    let (ping, mut pong) = ([0x42u8; 64], [0u8; 64]);
+    let mut rtts = Vec::new();
+    let deadline = Instant::now() + slice;
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        tcp.write_all(&ping).await?;
+        tcp.read_exact(&mut pong).await?;
+        rtts.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(rtts)
+}
+
+async fn http_rate(client: &Namespace, server: IpAddr, slice: Duration) -> Result<f64, BenchError> {
+    let tcp = dial(client, SocketAddr::new(server, HTTP)).await?;
+    let mut tcp = BufReader::new(tcp);
+    let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+    let started = Instant::now();
+    let deadline = started + slice;
+    let mut done = 0u64;
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        tcp.get_mut().write_all(request).await?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if tcp.read_line(&mut line).await? == 0 {
+                return Err(setup("HTTP server closed the connection"));
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        tcp.read_exact(&mut body).await?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn connection_rate(
+    client: &Namespace,
+    server: IpAddr,
+    slice: Duration,
+) -> Result<f64, BenchError> {
+    let started = Instant::now();
+    let deadline = started + slice;
+    let mut done = 0u64;
+    let mut byte = [0u8; 1];
+    while Instant::now() < deadline {
+        let mut tcp = dial(client, SocketAddr::new(server, CONNECT)).await?;
+        tcp.write_all(b"x").await?;
+        tcp.read_exact(&mut byte).await?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The apps in the server pod: a counting sink, an echo, an HTTP/1.1 server and a
+/// one-byte responder.
+async fn start_apps(ns: &Namespace, ip: IpAddr) -> Result<(), BenchError> {
+    let mut listeners = Vec::new();
+    for port in [SINK, ECHO, HTTP, CONNECT] {
+        let addr = SocketAddr::new(ip, port);
+        let listener = ns.run(move || socket::listen(addr, false)).await??;
+        listeners.push(socket::into_tokio(listener)?);
+    }
+    let mut it = listeners.into_iter();
+    let (Some(sink), Some(echo), Some(http), Some(connect)) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(setup("listeners"));
+    };
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = sink.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; BULK_WRITE];
+                let mut total = 0u64;
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                let _ = tcp.write_all(&total.to_be_bytes()).await;
+            });
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = echo.accept().await {
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = http.accept().await {
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(
+                            b"hello from the bench\n",
+                        )),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = connect.accept().await {
+            tokio::spawn(async move {
+                let mut byte = [0u8; 1];
+                if tcp.read_exact(&mut byte).await.is_ok() {
+                    let _ = tcp.write_all(&byte).await;
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    percentile(samples, 0.5)
+}
+
+fn percentile(samples: &mut [f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(f64::total_cmp);
+    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[index.min(samples.len() - 1)]
+}
