@@ -1,19 +1,20 @@
 //! Tunables of the client pool and the server, with the defaults the mesh uses.
 //!
-//! Windows are large so a single stream can fill a fast link; frames are large so bulk
-//! data costs few frame headers; stream and header limits follow Istio's (client 100
+//! Windows (1 MiB per stream, 4 MiB per connection) cover the bandwidth-delay product of
+//! a node-to-node link while bounding what a slow reader can make a proxy buffer; frames
+//! are large so bulk data costs few frame headers; stream and header limits follow Istio's (client 100
 //! streams per connection and 16 KiB headers, server 200 streams and 64 KiB headers).
 
 use std::time::Duration;
 
 /// HTTP/2 stream-level flow-control window (bytes).
-pub(crate) const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+pub(crate) const STREAM_WINDOW: u32 = 1024 * 1024;
 /// HTTP/2 connection-level flow-control window (bytes).
-pub(crate) const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+pub(crate) const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// Largest DATA frame we accept (the peer may send frames up to this size).
 pub(crate) const MAX_FRAME: u32 = 256 * 1024;
 /// Most bytes h2 buffers per stream before `poll_capacity` applies back-pressure.
-pub(crate) const SEND_BUFFER: usize = 1024 * 1024;
+pub(crate) const SEND_BUFFER: usize = 256 * 1024;
 
 /// Settings of a [`crate::Pool`].
 #[derive(Debug, Clone)]
