@@ -9,9 +9,9 @@ mod mesh;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesh::{Mesh, call};
+use mesh::{Mesh, call, greeted, refused};
 use test_support::root_or_skip;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONFIG: &str = r#"
 workloads:
@@ -41,12 +41,7 @@ async fn sigterm_lets_live_connections_finish_then_closes_them_and_exits() {
     assert_eq!(call(tcp, 100_000).await.unwrap().to_string(), "10.1.0.2");
 
     // A live connection, then SIGTERM.
-    let mut live = mesh.dial(Some(0), addr("10.2.0.2:8080")).await.unwrap();
-    let mut line = String::new();
-    BufReader::new(&mut live)
-        .read_line(&mut line)
-        .await
-        .unwrap();
+    let (mut live, _) = greeted(&mesh, 0, addr("10.2.0.2:8080")).await;
     let pid = mesh.process.as_ref().unwrap().id();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
@@ -61,11 +56,10 @@ async fn sigterm_lets_live_connections_finish_then_closes_them_and_exits() {
     live.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"still flowing");
     // …but new connections are not accepted.
-    let refused = match mesh.dial(Some(0), addr("10.2.0.2:8080")).await {
-        Ok(tcp) => call(tcp, 10).await.is_err(),
-        Err(_) => true,
-    };
-    assert!(refused, "no new connections while draining");
+    assert!(
+        refused(&mesh, 0, addr("10.2.0.2:8080")).await,
+        "no new connections while draining"
+    );
 
     // After the 1 s deadline the live connection is closed and the process exits cleanly.
     let mut rest = Vec::new();

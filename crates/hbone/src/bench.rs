@@ -259,11 +259,13 @@ async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(rtts)
 }
 
-fn median(samples: &mut [f64]) -> f64 {
+/// The median of `samples` (sorted in place).
+pub fn median(samples: &mut [f64]) -> f64 {
     percentile(samples, 0.5)
 }
 
-fn percentile(samples: &mut [f64], q: f64) -> f64 {
+/// The `q` quantile (0..=1) of `samples` (sorted in place); 0 when empty.
+pub fn percentile(samples: &mut [f64], q: f64) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }

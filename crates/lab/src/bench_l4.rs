@@ -19,6 +19,8 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use hbone::bench::{median, percentile};
+
 use crate::topology::Fabric;
 
 const SINK: u16 = 9000;
@@ -504,17 +506,4 @@ async fn start_apps(ns: &Namespace, ip: IpAddr) -> Result<(), BenchError> {
         }
     });
     Ok(())
-}
-
-fn median(samples: &mut [f64]) -> f64 {
-    percentile(samples, 0.5)
-}
-
-fn percentile(samples: &mut [f64], q: f64) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    samples.sort_by(f64::total_cmp);
-    let index = ((samples.len() - 1) as f64 * q).round() as usize;
-    samples[index.min(samples.len() - 1)]
 }

@@ -2,8 +2,6 @@
 //! Anything malformed is refused with the field that is wrong, so a bad resource is
 //! NACKed or reported instead of being half-enforced.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
 use ipnet::IpNet;
 use xds::security as wire;
 
@@ -120,7 +118,7 @@ fn nets(field: &str, values: Vec<wire::Address>) -> Result<Vec<IpNet>, FieldErro
         .enumerate()
         .map(|(i, a)| {
             let at = || format!("{field}[{i}]");
-            let ip = ip_from_bytes(&a.address).ok_or_else(|| {
+            let ip = xds::ip_from_bytes(&a.address).ok_or_else(|| {
                 (
                     at(),
                     format!("{} address bytes; expected 4 or 16", a.address.len()),
@@ -158,17 +156,4 @@ fn accounts(values: Vec<wire::ServiceAccountMatch>) -> Vec<ServiceAccountMatch> 
             service_account: sa.service_account,
         })
         .collect()
-}
-
-/// An address from its network-order bytes (4 for IPv4, 16 for IPv6).
-pub(crate) fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes)
-            .ok()
-            .map(|b| IpAddr::V4(Ipv4Addr::from(b))),
-        16 => <[u8; 16]>::try_from(bytes)
-            .ok()
-            .map(|b| IpAddr::V6(Ipv6Addr::from(b))),
-        _ => None,
-    }
 }

@@ -32,6 +32,29 @@ pub use istio::security;
 pub use istio::workload;
 pub use istio::workload::zds;
 
+/// An IP address from its network-order bytes (4 for IPv4, 16 for IPv6), as the wire
+/// carries addresses.
+pub fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes)
+            .ok()
+            .map(|b| IpAddr::V4(Ipv4Addr::from(b))),
+        16 => <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|b| IpAddr::V6(Ipv6Addr::from(b))),
+        _ => None,
+    }
+}
+
+/// The network-order bytes of an address, as the wire carries it.
+pub fn ip_to_bytes(ip: std::net::IpAddr) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 /// Type URL of workload and service resources.
 pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 /// Type URL of authorization resources.

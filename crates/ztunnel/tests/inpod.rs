@@ -10,9 +10,8 @@ mod mesh;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use mesh::{Mesh, call};
+use mesh::{Mesh, call, closes_soon, greeted, refused};
 use test_support::root_or_skip;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 const FRONTEND: usize = 0;
 const REVIEWS: usize = 1;
@@ -102,11 +101,10 @@ async fn l4_policy_admits_the_allowed_principal_and_refuses_others() {
         .unwrap();
     assert_eq!(call(ok, 1000).await.unwrap(), ip("10.1.0.2"));
     // Identity comes from the certificate: rogue (same namespace, other account) is out.
-    let denied = match mesh.dial(Some(ROGUE), addr("10.96.0.10:9080")).await {
-        Ok(tcp) => call(tcp, 10).await.is_err(),
-        Err(_) => true,
-    };
-    assert!(denied, "rogue must not reach reviews");
+    assert!(
+        refused(&mesh, ROGUE, addr("10.96.0.10:9080")).await,
+        "rogue must not reach reviews"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,14 +113,8 @@ async fn a_policy_change_closes_a_live_connection_it_forbids() {
         return;
     }
     let mesh = shop("[]").await;
-    let mut tcp = mesh
-        .dial(Some(FRONTEND), addr("10.2.0.2:8080"))
-        .await
-        .unwrap();
-    let mut reader = BufReader::new(&mut tcp);
-    let mut line = String::new();
-    reader.read_line(&mut line).await.unwrap();
-    assert_eq!(line.trim(), "10.1.0.2");
+    let (mut tcp, seen) = greeted(&mesh, FRONTEND, addr("10.2.0.2:8080")).await;
+    assert_eq!(seen, "10.1.0.2");
     let deny_frontend = r#"
   - name: no-frontend
     namespace: shop
@@ -131,18 +123,12 @@ async fn a_policy_change_closes_a_live_connection_it_forbids() {
     rules: [{clauses: [{matches: [{principals: [cluster.local/ns/shop/sa/frontend]}]}]}]
 "#;
     mesh.reconfigure(&config(deny_frontend)).await;
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
     assert!(
-        closed.is_ok(),
+        closes_soon(&mut tcp).await,
         "the forbidden connection must be closed promptly"
     );
     // New connections are refused too.
-    let again = mesh.dial(Some(FRONTEND), addr("10.2.0.2:8080")).await;
-    assert!(match again {
-        Ok(tcp) => call(tcp, 10).await.is_err(),
-        Err(_) => true,
-    });
+    assert!(refused(&mesh, FRONTEND, addr("10.2.0.2:8080")).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,11 +164,10 @@ async fn plaintext_into_an_enrolled_pod_follows_its_policy() {
     rules: [{clauses: [{matches: [{notPrincipals: [{presence: {}}]}]}]}]
 "#;
     mesh.reconfigure(&config(strict)).await;
-    let refused = match mesh.dial(Some(LEGACY), addr("10.2.0.2:8080")).await {
-        Ok(tcp) => call(tcp, 10).await.is_err(),
-        Err(_) => true,
-    };
-    assert!(refused, "STRICT refuses plaintext");
+    assert!(
+        refused(&mesh, LEGACY, addr("10.2.0.2:8080")).await,
+        "STRICT refuses plaintext"
+    );
     // mTLS from frontend still works under STRICT.
     let tcp = mesh
         .dial(Some(FRONTEND), addr("10.2.0.2:8080"))
@@ -197,18 +182,13 @@ async fn removing_a_pod_closes_its_live_connections() {
         return;
     }
     let mesh = shop("[]").await;
-    let mut tcp = mesh
-        .dial(Some(FRONTEND), addr("10.2.0.2:8080"))
-        .await
-        .unwrap();
-    let mut reader = BufReader::new(&mut tcp);
-    let mut line = String::new();
-    reader.read_line(&mut line).await.unwrap();
+    let (mut tcp, _) = greeted(&mesh, FRONTEND, addr("10.2.0.2:8080")).await;
     mesh.agent.del("shop/reviews-0").await.unwrap();
     assert!(!mesh.pods.contains("shop/reviews-0"));
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "connections of a removed pod end");
+    assert!(
+        closes_soon(&mut tcp).await,
+        "connections of a removed pod end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

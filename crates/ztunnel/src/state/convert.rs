@@ -3,7 +3,7 @@
 //! refused (NACKed, or the file edit rejected) and the last good state stays.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use identity::SpiffeId;
 use policy::Policy;
@@ -208,23 +208,4 @@ fn gateway(g: wire::GatewayAddress) -> Result<Gateway, String> {
     }
 }
 
-/// An address from its network-order bytes.
-pub(crate) fn ip(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes)
-            .ok()
-            .map(|b| IpAddr::V4(Ipv4Addr::from(b))),
-        16 => <[u8; 16]>::try_from(bytes)
-            .ok()
-            .map(|b| IpAddr::V6(Ipv6Addr::from(b))),
-        _ => None,
-    }
-}
-
-/// Network-order bytes of an address.
-pub(crate) fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
+pub(crate) use xds::{ip_from_bytes as ip, ip_to_bytes as ip_bytes};

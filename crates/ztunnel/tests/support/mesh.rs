@@ -13,16 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netns::capture::{self, CaptureSpec};
-use netns::{Namespace, links, socket};
+use netns::{Namespace, socket};
 use test_support::{TestCa, unique_name};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use ztunnel::inpod::{PodPorts, Pods};
 use ztunnel::proxy::{ProxyInputs, ProxySettings};
 use ztunnel::state::{Store, local};
-
-/// The router's address on its loopback; pods use it as their gateway.
-const GATEWAY: &str = "169.254.1.1";
 
 pub(crate) struct TestPod {
     pub(crate) ns: Namespace,
@@ -34,7 +31,6 @@ pub(crate) struct TestPod {
 }
 
 pub(crate) struct Mesh {
-    pub(crate) router: Namespace,
     pub(crate) store: Arc<Store>,
     pub(crate) inputs: Arc<ProxyInputs>,
     pub(crate) pods: Arc<Pods>,
@@ -43,8 +39,9 @@ pub(crate) struct Mesh {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The ztunnel child process, when not in-process.
     pub(crate) process: Option<std::process::Child>,
-    // Dropped last: namespaces outlive the tasks using them.
     pub(crate) members: Vec<TestPod>,
+    // Dropped last: the namespaces outlive the tasks and processes using them.
+    pub(crate) fabric: lab::topology::Fabric,
 }
 
 impl Drop for Mesh {
@@ -73,9 +70,7 @@ impl Mesh {
     }
 
     async fn start_with(config: &str, binary: Option<&std::path::Path>) -> Self {
-        let router = Namespace::create(&unique_name("blr")).unwrap();
-        links::sysctl(&router, "net/ipv4/ip_forward", "1").unwrap();
-        links::add_address(&router, "lo", &format!("{GATEWAY}/32")).unwrap();
+        let fabric = lab::topology::Fabric::new(&unique_name("bm")).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("mesh.yaml");
@@ -125,7 +120,7 @@ impl Mesh {
         }
         let agent = NodeAgent::accept(listener).await;
         Self {
-            router,
+            fabric,
             store,
             inputs,
             pods,
@@ -156,16 +151,12 @@ impl Mesh {
         service_account: &str,
         ip: &str,
     ) -> usize {
-        let ns = Namespace::create(&unique_name("blp")).unwrap();
-        let (inside, outside) = ("eth0", unique_name("r"));
-        links::veth(&ns, inside, &self.router, &outside).unwrap();
-        links::add_address(&ns, inside, &format!("{ip}/32")).unwrap();
-        links::add_route(&ns, GATEWAY, None, Some(inside)).unwrap();
-        links::add_route(&ns, "default", Some(GATEWAY), Some(inside)).unwrap();
-        links::add_route(&self.router, &format!("{ip}/32"), None, Some(&outside)).unwrap();
+        let ip: IpAddr = ip.parse().unwrap();
+        let index = self.fabric.add_pod(ip).unwrap();
+        let net = self.fabric.pod(index).unwrap();
         self.members.push(TestPod {
-            ns,
-            ip: ip.parse().unwrap(),
+            ns: Namespace::existing(net.ns.name()),
+            ip,
             uid: format!("{namespace}/{name}"),
             name: name.into(),
             namespace: namespace.into(),
@@ -214,7 +205,7 @@ impl Mesh {
     ) -> std::io::Result<TcpStream> {
         let ns = match from {
             Some(i) => &self.members[i].ns,
-            None => &self.router,
+            None => self.fabric.router(),
         };
         let socket = ns
             .run(move || socket::outgoing_socket(target, socket::Outgoing::default()))
@@ -224,6 +215,32 @@ impl Mesh {
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
     }
+}
+
+/// Whether a call from pod `from` to `target` fails: refused, reset, or closed before
+/// the app answers.
+pub(crate) async fn refused(mesh: &Mesh, from: usize, target: SocketAddr) -> bool {
+    match mesh.dial(Some(from), target).await {
+        Ok(tcp) => call(tcp, 10).await.is_err(),
+        Err(_) => true,
+    }
+}
+
+/// A connection from pod `from` to `target` on which the app's greeting (the source
+/// address it saw) has been read.
+pub(crate) async fn greeted(mesh: &Mesh, from: usize, target: SocketAddr) -> (TcpStream, String) {
+    let mut tcp = mesh.dial(Some(from), target).await.unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut tcp).read_line(&mut line).await.unwrap();
+    (tcp, line.trim().to_owned())
+}
+
+/// Whether `tcp` is closed by the other side within five seconds.
+pub(crate) async fn closes_soon(tcp: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest))
+        .await
+        .is_ok()
 }
 
 /// Calls the app: reads the source address it saw, then checks that `len` bytes echo.
