@@ -284,3 +284,37 @@ async fn metrics_access_log_and_config_dump_describe_the_mesh() {
     assert!(identities.contains(&"spiffe://cluster.local/ns/shop/sa/reviews".to_string()));
     assert!(admin.ready().is_ok(), "{:?}", admin.ready());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_different_nodes_talk_through_both_ztunnels() {
+    if !root_or_skip("pods_on_different_nodes_talk_through_both_ztunnels") {
+        return;
+    }
+    let mut mesh = Mesh::start(&config(ONLY_FRONTEND)).await;
+    mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
+    mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
+    mesh.pod("legacy", "legacy-0", "default", "10.3.0.2");
+    mesh.pod("shop", "rogue-0", "rogue", "10.4.0.2");
+    mesh.app(REVIEWS, 8080).await;
+    mesh.start_second_node().await;
+    // frontend and rogue on the first node, reviews on the second.
+    mesh.enrol(FRONTEND).await.unwrap();
+    mesh.enrol(ROGUE).await.unwrap();
+    mesh.enrol_on_second_node(REVIEWS).await.unwrap();
+    mesh.agent.snapshot_sent().await.unwrap();
+    let (second, agent) = mesh.second.as_ref().unwrap();
+    agent.snapshot_sent().await.unwrap();
+    assert_eq!(second.uids(), ["shop/reviews-0"]);
+    assert!(!mesh.pods.contains("shop/reviews-0"));
+
+    for target in ["10.96.0.10:9080", "10.2.0.2:8080"] {
+        let tcp = mesh.dial(Some(FRONTEND), addr(target)).await.unwrap();
+        assert_eq!(
+            call(tcp, 1 << 20).await.unwrap(),
+            ip("10.1.0.2"),
+            "via {target}"
+        );
+    }
+    // The second node verifies the first node's client certificates.
+    assert!(refused(&mesh, ROGUE, addr("10.96.0.10:9080")).await);
+}

@@ -40,6 +40,10 @@ pub(crate) struct Mesh {
     /// The ztunnel child process, when not in-process.
     pub(crate) process: Option<std::process::Child>,
     pub(crate) members: Vec<TestPod>,
+    /// The CA every node's certificates come from.
+    ca: TestCa,
+    /// A second node's in-process ztunnel and its agent, once started.
+    pub(crate) second: Option<(Arc<Pods>, NodeAgent)>,
     // Dropped last: the namespaces outlive the tasks and processes using them.
     pub(crate) fabric: lab::topology::Fabric,
 }
@@ -129,7 +133,36 @@ impl Mesh {
             tasks,
             process,
             members: Vec::new(),
+            ca,
+            second: None,
         }
+    }
+
+    /// Starts a second node: another in-process ztunnel (its own pods, pools and
+    /// certificate holder, the same CA and configuration) with its own node agent.
+    pub(crate) async fn start_second_node(&mut self) {
+        let inputs = Arc::new(ProxyInputs::new(
+            self.store.clone(),
+            self.ca.manager(),
+            ProxySettings::default(),
+        ));
+        let pods = Arc::new(Pods::new(inputs, PodPorts::default()));
+        let socket_path = self.dir.path().join("ztunnel-b.sock");
+        let listener = cni::zds::AgentSocket::bind(&socket_path).unwrap();
+        self.tasks.push(tokio::spawn(ztunnel::inpod::zds::run(
+            socket_path,
+            pods.clone(),
+        )));
+        let agent = NodeAgent::accept(listener).await;
+        self.second = Some((pods, agent));
+    }
+
+    /// Installs capture in pod `i` and hands it to the second node's ztunnel.
+    pub(crate) async fn enrol_on_second_node(&self, i: usize) -> Result<(), String> {
+        let pod = &self.members[i];
+        capture::install(&pod.ns, &CaptureSpec::default()).unwrap();
+        let (_, agent) = self.second.as_ref().expect("second node started");
+        agent.add(pod).await
     }
 
     /// Rewrites the configuration file; the watcher applies it.
