@@ -318,3 +318,70 @@ async fn pods_on_different_nodes_talk_through_both_ztunnels() {
     // The second node verifies the first node's client certificates.
     assert!(refused(&mesh, ROGUE, addr("10.96.0.10:9080")).await);
 }
+
+/// A stand-in waypoint: answers every CONNECT with one line naming the authority and the
+/// client identity it saw.
+struct StubWaypoint;
+
+impl hbone::ConnectHandler for StubWaypoint {
+    async fn handle(&self, connect: hbone::IncomingConnect) {
+        let line = format!("waypoint saw {} from {}\n", connect.target, connect.peer);
+        if let Ok(mut stream) = connect.accept() {
+            use tokio::io::AsyncWriteExt;
+            let _ = stream.write_all(line.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_to_a_workload_bound_to_a_waypoint_is_tunnelled_to_the_waypoint() {
+    if !root_or_skip("traffic_to_a_workload_bound_to_a_waypoint_is_tunnelled_to_the_waypoint") {
+        return;
+    }
+    let with_waypoint = config("[]")
+        .replace(
+            "    protocol: HBONE\n    services:",
+            "    protocol: HBONE\n    waypoint: {address: 10.5.0.2}\n    services:",
+        )
+        .replace(
+            "services:\n  - name: reviews",
+            "  - {uid: shop/waypoint-0, name: waypoint-0, namespace: shop, serviceAccount: waypoint, addresses: [10.5.0.2], protocol: HBONE}\nservices:\n  - name: reviews",
+        );
+    let mut mesh = Mesh::start(&with_waypoint).await;
+    mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
+    mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
+    let waypoint = mesh.pod("shop", "waypoint-0", "waypoint", "10.5.0.2");
+    mesh.enrol(FRONTEND).await.unwrap();
+    mesh.agent.snapshot_sent().await.unwrap();
+    // The stub waypoint listens on 15008 in its own namespace with the waypoint identity.
+    let listen_at = addr("10.5.0.2:15008");
+    let listener = mesh.members[waypoint]
+        .ns
+        .run(move || netns::socket::listen(listen_at, false))
+        .await
+        .unwrap()
+        .unwrap();
+    let server = hbone::Server::new(
+        test_support::id("shop", "waypoint"),
+        mesh.ca.manager(),
+        StubWaypoint,
+        hbone::ServerSettings::default(),
+    );
+    tokio::spawn(server.serve(netns::socket::into_tokio(listener).unwrap()));
+
+    let mut tcp = mesh
+        .dial(Some(FRONTEND), addr("10.96.0.10:9080"))
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        answer,
+        "waypoint saw 10.2.0.2:8080 from spiffe://cluster.local/ns/shop/sa/frontend\n"
+    );
+}

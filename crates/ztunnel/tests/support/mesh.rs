@@ -41,7 +41,7 @@ pub(crate) struct Mesh {
     pub(crate) process: Option<std::process::Child>,
     pub(crate) members: Vec<TestPod>,
     /// The CA every node's certificates come from.
-    ca: TestCa,
+    pub(crate) ca: TestCa,
     /// A second node's in-process ztunnel and its agent, once started.
     pub(crate) second: Option<(Arc<Pods>, NodeAgent)>,
     // Dropped last: the namespaces outlive the tasks and processes using them.
