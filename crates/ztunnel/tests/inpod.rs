@@ -385,3 +385,32 @@ async fn traffic_to_a_workload_bound_to_a_waypoint_is_tunnelled_to_the_waypoint(
         "waypoint saw 10.2.0.2:8080 from spiffe://cluster.local/ns/shop/sa/frontend\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_edit_keeps_the_mesh_serving_the_last_good_state() {
+    if !root_or_skip("a_bad_configuration_edit_keeps_the_mesh_serving_the_last_good_state") {
+        return;
+    }
+    let mesh = shop(ONLY_FRONTEND).await;
+    let mut updates = mesh.store.subscribe();
+    updates.mark_unchanged();
+    // A typo'd key and a broken address: refused, with the last good state in force.
+    let broken = config(ONLY_FRONTEND)
+        .replace("serviceAccount: reviews", "serviceAcount: reviews")
+        .replace("10.96.0.10", "10.96.0.300");
+    std::fs::write(mesh.dir.path().join("mesh.yaml"), broken).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !updates.has_changed().unwrap(),
+        "a bad edit must not be applied"
+    );
+    let tcp = mesh
+        .dial(Some(FRONTEND), addr("10.96.0.10:9080"))
+        .await
+        .unwrap();
+    assert_eq!(call(tcp, 1000).await.unwrap(), ip("10.1.0.2"));
+    assert!(
+        refused(&mesh, ROGUE, addr("10.96.0.10:9080")).await,
+        "the old policy still holds"
+    );
+}
