@@ -414,3 +414,33 @@ async fn a_bad_configuration_edit_keeps_the_mesh_serving_the_last_good_state() {
         "the old policy still holds"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_request_keeps_working_when_client_ports_are_reused() {
+    if !root_or_skip("one_connection_per_request_keeps_working_when_client_ports_are_reused") {
+        return;
+    }
+    let mut mesh = shop("[]").await;
+    mesh.app_closing_first(REVIEWS, 8081).await;
+    // Ten client ports: every port is reused many times. A proxy socket left in TIME_WAIT
+    // inside the client's namespace would make reused ports fail.
+    netns::links::sysctl(
+        &mesh.members[FRONTEND].ns,
+        "net/ipv4/ip_local_port_range",
+        "40000 40009",
+    )
+    .unwrap();
+    for i in 0..100 {
+        let mut tcp = mesh
+            .dial(Some(FRONTEND), addr("10.2.0.2:8081"))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        let mut answer = String::new();
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} hung"))
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(answer, "bye", "connection {i}");
+    }
+}

@@ -229,6 +229,24 @@ impl Mesh {
         }));
     }
 
+    /// Starts an app in pod `i` on `port` that answers `bye` and closes first, as an
+    /// HTTP/1.0 server does.
+    pub(crate) async fn app_closing_first(&mut self, i: usize, port: u16) {
+        let addr = SocketAddr::new(self.members[i].ip, port);
+        let listener = self.members[i]
+            .ns
+            .run(move || socket::listen(addr, false))
+            .await
+            .unwrap()
+            .unwrap();
+        let listener = socket::into_tokio(listener).unwrap();
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let _ = tcp.write_all(b"bye").await;
+            }
+        }));
+    }
+
     /// Connects from inside pod `i` (or the router when `None`) to `target`, as an app
     /// would.
     pub(crate) async fn dial(
