@@ -208,14 +208,7 @@ impl Mesh {
     /// Starts the app in pod `i` on `port`: it first writes the peer address it sees and
     /// a newline, then echoes.
     pub(crate) async fn app(&mut self, i: usize, port: u16) {
-        let addr = SocketAddr::new(self.members[i].ip, port);
-        let listener = self.members[i]
-            .ns
-            .run(move || socket::listen(addr, false))
-            .await
-            .unwrap()
-            .unwrap();
-        let listener = socket::into_tokio(listener).unwrap();
+        let listener = self.listen_in(i, port).await;
         self.tasks.push(tokio::spawn(async move {
             while let Ok((mut tcp, peer)) = listener.accept().await {
                 tokio::spawn(async move {
@@ -229,9 +222,8 @@ impl Mesh {
         }));
     }
 
-    /// Starts an app in pod `i` on `port` that answers `bye` and closes first, as an
-    /// HTTP/1.0 server does.
-    pub(crate) async fn app_closing_first(&mut self, i: usize, port: u16) {
+    /// A listener on `port` at pod `i`'s address, inside its namespace.
+    async fn listen_in(&self, i: usize, port: u16) -> tokio::net::TcpListener {
         let addr = SocketAddr::new(self.members[i].ip, port);
         let listener = self.members[i]
             .ns
@@ -239,7 +231,13 @@ impl Mesh {
             .await
             .unwrap()
             .unwrap();
-        let listener = socket::into_tokio(listener).unwrap();
+        socket::into_tokio(listener).unwrap()
+    }
+
+    /// Starts an app in pod `i` on `port` that answers `bye` and closes first, as an
+    /// HTTP/1.0 server does.
+    pub(crate) async fn app_closing_first(&mut self, i: usize, port: u16) {
+        let listener = self.listen_in(i, port).await;
         self.tasks.push(tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 let _ = tcp.write_all(b"bye").await;
