@@ -42,7 +42,7 @@ enum Command {
     },
     /// The per-node L4 proxy: mTLS, identity, L4 policy and telemetry for the pods of
     /// this node.
-    Ztunnel(ZtunnelArgs),
+    Ztunnel(Box<ZtunnelArgs>),
     /// Benchmarks that report ratios against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -80,6 +80,9 @@ struct ZtunnelArgs {
     /// Readiness probe.
     #[arg(long, default_value = "0.0.0.0:15021")]
     readiness_addr: std::net::SocketAddr,
+    /// SOCKS5 for apps that are not captured (shared mode).
+    #[arg(long, default_value = "127.0.0.1:15080")]
+    socks5_addr: std::net::SocketAddr,
     /// Seconds live connections may finish after SIGTERM.
     #[arg(long, default_value_t = 5.0)]
     drain_seconds: f64,
@@ -173,6 +176,7 @@ async fn dispatch(
 ) -> anyhow::Result<()> {
     match command {
         Command::Ztunnel(args) => {
+            let args = *args;
             let mode = match args.mode {
                 ZtunnelMode::Inpod => ztunnel::app::Mode::InPod {
                     node_agent_socket: args.node_agent_socket,
@@ -191,6 +195,7 @@ async fn dispatch(
                 admin_addr: args.admin_addr,
                 metrics_addr: args.metrics_addr,
                 readiness_addr: args.readiness_addr,
+                socks5_addr: args.socks5_addr,
                 drain_deadline: Duration::try_from_secs_f64(args.drain_seconds)
                     .context("--drain-seconds must be a positive number")?,
                 log_level: Some(set_level),

@@ -48,6 +48,8 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// Readiness server address.
     pub readiness_addr: SocketAddr,
+    /// SOCKS5 address (shared mode).
+    pub socks5_addr: SocketAddr,
     /// How long live connections may finish after shutdown begins.
     pub drain_deadline: Duration,
     /// Run-time log level control.
@@ -104,7 +106,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 pods.clone(),
             )));
         }
-        Mode::Shared { workload_uid } => start_shared(&pods, &store, workload_uid).await?,
+        Mode::Shared { workload_uid } => {
+            start_shared(&pods, &store, workload_uid).await?;
+            let pod = pods
+                .pod(workload_uid)
+                .ok_or_else(|| StartError::Shared("the shared workload did not start".into()))?;
+            let listener = tokio::net::TcpListener::bind(config.socks5_addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.socks5_addr,
+                    source,
+                })?;
+            tasks.push(tokio::spawn(crate::proxy::socks5::serve(
+                listener,
+                pod,
+                inputs.clone(),
+            )));
+        }
     }
 
     let state = AdminState {

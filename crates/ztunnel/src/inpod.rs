@@ -251,6 +251,11 @@ impl Pods {
             .unwrap_or(false)
     }
 
+    /// The pod served under `uid`.
+    pub fn pod(&self, uid: &str) -> Option<Arc<Pod>> {
+        self.running.lock().ok()?.get(uid).map(|r| r.pod.clone())
+    }
+
     /// The identities of the pods being served.
     pub fn identities(&self) -> Vec<SpiffeId> {
         self.running

@@ -1,5 +1,5 @@
-//! The proxy paths of one enrolled pod: outbound (15001), inbound HBONE (15008) and
-//! inbound plaintext (15006). Everything a connection needs is in [`ProxyInputs`] (shared
+//! The proxy paths of one enrolled pod: outbound (15001), inbound HBONE (15008),
+//! inbound plaintext (15006), and SOCKS5 (127.0.0.1:15080, shared mode). Everything a connection needs is in [`ProxyInputs`] (shared
 //! by all pods) and [`Pod`] (this pod's identity, namespace worker and tunnel pool).
 //!
 //! The first bytes of a connection pay for lookup, policy and route; after that it is a
@@ -8,6 +8,7 @@
 pub mod inbound;
 pub mod outbound;
 pub mod route;
+pub mod socks5;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

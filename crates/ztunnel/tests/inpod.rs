@@ -444,3 +444,53 @@ async fn one_connection_per_request_keeps_working_when_client_ports_are_reused()
         assert_eq!(answer, "bye", "connection {i}");
     }
 }
+
+/// Runs the SOCKS5 handshake for `host:port` on `tcp`; returns the reply code.
+async fn socks5_connect(tcp: &mut tokio::net::TcpStream, host: &str, port: u16) -> u8 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(&[5, 1, 0]).await.unwrap();
+    let mut choice = [0u8; 2];
+    tcp.read_exact(&mut choice).await.unwrap();
+    assert_eq!(choice, [5, 0], "no-authentication method chosen");
+    let mut request = vec![5, 1, 0, 3, u8::try_from(host.len()).unwrap()];
+    request.extend_from_slice(host.as_bytes());
+    request.extend_from_slice(&port.to_be_bytes());
+    tcp.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 10];
+    tcp.read_exact(&mut reply).await.unwrap();
+    reply[1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_carries_an_uncaptured_app_into_the_mesh_by_service_name() {
+    if !root_or_skip("socks5_carries_an_uncaptured_app_into_the_mesh_by_service_name") {
+        return;
+    }
+    let mesh = shop("[]").await;
+    let socks_at = addr("127.0.0.1:15080");
+    let listener = mesh.members[FRONTEND]
+        .ns
+        .run(move || netns::socket::listen(socks_at, false))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::spawn(ztunnel::proxy::socks5::serve(
+        netns::socket::into_tokio(listener).unwrap(),
+        mesh.pods.pod("shop/frontend-0").unwrap(),
+        mesh.inputs.clone(),
+    ));
+
+    let mut tcp = mesh.dial(Some(FRONTEND), socks_at).await.unwrap();
+    assert_eq!(
+        socks5_connect(&mut tcp, "reviews.shop.svc.cluster.local", 9080).await,
+        0
+    );
+    assert_eq!(call(tcp, 10_000).await.unwrap(), ip("10.1.0.2"));
+
+    let mut tcp = mesh.dial(Some(FRONTEND), socks_at).await.unwrap();
+    assert_eq!(
+        socks5_connect(&mut tcp, "nowhere.shop.svc.cluster.local", 9080).await,
+        4,
+        "host unreachable"
+    );
+}

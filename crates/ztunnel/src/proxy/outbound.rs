@@ -47,6 +47,27 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
             return reset(tcp);
         }
     };
+    forward(tcp, peer, original, pod, inputs, Answer::Nothing).await;
+}
+
+/// What the client expects to hear once its destination is reached (or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// A captured connection: nothing; failure is a reset.
+    Nothing,
+    /// A SOCKS5 client: a reply with the outcome.
+    Socks5,
+}
+
+/// Sends `tcp` (from `peer`, for `original`) on its way as pod `pod`'s outbound traffic.
+pub(crate) async fn forward(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    original: SocketAddr,
+    pod: &Pod,
+    inputs: &ProxyInputs,
+    answer: Answer,
+) {
     let snap = inputs.store.load();
     let route = resolve(inputs, &snap, original);
     let record = || {
@@ -122,6 +143,10 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
                     let mut record = record();
                     drop(snap);
                     let mut tcp = tcp;
+                    if answer == Answer::Socks5 && super::socks5::succeeded(&mut tcp).await.is_err()
+                    {
+                        return;
+                    }
                     let (r, w) = tcp.split();
                     let outcome = hbone::copy_bidirectional(r, w, stream)
                         .await
@@ -133,7 +158,7 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
                     inputs.endpoint_failed(authority.ip());
                     inputs.metrics.failure("outbound", "tunnel_failed");
                     tracing::warn!(pod = %pod.name, %peer, dst = %original, dst.workload = %workload, %error, "outbound tunnel refused");
-                    reset(tcp);
+                    fail(tcp, answer).await;
                 }
             }
         }
@@ -142,6 +167,9 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
                 let mut record = record();
                 drop(snap);
                 let mut tcp = tcp;
+                if answer == Answer::Socks5 && super::socks5::succeeded(&mut tcp).await.is_err() {
+                    return;
+                }
                 let outcome = tokio::io::copy_bidirectional(&mut tcp, &mut upstream)
                     .await
                     .map_err(|e| e.to_string());
@@ -151,13 +179,22 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
                 inputs.endpoint_failed(target.ip());
                 inputs.metrics.failure("outbound", "upstream_unreachable");
                 tracing::warn!(pod = %pod.name, %peer, dst = %target, %error, "passthrough connect failed");
-                reset(tcp);
+                fail(tcp, answer).await;
             }
         },
         Route::Refuse(reason) => {
             inputs.metrics.failure("outbound", "no_route");
             tracing::warn!(pod = %pod.name, %peer, dst = %original, reason, "outbound connection refused");
-            reset(tcp);
+            fail(tcp, answer).await;
         }
     }
+}
+
+/// Tells the client its destination could not be reached: a reset, or a SOCKS5 failure
+/// reply first.
+async fn fail(mut tcp: TcpStream, answer: Answer) {
+    if answer == Answer::Socks5 {
+        super::socks5::failed(&mut tcp).await;
+    }
+    reset(tcp);
 }
