@@ -272,21 +272,7 @@ async fn start_ztunnel(
     let agent = cni::zds::AgentSocket::bind(&socket_path)?;
     let log = std::fs::File::create(dir.join(format!("ztunnel-{node}.log")))?;
     let child = Child(
-        std::process::Command::new(binary)
-            .args(["--log", "warn", "ztunnel", "--config"])
-            .arg(config)
-            .arg("--node-agent-socket")
-            .arg(&socket_path)
-            .arg("--ca-dir")
-            .arg(dir.join("ca"))
-            .args([
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--readiness-addr",
-                "127.0.0.1:0",
-            ])
+        crate::process::ztunnel_command(binary, config, &socket_path, &dir.join("ca"), "warn")
             .stderr(log)
             .spawn()?,
     );

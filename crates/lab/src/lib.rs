@@ -8,4 +8,5 @@
 #![forbid(unsafe_code)]
 
 pub mod bench_l4;
+pub mod process;
 pub mod topology;

@@ -99,26 +99,17 @@ impl Mesh {
                 pods.clone(),
             ))),
             Some(binary) => {
-                let child = std::process::Command::new(binary)
-                    .args(["--log", "info", "ztunnel", "--config"])
-                    .arg(dir.path().join("mesh.yaml"))
-                    .arg("--node-agent-socket")
-                    .arg(&socket_path)
-                    .arg("--ca-dir")
-                    .arg(dir.path().join("ca"))
-                    .args([
-                        "--admin-addr",
-                        "127.0.0.1:0",
-                        "--metrics-addr",
-                        "127.0.0.1:0",
-                        "--readiness-addr",
-                        "127.0.0.1:0",
-                        "--drain-seconds",
-                        "1",
-                    ])
-                    .stderr(std::fs::File::create(dir.path().join("ztunnel.log")).unwrap())
-                    .spawn()
-                    .unwrap();
+                let child = lab::process::ztunnel_command(
+                    binary,
+                    &dir.path().join("mesh.yaml"),
+                    &socket_path,
+                    &dir.path().join("ca"),
+                    "info",
+                )
+                .args(["--drain-seconds", "1"])
+                .stderr(std::fs::File::create(dir.path().join("ztunnel.log")).unwrap())
+                .spawn()
+                .unwrap();
                 process = Some(child);
             }
         }
