@@ -40,6 +40,24 @@ async fn refused_and_still_serving(h: &Harness, n: u64) {
     still_serves(h).await;
 }
 
+/// A call from `shop/frontend` (certificates from `manager`) to the server `server_id`
+/// at `addr`, which must fail; returns the error.
+async fn frontend_call(
+    manager: identity::CertificateManager,
+    server_id: identity::SpiffeId,
+    addr: std::net::SocketAddr,
+) -> HboneError {
+    let pool = Pool::new(manager, ClientSettings::default());
+    let key = PoolKey {
+        source: id("shop", "frontend"),
+        destination: server_id,
+        address: addr,
+    };
+    pool.connect(&key, &request(echo_server().await))
+        .await
+        .unwrap_err()
+}
+
 fn handshake_message(err: HboneError) -> String {
     match err {
         HboneError::Handshake { source, .. } => source.to_string(),
@@ -156,16 +174,7 @@ async fn an_expired_server_certificate_is_refused() {
         Forwarder::default(),
     )
     .await;
-    let pool = Pool::new(ca.manager(), ClientSettings::default());
-    let key = PoolKey {
-        source: id("shop", "frontend"),
-        destination: server_id,
-        address: addr,
-    };
-    let err = pool
-        .connect(&key, &request(echo_server().await))
-        .await
-        .unwrap_err();
+    let err = frontend_call(ca.manager(), server_id, addr).await;
     let msg = handshake_message(err);
     assert!(msg.to_lowercase().contains("expired"), "{msg}");
     assert_eq!(stats.streams.load(Ordering::Relaxed), 0);
@@ -347,16 +356,7 @@ async fn a_policy_refusal_reaches_the_client_as_401_with_a_hint() {
         DenyAll,
     )
     .await;
-    let pool = Pool::new(manager, ClientSettings::default());
-    let key = PoolKey {
-        source: id("shop", "frontend"),
-        destination: server_id,
-        address: addr,
-    };
-    let err = pool
-        .connect(&key, &request(echo_server().await))
-        .await
-        .unwrap_err();
+    let err = frontend_call(manager, server_id, addr).await;
     assert!(
         matches!(err, HboneError::Refused { status, .. } if status == StatusCode::UNAUTHORIZED),
         "{err}"
