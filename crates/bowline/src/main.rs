@@ -86,6 +86,13 @@ struct ZtunnelArgs {
     /// Seconds live connections may finish after SIGTERM.
     #[arg(long, default_value_t = 5.0)]
     drain_seconds: f64,
+    /// Do not open the DNS proxy (15053) in pods.
+    #[arg(long)]
+    no_dns: bool,
+    /// Resolver for names outside the mesh (repeatable); default: the nameservers of
+    /// /etc/resolv.conf.
+    #[arg(long = "dns-upstream")]
+    dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -199,6 +206,15 @@ async fn dispatch(
                 drain_deadline: Duration::try_from_secs_f64(args.drain_seconds)
                     .context("--drain-seconds must be a positive number")?,
                 log_level: Some(set_level),
+                dns: ztunnel::dns::DnsSettings {
+                    enabled: !args.no_dns,
+                    upstreams: if args.dns_upstreams.is_empty() {
+                        ztunnel::dns::system_upstreams()
+                    } else {
+                        args.dns_upstreams
+                    },
+                    ..ztunnel::dns::DnsSettings::default()
+                },
             };
             ztunnel::app::run(config, terminated()).await?;
         }

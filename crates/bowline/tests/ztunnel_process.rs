@@ -9,7 +9,7 @@ mod mesh;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesh::{Mesh, call, greeted, refused};
+use mesh::{Mesh, call, greeted, refused, socks5_connect};
 use test_support::root_or_skip;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,4 +80,118 @@ async fn sigterm_lets_live_connections_finish_then_closes_them_and_exits() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status}");
+}
+
+const SHARED_CONFIG: &str = r#"
+workloads:
+  - {uid: shop/vm-0, name: vm-0, namespace: shop, serviceAccount: vm, addresses: [10.5.0.2], protocol: HBONE}
+  - {uid: shop/rogue-0, name: rogue-0, namespace: shop, serviceAccount: rogue, addresses: [10.4.0.2], protocol: HBONE}
+  - uid: shop/reviews-0
+    name: reviews-0
+    namespace: shop
+    serviceAccount: reviews
+    addresses: [10.2.0.2]
+    protocol: HBONE
+    services:
+      shop/reviews.shop.svc.cluster.local: [{servicePort: 9080, targetPort: 8080}]
+services:
+  - name: reviews
+    namespace: shop
+    hostname: reviews.shop.svc.cluster.local
+    vips: [10.96.0.10]
+    ports: [{servicePort: 9080, targetPort: 8080}]
+policies:
+  - name: only-the-vm
+    namespace: shop
+    scope: Namespace
+    action: Allow
+    rules: [{clauses: [{matches: [{principals: [cluster.local/ns/shop/sa/vm]}]}]}]
+"#;
+
+/// A child process killed (by its PID) and reaped when the test ends, pass or fail.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_mode_gives_the_hosts_own_apps_their_identity_and_socks5() {
+    if !root_or_skip("shared_mode_gives_the_hosts_own_apps_their_identity_and_socks5") {
+        return;
+    }
+    // reviews (and rogue) on an in-process in-pod ztunnel; the "host" is a namespace
+    // whose own apps are the workload shop/vm-0, served by a shared-mode ztunnel process
+    // running inside it.
+    let mut mesh = Mesh::start(SHARED_CONFIG).await;
+    let host = mesh.pod("shop", "vm-0", "vm", "10.5.0.2");
+    let rogue = mesh.pod("shop", "rogue-0", "rogue", "10.4.0.2");
+    let reviews = mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
+    mesh.app(reviews, 8080).await;
+    mesh.enrol(reviews).await.unwrap();
+    mesh.enrol(rogue).await.unwrap();
+    netns::capture::install(
+        &mesh.members[host].ns,
+        &netns::capture::CaptureSpec::default(),
+    )
+    .unwrap();
+    let ca_dir = mesh.dir.path().join("shared-ca");
+    mesh.ca.ca.save(&ca_dir).unwrap();
+    let log = mesh.dir.path().join("shared.log");
+    let _ztunnel = ChildGuard(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", mesh.members[host].ns.name()])
+            .arg(env!("CARGO_BIN_EXE_bowline"))
+            .args(["--log", "info", "ztunnel", "--mode", "shared"])
+            .args(["--shared-workload", "shop/vm-0", "--config"])
+            .arg(mesh.dir.path().join("mesh.yaml"))
+            .arg("--ca-dir")
+            .arg(&ca_dir)
+            .args([
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--readiness-addr", "127.0.0.1:0", "--drain-seconds", "0"])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    // The host's apps are captured like a pod's: the call to the VIP goes out over HBONE
+    // with the vm identity (the only one reviews admits) and keeps the host's address.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        if let Ok(tcp) = mesh.dial(Some(host), addr("10.96.0.10:9080")).await
+            && let Ok(seen) = call(tcp, 100_000).await
+        {
+            break seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shared-mode ztunnel never carried a call; its log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seen.to_string(), "10.5.0.2");
+    assert!(
+        refused(&mesh, rogue, addr("10.96.0.10:9080")).await,
+        "another identity is refused by the same policy"
+    );
+
+    // An app that is not captured uses SOCKS5 on 127.0.0.1:15080, by service name.
+    let mut socks = mesh
+        .dial(Some(host), addr("127.0.0.1:15080"))
+        .await
+        .unwrap();
+    assert_eq!(
+        socks5_connect(&mut socks, "reviews.shop.svc.cluster.local", 9080).await,
+        0
+    );
+    assert_eq!(call(socks, 10_000).await.unwrap().to_string(), "10.5.0.2");
 }

@@ -54,6 +54,8 @@ pub struct Config {
     pub drain_deadline: Duration,
     /// Run-time log level control.
     pub log_level: Option<LogLevelSetter>,
+    /// The DNS proxy in pods.
+    pub dns: crate::dns::DnsSettings,
 }
 
 /// Why ztunnel could not start.
@@ -93,6 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )?;
     let settings = ProxySettings {
         trust_domain: config.trust_domain.clone(),
+        dns: config.dns.clone(),
         ..ProxySettings::default()
     };
     let inputs = Arc::new(ProxyInputs::new(store.clone(), manager, settings));

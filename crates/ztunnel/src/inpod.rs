@@ -1,6 +1,6 @@
 //! In-pod mode: the node agent hands ztunnel each enrolled pod's network namespace over
 //! the ZDS protocol; ztunnel opens the pod's listeners inside it (15001 outbound, 15006
-//! inbound plaintext, 15008 HBONE) and closes them when the pod goes.
+//! inbound plaintext, 15008 HBONE, 15053 DNS when on) and closes them when the pod goes.
 //!
 //! [`Pods`] owns the running pods; [`zds`] speaks the protocol and keeps reconnecting to
 //! the agent. Pods keep serving while the agent is away.
@@ -16,6 +16,7 @@ use identity::SpiffeId;
 use netns::NetnsWorker;
 use tokio::task::JoinHandle;
 
+use crate::dns::{self, DnsContext};
 use crate::proxy::inbound::{self, Inbound};
 use crate::proxy::{Pod, PodDialer, ProxyInputs, outbound};
 
@@ -28,6 +29,8 @@ pub struct PodPorts {
     pub inbound_plaintext: u16,
     /// HBONE.
     pub hbone: u16,
+    /// DNS proxy (UDP and TCP on 127.0.0.1), when DNS is on.
+    pub dns: u16,
 }
 
 impl Default for PodPorts {
@@ -36,6 +39,7 @@ impl Default for PodPorts {
             outbound: 15001,
             inbound_plaintext: 15006,
             hbone: 15008,
+            dns: 15053,
         }
     }
 }
@@ -146,6 +150,30 @@ impl Pods {
                 })?;
             listeners.push(bound);
         }
+        let dns = if self.inputs.settings.dns.enabled {
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.ports.dns));
+            let sockets = worker
+                .run(move || {
+                    let udp = std::net::UdpSocket::bind(addr)?;
+                    udp.set_nonblocking(true)?;
+                    Ok::<_, std::io::Error>((udp, netns::socket::listen(addr, false)?))
+                })
+                .await?
+                .and_then(|(udp, tcp)| {
+                    Ok((
+                        tokio::net::UdpSocket::from_std(udp)?,
+                        netns::socket::into_tokio(tcp)?,
+                    ))
+                })
+                .map_err(|source| PodError::Listen {
+                    pod: name.clone(),
+                    addr,
+                    source,
+                })?;
+            Some(sockets)
+        } else {
+            None
+        };
         // Certificates are fetched eagerly so the first connection does not wait; a
         // failure here is retried on first use.
         if let Err(error) = self.inputs.manager.fetch(&identity).await {
@@ -184,12 +212,22 @@ impl Pods {
             inbound_handler.clone(),
             hbone::ServerSettings::default(),
         );
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(outbound::serve(out, pod.clone(), self.inputs.clone())),
             tokio::spawn(inbound::serve_plaintext(plain, inbound_handler)),
             tokio::spawn(server.serve(hbone_listener)),
         ];
-        tracing::info!(pod = %name, uid = %info.uid, "pod enrolled: listening on 15001, 15006, 15008 in its namespace");
+        if let Some((udp, tcp)) = dns {
+            let context = Arc::new(DnsContext::new(
+                self.inputs.store.clone(),
+                self.inputs.settings.dns.clone(),
+                &info.namespace,
+                &name,
+            ));
+            tasks.push(tokio::spawn(dns::serve_udp(udp, context.clone())));
+            tasks.push(tokio::spawn(dns::serve_tcp(tcp, context)));
+        }
+        tracing::info!(pod = %name, uid = %info.uid, dns = self.inputs.settings.dns.enabled, "pod enrolled: listening in its namespace");
         if let Ok(mut running) = self.running.lock() {
             running.insert(
                 info.uid,

@@ -8,7 +8,7 @@
 //!
 //! Map: [`app`] (settings and the run loop), [`state`] (what the mesh looks like: snapshot store, local file), [`inpod`]
 //! (pods handed over by the node agent, their listeners), [`proxy`] (outbound, inbound
-//! HBONE and plaintext paths of one pod), [`metrics`] (Istio's TCP metrics and the
+//! HBONE and plaintext paths of one pod), [`dns`] (the DNS proxy in each pod), [`metrics`] (Istio's TCP metrics and the
 //! access log, once per connection), [`admin`] (config dump, log level, metrics,
 //! readiness).
 
@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod dns;
 pub mod inpod;
 pub mod metrics;
 pub mod proxy;

@@ -33,6 +33,8 @@ pub struct ProxySettings {
     pub failed_endpoint_backoff: Duration,
     /// Tunnel pool settings.
     pub pool: hbone::ClientSettings,
+    /// The DNS proxy.
+    pub dns: crate::dns::DnsSettings,
 }
 
 impl Default for ProxySettings {
@@ -42,6 +44,7 @@ impl Default for ProxySettings {
             trust_domain: "cluster.local".into(),
             failed_endpoint_backoff: Duration::from_secs(10),
             pool: hbone::ClientSettings::default(),
+            dns: crate::dns::DnsSettings::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ mod mesh;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use mesh::{Mesh, call, closes_soon, greeted, refused};
+use mesh::{Mesh, call, closes_soon, greeted, refused, socks5_connect};
 use test_support::root_or_skip;
 
 const FRONTEND: usize = 0;
@@ -445,22 +445,6 @@ async fn one_connection_per_request_keeps_working_when_client_ports_are_reused()
     }
 }
 
-/// Runs the SOCKS5 handshake for `host:port` on `tcp`; returns the reply code.
-async fn socks5_connect(tcp: &mut tokio::net::TcpStream, host: &str, port: u16) -> u8 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tcp.write_all(&[5, 1, 0]).await.unwrap();
-    let mut choice = [0u8; 2];
-    tcp.read_exact(&mut choice).await.unwrap();
-    assert_eq!(choice, [5, 0], "no-authentication method chosen");
-    let mut request = vec![5, 1, 0, 3, u8::try_from(host.len()).unwrap()];
-    request.extend_from_slice(host.as_bytes());
-    request.extend_from_slice(&port.to_be_bytes());
-    tcp.write_all(&request).await.unwrap();
-    let mut reply = [0u8; 10];
-    tcp.read_exact(&mut reply).await.unwrap();
-    reply[1]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks5_carries_an_uncaptured_app_into_the_mesh_by_service_name() {
     if !root_or_skip("socks5_carries_an_uncaptured_app_into_the_mesh_by_service_name") {
@@ -493,4 +477,125 @@ async fn socks5_carries_an_uncaptured_app_into_the_mesh_by_service_name() {
         4,
         "host unreachable"
     );
+}
+
+/// Asks `resolver` (UDP, or TCP when `tcp`) from inside pod `i` for the A records of
+/// `name`; returns the response code and addresses. The UDP socket is connected, so an
+/// answer only counts if it comes back from the resolver address the pod asked.
+async fn lookup(
+    mesh: &Mesh,
+    i: usize,
+    resolver: SocketAddr,
+    name: &str,
+    tcp: bool,
+) -> (hickory_proto::op::ResponseCode, Vec<IpAddr>) {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    use std::io::{Read, Write};
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let bytes = query.to_vec().unwrap();
+    let reply = mesh.members[i]
+        .ns
+        .run(move || -> std::io::Result<Vec<u8>> {
+            let timeout = Some(Duration::from_secs(5));
+            if tcp {
+                let mut conn =
+                    std::net::TcpStream::connect_timeout(&resolver, Duration::from_secs(5))?;
+                conn.set_read_timeout(timeout)?;
+                conn.write_all(&(bytes.len() as u16).to_be_bytes())?;
+                conn.write_all(&bytes)?;
+                let mut len = [0u8; 2];
+                conn.read_exact(&mut len)?;
+                let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                conn.read_exact(&mut reply)?;
+                Ok(reply)
+            } else {
+                let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                socket.set_read_timeout(timeout)?;
+                socket.connect(resolver)?;
+                socket.send(&bytes)?;
+                let mut reply = vec![0u8; 4096];
+                let n = socket.recv(&mut reply)?;
+                reply.truncate(n);
+                Ok(reply)
+            }
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("no DNS answer for {name} (tcp: {tcp}): {e}"));
+    let reply = Message::from_vec(&reply).unwrap();
+    assert_eq!(reply.metadata.id, query.metadata.id);
+    let ips = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    (reply.metadata.response_code, ips)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolled_pods_resolve_mesh_services_through_the_dns_proxy() {
+    use hickory_proto::op::ResponseCode;
+    if !root_or_skip("enrolled_pods_resolve_mesh_services_through_the_dns_proxy") {
+        return;
+    }
+    let mut mesh = Mesh::start(&config("[]")).await;
+    mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
+    mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
+    mesh.app(REVIEWS, 8080).await;
+    let dns_capture = netns::capture::CaptureSpec {
+        dns_port: Some(15053),
+        ..Default::default()
+    };
+    mesh.enrol_with(FRONTEND, &dns_capture).await.unwrap();
+    mesh.enrol(REVIEWS).await.unwrap();
+    // Any resolver address the pod is configured with: port 53 is captured.
+    let resolver = addr("10.96.255.53:53");
+    let vip = vec![ip("10.96.0.10")];
+    for name in [
+        "reviews.",
+        "reviews.shop.",
+        "reviews.shop.svc.cluster.local.",
+    ] {
+        assert_eq!(
+            lookup(&mesh, FRONTEND, resolver, name, false).await,
+            (ResponseCode::NoError, vip.clone()),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        lookup(&mesh, FRONTEND, resolver, "reviews.shop.", true).await,
+        (ResponseCode::NoError, vip.clone()),
+        "over TCP"
+    );
+    assert_eq!(
+        lookup(
+            &mesh,
+            FRONTEND,
+            resolver,
+            "gone.shop.svc.cluster.local.",
+            false
+        )
+        .await,
+        (ResponseCode::NXDomain, vec![])
+    );
+    // Names outside the mesh go to the node's resolver, both ways.
+    let outside = vec![IpAddr::V4(mesh::UPSTREAM_ANSWER)];
+    for tcp in [false, true] {
+        assert_eq!(
+            lookup(&mesh, FRONTEND, resolver, "example.test.", tcp).await,
+            (ResponseCode::NoError, outside.clone()),
+            "forwarded (tcp: {tcp})"
+        );
+    }
+    // The name the proxy gave works: the VIP it returned reaches the service.
+    let (_, resolved) = lookup(&mesh, FRONTEND, resolver, "reviews.", false).await;
+    let target = SocketAddr::new(resolved[0], 9080);
+    let (_tcp, seen) = greeted(&mesh, FRONTEND, target).await;
+    assert_eq!(seen, "10.1.0.2");
 }

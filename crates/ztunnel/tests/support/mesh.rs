@@ -83,15 +83,16 @@ impl Mesh {
         let watcher = local::watch(file, store.clone(), Duration::from_millis(50)).unwrap();
 
         let ca = TestCa::new();
+        let (dns_upstream, upstream_task) = fake_upstream_resolver().await;
         let inputs = Arc::new(ProxyInputs::new(
             store.clone(),
             ca.manager(),
-            ProxySettings::default(),
+            settings(dns_upstream),
         ));
         let pods = Arc::new(Pods::new(inputs.clone(), PodPorts::default()));
         let socket_path = dir.path().join("ztunnel.sock");
         let listener = cni::zds::AgentSocket::bind(&socket_path).unwrap();
-        let mut tasks = vec![watcher];
+        let mut tasks = vec![watcher, upstream_task];
         let mut process = None;
         match binary {
             None => tasks.push(tokio::spawn(ztunnel::inpod::zds::run(
@@ -135,7 +136,7 @@ impl Mesh {
         let inputs = Arc::new(ProxyInputs::new(
             self.store.clone(),
             self.ca.manager(),
-            ProxySettings::default(),
+            self.inputs.settings.clone(),
         ));
         let pods = Arc::new(Pods::new(inputs, PodPorts::default()));
         let socket_path = self.dir.path().join("ztunnel-b.sock");
@@ -191,8 +192,13 @@ impl Mesh {
 
     /// Installs capture in pod `i` and hands it to ztunnel; returns the agent's ack.
     pub(crate) async fn enrol(&self, i: usize) -> Result<(), String> {
+        self.enrol_with(i, &CaptureSpec::default()).await
+    }
+
+    /// Like [`Mesh::enrol`], with these capture rules (for example DNS capture on).
+    pub(crate) async fn enrol_with(&self, i: usize, spec: &CaptureSpec) -> Result<(), String> {
         let pod = &self.members[i];
-        capture::install(&pod.ns, &CaptureSpec::default()).unwrap();
+        capture::install(&pod.ns, spec).unwrap();
         self.agent.add(pod).await
     }
 
@@ -255,6 +261,70 @@ impl Mesh {
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
     }
+}
+
+/// Proxy settings of test ztunnels: names outside the mesh go to `dns_upstream`.
+fn settings(dns_upstream: SocketAddr) -> ProxySettings {
+    ProxySettings {
+        dns: ztunnel::dns::DnsSettings {
+            upstreams: vec![dns_upstream],
+            upstream_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..ProxySettings::default()
+    }
+}
+
+/// The address every name outside the mesh resolves to through the fake upstream.
+pub(crate) const UPSTREAM_ANSWER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 53);
+
+/// A resolver on 127.0.0.1 (UDP and TCP, same port) answering every A query with
+/// [`UPSTREAM_ANSWER`], standing in for the node's resolver.
+async fn fake_upstream_resolver() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::{RData, Record, rdata::A};
+    fn answer(query: &[u8]) -> Option<Vec<u8>> {
+        let request = Message::from_vec(query).ok()?;
+        let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+        reply.queries = request.queries.clone();
+        for q in &request.queries {
+            reply.answers.push(Record::from_rdata(
+                q.name().clone(),
+                60,
+                RData::A(A(UPSTREAM_ANSWER)),
+            ));
+        }
+        reply.to_vec().ok()
+    }
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let task = tokio::spawn(async move {
+        let udp_loop = async {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
+                if let Some(bytes) = answer(&buf[..n]) {
+                    let _ = udp.send_to(&bytes, peer).await;
+                }
+            }
+        };
+        let tcp_loop = async {
+            while let Ok((mut conn, _)) = tcp.accept().await {
+                tokio::spawn(async move {
+                    let len = conn.read_u16().await.unwrap_or(0);
+                    let mut query = vec![0u8; usize::from(len)];
+                    if conn.read_exact(&mut query).await.is_ok()
+                        && let Some(bytes) = answer(&query)
+                    {
+                        let _ = conn.write_u16(bytes.len() as u16).await;
+                        let _ = conn.write_all(&bytes).await;
+                    }
+                });
+            }
+        };
+        tokio::join!(udp_loop, tcp_loop);
+    });
+    (addr, task)
 }
 
 /// Whether a call from pod `from` to `target` fails: refused, reset, or closed before
@@ -374,4 +444,19 @@ impl NodeAgent {
 
 pub(crate) fn socket_path(mesh: &Mesh) -> PathBuf {
     mesh.dir.path().join("ztunnel.sock")
+}
+
+/// Runs the SOCKS5 handshake for `host:port` on `tcp`; returns the reply code.
+pub(crate) async fn socks5_connect(tcp: &mut tokio::net::TcpStream, host: &str, port: u16) -> u8 {
+    tcp.write_all(&[5, 1, 0]).await.unwrap();
+    let mut choice = [0u8; 2];
+    tcp.read_exact(&mut choice).await.unwrap();
+    assert_eq!(choice, [5, 0], "no-authentication method chosen");
+    let mut request = vec![5, 1, 0, 3, u8::try_from(host.len()).unwrap()];
+    request.extend_from_slice(host.as_bytes());
+    request.extend_from_slice(&port.to_be_bytes());
+    tcp.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 10];
+    tcp.read_exact(&mut reply).await.unwrap();
+    reply[1]
 }
