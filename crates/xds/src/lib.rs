@@ -1,9 +1,11 @@
 //! Wire types Bowline shares with Istio: the workload discovery resources
 //! (`istio.workload.Address` = `Workload` | `Service`), the compiled L4 authorization
-//! (`istio.security.Authorization`) and the node agent protocol (`istio.workload.zds`).
+//! (`istio.security.Authorization`), the node agent protocol (`istio.workload.zds`) and
+//! the certificate service (`istio.v1.auth`).
 //!
 //! The `.proto` files under `proto/` are our own, written from the facts in
-//! PROTOCOLS.md; `build.rs` compiles them with protox and prost. Owns: the messages and
+//! PROTOCOLS.md; `build.rs` compiles them with protox and prost (services with tonic).
+//! The delta ADS envelope comes from `envoy-types` ([`discovery`]). Owns: the messages and
 //! their type URLs. Must not: know what the fields mean for policy or routing — that is
 //! for the crates that consume them.
 
@@ -26,7 +28,24 @@ pub mod istio {
     pub mod security {
         include!(concat!(env!("OUT_DIR"), "/istio.security.rs"));
     }
+
+    /// `istio.v1.auth`: the certificate service.
+    pub mod v1 {
+        /// `istio.v1.auth`.
+        pub mod auth {
+            include!(concat!(env!("OUT_DIR"), "/istio.v1.auth.rs"));
+        }
+    }
 }
+
+pub use istio::v1::auth as ca;
+
+/// The Envoy discovery envelope (delta ADS) the workload resources travel in.
+pub use envoy_types::pb::envoy::service::discovery::v3 as discovery;
+/// Envoy's node description and its `google.protobuf` types.
+pub use envoy_types::pb::envoy::config::core::v3 as core;
+/// The `google.protobuf` and `google.rpc` types of the envelope.
+pub use envoy_types::pb::google;
 
 pub use istio::security;
 pub use istio::workload;

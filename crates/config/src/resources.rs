@@ -1,0 +1,695 @@
+//! The resource types, as users write them. Only the fields Bowline acts on exist here;
+//! `deny_unknown_fields` makes anything else a located error instead of a silent no-op.
+//! Bookkeeping metadata a Kubernetes export carries (`uid`, `resourceVersion`,
+//! `generation`, `creationTimestamp`) is accepted.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Labels and annotations.
+pub type Labels = BTreeMap<String, String>;
+
+/// `metadata`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// Name.
+    pub name: String,
+    /// Namespace (`default` when omitted on a namespaced kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: Labels,
+    /// Kubernetes uid (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Creation time (RFC 3339); the oldest PeerAuthentication at a level wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+    /// Informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+impl ObjectMeta {
+    /// The namespace, `default` when omitted.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+/// `Namespace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Namespace {
+    /// Metadata (labels enrol it: `istio.io/dataplane-mode=ambient`).
+    pub metadata: ObjectMeta,
+}
+
+/// `Node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Node {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: NodeSpec,
+}
+
+/// `Node.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Pod addresses of this node (the lab allocates from it).
+    #[serde(default, rename = "podCIDR", skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<String>,
+}
+
+/// `ServiceAccount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceAccount {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+}
+
+/// `Pod`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pod {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: PodSpec,
+    /// Status: the address (set by the lab or the cluster).
+    #[serde(default)]
+    pub status: PodStatus,
+}
+
+/// `Pod.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSpec {
+    /// The node it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Its service account (`default` when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Host-network pods are never captured.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// Its processes.
+    #[serde(default)]
+    pub containers: Vec<Container>,
+}
+
+impl PodSpec {
+    /// The service account, `default` when omitted.
+    pub fn service_account(&self) -> &str {
+        self.service_account_name.as_deref().unwrap_or("default")
+    }
+}
+
+/// A container: in the lab, a process run inside the pod's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Container {
+    /// Name.
+    pub name: String,
+    /// Image (informational in the lab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Program and arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// More arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Named ports (a service's named `targetPort` resolves against these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+/// An environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    /// Name.
+    pub name: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A container port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Port.
+    pub container_port: u16,
+    /// `TCP` (default), `UDP`, `SCTP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// `Pod.status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodStatus {
+    /// Primary address.
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// All addresses.
+    #[serde(default, rename = "podIPs", skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<PodIp>,
+    /// `Pending`, `Running`, `Succeeded`, `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+}
+
+/// One of `status.podIPs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodIp {
+    /// The address.
+    pub ip: String,
+}
+
+/// `Service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: ServiceSpec,
+}
+
+/// `Service.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Pods backing it (an empty selector selects none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: Labels,
+    /// Ports.
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+    /// `ClusterIP` (default); `ExternalName`, `NodePort`, `LoadBalancer` are refused.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The VIP (`None` for headless); the lab allocates one when omitted.
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+    /// All VIPs.
+    #[serde(default, rename = "clusterIPs", skip_serializing_if = "Vec::is_empty")]
+    pub cluster_ips: Vec<String>,
+}
+
+/// A service port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The service port.
+    pub port: u16,
+    /// The pod port: a number or a container port name (defaults to `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<IntOrString>,
+    /// `TCP` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// `http`, `http2`, `grpc`, `tcp`, `tls`…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+}
+
+/// A port number or name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    /// A number.
+    Int(u16),
+    /// A name.
+    String(String),
+}
+
+/// Gateway API `Gateway` (only class `istio-waypoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gateway {
+    /// Metadata (`istio.io/waypoint-for` label).
+    pub metadata: ObjectMeta,
+    /// Spec.
+    pub spec: GatewaySpec,
+}
+
+/// `Gateway.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewaySpec {
+    /// Must be `istio-waypoint`.
+    pub gateway_class_name: String,
+    /// Listeners (`{name: mesh, port: 15008, protocol: HBONE}`).
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+/// A gateway listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listener {
+    /// Name.
+    pub name: String,
+    /// Port.
+    pub port: u16,
+    /// Protocol (`HBONE`).
+    pub protocol: String,
+    /// Which namespaces may use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+/// `allowedRoutes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedRoutes {
+    /// `namespaces.from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<RouteNamespaces>,
+}
+
+/// `allowedRoutes.namespaces`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteNamespaces {
+    /// `Same` (default) or `All`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// A workload selector.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Selector {
+    /// Labels a pod must carry.
+    #[serde(default)]
+    pub match_labels: Labels,
+}
+
+/// Istio `AuthorizationPolicy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationPolicy {
+    /// Metadata (`istio.io/dry-run` annotation).
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: AuthorizationPolicySpec,
+}
+
+/// `AuthorizationPolicy.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationPolicySpec {
+    /// Which pods (none: the namespace, or the mesh in the root namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Selector>,
+    /// Policies attached to a waypoint (enforced by it, not by ztunnel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<serde_json::Value>,
+    /// `ALLOW` (default) or `DENY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Rules (OR-ed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<AuthorizationRule>>,
+}
+
+/// A rule: `from`, `to` and `when` are AND-ed; entries of each are OR-ed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationRule {
+    /// Sources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<From>,
+    /// Operations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<To>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Condition>,
+}
+
+/// `from[]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct From {
+    /// The source.
+    #[serde(default)]
+    pub source: Source,
+}
+
+/// `from[].source`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Source {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_principals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_principals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_request_principals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_namespaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_service_accounts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_blocks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ip_blocks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_ip_blocks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_remote_ip_blocks: Vec<String>,
+}
+
+/// `to[]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct To {
+    /// The operation.
+    #[serde(default)]
+    pub operation: Operation,
+}
+
+/// `to[].operation`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Operation {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_paths: Vec<String>,
+}
+
+/// `when[]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    /// The attribute (`source.ip`, `request.headers[x]`…).
+    pub key: String,
+    /// Values, any of which matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// Values none of which may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<String>,
+}
+
+/// Istio `PeerAuthentication`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerAuthentication {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: PeerAuthenticationSpec,
+}
+
+/// `PeerAuthentication.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerAuthenticationSpec {
+    /// Which pods (none: the namespace, or the mesh in the root namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Selector>,
+    /// The mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<Mtls>,
+    /// Per-port modes (workload-selector policies only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_level_mtls: BTreeMap<u16, Mtls>,
+}
+
+/// `mtls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mtls {
+    /// `UNSET`, `DISABLE`, `PERMISSIVE`, `STRICT`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// A kind stored for the waypoint, kept as written (`spec` unvalidated for now).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Opaque {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec, as written.
+    #[serde(default)]
+    pub spec: serde_json::Value,
+}
+
+/// The kinds Bowline reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum Kind {
+    Namespace,
+    Node,
+    ServiceAccount,
+    Pod,
+    Service,
+    Gateway,
+    AuthorizationPolicy,
+    PeerAuthentication,
+    RequestAuthentication,
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    HTTPRoute,
+}
+
+impl Kind {
+    /// The accepted `apiVersion`s of this kind.
+    pub fn api_versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::Namespace | Kind::Node | Kind::ServiceAccount | Kind::Pod | Kind::Service => {
+                &["v1"]
+            }
+            Kind::Gateway | Kind::HTTPRoute => &[
+                "gateway.networking.k8s.io/v1",
+                "gateway.networking.k8s.io/v1beta1",
+            ],
+            Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
+                &["security.istio.io/v1", "security.istio.io/v1beta1"]
+            }
+            Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry => &[
+                "networking.istio.io/v1",
+                "networking.istio.io/v1beta1",
+                "networking.istio.io/v1alpha3",
+            ],
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::Namespace | Kind::Node)
+    }
+
+    /// Every kind, for messages.
+    pub const ALL: [Kind; 13] = [
+        Kind::Namespace,
+        Kind::Node,
+        Kind::ServiceAccount,
+        Kind::Pod,
+        Kind::Service,
+        Kind::Gateway,
+        Kind::AuthorizationPolicy,
+        Kind::PeerAuthentication,
+        Kind::RequestAuthentication,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::HTTPRoute,
+    ];
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Self::ALL.into_iter().find(|k| k.to_string() == name)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// One resource.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Resource {
+    Namespace(Namespace),
+    Node(Node),
+    ServiceAccount(ServiceAccount),
+    Pod(Pod),
+    Service(Service),
+    Gateway(Gateway),
+    AuthorizationPolicy(AuthorizationPolicy),
+    PeerAuthentication(PeerAuthentication),
+    /// A kind kept for the waypoint.
+    Opaque(Kind, Opaque),
+}
+
+/// Identifies a resource: kind, namespace (empty for cluster-scoped kinds), name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace, empty for `Namespace` and `Node`.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+impl Resource {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Namespace(_) => Kind::Namespace,
+            Resource::Node(_) => Kind::Node,
+            Resource::ServiceAccount(_) => Kind::ServiceAccount,
+            Resource::Pod(_) => Kind::Pod,
+            Resource::Service(_) => Kind::Service,
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::Opaque(kind, _) => *kind,
+        }
+    }
+
+    /// Its metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Resource::Namespace(r) => &r.metadata,
+            Resource::Node(r) => &r.metadata,
+            Resource::ServiceAccount(r) => &r.metadata,
+            Resource::Pod(r) => &r.metadata,
+            Resource::Service(r) => &r.metadata,
+            Resource::Gateway(r) => &r.metadata,
+            Resource::AuthorizationPolicy(r) => &r.metadata,
+            Resource::PeerAuthentication(r) => &r.metadata,
+            Resource::Opaque(_, r) => &r.metadata,
+        }
+    }
+
+    /// Its key.
+    pub fn key(&self) -> ObjectKey {
+        let kind = self.kind();
+        let meta = self.metadata();
+        ObjectKey {
+            kind,
+            namespace: if kind.namespaced() {
+                meta.namespace().to_owned()
+            } else {
+                String::new()
+            },
+            name: meta.name.clone(),
+        }
+    }
+
+    /// The resource as JSON (for dry runs and dumps).
+    pub fn to_json(&self) -> serde_json::Value {
+        let kind = self.kind();
+        let body = match self {
+            Resource::Namespace(r) => serde_json::to_value(r),
+            Resource::Node(r) => serde_json::to_value(r),
+            Resource::ServiceAccount(r) => serde_json::to_value(r),
+            Resource::Pod(r) => serde_json::to_value(r),
+            Resource::Service(r) => serde_json::to_value(r),
+            Resource::Gateway(r) => serde_json::to_value(r),
+            Resource::AuthorizationPolicy(r) => serde_json::to_value(r),
+            Resource::PeerAuthentication(r) => serde_json::to_value(r),
+            Resource::Opaque(_, r) => serde_json::to_value(r),
+        };
+        let mut value = body.unwrap_or(serde_json::Value::Null);
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "apiVersion".into(),
+                kind.api_versions()
+                    .first()
+                    .copied()
+                    .unwrap_or("v1")
+                    .into(),
+            );
+            object.insert("kind".into(), kind.to_string().into());
+        }
+        value
+    }
+}
+
+/// Label enrolling a namespace or pod in the ambient mesh.
+pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
+/// Label binding a namespace, service or pod to a waypoint.
+pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
+/// The waypoint's namespace when not the object's own.
+pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
+/// What traffic a waypoint handles: `service` (default), `workload`, `all`, `none`.
+pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
+/// The Gateway class of waypoints.
+pub const WAYPOINT_CLASS: &str = "istio-waypoint";
+/// Annotation making an AuthorizationPolicy report-only.
+pub const DRY_RUN: &str = "istio.io/dry-run";

@@ -1,0 +1,336 @@
+//! Meaning checks beyond the shape: names, addresses, ports, modes, actions and
+//! condition keys. Each failure names the field and says what would be accepted.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::resources::*;
+
+/// `(field path, message)`.
+pub(crate) type Invalid = (String, String);
+
+fn invalid<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Invalid> {
+    Err((path.into(), message.into()))
+}
+
+/// Checks one resource.
+pub(crate) fn resource(resource: &Resource) -> Result<(), Invalid> {
+    metadata(resource.metadata(), resource.kind())?;
+    match resource {
+        Resource::Pod(pod) => pod_spec(pod),
+        Resource::Service(service) => service_spec(service),
+        Resource::Gateway(gateway) => gateway_spec(gateway),
+        Resource::AuthorizationPolicy(policy) => authorization(policy),
+        Resource::PeerAuthentication(peer) => peer_authentication(peer),
+        Resource::Node(node) => match &node.spec.pod_cidr {
+            Some(cidr) if cidr.parse::<IpNet>().is_err() => {
+                invalid("spec.podCIDR", format!("{cidr:?} is not a CIDR"))
+            }
+            _ => Ok(()),
+        },
+        Resource::Namespace(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => Ok(()),
+    }
+}
+
+fn metadata(meta: &ObjectMeta, kind: Kind) -> Result<(), Invalid> {
+    dns_name(&meta.name, "metadata.name")?;
+    if let Some(ns) = &meta.namespace {
+        if !kind.namespaced() {
+            return invalid(
+                "metadata.namespace",
+                format!("{kind} is not namespaced; remove the namespace"),
+            );
+        }
+        dns_name(ns, "metadata.namespace")?;
+    }
+    if let Some(mode) = meta.labels.get(DATAPLANE_MODE)
+        && !matches!(mode.as_str(), "ambient" | "none")
+    {
+        return invalid(
+            format!("metadata.labels.{DATAPLANE_MODE}"),
+            format!("{mode:?}: use \"ambient\" to enrol or \"none\" to opt out"),
+        );
+    }
+    Ok(())
+}
+
+fn dns_name(name: &str, path: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        invalid(
+            path,
+            format!("{name:?} is not a valid name (lower-case letters, digits, '-' and '.')"),
+        )
+    }
+}
+
+fn pod_spec(pod: &Pod) -> Result<(), Invalid> {
+    if let Some(ip) = &pod.status.pod_ip {
+        ip_address(ip, "status.podIP")?;
+    }
+    for (i, entry) in pod.status.pod_ips.iter().enumerate() {
+        ip_address(&entry.ip, &format!("status.podIPs[{i}].ip"))?;
+    }
+    for (c, container) in pod.spec.containers.iter().enumerate() {
+        for (p, port) in container.ports.iter().enumerate() {
+            if port.container_port == 0 {
+                return invalid(
+                    format!("spec.containers[{c}].ports[{p}].containerPort"),
+                    "must be 1-65535",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ip_address(ip: &str, path: &str) -> Result<IpAddr, Invalid> {
+    ip.parse()
+        .map_err(|_| (path.to_owned(), format!("{ip:?} is not an IP address")))
+}
+
+fn service_spec(service: &Service) -> Result<(), Invalid> {
+    let spec = &service.spec;
+    if let Some(kind) = &spec.kind
+        && kind != "ClusterIP"
+    {
+        return invalid(
+            "spec.type",
+            format!("{kind:?} services are not supported; use ClusterIP (the default)"),
+        );
+    }
+    if let Some(ip) = &spec.cluster_ip
+        && ip != "None"
+    {
+        ip_address(ip, "spec.clusterIP")?;
+    }
+    for (i, ip) in spec.cluster_ips.iter().enumerate() {
+        if ip != "None" {
+            ip_address(ip, &format!("spec.clusterIPs[{i}]"))?;
+        }
+    }
+    for (i, port) in spec.ports.iter().enumerate() {
+        if port.port == 0 {
+            return invalid(format!("spec.ports[{i}].port"), "must be 1-65535");
+        }
+        if let Some(protocol) = &port.protocol
+            && protocol != "TCP"
+        {
+            return invalid(
+                format!("spec.ports[{i}].protocol"),
+                format!("{protocol}: the mesh carries TCP only; remove the port or use TCP"),
+            );
+        }
+        match &port.target_port {
+            Some(IntOrString::Int(0)) => {
+                return invalid(format!("spec.ports[{i}].targetPort"), "must be 1-65535");
+            }
+            Some(IntOrString::String(name)) if name.is_empty() => {
+                return invalid(
+                    format!("spec.ports[{i}].targetPort"),
+                    "a port name must not be empty",
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn gateway_spec(gateway: &Gateway) -> Result<(), Invalid> {
+    if gateway.spec.gateway_class_name != WAYPOINT_CLASS {
+        return invalid(
+            "spec.gatewayClassName",
+            format!(
+                "{:?}: Bowline runs only waypoints (gatewayClassName: {WAYPOINT_CLASS})",
+                gateway.spec.gateway_class_name
+            ),
+        );
+    }
+    if let Some(for_) = gateway.metadata.labels.get(WAYPOINT_FOR)
+        && !matches!(for_.as_str(), "service" | "workload" | "all" | "none")
+    {
+        return invalid(
+            format!("metadata.labels.{WAYPOINT_FOR}"),
+            format!("{for_:?}: use service, workload, all or none"),
+        );
+    }
+    Ok(())
+}
+
+/// `when` keys ztunnel can check at L4.
+pub const L4_CONDITION_KEYS: [&str; 5] = [
+    "source.ip",
+    "source.namespace",
+    "source.principal",
+    "destination.ip",
+    "destination.port",
+];
+
+/// Whether `key` is a condition Istio defines (L4 or L7).
+fn known_condition(key: &str) -> bool {
+    L4_CONDITION_KEYS.contains(&key)
+        || matches!(
+            key,
+            "remote.ip" | "request.auth.principal" | "request.auth.audiences"
+                | "request.auth.presenter" | "connection.sni" | "destination.port.name"
+        )
+        || key.starts_with("request.headers[")
+        || key.starts_with("request.auth.claims[")
+        || key.starts_with("experimental.")
+}
+
+fn authorization(policy: &AuthorizationPolicy) -> Result<(), Invalid> {
+    let spec = &policy.spec;
+    match spec.action.as_deref() {
+        None | Some("ALLOW" | "DENY") => {}
+        Some(action @ ("AUDIT" | "CUSTOM")) => {
+            return invalid(
+                "spec.action",
+                format!("{action} is not supported by Bowline; use ALLOW or DENY"),
+            );
+        }
+        Some(other) => return invalid("spec.action", format!("{other:?}: use ALLOW or DENY")),
+    }
+    if let Some(dry) = policy.metadata.annotations.get(DRY_RUN)
+        && !matches!(dry.as_str(), "true" | "false")
+    {
+        return invalid(
+            format!("metadata.annotations.{DRY_RUN}"),
+            format!("{dry:?}: use \"true\" or \"false\""),
+        );
+    }
+    for (r, rule) in spec.rules.iter().flatten().enumerate() {
+        for (f, from) in rule.from.iter().enumerate() {
+            let at = |field: &str| format!("spec.rules[{r}].from[{f}].source.{field}");
+            let s = &from.source;
+            for (field, blocks) in [
+                ("ipBlocks", &s.ip_blocks),
+                ("notIpBlocks", &s.not_ip_blocks),
+                ("remoteIpBlocks", &s.remote_ip_blocks),
+                ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+            ] {
+                for (i, block) in blocks.iter().enumerate() {
+                    if ip_block(block).is_none() {
+                        return invalid(
+                            format!("{}[{i}]", at(field)),
+                            format!("{block:?} is not an IP address or CIDR"),
+                        );
+                    }
+                }
+            }
+            for (field, accounts) in [
+                ("serviceAccounts", &s.service_accounts),
+                ("notServiceAccounts", &s.not_service_accounts),
+            ] {
+                for (i, account) in accounts.iter().enumerate() {
+                    if account.split('/').count() > 2 || account.is_empty() {
+                        return invalid(
+                            format!("{}[{i}]", at(field)),
+                            format!("{account:?}: write \"namespace/name\" or \"name\""),
+                        );
+                    }
+                }
+            }
+        }
+        for (t, to) in rule.to.iter().enumerate() {
+            let op = &to.operation;
+            for (field, ports) in [("ports", &op.ports), ("notPorts", &op.not_ports)] {
+                for (i, port) in ports.iter().enumerate() {
+                    if port_number(port).is_none() {
+                        return invalid(
+                            format!("spec.rules[{r}].to[{t}].operation.{field}[{i}]"),
+                            format!("{port:?} is not a port number (1-65535)"),
+                        );
+                    }
+                }
+            }
+        }
+        for (w, condition) in rule.when.iter().enumerate() {
+            let at = format!("spec.rules[{r}].when[{w}]");
+            if !known_condition(&condition.key) {
+                return invalid(
+                    format!("{at}.key"),
+                    format!("{:?} is not a condition Istio defines", condition.key),
+                );
+            }
+            if condition.values.is_empty() && condition.not_values.is_empty() {
+                return invalid(at, "give values or notValues");
+            }
+            let check: Option<fn(&str) -> bool> = match condition.key.as_str() {
+                "source.ip" | "destination.ip" => Some(|v| ip_block(v).is_some()),
+                "destination.port" => Some(|v| port_number(v).is_some()),
+                _ => None,
+            };
+            if let Some(check) = check {
+                for (field, values) in [("values", &condition.values), ("notValues", &condition.not_values)] {
+                    for (i, value) in values.iter().enumerate() {
+                        if !check(value) {
+                            return invalid(
+                                format!("{at}.{field}[{i}]"),
+                                format!("{value:?} does not fit {}", condition.key),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn peer_authentication(peer: &PeerAuthentication) -> Result<(), Invalid> {
+    let mode_ok = |mtls: &Mtls| {
+        matches!(
+            mtls.mode.as_deref(),
+            None | Some("UNSET" | "DISABLE" | "PERMISSIVE" | "STRICT")
+        )
+    };
+    if let Some(mtls) = &peer.spec.mtls
+        && !mode_ok(mtls)
+    {
+        return invalid(
+            "spec.mtls.mode",
+            format!(
+                "{:?}: use UNSET, DISABLE, PERMISSIVE or STRICT",
+                mtls.mode.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    for (port, mtls) in &peer.spec.port_level_mtls {
+        if !mode_ok(mtls) {
+            return invalid(
+                format!("spec.portLevelMtls.{port}.mode"),
+                "use UNSET, DISABLE, PERMISSIVE or STRICT",
+            );
+        }
+    }
+    if !peer.spec.port_level_mtls.is_empty() && peer.spec.selector.is_none() {
+        return invalid(
+            "spec.portLevelMtls",
+            "port-level modes need a selector (they apply to the selected pods' ports)",
+        );
+    }
+    Ok(())
+}
+
+/// An IP address (as a host prefix) or CIDR.
+pub fn ip_block(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// A port number 1-65535.
+pub fn port_number(text: &str) -> Option<u16> {
+    text.parse::<u16>().ok().filter(|p| *p != 0)
+}
