@@ -27,10 +27,10 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>, C
         if value.is_null() {
             continue;
         }
-        let resource = parse_one(value).map_err(|(object, path, message)| fail(object, path, message))?;
-        validate::resource(&resource).map_err(|(path, message)| {
-            fail(Some(resource.key().to_string()), path, message)
-        })?;
+        let resource =
+            parse_one(value).map_err(|(object, path, message)| fail(object, path, message))?;
+        validate::resource(&resource)
+            .map_err(|(path, message)| fail(Some(resource.key().to_string()), path, message))?;
         resources.push(resource);
     }
     Ok(resources)
@@ -108,7 +108,9 @@ fn strict<T: DeserializeOwned>(value: Value) -> Result<T, Failure> {
         let path = if path == "." { String::new() } else { path };
         let message = e.into_inner().to_string();
         let message = if message.starts_with("unknown field") {
-            format!("{message} (Bowline refuses fields it does not support rather than ignore them)")
+            format!(
+                "{message} (Bowline refuses fields it does not support rather than ignore them)"
+            )
         } else {
             message
         };

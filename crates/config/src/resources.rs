@@ -669,11 +669,7 @@ impl Resource {
         if let Some(object) = value.as_object_mut() {
             object.insert(
                 "apiVersion".into(),
-                kind.api_versions()
-                    .first()
-                    .copied()
-                    .unwrap_or("v1")
-                    .into(),
+                kind.api_versions().first().copied().unwrap_or("v1").into(),
             );
             object.insert("kind".into(), kind.to_string().into());
         }

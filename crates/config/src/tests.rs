@@ -84,7 +84,10 @@ fn an_unsupported_field_is_refused_with_document_and_path() {
     let text = SHOP.replace("ports: [\"8080\"]", "portz: [\"8080\"]");
     let e = error(&text);
     assert_eq!(e.document, 4);
-    assert_eq!(e.object.as_deref(), Some("AuthorizationPolicy only-frontend"));
+    assert_eq!(
+        e.object.as_deref(),
+        Some("AuthorizationPolicy only-frontend")
+    );
     assert_eq!(e.path, "spec.rules[0].to[0].operation.portz");
     assert!(e.message.contains("unknown field `portz`"), "{e}");
     assert!(e.to_string().starts_with("bad.yaml: document 4 (AuthorizationPolicy only-frontend): spec.rules[0].to[0].operation.portz: unknown field `portz`"), "{e}");
@@ -94,7 +97,10 @@ fn an_unsupported_field_is_refused_with_document_and_path() {
 fn an_unknown_kind_or_api_version_is_refused_naming_what_is_supported() {
     let e = error("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
     assert_eq!(e.path, "kind");
-    assert!(e.message.contains("Deployment") && e.message.contains("supported kinds: Namespace"), "{e}");
+    assert!(
+        e.message.contains("Deployment") && e.message.contains("supported kinds: Namespace"),
+        "{e}"
+    );
     let e = error("apiVersion: v2\nkind: Pod\nmetadata: {name: x}\n");
     assert_eq!(e.path, "apiVersion");
     assert!(e.message.contains("read as v1"), "{e}");
@@ -168,14 +174,24 @@ fn broken_yaml_and_non_mappings_are_refused_without_a_panic() {
     let e = error("- just\n- a list\n");
     assert!(e.message.contains("must be a mapping"), "{e}");
     let e = error("kind: Pod\nmetadata: {name: x}\n");
-    assert_eq!((e.path.as_str(), e.message.as_str()), ("apiVersion", "missing"));
+    assert_eq!(
+        (e.path.as_str(), e.message.as_str()),
+        ("apiVersion", "missing")
+    );
     assert!(parse_documents("", "empty.yaml").unwrap().is_empty());
-    assert!(parse_documents("---\n---\n", "empty.yaml").unwrap().is_empty());
+    assert!(
+        parse_documents("---\n---\n", "empty.yaml")
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn namespaced_kinds_default_to_the_default_namespace() {
-    let resources =
-        parse_documents("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\n", "x").unwrap();
+    let resources = parse_documents(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\n",
+        "x",
+    )
+    .unwrap();
     assert_eq!(resources[0].key().to_string(), "ServiceAccount default/sa");
 }

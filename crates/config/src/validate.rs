@@ -181,8 +181,12 @@ fn known_condition(key: &str) -> bool {
     L4_CONDITION_KEYS.contains(&key)
         || matches!(
             key,
-            "remote.ip" | "request.auth.principal" | "request.auth.audiences"
-                | "request.auth.presenter" | "connection.sni" | "destination.port.name"
+            "remote.ip"
+                | "request.auth.principal"
+                | "request.auth.audiences"
+                | "request.auth.presenter"
+                | "connection.sni"
+                | "destination.port.name"
         )
         || key.starts_with("request.headers[")
         || key.starts_with("request.auth.claims[")
@@ -272,7 +276,10 @@ fn authorization(policy: &AuthorizationPolicy) -> Result<(), Invalid> {
                 _ => None,
             };
             if let Some(check) = check {
-                for (field, values) in [("values", &condition.values), ("notValues", &condition.not_values)] {
+                for (field, values) in [
+                    ("values", &condition.values),
+                    ("notValues", &condition.not_values),
+                ] {
                     for (i, value) in values.iter().enumerate() {
                         if !check(value) {
                             return invalid(

@@ -40,10 +40,10 @@ pub mod istio {
 
 pub use istio::v1::auth as ca;
 
-/// The Envoy discovery envelope (delta ADS) the workload resources travel in.
-pub use envoy_types::pb::envoy::service::discovery::v3 as discovery;
 /// Envoy's node description and its `google.protobuf` types.
 pub use envoy_types::pb::envoy::config::core::v3 as core;
+/// The Envoy discovery envelope (delta ADS) the workload resources travel in.
+pub use envoy_types::pb::envoy::service::discovery::v3 as discovery;
 /// The `google.protobuf` and `google.rpc` types of the envelope.
 pub use envoy_types::pb::google;
 

@@ -1,0 +1,393 @@
+//! Translation: the user's resources into what every ztunnel needs — `Workload`s,
+//! `Service`s and `Authorization`s of Istio's workload API — as pure functions of one
+//! config snapshot (no I/O), so any source (files, `apply`, a Kubernetes watcher) feeds
+//! the same code.
+//!
+//! Rules follow istiod's ambient translation: every pod with an address becomes a
+//! `Workload` (HBONE when enrolled, NONE otherwise) with uid `<cluster>//Pod/<ns>/<name>`;
+//! services get hostnames `<name>.<ns>.svc.<domain>` and their VIPs; waypoints bind by
+//! `istio.io/use-waypoint` on the pod or service first, then its namespace, honouring the
+//! Gateway's `istio.io/waypoint-for`; AuthorizationPolicies compile to L4 clauses (ALLOW
+//! rules needing HTTP attributes are omitted, DENY rules drop their HTTP conditions and so
+//! match more); PeerAuthentication STRICT becomes a DENY-without-identity policy listed on
+//! the workloads it covers. Whatever could only be partly enforced is reported in
+//! [`Compiled::status`].
+
+mod authz;
+mod peer;
+mod waypoint;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use config::resources::{self as k8s, IntOrString, Labels};
+use config::{ObjectKey, Resource};
+use xds::workload as wire;
+
+/// Settings of the mesh the translation needs.
+#[derive(Debug, Clone)]
+pub struct MeshSettings {
+    /// Cluster id (`Kubernetes`), the first part of workload uids.
+    pub cluster_id: String,
+    /// Trust domain of identities.
+    pub trust_domain: String,
+    /// Cluster domain of service hostnames.
+    pub cluster_domain: String,
+    /// Root namespace: policies there without a selector apply mesh-wide.
+    pub root_namespace: String,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        Self {
+            cluster_id: "Kubernetes".into(),
+            trust_domain: "cluster.local".into(),
+            cluster_domain: config::CLUSTER_DOMAIN.into(),
+            root_namespace: config::ROOT_NAMESPACE.into(),
+        }
+    }
+}
+
+/// The compiled mesh: resources by xDS name, and what could not be fully applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Compiled {
+    /// `istio.workload.Address` by name (workload uid, or `namespace/hostname`).
+    pub addresses: BTreeMap<String, wire::Address>,
+    /// `istio.security.Authorization` by `namespace/name`.
+    pub authorizations: BTreeMap<String, xds::security::Authorization>,
+    /// Messages about resources applied partly or not at all, by object.
+    pub status: BTreeMap<String, Vec<String>>,
+}
+
+impl Compiled {
+    fn report(&mut self, object: String, message: String) {
+        self.status.entry(object).or_default().push(message);
+    }
+
+    /// The workload with this uid.
+    pub fn workload(&self, uid: &str) -> Option<&wire::Workload> {
+        match self.addresses.get(uid)?.r#type.as_ref()? {
+            wire::address::Type::Workload(w) => Some(w),
+            wire::address::Type::Service(_) => None,
+        }
+    }
+
+    /// The service with this `namespace/hostname`.
+    pub fn service(&self, key: &str) -> Option<&wire::Service> {
+        match self.addresses.get(key)?.r#type.as_ref()? {
+            wire::address::Type::Service(s) => Some(s),
+            wire::address::Type::Workload(_) => None,
+        }
+    }
+}
+
+/// The uid of pod `namespace/name` in cluster `cluster_id`.
+pub fn pod_uid(cluster_id: &str, namespace: &str, name: &str) -> String {
+    format!("{cluster_id}//Pod/{namespace}/{name}")
+}
+
+/// The resources of one snapshot, by kind, for lookups.
+pub(crate) struct Index<'a> {
+    pub(crate) settings: &'a MeshSettings,
+    pub(crate) namespaces: BTreeMap<&'a str, &'a k8s::Namespace>,
+    pub(crate) pods: Vec<&'a k8s::Pod>,
+    pub(crate) services: Vec<&'a k8s::Service>,
+    pub(crate) gateways: BTreeMap<(&'a str, &'a str), &'a k8s::Gateway>,
+    pub(crate) policies: Vec<&'a k8s::AuthorizationPolicy>,
+    pub(crate) peer_authentications: Vec<&'a k8s::PeerAuthentication>,
+}
+
+impl<'a> Index<'a> {
+    fn new(objects: &'a BTreeMap<ObjectKey, Resource>, settings: &'a MeshSettings) -> Self {
+        let mut index = Index {
+            settings,
+            namespaces: BTreeMap::new(),
+            pods: Vec::new(),
+            services: Vec::new(),
+            gateways: BTreeMap::new(),
+            policies: Vec::new(),
+            peer_authentications: Vec::new(),
+        };
+        for resource in objects.values() {
+            match resource {
+                Resource::Namespace(ns) => {
+                    index.namespaces.insert(&ns.metadata.name, ns);
+                }
+                Resource::Pod(pod) => index.pods.push(pod),
+                Resource::Service(svc) => index.services.push(svc),
+                Resource::Gateway(gw) => {
+                    index
+                        .gateways
+                        .insert((gw.metadata.namespace(), &gw.metadata.name), gw);
+                }
+                Resource::AuthorizationPolicy(p) => index.policies.push(p),
+                Resource::PeerAuthentication(p) => index.peer_authentications.push(p),
+                Resource::Node(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => {}
+            }
+        }
+        index
+    }
+
+    pub(crate) fn namespace_labels(&self, namespace: &str) -> Option<&'a Labels> {
+        self.namespaces.get(namespace).map(|ns| &ns.metadata.labels)
+    }
+
+    pub(crate) fn hostname(&self, name: &str, namespace: &str) -> String {
+        format!("{name}.{namespace}.svc.{}", self.settings.cluster_domain)
+    }
+
+    pub(crate) fn service_exists(&self, namespace: &str, name: &str) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.metadata.namespace() == namespace && s.metadata.name == name)
+    }
+}
+
+/// Whether a pod is enrolled in the ambient mesh: `istio.io/dataplane-mode=ambient` on the
+/// pod or its namespace, not opted out with `none` on the pod, not host-network.
+pub fn enrolled(pod: &k8s::Pod, namespace_labels: Option<&Labels>) -> bool {
+    if pod.spec.host_network {
+        return false;
+    }
+    match pod
+        .metadata
+        .labels
+        .get(config::resources::DATAPLANE_MODE)
+        .map(String::as_str)
+    {
+        Some("none") => false,
+        Some("ambient") => true,
+        _ => namespace_labels
+            .and_then(|l| l.get(config::resources::DATAPLANE_MODE))
+            .is_some_and(|m| m == "ambient"),
+    }
+}
+
+/// The addresses of a pod.
+pub fn pod_addresses(pod: &k8s::Pod) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = pod
+        .status
+        .pod_ips
+        .iter()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect();
+    if out.is_empty()
+        && let Some(ip) = pod.status.pod_ip.as_ref().and_then(|ip| ip.parse().ok())
+    {
+        out.push(ip);
+    }
+    out
+}
+
+/// Compiles a snapshot.
+pub fn translate(objects: &BTreeMap<ObjectKey, Resource>, settings: &MeshSettings) -> Compiled {
+    let index = Index::new(objects, settings);
+    let mut out = Compiled::default();
+    for service in &index.services {
+        let compiled = service_resource(&index, service, &mut out);
+        let key = format!("{}/{}", compiled.namespace, compiled.hostname);
+        out.addresses.insert(
+            key,
+            wire::Address {
+                r#type: Some(wire::address::Type::Service(compiled)),
+            },
+        );
+    }
+    let peer = peer::PeerPolicies::new(&index, &mut out);
+    authz::policies(&index, &mut out);
+    for pod in &index.pods {
+        if let Some(workload) = workload_resource(&index, pod, &peer, &mut out) {
+            out.addresses.insert(
+                workload.uid.clone(),
+                wire::Address {
+                    r#type: Some(wire::address::Type::Workload(workload)),
+                },
+            );
+        }
+    }
+    out
+}
+
+fn service_resource(
+    index: &Index<'_>,
+    service: &k8s::Service,
+    out: &mut Compiled,
+) -> wire::Service {
+    let namespace = service.metadata.namespace();
+    let spec = &service.spec;
+    let mut vips: Vec<&String> = spec.cluster_ips.iter().collect();
+    if vips.is_empty()
+        && let Some(ip) = &spec.cluster_ip
+    {
+        vips.push(ip);
+    }
+    let addresses = vips
+        .into_iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| wire::NetworkAddress {
+            network: String::new(),
+            address: xds::ip_to_bytes(ip).into(),
+            length: None,
+        })
+        .collect();
+    let ports = spec
+        .ports
+        .iter()
+        .map(|p| wire::Port {
+            service_port: u32::from(p.port),
+            target_port: match &p.target_port {
+                None => u32::from(p.port),
+                Some(IntOrString::Int(n)) => u32::from(*n),
+                // Resolved per workload, from its container ports.
+                Some(IntOrString::String(_)) => 0,
+            },
+            app_protocol: app_protocol(p.app_protocol.as_deref()) as i32,
+        })
+        .collect();
+    let waypoint = waypoint::for_service(index, service, out);
+    wire::Service {
+        name: service.metadata.name.clone(),
+        namespace: namespace.to_owned(),
+        hostname: index.hostname(&service.metadata.name, namespace),
+        addresses,
+        ports,
+        waypoint,
+        ..Default::default()
+    }
+}
+
+fn app_protocol(name: Option<&str>) -> wire::AppProtocol {
+    match name.map(str::to_ascii_lowercase).as_deref() {
+        Some("http" | "http1" | "http/1.1") => wire::AppProtocol::Http11,
+        Some("http2" | "h2c" | "kubernetes.io/h2c") => wire::AppProtocol::Http2,
+        Some("grpc") => wire::AppProtocol::Grpc,
+        Some("tcp") => wire::AppProtocol::Tcp,
+        Some("tls" | "https") => wire::AppProtocol::Tls,
+        _ => wire::AppProtocol::Unknown,
+    }
+}
+
+fn workload_resource(
+    index: &Index<'_>,
+    pod: &k8s::Pod,
+    peer: &peer::PeerPolicies,
+    out: &mut Compiled,
+) -> Option<wire::Workload> {
+    if matches!(pod.status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let addresses = pod_addresses(pod);
+    if addresses.is_empty() {
+        return None;
+    }
+    let meta = &pod.metadata;
+    let namespace = meta.namespace();
+    let labels = &meta.labels;
+    let enrolled = enrolled(pod, index.namespace_labels(namespace));
+    let label = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k).cloned());
+    let workload_name =
+        label(&["service.istio.io/workload-name"]).unwrap_or_else(|| meta.name.clone());
+    let canonical_name = label(&[
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ])
+    .unwrap_or_else(|| workload_name.clone());
+    let canonical_revision = label(&[
+        "service.istio.io/canonical-revision",
+        "app.kubernetes.io/version",
+        "version",
+    ])
+    .unwrap_or_else(|| "latest".into());
+
+    let mut services = std::collections::HashMap::new();
+    for service in &index.services {
+        let selector = &service.spec.selector;
+        if service.metadata.namespace() != namespace
+            || selector.is_empty()
+            || !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        {
+            continue;
+        }
+        let ports = service
+            .spec
+            .ports
+            .iter()
+            .filter_map(|p| {
+                let target = match &p.target_port {
+                    None => p.port,
+                    Some(IntOrString::Int(n)) => *n,
+                    Some(IntOrString::String(name)) => named_port(pod, name)?,
+                };
+                Some(wire::Port {
+                    service_port: u32::from(p.port),
+                    target_port: u32::from(target),
+                    app_protocol: 0,
+                })
+            })
+            .collect();
+        services.insert(
+            format!(
+                "{}/{}",
+                namespace,
+                index.hostname(&service.metadata.name, namespace)
+            ),
+            wire::PortList { ports },
+        );
+    }
+
+    let mut policies: BTreeSet<String> = authz::selecting(index, pod).collect();
+    policies.extend(peer.for_pod(index, pod));
+    let ready = !matches!(pod.status.phase.as_deref(), Some("Pending"));
+    let trust_domain = &index.settings.trust_domain;
+    Some(wire::Workload {
+        uid: pod_uid(&index.settings.cluster_id, namespace, &meta.name),
+        name: meta.name.clone(),
+        namespace: namespace.to_owned(),
+        addresses: addresses
+            .into_iter()
+            .map(|ip| xds::ip_to_bytes(ip).into())
+            .collect(),
+        tunnel_protocol: if enrolled {
+            wire::TunnelProtocol::Hbone
+        } else {
+            wire::TunnelProtocol::None
+        } as i32,
+        trust_domain: if trust_domain == "cluster.local" {
+            String::new()
+        } else {
+            trust_domain.clone()
+        },
+        service_account: pod.spec.service_account().to_owned(),
+        waypoint: waypoint::for_pod(index, pod, out),
+        node: pod.spec.node_name.clone().unwrap_or_default(),
+        canonical_name,
+        canonical_revision,
+        workload_type: wire::WorkloadType::Pod as i32,
+        workload_name,
+        services,
+        authorization_policies: policies.into_iter().collect(),
+        status: if ready {
+            wire::WorkloadStatus::Healthy
+        } else {
+            wire::WorkloadStatus::Unhealthy
+        } as i32,
+        cluster_id: index.settings.cluster_id.clone(),
+        ..Default::default()
+    })
+}
+
+/// The first TCP container port of `pod` named `name`.
+fn named_port(pod: &k8s::Pod, name: &str) -> Option<u16> {
+    pod.spec
+        .containers
+        .iter()
+        .flat_map(|c| &c.ports)
+        .find(|p| {
+            p.name.as_deref() == Some(name) && p.protocol.as_deref().is_none_or(|pr| pr == "TCP")
+        })
+        .map(|p| p.container_port)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! AuthorizationPolicy → `istio.security.Authorization`.
+//!
+//! Scope: no selector in the root namespace → GLOBAL, no selector elsewhere → NAMESPACE,
+//! a selector → WORKLOAD_SELECTOR (listed on the selected workloads). Each rule becomes one
+//! OR-ed rule of AND-ed clauses: the `to` list, the `from` list, then each `when` condition.
+//! Strings: `*` → presence, `*x` → suffix, `x*` → prefix, else exact. Rules that need HTTP
+//! attributes: omitted from an ALLOW policy (they can never match at L4); in a DENY
+//! policy the HTTP part is taken as matching, so the rule denies more. Both are reported.
+//! Policies attached to a waypoint (`targetRefs`) are for the waypoint, not ztunnel.
+
+use config::resources::{self as k8s, DRY_RUN};
+use config::validate::{L4_CONDITION_KEYS, ip_block, port_number};
+use xds::security as sec;
+
+use super::{Compiled, Index};
+
+pub(super) fn policies(index: &Index<'_>, out: &mut Compiled) {
+    for policy in &index.policies {
+        let object = format!(
+            "AuthorizationPolicy {}/{}",
+            policy.metadata.namespace(),
+            policy.metadata.name
+        );
+        if !policy.spec.target_refs.is_empty() {
+            out.report(
+                object,
+                "attached to a waypoint (targetRefs): enforced by the waypoint, not by ztunnel"
+                    .into(),
+            );
+            continue;
+        }
+        let compiled = compile(index, policy, &object, out);
+        out.authorizations.insert(
+            format!("{}/{}", compiled.namespace, compiled.name),
+            compiled,
+        );
+    }
+}
+
+/// Keys of the selector-scoped policies that select `pod` (its namespace's and the root
+/// namespace's).
+pub(super) fn selecting<'a>(
+    index: &'a Index<'_>,
+    pod: &'a k8s::Pod,
+) -> impl Iterator<Item = String> + 'a {
+    let namespace = pod.metadata.namespace();
+    index.policies.iter().filter_map(move |policy| {
+        let selector = policy.spec.selector.as_ref()?;
+        let policy_ns = policy.metadata.namespace();
+        let applies = policy.spec.target_refs.is_empty()
+            && (policy_ns == namespace || policy_ns == index.settings.root_namespace)
+            && selector
+                .match_labels
+                .iter()
+                .all(|(k, v)| pod.metadata.labels.get(k) == Some(v));
+        applies.then(|| format!("{policy_ns}/{}", policy.metadata.name))
+    })
+}
+
+fn compile(
+    index: &Index<'_>,
+    policy: &k8s::AuthorizationPolicy,
+    object: &str,
+    out: &mut Compiled,
+) -> sec::Authorization {
+    let namespace = policy.metadata.namespace();
+    let deny = policy.spec.action.as_deref() == Some("DENY");
+    let scope = match (
+        &policy.spec.selector,
+        namespace == index.settings.root_namespace,
+    ) {
+        (Some(_), _) => sec::Scope::WorkloadSelector,
+        (None, true) => sec::Scope::Global,
+        (None, false) => sec::Scope::Namespace,
+    };
+    let mut rules = Vec::new();
+    for (i, rule) in policy.spec.rules.iter().flatten().enumerate() {
+        let mut l7 = Vec::new();
+        let clauses = clauses(rule, namespace, &mut l7);
+        if l7.is_empty() {
+            rules.push(sec::Rule { clauses });
+        } else if deny {
+            out.report(
+                object.to_owned(),
+                format!(
+                    "partially enforced: rule {i} uses HTTP attributes ({}); ztunnel denies on its L4 part alone, so it denies more — bind a waypoint to enforce it exactly",
+                    l7.join(", ")
+                ),
+            );
+            rules.push(sec::Rule { clauses });
+        } else {
+            out.report(
+                object.to_owned(),
+                format!(
+                    "partially enforced: ALLOW rule {i} uses HTTP attributes ({}) and is omitted at L4, so it allows nothing — bind a waypoint to enforce it",
+                    l7.join(", ")
+                ),
+            );
+        }
+    }
+    sec::Authorization {
+        name: policy.metadata.name.clone(),
+        namespace: namespace.to_owned(),
+        scope: scope as i32,
+        action: if deny {
+            sec::Action::Deny
+        } else {
+            sec::Action::Allow
+        } as i32,
+        rules,
+        dry_run: policy
+            .metadata
+            .annotations
+            .get(DRY_RUN)
+            .is_some_and(|v| v == "true"),
+        ..Default::default()
+    }
+}
+
+/// The L4 clauses of `rule`; names of HTTP-only fields go to `l7`. A `from`/`to` list
+/// with an entry that is HTTP-only, and an HTTP `when`, give no clause (they are taken as
+/// matching; an ALLOW rule with any of them is dropped by the caller).
+fn clauses(
+    rule: &k8s::AuthorizationRule,
+    namespace: &str,
+    l7: &mut Vec<String>,
+) -> Vec<sec::Clause> {
+    let mut clauses = Vec::new();
+    if !rule.to.is_empty() {
+        let mut matches = Vec::new();
+        let mut always = false;
+        for to in &rule.to {
+            let op = &to.operation;
+            for (field, values) in [
+                ("hosts", &op.hosts),
+                ("notHosts", &op.not_hosts),
+                ("methods", &op.methods),
+                ("notMethods", &op.not_methods),
+                ("paths", &op.paths),
+                ("notPaths", &op.not_paths),
+            ] {
+                if !values.is_empty() {
+                    l7.push(format!("to.operation.{field}"));
+                }
+            }
+            let m = sec::Match {
+                destination_ports: ports(&op.ports),
+                not_destination_ports: ports(&op.not_ports),
+                ..Default::default()
+            };
+            if m == sec::Match::default() {
+                always = true;
+            }
+            matches.push(m);
+        }
+        if !always {
+            clauses.push(sec::Clause { matches });
+        }
+    }
+    if !rule.from.is_empty() {
+        let mut matches = Vec::new();
+        let mut always = false;
+        for from in &rule.from {
+            let s = &from.source;
+            for (field, values) in [
+                ("requestPrincipals", &s.request_principals),
+                ("notRequestPrincipals", &s.not_request_principals),
+                ("remoteIpBlocks", &s.remote_ip_blocks),
+                ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+            ] {
+                if !values.is_empty() {
+                    l7.push(format!("from.source.{field}"));
+                }
+            }
+            let m = sec::Match {
+                namespaces: strings(&s.namespaces),
+                not_namespaces: strings(&s.not_namespaces),
+                principals: strings(&s.principals),
+                not_principals: strings(&s.not_principals),
+                source_ips: addresses(&s.ip_blocks),
+                not_source_ips: addresses(&s.not_ip_blocks),
+                service_accounts: accounts(&s.service_accounts, namespace),
+                not_service_accounts: accounts(&s.not_service_accounts, namespace),
+                ..Default::default()
+            };
+            if m == sec::Match::default() {
+                always = true;
+            }
+            matches.push(m);
+        }
+        if !always {
+            clauses.push(sec::Clause { matches });
+        }
+    }
+    for condition in &rule.when {
+        if !L4_CONDITION_KEYS.contains(&condition.key.as_str()) {
+            l7.push(format!("when {}", condition.key));
+            continue;
+        }
+        let (values, not_values) = (&condition.values, &condition.not_values);
+        let m = match condition.key.as_str() {
+            "source.ip" => sec::Match {
+                source_ips: addresses(values),
+                not_source_ips: addresses(not_values),
+                ..Default::default()
+            },
+            "destination.ip" => sec::Match {
+                destination_ips: addresses(values),
+                not_destination_ips: addresses(not_values),
+                ..Default::default()
+            },
+            "destination.port" => sec::Match {
+                destination_ports: ports(values),
+                not_destination_ports: ports(not_values),
+                ..Default::default()
+            },
+            "source.namespace" => sec::Match {
+                namespaces: strings(values),
+                not_namespaces: strings(not_values),
+                ..Default::default()
+            },
+            _ => sec::Match {
+                principals: strings(values),
+                not_principals: strings(not_values),
+                ..Default::default()
+            },
+        };
+        clauses.push(sec::Clause { matches: vec![m] });
+    }
+    clauses
+}
+
+/// Istio's string forms: `*` any (present), `*x` suffix, `x*` prefix, else exact.
+pub(super) fn string_match(value: &str) -> sec::StringMatch {
+    use sec::string_match::MatchType;
+    let kind = if value == "*" {
+        MatchType::Presence(())
+    } else if let Some(suffix) = value.strip_prefix('*') {
+        MatchType::Suffix(suffix.to_owned())
+    } else if let Some(prefix) = value.strip_suffix('*') {
+        MatchType::Prefix(prefix.to_owned())
+    } else {
+        MatchType::Exact(value.to_owned())
+    };
+    sec::StringMatch {
+        match_type: Some(kind),
+    }
+}
+
+fn strings(values: &[String]) -> Vec<sec::StringMatch> {
+    values.iter().map(|v| string_match(v)).collect()
+}
+
+fn ports(values: &[String]) -> Vec<u32> {
+    values
+        .iter()
+        .filter_map(|p| port_number(p))
+        .map(u32::from)
+        .collect()
+}
+
+fn addresses(values: &[String]) -> Vec<sec::Address> {
+    values
+        .iter()
+        .filter_map(|v| ip_block(v))
+        .map(|net| sec::Address {
+            address: xds::ip_to_bytes(net.network()).into(),
+            length: u32::from(net.prefix_len()),
+        })
+        .collect()
+}
+
+fn accounts(values: &[String], namespace: &str) -> Vec<sec::ServiceAccountMatch> {
+    values
+        .iter()
+        .map(|v| match v.split_once('/') {
+            Some((ns, sa)) => sec::ServiceAccountMatch {
+                namespace: ns.to_owned(),
+                service_account: sa.to_owned(),
+            },
+            None => sec::ServiceAccountMatch {
+                namespace: namespace.to_owned(),
+                service_account: v.clone(),
+            },
+        })
+        .collect()
+}

@@ -1,0 +1,437 @@
+//! Translation tables: YAML in, compiled resources out.
+
+use std::collections::BTreeMap;
+
+use config::{ObjectKey, Resource};
+use xds::security as sec;
+use xds::workload as wire;
+
+use super::*;
+
+fn compile(yaml: &str) -> Compiled {
+    let objects: BTreeMap<ObjectKey, Resource> = config::parse_documents(yaml, "test.yaml")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key(), r))
+        .collect();
+    translate(&objects, &MeshSettings::default())
+}
+
+const SHOP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: legacy}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-0, namespace: shop, labels: {app: reviews, version: v2}}
+spec:
+  nodeName: node-a
+  serviceAccountName: reviews
+  containers: [{name: app, ports: [{name: http, containerPort: 8080}]}]
+status: {podIP: 10.1.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: opted-out, namespace: shop, labels: {istio.io/dataplane-mode: none}}
+status: {podIP: 10.1.0.6}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: old-0, namespace: legacy, labels: {app: old}}
+status: {podIP: 10.2.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: no-ip, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  clusterIP: 10.96.0.10
+  ports:
+    - {name: http, port: 9080, targetPort: http}
+    - {name: admin, port: 9090, targetPort: 9091}
+    - {name: missing, port: 7000, targetPort: nope}
+    - {port: 5000}
+"#;
+
+fn workload<'a>(c: &'a Compiled, ns: &str, name: &str) -> &'a wire::Workload {
+    c.workload(&pod_uid("Kubernetes", ns, name))
+        .unwrap_or_else(|| panic!("workload {ns}/{name}"))
+}
+
+#[test]
+fn pods_become_workloads_enrolled_by_namespace_or_pod_label() {
+    let c = compile(SHOP);
+    let w = workload(&c, "shop", "reviews-0");
+    assert_eq!(w.uid, "Kubernetes//Pod/shop/reviews-0");
+    assert_eq!(w.tunnel_protocol, wire::TunnelProtocol::Hbone as i32);
+    assert_eq!(w.addresses, vec![bytes::Bytes::from_static(&[10, 1, 0, 5])]);
+    assert_eq!(w.service_account, "reviews");
+    assert_eq!(w.node, "node-a");
+    assert_eq!(
+        (w.canonical_name.as_str(), w.canonical_revision.as_str()),
+        ("reviews", "v2")
+    );
+    assert_eq!(w.workload_type, wire::WorkloadType::Pod as i32);
+    assert_eq!(
+        w.trust_domain, "",
+        "the default trust domain is sent empty, as istiod does"
+    );
+    assert_eq!(w.cluster_id, "Kubernetes");
+
+    let out = workload(&c, "shop", "opted-out");
+    assert_eq!(out.tunnel_protocol, wire::TunnelProtocol::None as i32);
+    assert_eq!(out.service_account, "default");
+    assert_eq!(out.canonical_revision, "latest");
+    let old = workload(&c, "legacy", "old-0");
+    assert_eq!(old.tunnel_protocol, wire::TunnelProtocol::None as i32);
+    assert!(
+        c.workload("Kubernetes//Pod/shop/no-ip").is_none(),
+        "no address, no workload"
+    );
+}
+
+#[test]
+fn services_get_hostname_vips_and_ports_resolved_per_workload() {
+    let c = compile(SHOP);
+    let s = c.service("shop/reviews.shop.svc.cluster.local").unwrap();
+    assert_eq!(s.hostname, "reviews.shop.svc.cluster.local");
+    assert_eq!(
+        s.addresses[0].address,
+        bytes::Bytes::from_static(&[10, 96, 0, 10])
+    );
+    let ports: Vec<(u32, u32)> = s
+        .ports
+        .iter()
+        .map(|p| (p.service_port, p.target_port))
+        .collect();
+    assert_eq!(ports, [(9080, 0), (9090, 9091), (7000, 0), (5000, 5000)]);
+
+    let w = workload(&c, "shop", "reviews-0");
+    let list = &w.services["shop/reviews.shop.svc.cluster.local"].ports;
+    let ports: Vec<(u32, u32)> = list
+        .iter()
+        .map(|p| (p.service_port, p.target_port))
+        .collect();
+    // The named port resolves from the container; an unknown name drops that port.
+    assert_eq!(ports, [(9080, 8080), (9090, 9091), (5000, 5000)]);
+    assert!(workload(&c, "shop", "opted-out").services.is_empty());
+}
+
+fn policy_yaml(spec: &str) -> String {
+    format!(
+        "{SHOP}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n{spec}"
+    )
+}
+
+fn exact(s: &str) -> sec::StringMatch {
+    sec::StringMatch {
+        match_type: Some(sec::string_match::MatchType::Exact(s.into())),
+    }
+}
+
+#[test]
+fn authorization_policy_fields_translate_to_l4_clauses() {
+    let c = compile(&policy_yaml(
+        r#"  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules:
+    - from:
+        - source:
+            principals: [cluster.local/ns/shop/sa/frontend, "*/sa/admin", "spiffe*", "*"]
+            notNamespaces: [legacy]
+            ipBlocks: [10.1.0.0/16, 10.9.9.9]
+            serviceAccounts: [shop/frontend, bare]
+      to: [{operation: {ports: ["8080"], notPorts: ["9091"]}}]
+      when:
+        - {key: source.ip, notValues: [10.1.0.66]}
+        - {key: destination.port, values: ["8080"]}
+"#,
+    ));
+    let p = &c.authorizations["shop/p"];
+    assert_eq!(p.scope, sec::Scope::WorkloadSelector as i32);
+    assert_eq!(p.action, sec::Action::Allow as i32);
+    assert_eq!(p.rules.len(), 1);
+    let clauses = &p.rules[0].clauses;
+    assert_eq!(clauses.len(), 4, "to, from, and one per when");
+    assert_eq!(clauses[0].matches[0].destination_ports, [8080]);
+    assert_eq!(clauses[0].matches[0].not_destination_ports, [9091]);
+    let from = &clauses[1].matches[0];
+    use sec::string_match::MatchType;
+    let kinds: Vec<MatchType> = from
+        .principals
+        .iter()
+        .map(|m| m.match_type.clone().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            MatchType::Exact("cluster.local/ns/shop/sa/frontend".into()),
+            MatchType::Suffix("/sa/admin".into()),
+            MatchType::Prefix("spiffe".into()),
+            MatchType::Presence(()),
+        ]
+    );
+    assert_eq!(from.not_namespaces, [exact("legacy")]);
+    let ips: Vec<(Vec<u8>, u32)> = from
+        .source_ips
+        .iter()
+        .map(|a| (a.address.to_vec(), a.length))
+        .collect();
+    assert_eq!(ips, [(vec![10, 1, 0, 0], 16), (vec![10, 9, 9, 9], 32)]);
+    let accounts: Vec<(&str, &str)> = from
+        .service_accounts
+        .iter()
+        .map(|a| (a.namespace.as_str(), a.service_account.as_str()))
+        .collect();
+    assert_eq!(accounts, [("shop", "frontend"), ("shop", "bare")]);
+    assert_eq!(clauses[2].matches[0].not_source_ips[0].length, 32);
+    assert_eq!(clauses[3].matches[0].destination_ports, [8080]);
+    // Listed on the selected workload only.
+    assert_eq!(
+        workload(&c, "shop", "reviews-0").authorization_policies,
+        ["shop/p"]
+    );
+    assert!(
+        workload(&c, "shop", "opted-out")
+            .authorization_policies
+            .is_empty()
+    );
+    assert!(c.status.is_empty(), "{:?}", c.status);
+}
+
+#[test]
+fn scope_follows_selector_and_root_namespace() {
+    let c = compile(&format!(
+        "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: mesh, namespace: istio-system}}\nspec: {{action: DENY, rules: [{{from: [{{source: {{namespaces: [legacy]}}}}]}}]}}\n",
+        policy_yaml("  action: ALLOW\n  rules: [{}]\n")
+    ));
+    assert_eq!(
+        c.authorizations["shop/p"].scope,
+        sec::Scope::Namespace as i32
+    );
+    assert_eq!(
+        c.authorizations["shop/p"].rules,
+        [sec::Rule { clauses: vec![] }],
+        "rules: [{{}}] matches all"
+    );
+    assert_eq!(
+        c.authorizations["istio-system/mesh"].scope,
+        sec::Scope::Global as i32
+    );
+    assert_eq!(
+        c.authorizations["istio-system/mesh"].action,
+        sec::Action::Deny as i32
+    );
+    // No rules at all: an ALLOW policy that matches nothing (deny all).
+    let c = compile(&policy_yaml("  action: ALLOW\n"));
+    assert!(c.authorizations["shop/p"].rules.is_empty());
+}
+
+#[test]
+fn l7_rules_are_omitted_from_allow_and_widened_in_deny_with_a_status() {
+    let spec = r#"  rules:
+    - to: [{operation: {methods: [GET], ports: ["8080"]}}]
+    - from: [{source: {principals: [cluster.local/ns/shop/sa/frontend]}}]
+      when: [{key: "request.headers[x-user]", values: [admin]}]
+    - from: [{source: {namespaces: [shop]}}]
+"#;
+    let allow = compile(&policy_yaml(&format!("  action: ALLOW\n{spec}")));
+    let p = &allow.authorizations["shop/p"];
+    assert_eq!(p.rules.len(), 1, "only the pure-L4 rule survives in ALLOW");
+    assert_eq!(p.rules[0].clauses[0].matches[0].namespaces, [exact("shop")]);
+    let status = &allow.status["AuthorizationPolicy shop/p"];
+    assert_eq!(status.len(), 2);
+    assert!(
+        status[0].contains("ALLOW rule 0") && status[0].contains("to.operation.methods"),
+        "{status:?}"
+    );
+
+    let deny = compile(&policy_yaml(&format!("  action: DENY\n{spec}")));
+    let p = &deny.authorizations["shop/p"];
+    assert_eq!(p.rules.len(), 3, "DENY keeps every rule");
+    assert_eq!(
+        p.rules[0].clauses[0].matches[0].destination_ports,
+        [8080],
+        "the L4 part stays"
+    );
+    assert_eq!(
+        p.rules[1].clauses.len(),
+        1,
+        "the header condition is dropped (taken as matching)"
+    );
+    assert!(deny.status["AuthorizationPolicy shop/p"][0].contains("denies more"));
+
+    // A DENY whose only condition is HTTP denies everything at L4.
+    let only_l7 = compile(&policy_yaml(
+        "  action: DENY\n  rules: [{to: [{operation: {paths: [/admin]}}]}]\n",
+    ));
+    assert_eq!(
+        only_l7.authorizations["shop/p"].rules,
+        [sec::Rule { clauses: vec![] }]
+    );
+}
+
+#[test]
+fn waypoint_policies_and_dry_run_are_handled_as_istio_does() {
+    let c = compile(&policy_yaml(
+        "  targetRefs: [{kind: Service, group: \"\", name: reviews}]\n  rules: [{}]\n",
+    ));
+    assert!(!c.authorizations.contains_key("shop/p"));
+    assert!(c.status["AuthorizationPolicy shop/p"][0].contains("waypoint"));
+    let dry = compile(&policy_yaml("  rules: [{}]\n").replace(
+        "metadata: {name: p, namespace: shop}",
+        "metadata: {name: p, namespace: shop, annotations: {istio.io/dry-run: \"true\"}}",
+    ));
+    assert!(dry.authorizations["shop/p"].dry_run);
+}
+
+const PEER: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+"#;
+
+#[test]
+fn peer_authentication_strict_lists_the_static_policy_and_permissive_overrides() {
+    let none = compile(SHOP);
+    assert!(
+        none.authorizations.is_empty(),
+        "nothing converted without a PeerAuthentication"
+    );
+    let c = compile(&format!("{SHOP}{PEER}"));
+    let strict = &c.authorizations["istio-system/istio_converted_static_strict"];
+    assert_eq!(strict.action, sec::Action::Deny as i32);
+    assert_eq!(strict.scope, sec::Scope::WorkloadSelector as i32);
+    assert!(matches!(
+        strict.rules[0].clauses[0].matches[0].not_principals[0].match_type,
+        Some(sec::string_match::MatchType::Presence(()))
+    ));
+    assert_eq!(
+        workload(&c, "shop", "reviews-0").authorization_policies,
+        ["istio-system/istio_converted_static_strict"]
+    );
+    // A namespace PERMISSIVE overrides the mesh; a workload STRICT overrides that.
+    let c = compile(&format!(
+        "{SHOP}{PEER}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: ns, namespace: shop}}\nspec: {{mtls: {{mode: PERMISSIVE}}}}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: reviews, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: reviews}}}}, mtls: {{mode: STRICT}}}}\n"
+    ));
+    assert!(
+        workload(&c, "shop", "opted-out")
+            .authorization_policies
+            .is_empty()
+    );
+    assert_eq!(
+        workload(&c, "shop", "reviews-0").authorization_policies,
+        ["istio-system/istio_converted_static_strict"]
+    );
+}
+
+#[test]
+fn port_level_exceptions_compile_to_a_converted_policy() {
+    let c = compile(&format!(
+        "{SHOP}{PEER}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: metrics, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: reviews}}}}, portLevelMtls: {{9091: {{mode: PERMISSIVE}}}}}}\n"
+    ));
+    let p = &c.authorizations["shop/converted_peer_authentication_metrics"];
+    assert_eq!(p.rules.len(), 1);
+    assert_eq!(
+        p.rules[0].clauses[1].matches[0].not_destination_ports,
+        [9091]
+    );
+    assert_eq!(
+        workload(&c, "shop", "reviews-0").authorization_policies,
+        ["shop/converted_peer_authentication_metrics"]
+    );
+}
+
+const WAYPOINT: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: waypoint, namespace: shop, labels: {gateway.istio.io/managed: istio.io-mesh-controller}}
+spec: {clusterIP: 10.96.0.99, ports: [{port: 15008}]}
+"#;
+
+fn waypoint_host(w: &Option<wire::GatewayAddress>) -> Option<String> {
+    match w.as_ref()?.destination.as_ref()? {
+        wire::gateway_address::Destination::Hostname(h) => {
+            Some(format!("{}/{}", h.namespace, h.hostname))
+        }
+        wire::gateway_address::Destination::Address(_) => None,
+    }
+}
+
+#[test]
+fn waypoint_binding_follows_istios_precedence() {
+    let bound_ns = SHOP.replace(
+        "labels: {istio.io/dataplane-mode: ambient}",
+        "labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}",
+    );
+    let c = compile(&format!("{bound_ns}{WAYPOINT}"));
+    let host = Some("shop/waypoint.shop.svc.cluster.local".to_owned());
+    let reviews = c.service("shop/reviews.shop.svc.cluster.local").unwrap();
+    assert_eq!(
+        waypoint_host(&reviews.waypoint),
+        host,
+        "namespace label binds services"
+    );
+    assert_eq!(
+        c.service("shop/waypoint.shop.svc.cluster.local")
+            .unwrap()
+            .waypoint,
+        None,
+        "never the waypoint's own service"
+    );
+    assert_eq!(
+        workload(&c, "shop", "reviews-0").waypoint,
+        None,
+        "waypoint-for defaults to service"
+    );
+
+    // waypoint-for: all binds workloads too; a pod's own `none` opts it out.
+    let all = WAYPOINT.replace("metadata: {name: waypoint, namespace: shop}\nspec:\n  gatewayClassName", "metadata: {name: waypoint, namespace: shop, labels: {istio.io/waypoint-for: all}}\nspec:\n  gatewayClassName");
+    let opt_out = bound_ns.replace(
+        "labels: {app: reviews, version: v2}",
+        "labels: {app: reviews, version: v2, istio.io/use-waypoint: none}",
+    );
+    let c = compile(&format!("{opt_out}{all}"));
+    assert_eq!(workload(&c, "shop", "reviews-0").waypoint, None);
+    assert_eq!(
+        waypoint_host(&workload(&c, "shop", "opted-out").waypoint),
+        host
+    );
+
+    // A label naming a waypoint that is missing gives no waypoint and says why.
+    let c = compile(&bound_ns);
+    assert_eq!(
+        c.service("shop/reviews.shop.svc.cluster.local")
+            .unwrap()
+            .waypoint,
+        None
+    );
+    assert!(c.status["Service shop/reviews"][0].contains("does not exist"));
+    // A Gateway without its Service (no waypoint running yet) is not bound either.
+    let no_service = WAYPOINT
+        .split("---\napiVersion: v1")
+        .next()
+        .unwrap()
+        .to_owned();
+    let c = compile(&format!("{bound_ns}{no_service}"));
+    assert!(c.status["Service shop/reviews"][0].contains("no Service yet"));
+}
