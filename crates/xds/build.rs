@@ -13,7 +13,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["proto"])?;
     let mut config = prost_build::Config::new();
-    config.bytes(["."]);
+    config
+        .bytes(["."])
+        // `prost::Name` with Google's type URL prefix, for `Any` packing.
+        .enable_type_names()
+        .type_name_domain(["."], "type.googleapis.com")
+        // JSON for debug dumps: addresses as text, extensions left out.
+        .type_attribute(".istio.workload", "#[derive(serde::Serialize)]")
+        .type_attribute(".istio.security", "#[derive(serde::Serialize)]")
+        .field_attribute(
+            ".istio.workload.Workload.addresses",
+            "#[serde(serialize_with = \"crate::json::ips\")]",
+        )
+        .field_attribute(
+            ".istio.workload.NetworkAddress.address",
+            "#[serde(serialize_with = \"crate::json::ip\")]",
+        )
+        .field_attribute(
+            ".istio.security.Address.address",
+            "#[serde(serialize_with = \"crate::json::ip\")]",
+        )
+        .field_attribute(".istio.workload.Extension.config", "#[serde(skip)]");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

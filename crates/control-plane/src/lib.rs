@@ -7,4 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ads;
+pub mod app;
+pub mod ca_service;
+pub mod http_api;
+pub mod metrics;
+pub mod store;
+pub mod tokens;
 pub mod translate;

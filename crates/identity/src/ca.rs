@@ -297,6 +297,40 @@ impl CertificateAuthority {
         let leaf = params.signed_by(&csr.public_key, &self.issuer)?;
         Ok(vec![leaf.pem(), self.root_pem.clone()])
     }
+
+    /// A TLS server certificate for a mesh service that is not a workload (the control
+    /// plane's gRPC endpoint): DNS and IP subject names, serverAuth only, a fresh P-256
+    /// key. Returns the chain (leaf first, root last) and the key, PEM.
+    pub fn issue_server_certificate(
+        &self,
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<(Vec<String>, String), CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        for name in names {
+            let san = match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    name.clone()
+                        .try_into()
+                        .map_err(|e: rcgen::Error| CaError::UnacceptableSan(e.to_string()))?,
+                ),
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.distinguished_name = DistinguishedName::new();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        params.not_before = to_offset(now - BACKDATE);
+        params.not_after = to_offset(now + lifetime);
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((vec![cert.pem(), self.root_pem.clone()], key.serialize_pem()))
+    }
 }
 
 /// Refuses keys that are too weak or of a kind the mesh does not use.

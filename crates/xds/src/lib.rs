@@ -51,6 +51,26 @@ pub use istio::security;
 pub use istio::workload;
 pub use istio::workload::zds;
 
+/// Serde helpers the generated types use for readable JSON dumps.
+pub mod json {
+    /// An address field as text (`10.0.0.1`), or its bytes in hex when not an address.
+    pub fn ip<S: serde::Serializer>(bytes: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&text(bytes))
+    }
+
+    /// A list of address fields as text.
+    pub fn ips<S: serde::Serializer>(list: &[bytes::Bytes], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(|b| text(b)))
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        super::ip_from_bytes(bytes).map_or_else(
+            || bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            |ip| ip.to_string(),
+        )
+    }
+}
+
 /// An IP address from its network-order bytes (4 for IPv4, 16 for IPv6), as the wire
 /// carries addresses.
 pub fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {

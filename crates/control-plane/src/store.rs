@@ -1,0 +1,264 @@
+//! The versioned config store every source feeds (files, the apply API; a Kubernetes
+//! watcher could be added beside them). A change is taken whole or not at all: it is
+//! translated once, published as an immutable [`Snapshot`] (resources pre-encoded for
+//! xDS), and subscribers are woken.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use config::{ObjectKey, Resource};
+use prost::Message;
+use xds::google::protobuf::Any;
+
+use crate::translate::{self, Compiled, MeshSettings};
+
+/// Where an object came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Origin {
+    /// A watched file.
+    File(String),
+    /// `bowline apply`.
+    Api,
+}
+
+/// One resource ready to send: its name, version (a hash of its bytes) and encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// xDS name.
+    pub name: String,
+    /// Content hash, as hex.
+    pub version: String,
+    /// The `Any` the response carries.
+    pub resource: Any,
+}
+
+/// Resources of one type, by name.
+pub type PublishedSet = BTreeMap<String, Arc<Published>>;
+
+/// What the store holds at one version.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every accepted change.
+    pub version: u64,
+    /// The user's objects.
+    pub objects: BTreeMap<ObjectKey, Resource>,
+    /// Their origins.
+    pub origins: BTreeMap<ObjectKey, Origin>,
+    /// The translation.
+    pub compiled: Compiled,
+    /// `istio.workload.Address` resources, encoded.
+    pub addresses: PublishedSet,
+    /// `istio.security.Authorization` resources, encoded.
+    pub authorizations: PublishedSet,
+}
+
+impl Snapshot {
+    /// The published set of `type_url`, if we serve that type.
+    pub fn resources(&self, type_url: &str) -> Option<&PublishedSet> {
+        match type_url {
+            xds::ADDRESS_TYPE_URL => Some(&self.addresses),
+            xds::AUTHORIZATION_TYPE_URL => Some(&self.authorizations),
+            _ => None,
+        }
+    }
+}
+
+/// What a change did to one object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// New.
+    Created,
+    /// Changed.
+    Configured,
+    /// Same as before.
+    Unchanged,
+    /// Removed.
+    Deleted,
+    /// Asked to delete, but absent.
+    NotFound,
+}
+
+/// One object's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// What happened (or would, in a dry run).
+    pub outcome: Outcome,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    settings: MeshSettings,
+    current: ArcSwap<Snapshot>,
+    /// Serialises writers; readers never take it.
+    write: Mutex<()>,
+    updates: tokio::sync::watch::Sender<u64>,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(settings: MeshSettings) -> Self {
+        let (updates, _) = tokio::sync::watch::channel(0);
+        Self {
+            settings,
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            write: Mutex::new(()),
+            updates,
+        }
+    }
+
+    /// The mesh settings.
+    pub fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Wakes on every new version.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.updates.subscribe()
+    }
+
+    /// Creates or replaces `resources` (from `origin`); with `dry_run`, only reports.
+    pub fn apply(&self, resources: Vec<Resource>, origin: &Origin, dry_run: bool) -> Vec<Change> {
+        self.change(dry_run, |objects, origins| {
+            resources
+                .into_iter()
+                .map(|resource| {
+                    let key = resource.key();
+                    let object = key.to_string();
+                    let outcome = match objects.get(&key) {
+                        None => Outcome::Created,
+                        Some(old) if *old == resource => Outcome::Unchanged,
+                        Some(_) => Outcome::Configured,
+                    };
+                    origins.insert(key.clone(), origin.clone());
+                    objects.insert(key, resource);
+                    Change { object, outcome }
+                })
+                .collect()
+        })
+    }
+
+    /// Removes the objects with these keys.
+    pub fn delete(&self, keys: Vec<ObjectKey>, dry_run: bool) -> Vec<Change> {
+        self.change(dry_run, |objects, origins| {
+            keys.into_iter()
+                .map(|key| {
+                    let outcome = if objects.remove(&key).is_some() {
+                        origins.remove(&key);
+                        Outcome::Deleted
+                    } else {
+                        Outcome::NotFound
+                    };
+                    Change {
+                        object: key.to_string(),
+                        outcome,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Makes `origin`'s objects exactly `resources` (a re-read file).
+    pub fn replace_origin(&self, origin: &Origin, resources: Vec<Resource>) -> Vec<Change> {
+        self.change(false, |objects, origins| {
+            let mut changes = Vec::new();
+            let incoming: BTreeMap<ObjectKey, Resource> =
+                resources.into_iter().map(|r| (r.key(), r)).collect();
+            let gone: Vec<ObjectKey> = origins
+                .iter()
+                .filter(|(key, o)| *o == origin && !incoming.contains_key(*key))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in gone {
+                objects.remove(&key);
+                origins.remove(&key);
+                changes.push(Change {
+                    object: key.to_string(),
+                    outcome: Outcome::Deleted,
+                });
+            }
+            for (key, resource) in incoming {
+                let outcome = match objects.get(&key) {
+                    None => Outcome::Created,
+                    Some(old) if *old == resource => Outcome::Unchanged,
+                    Some(_) => Outcome::Configured,
+                };
+                origins.insert(key.clone(), origin.clone());
+                changes.push(Change {
+                    object: key.to_string(),
+                    outcome,
+                });
+                objects.insert(key, resource);
+            }
+            changes
+        })
+    }
+
+    fn change(
+        &self,
+        dry_run: bool,
+        edit: impl FnOnce(
+            &mut BTreeMap<ObjectKey, Resource>,
+            &mut BTreeMap<ObjectKey, Origin>,
+        ) -> Vec<Change>,
+    ) -> Vec<Change> {
+        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.load_full();
+        let mut objects = current.objects.clone();
+        let mut origins = current.origins.clone();
+        let changes = edit(&mut objects, &mut origins);
+        let changed = changes.iter().any(|c| {
+            matches!(
+                c.outcome,
+                Outcome::Created | Outcome::Configured | Outcome::Deleted
+            )
+        });
+        if dry_run || !changed {
+            return changes;
+        }
+        let compiled = translate::translate(&objects, &self.settings);
+        let snapshot = Snapshot {
+            version: current.version + 1,
+            addresses: publish(&compiled.addresses),
+            authorizations: publish(&compiled.authorizations),
+            objects,
+            origins,
+            compiled,
+        };
+        let version = snapshot.version;
+        self.current.store(Arc::new(snapshot));
+        self.updates.send_replace(version);
+        changes
+    }
+}
+
+/// Encodes every resource once, so each client push only copies pointers.
+fn publish<M: Message + prost::Name>(resources: &BTreeMap<String, M>) -> PublishedSet {
+    resources
+        .iter()
+        .map(|(name, message)| {
+            let value = message.encode_to_vec();
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            value.hash(&mut hasher);
+            let published = Published {
+                name: name.clone(),
+                version: format!("{:016x}", hasher.finish()),
+                resource: Any {
+                    type_url: M::type_url(),
+                    value,
+                },
+            };
+            (name.clone(), Arc::new(published))
+        })
+        .collect()
+}
