@@ -14,7 +14,7 @@ pub mod manager;
 pub mod spiffe;
 pub mod tls;
 
-pub use ca::{CaConfig, CaError, CertificateAuthority};
+pub use ca::{CaConfig, CaError, CertificateAuthority, generate_csr};
 pub use cert::{CertificateError, LeafInfo, WorkloadCertificate};
 pub use manager::{
     CertError, CertificateManager, CertificateProvider, Issued, ManagerConfig, ProviderError,

@@ -149,3 +149,37 @@ mod tests {
         assert_eq!(decoded, policy);
     }
 }
+
+/// Channels to the control plane, plaintext (`http://host:15010`) or TLS
+/// (`https://host:15012`, verified against the mesh root and the control plane's name).
+pub mod transport {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+    /// The name in the control plane's certificate.
+    pub const CONTROL_PLANE_NAME: &str = "bowline-control-plane";
+
+    /// A channel to `url` that connects on first use and reconnects as needed. `https`
+    /// URLs need `root_pem`, the mesh root that signed the control plane's certificate.
+    pub fn channel(url: &str, root_pem: Option<&str>) -> Result<Channel, String> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("control plane address {url:?}: {e}"))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        let endpoint = if url.starts_with("https://") {
+            let root = root_pem.ok_or_else(|| {
+                format!("{url} is TLS: give the mesh root certificate (--ca-root) to verify it")
+            })?;
+            endpoint
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(root))
+                        .domain_name(CONTROL_PLANE_NAME),
+                )
+                .map_err(|e| format!("TLS to {url}: {e}"))?
+        } else {
+            endpoint
+        };
+        Ok(endpoint.connect_lazy())
+    }
+}

@@ -84,10 +84,10 @@ fn bind(
         .labels
         .get(WAYPOINT_FOR)
         .map_or("service", String::as_str);
-    let fits = match (handles, traffic) {
-        ("all", _) | ("service", Traffic::Service) | ("workload", Traffic::Workload) => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (handles, traffic),
+        ("all", _) | ("service", Traffic::Service) | ("workload", Traffic::Workload)
+    );
     if !fits {
         // A namespace-wide binding naturally skips the other kind of traffic; only a
         // direct binding that cannot apply is worth a message.

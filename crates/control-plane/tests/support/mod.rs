@@ -1,0 +1,103 @@
+//! A control plane on loopback ephemeral ports over a temporary state and config
+//! directory, stopped when dropped.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use control_plane::app::{self, Bound, Config};
+use control_plane::translate::MeshSettings;
+
+pub(crate) struct ControlPlane {
+    pub(crate) bound: Bound,
+    pub(crate) dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+impl ControlPlane {
+    /// Starts with `files` (name, YAML) in its config directory.
+    pub(crate) async fn start(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, files).await
+    }
+
+    /// Starts over an existing state directory (a restart).
+    pub(crate) async fn start_in(dir: tempfile::TempDir, files: &[(&str, &str)]) -> Self {
+        test_support::init_tracing();
+        identity::tls::install_default_provider();
+        let config_dir = dir.path().join("config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(config_dir.join(name), text).unwrap();
+        }
+        let config = Config {
+            state_dir: dir.path().join("state"),
+            config_paths: vec![config_dir],
+            xds_plaintext_addr: Some("127.0.0.1:0".parse().unwrap()),
+            xds_tls_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            tls_names: vec!["127.0.0.1".into()],
+            mesh: MeshSettings::default(),
+            debounce: Duration::from_millis(10),
+        };
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app::run(
+                config,
+                move |b| {
+                    let _ = bound_tx.send(b);
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+        });
+        let bound = tokio::time::timeout(Duration::from_secs(10), bound_rx)
+            .await
+            .expect("control plane started")
+            .expect("control plane bound");
+        Self {
+            bound,
+            dir,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub(crate) fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub(crate) fn plaintext_url(&self) -> String {
+        format!("http://{}", self.bound.xds_plaintext.unwrap())
+    }
+
+    /// Stops it and hands back its directory.
+    pub(crate) async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, placeholder)
+    }
+}
