@@ -43,6 +43,24 @@ enum Command {
     /// The per-node L4 proxy: mTLS, identity, L4 policy and telemetry for the pods of
     /// this node.
     Ztunnel(Box<ZtunnelArgs>),
+    /// The control plane: Kubernetes/Istio YAML in, workload xDS and certificates out.
+    ControlPlane(Box<ControlPlaneArgs>),
+    /// Create or update the resources in files or directories of YAML.
+    Apply(ApplyArgs),
+    /// Delete the resources named in files or directories of YAML.
+    Delete(ApplyArgs),
+    /// Show what a ztunnel holds (its admin `/config_dump`).
+    ZtunnelConfig {
+        /// workloads, services, policies, certificates or all.
+        #[arg(default_value = "all")]
+        what: String,
+        /// The ztunnel's admin address.
+        #[arg(long, default_value = "http://127.0.0.1:15000")]
+        admin: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Json)]
+        output: Output,
+    },
     /// Benchmarks that report ratios against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -53,8 +71,32 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ZtunnelArgs {
     /// Workloads, services and policies (YAML or JSON); watched, bad edits are refused.
+    /// Standalone mode; give --xds-address instead to follow a control plane.
+    #[arg(
+        long,
+        required_unless_present = "xds_address",
+        conflicts_with = "xds_address"
+    )]
+    config: Option<PathBuf>,
+    /// The control plane's xDS (`http://HOST:15010` in a lab, `https://HOST:15012`).
     #[arg(long)]
-    config: PathBuf,
+    xds_address: Option<String>,
+    /// The control plane's CA service (`https://HOST:15012`); default: a local CA in
+    /// --ca-dir.
+    #[arg(long, requires = "token_file")]
+    ca_address: Option<String>,
+    /// The mesh root certificate (PEM) that verifies the control plane (https).
+    #[arg(long)]
+    ca_root: Option<PathBuf>,
+    /// This node's token for the CA service (`bowline control-plane token`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The node this ztunnel serves.
+    #[arg(long, env = "NODE_NAME", default_value = "node")]
+    node_name: String,
+    /// This ztunnel's address, for its xDS node id.
+    #[arg(long, env = "INSTANCE_IP", default_value = "127.0.0.1")]
+    instance_ip: String,
     /// `inpod`: listeners in each pod's namespace, handed over by the node agent;
     /// `shared`: listeners in ztunnel's own namespace (the host is the workload).
     #[arg(long, value_enum, default_value_t = ZtunnelMode::Inpod)]
@@ -93,6 +135,73 @@ struct ZtunnelArgs {
     /// /etc/resolv.conf.
     #[arg(long = "dns-upstream")]
     dns_upstreams: Vec<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyArgs {
+    /// Files or directories of YAML.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Validate and show what would change, without changing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// The control plane's HTTP address.
+    #[arg(
+        long,
+        env = "BOWLINE_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:15014"
+    )]
+    control_plane: String,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ControlPlaneArgs {
+    #[command(subcommand)]
+    action: Option<ControlPlaneAction>,
+    /// CA root, node-token key.
+    #[arg(long, default_value = "/var/lib/bowline/control-plane", global = true)]
+    state_dir: PathBuf,
+    /// Files or directories of YAML to load and watch.
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+    /// Plaintext xDS (lab and testing only); `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:15010")]
+    xds_plaintext_addr: String,
+    /// xDS and CA over TLS.
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    xds_addr: std::net::SocketAddr,
+    /// Metrics, debug and the apply API.
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    http_addr: std::net::SocketAddr,
+    /// More DNS names or IPs for the TLS certificate (repeatable).
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+    /// Trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Milliseconds to gather a burst of changes into one push.
+    #[arg(long, default_value_t = 20)]
+    debounce_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ControlPlaneAction {
+    /// Print a token with which a node's ztunnel may ask for its pods' certificates.
+    Token {
+        /// The node.
+        #[arg(long)]
+        node: String,
+        /// Hours it stays valid.
+        #[arg(long, default_value_t = 24 * 365)]
+        hours: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -194,10 +303,37 @@ async fn dispatch(
                         .context("--mode shared needs --shared-workload UID")?,
                 },
             };
+            let root_pem = args
+                .ca_root
+                .as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p).with_context(|| format!("--ca-root {}", p.display()))
+                })
+                .transpose()?;
+            let state = match (args.config, args.xds_address) {
+                (Some(file), _) => ztunnel::app::StateSource::File(file),
+                (None, Some(url)) => {
+                    ztunnel::app::StateSource::Xds(ztunnel::state::xds_client::XdsConfig {
+                        url,
+                        root_pem: root_pem.clone(),
+                        node_name: args.node_name.clone(),
+                        instance_ip: args.instance_ip.clone(),
+                    })
+                }
+                (None, None) => anyhow::bail!("give --config FILE or --xds-address URL"),
+            };
+            let certificates = match args.ca_address {
+                Some(url) => ztunnel::app::CertificateSource::ControlPlane {
+                    url,
+                    root_pem: root_pem.context("--ca-address needs --ca-root")?,
+                    token_file: args.token_file.context("--ca-address needs --token-file")?,
+                },
+                None => ztunnel::app::CertificateSource::LocalCa(args.ca_dir),
+            };
             let config = ztunnel::app::Config {
                 mode,
-                config_file: args.config,
-                ca_dir: args.ca_dir,
+                state,
+                certificates,
                 trust_domain: args.trust_domain,
                 admin_addr: args.admin_addr,
                 metrics_addr: args.metrics_addr,
@@ -217,6 +353,57 @@ async fn dispatch(
                 },
             };
             ztunnel::app::run(config, terminated()).await?;
+        }
+        Command::ControlPlane(args) => {
+            let args = *args;
+            if let Some(ControlPlaneAction::Token { node, hours }) = args.action {
+                let tokens = control_plane::tokens::NodeTokens::load_or_create(&args.state_dir)?;
+                println!(
+                    "{}",
+                    tokens.issue(&node, Duration::from_secs(hours * 3600))?
+                );
+                return Ok(());
+            }
+            let xds_plaintext_addr = match args.xds_plaintext_addr.as_str() {
+                "off" => None,
+                addr => Some(addr.parse().context("--xds-plaintext-addr")?),
+            };
+            let config = control_plane::app::Config {
+                state_dir: args.state_dir,
+                config_paths: args.files,
+                xds_plaintext_addr,
+                xds_tls_addr: args.xds_addr,
+                http_addr: args.http_addr,
+                tls_names: args.tls_names,
+                mesh: control_plane::translate::MeshSettings {
+                    trust_domain: args.trust_domain,
+                    ..Default::default()
+                },
+                debounce: Duration::from_millis(args.debounce_ms),
+            };
+            control_plane::app::run(config, |_| {}, terminated()).await?;
+        }
+        Command::Apply(args) => {
+            let out = lab::cli::apply(&args.control_plane, &args.files, false, args.dry_run)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            print!("{out}");
+        }
+        Command::Delete(args) => {
+            let out = lab::cli::apply(&args.control_plane, &args.files, true, args.dry_run)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            print!("{out}");
+        }
+        Command::ZtunnelConfig {
+            what,
+            admin,
+            output,
+        } => {
+            let out = lab::cli::ztunnel_config(&admin, &what, matches!(output, Output::Yaml))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            print!("{out}");
         }
         Command::HboneDemo { streams, bytes } => {
             let report = hbone::demo::run(streams, bytes).await?;

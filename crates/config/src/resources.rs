@@ -468,9 +468,9 @@ pub struct PeerAuthenticationSpec {
     /// The mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<Mtls>,
-    /// Per-port modes (workload-selector policies only).
+    /// Per-port modes (workload-selector policies only), keyed by port number.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub port_level_mtls: BTreeMap<u16, Mtls>,
+    pub port_level_mtls: BTreeMap<String, Mtls>,
 }
 
 /// `mtls`.

@@ -314,6 +314,12 @@ fn peer_authentication(peer: &PeerAuthentication) -> Result<(), Invalid> {
         );
     }
     for (port, mtls) in &peer.spec.port_level_mtls {
+        if port_number(port).is_none() {
+            return invalid(
+                format!("spec.portLevelMtls.{port}"),
+                format!("{port:?} is not a port number (1-65535)"),
+            );
+        }
         if !mode_ok(mtls) {
             return invalid(
                 format!("spec.portLevelMtls.{port}.mode"),

@@ -1,6 +1,7 @@
 //! Running the control plane: the CA root and node-token key from the state directory,
 //! the watched config files, the delta ADS server (plaintext on 15010 for the lab, TLS on
-//! 15012 together with the CA service), and the HTTP surface on 15014.
+//! 15012 together with the CA service), and the HTTP surface on 15014. Objects applied
+//! through the API are kept in `<state>/applied.yaml` and restored at start.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -101,6 +102,14 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let clients = Arc::new(Clients::default());
 
+    let applied_file = config.state_dir.join("applied.yaml");
+    if let Ok(text) = std::fs::read_to_string(&applied_file) {
+        let resources = config::parse_documents(&text, &applied_file.display().to_string())
+            .map_err(|e| StartError::Config(format!("objects applied earlier: {e}")))?;
+        let count = resources.len();
+        store.apply(resources, &Origin::Api, false);
+        tracing::info!(count, file = %applied_file.display(), "restored objects applied earlier");
+    }
     let mut files = FileSources::new(config.config_paths.clone());
     if let Some(error) = files.poll(&store, &metrics).into_iter().next() {
         return Err(StartError::Config(error));
@@ -187,6 +196,7 @@ pub async fn run(
             store: store.clone(),
             clients,
             metrics,
+            applied_file: Some(applied_file),
         },
     )
     .await

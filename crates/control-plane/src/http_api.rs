@@ -39,6 +39,8 @@ pub struct HttpState {
     pub clients: Arc<Clients>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Where applied objects are kept across restarts.
+    pub applied_file: Option<std::path::PathBuf>,
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
@@ -186,6 +188,11 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
                 for change in &changes {
                     tracing::info!(object = %change.object, outcome = ?change.outcome, "{source}");
                 }
+                if let Some(file) = &state.applied_file
+                    && let Err(e) = save_applied(&state.store, file)
+                {
+                    tracing::error!(file = %file.display(), error = %e, "cannot save applied objects; they are in force but will not survive a restart");
+                }
             }
             let status = state.store.load().compiled.status.clone();
             json_response(
@@ -195,6 +202,25 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
         }
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// Writes the objects that came through the apply API to `file` (JSON documents, which
+/// are YAML), atomically.
+pub fn save_applied(store: &Store, file: &std::path::Path) -> std::io::Result<()> {
+    let snapshot = store.load();
+    let mut text = String::new();
+    for (key, resource) in &snapshot.objects {
+        if snapshot.origins.get(key) == Some(&Origin::Api) {
+            text.push_str("---\n");
+            text.push_str(
+                &serde_json::to_string(&resource.to_json()).map_err(std::io::Error::other)?,
+            );
+            text.push('\n');
+        }
+    }
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, file)
 }
 
 /// A client's sent resources, decoded to JSON.

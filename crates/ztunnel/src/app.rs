@@ -31,15 +31,41 @@ pub enum Mode {
     },
 }
 
+/// Where the mesh state comes from.
+#[derive(Debug, Clone)]
+pub enum StateSource {
+    /// A local file (workloads, services, policies in the compiled form), watched.
+    File(PathBuf),
+    /// The control plane's delta ADS.
+    Xds(crate::state::xds_client::XdsConfig),
+}
+
+/// Where pod certificates come from.
+#[derive(Debug, Clone)]
+pub enum CertificateSource {
+    /// An in-process CA over the root in this directory (`root-cert.pem`,
+    /// `root-key.pem`), created if empty.
+    LocalCa(PathBuf),
+    /// The control plane's CA service.
+    ControlPlane {
+        /// `https://host:15012`.
+        url: String,
+        /// The mesh root, PEM.
+        root_pem: String,
+        /// This node's token.
+        token_file: PathBuf,
+    },
+}
+
 /// Static settings.
 #[derive(Clone)]
 pub struct Config {
     /// Pod listener placement.
     pub mode: Mode,
-    /// The local configuration file (workloads, services, policies).
-    pub config_file: PathBuf,
-    /// Directory of the mesh CA root (`root-cert.pem`, `root-key.pem`), created if empty.
-    pub ca_dir: PathBuf,
+    /// Mesh state.
+    pub state: StateSource,
+    /// Certificates.
+    pub certificates: CertificateSource,
     /// Trust domain.
     pub trust_domain: String,
     /// Admin server address.
@@ -78,21 +104,42 @@ pub enum StartError {
     /// Shared mode could not start its listeners.
     #[error("shared mode: {0}")]
     Shared(String),
+    /// The control plane address or root is unusable.
+    #[error("control plane: {0}")]
+    ControlPlane(String),
 }
 
 /// Runs ztunnel until `shutdown` completes, then drains.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let ca = CertificateAuthority::load_or_generate(
-        &config.ca_dir,
-        CaConfig::new(config.trust_domain.clone()),
-    )?;
-    let manager = CertificateManager::new(Arc::new(ca), ManagerConfig::default());
+    let manager = match &config.certificates {
+        CertificateSource::LocalCa(dir) => {
+            let ca = CertificateAuthority::load_or_generate(
+                dir,
+                CaConfig::new(config.trust_domain.clone()),
+            )?;
+            CertificateManager::new(Arc::new(ca), ManagerConfig::default())
+        }
+        CertificateSource::ControlPlane {
+            url,
+            root_pem,
+            token_file,
+        } => {
+            let client = crate::ca_client::CaClient::new(url, root_pem, token_file.clone())
+                .map_err(StartError::ControlPlane)?;
+            CertificateManager::new(Arc::new(client), ManagerConfig::default())
+        }
+    };
     let store = Arc::new(Store::default());
-    let watcher = local::watch(
-        config.config_file.clone(),
-        store.clone(),
-        Duration::from_secs(1),
-    )?;
+    let watcher = match &config.state {
+        StateSource::File(file) => {
+            local::watch(file.clone(), store.clone(), Duration::from_secs(1))?
+        }
+        StateSource::Xds(xds) => {
+            xds::transport::channel(&xds.url, xds.root_pem.as_deref())
+                .map_err(StartError::ControlPlane)?;
+            tokio::spawn(crate::state::xds_client::run(xds.clone(), store.clone()))
+        }
+    };
     let settings = ProxySettings {
         trust_domain: config.trust_domain.clone(),
         dns: config.dns.clone(),
@@ -168,10 +215,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Shared mode: the host itself is `workload_uid`; its listeners live in our namespace.
 async fn start_shared(pods: &Pods, store: &Store, workload_uid: &str) -> Result<(), StartError> {
+    // With xDS the state arrives after start; give it a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !store.loaded() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let snap = store.load();
     let workload = snap.workload(workload_uid).ok_or_else(|| {
         StartError::Shared(format!(
-            "workload {workload_uid:?} is not in the configuration file"
+            "workload {workload_uid:?} is not in the mesh configuration"
         ))
     })?;
     let own = std::fs::File::open("/proc/thread-self/ns/net")

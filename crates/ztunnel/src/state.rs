@@ -9,6 +9,7 @@
 
 pub mod convert;
 pub mod local;
+pub mod xds_client;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -9,6 +9,7 @@
 //! (or DISABLE) with strict ports denies it on those ports only.
 
 use config::resources::{self as k8s, Mtls};
+use config::validate::port_number;
 use xds::security as sec;
 
 use super::authz::string_match;
@@ -76,7 +77,7 @@ impl PeerPolicies {
                     .port_level_mtls
                     .iter()
                     .filter(|(_, m)| mode(Some(m)) == Mode::Permissive)
-                    .map(|(p, _)| u32::from(*p))
+                    .filter_map(|(p, _)| port_number(p).map(u32::from))
                     .collect();
                 vec![no_identity_rule(Vec::new(), exempt)]
             } else {
@@ -84,7 +85,8 @@ impl PeerPolicies {
                     .port_level_mtls
                     .iter()
                     .filter(|(_, m)| mode(Some(m)) == Mode::Strict)
-                    .map(|(p, _)| no_identity_rule(vec![u32::from(*p)], Vec::new()))
+                    .filter_map(|(p, _)| port_number(p))
+                    .map(|p| no_identity_rule(vec![u32::from(p)], Vec::new()))
                     .collect()
             };
             out.authorizations.insert(

@@ -21,6 +21,17 @@ use ztunnel::inpod::{PodPorts, Pods};
 use ztunnel::proxy::{ProxyInputs, ProxySettings};
 use ztunnel::state::{Store, local};
 
+/// Where the test ztunnel's state comes from.
+enum Feed<'a> {
+    /// A local file with this content.
+    File(&'a str),
+    /// A control plane.
+    ControlPlane {
+        xds: ztunnel::state::xds_client::XdsConfig,
+        manager: identity::CertificateManager,
+    },
+}
+
 pub(crate) struct TestPod {
     pub(crate) ns: Namespace,
     pub(crate) ip: IpAddr,
@@ -44,6 +55,8 @@ pub(crate) struct Mesh {
     pub(crate) ca: TestCa,
     /// A second node's in-process ztunnel and its agent, once started.
     pub(crate) second: Option<(Arc<Pods>, NodeAgent)>,
+    /// The workload uid of pod (namespace, name).
+    pub(crate) uid: fn(&str, &str) -> String,
     // Dropped last: the namespaces outlive the tasks and processes using them.
     pub(crate) fabric: lab::topology::Fabric,
 }
@@ -74,19 +87,42 @@ impl Mesh {
     }
 
     async fn start_with(config: &str, binary: Option<&std::path::Path>) -> Self {
+        Self::start_fed(Feed::File(config), binary).await
+    }
+
+    /// A mesh whose in-process ztunnel takes its state from a control plane's xDS and its
+    /// certificates from `manager`; pod uids are Kubernetes-style.
+    pub(crate) async fn start_with_control_plane(
+        xds: ztunnel::state::xds_client::XdsConfig,
+        manager: identity::CertificateManager,
+    ) -> Self {
+        let mut mesh = Self::start_fed(Feed::ControlPlane { xds, manager }, None).await;
+        mesh.uid = |ns, name| format!("Kubernetes//Pod/{ns}/{name}");
+        mesh
+    }
+
+    async fn start_fed(feed: Feed<'_>, binary: Option<&std::path::Path>) -> Self {
         let fabric = lab::topology::Fabric::new(&unique_name("bm")).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("mesh.yaml");
-        std::fs::write(&file, config).unwrap();
         let store = Arc::new(Store::default());
-        let watcher = local::watch(file, store.clone(), Duration::from_millis(50)).unwrap();
-
         let ca = TestCa::new();
+        let (watcher, manager) = match feed {
+            Feed::File(config) => {
+                let file = dir.path().join("mesh.yaml");
+                std::fs::write(&file, config).unwrap();
+                let watcher = local::watch(file, store.clone(), Duration::from_millis(50)).unwrap();
+                (watcher, ca.manager())
+            }
+            Feed::ControlPlane { xds, manager } => (
+                tokio::spawn(ztunnel::state::xds_client::run(xds, store.clone())),
+                manager,
+            ),
+        };
         let (dns_upstream, upstream_task) = fake_upstream_resolver().await;
         let inputs = Arc::new(ProxyInputs::new(
             store.clone(),
-            ca.manager(),
+            manager,
             settings(dns_upstream),
         ));
         let pods = Arc::new(Pods::new(inputs.clone(), PodPorts::default()));
@@ -127,6 +163,7 @@ impl Mesh {
             members: Vec::new(),
             ca,
             second: None,
+            uid: |ns, name| format!("{ns}/{name}"),
         }
     }
 
@@ -182,7 +219,7 @@ impl Mesh {
         self.members.push(TestPod {
             ns: Namespace::existing(net.ns.name()),
             ip,
-            uid: format!("{namespace}/{name}"),
+            uid: (self.uid)(namespace, name),
             name: name.into(),
             namespace: namespace.into(),
             service_account: service_account.into(),

@@ -1,0 +1,325 @@
+//! The control plane end to end: a `bowline control-plane` process, a ztunnel that takes
+//! its state over TLS xDS and its certificates from the CA service, pods in namespaces.
+//! A policy applied with `bowline apply` is enforced without restarting anything; while
+//! the control plane restarts, the ztunnel keeps serving, then resyncs. Needs root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../ztunnel/tests/support/mesh.rs"]
+mod mesh;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh::{Mesh, call, closes_soon, greeted, refused};
+use test_support::root_or_skip;
+
+const BOWLINE: &str = env!("CARGO_BIN_EXE_bowline");
+
+const SHOP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: frontend-0, namespace: shop, labels: {app: frontend}}
+spec: {nodeName: node-a, serviceAccountName: frontend}
+status: {podIP: 10.1.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ratings-0, namespace: shop, labels: {app: ratings}}
+spec: {nodeName: node-a, serviceAccountName: ratings}
+status: {podIP: 10.3.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-0, namespace: shop, labels: {app: reviews}}
+spec:
+  nodeName: node-a
+  serviceAccountName: reviews
+  containers: [{name: app, ports: [{name: http, containerPort: 8080}]}]
+status: {podIP: 10.2.0.2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 9080, targetPort: http}]
+"#;
+
+const DENY_FRONTEND: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-frontend, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/frontend]}}]}]
+"#;
+
+/// A child process killed (by its PID) when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Ports {
+    plaintext: u16,
+    tls: u16,
+    http: u16,
+}
+
+async fn control_plane(dir: &Path, ports: &Ports, log: &str) -> Process {
+    let child = Command::new(BOWLINE)
+        .args(["--log", "info", "control-plane", "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("-f")
+        .arg(dir.join("config"))
+        .args([
+            "--xds-plaintext-addr",
+            &format!("127.0.0.1:{}", ports.plaintext),
+        ])
+        .args(["--xds-addr", &format!("127.0.0.1:{}", ports.tls)])
+        .args(["--http-addr", &format!("127.0.0.1:{}", ports.http)])
+        .args(["--tls-name", "127.0.0.1"])
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    let process = Process(child);
+    let ready = format!("http://127.0.0.1:{}/ready", ports.http);
+    for _ in 0..100 {
+        if matches!(lab::cli::http("GET", &ready, None).await, Ok((200, _))) {
+            return process;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "control plane did not start: {}",
+        std::fs::read_to_string(dir.join(log)).unwrap_or_default()
+    );
+}
+
+fn bowline(args: &[&str], files: &[&Path]) -> String {
+    let mut command = Command::new(BOWLINE);
+    command.args(args);
+    for f in files {
+        command.arg("-f").arg(f);
+    }
+    let out = command.stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "bowline {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn eventually_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_restart() {
+    if !root_or_skip(
+        "applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_restart",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("config/shop.yaml"), SHOP).unwrap();
+    let ports = Ports {
+        plaintext: free_port(),
+        tls: free_port(),
+        http: free_port(),
+    };
+    let cp = control_plane(dir.path(), &ports, "cp.log").await;
+    let state = dir.path().join("state");
+    let token = bowline(
+        &[
+            "control-plane",
+            "token",
+            "--node",
+            "node-a",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let token_file = dir.path().join("node-a.token");
+    std::fs::write(&token_file, token.trim()).unwrap();
+    let root = std::fs::read_to_string(state.join("ca/root-cert.pem")).unwrap();
+    let url = format!("https://127.0.0.1:{}", ports.tls);
+
+    let ca = ztunnel::ca_client::CaClient::new(&url, &root, token_file).unwrap();
+    let manager =
+        identity::CertificateManager::new(Arc::new(ca), identity::ManagerConfig::default());
+    let xds = ztunnel::state::xds_client::XdsConfig {
+        url: url.clone(),
+        root_pem: Some(root),
+        node_name: "node-a".into(),
+        instance_ip: "127.0.0.1".into(),
+    };
+    let mut mesh = Mesh::start_with_control_plane(xds, manager).await;
+    let frontend = mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
+    let reviews = mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
+    let ratings = mesh.pod("shop", "ratings-0", "ratings", "10.3.0.2");
+    mesh.app(reviews, 8080).await;
+    for pod in [frontend, reviews, ratings] {
+        mesh.enrol(pod).await.unwrap();
+    }
+    mesh.agent.snapshot_sent().await.unwrap();
+    let vip: SocketAddr = "10.96.0.10:9080".parse().unwrap();
+
+    // Config from xDS, certificates from the CA service: the call is mutual TLS.
+    eventually_async("a first call through the mesh", || async {
+        match mesh.dial(Some(frontend), vip).await {
+            Ok(tcp) => call(tcp, 10_000).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let tcp = mesh.dial(Some(frontend), vip).await.unwrap();
+    assert_eq!(call(tcp, 100_000).await.unwrap().to_string(), "10.1.0.2");
+    let dump = lab::cli::http(
+        "GET",
+        &format!(
+            "http://127.0.0.1:{}/debug/config_dump?proxy=node-a",
+            ports.http
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(dump.0, 200);
+    assert!(
+        dump.1.contains("Kubernetes//Pod/shop/reviews-0") && dump.1.contains("10.96.0.10"),
+        "{}",
+        dump.1
+    );
+
+    // `bowline apply`: enforced without restarting anything, also on a live connection.
+    let (mut live, _) = greeted(&mesh, frontend, vip).await;
+    let policy = dir.path().join("deny.yaml");
+    std::fs::write(&policy, DENY_FRONTEND).unwrap();
+    let control = format!("http://127.0.0.1:{}", ports.http);
+    let dry = bowline(
+        &["apply", "--dry-run", "--control-plane", &control],
+        &[&policy],
+    );
+    assert_eq!(
+        dry.trim(),
+        "AuthorizationPolicy shop/deny-frontend created (dry run)"
+    );
+    let out = bowline(&["apply", "--control-plane", &control], &[&policy]);
+    assert_eq!(out.trim(), "AuthorizationPolicy shop/deny-frontend created");
+    assert!(
+        closes_soon(&mut live).await,
+        "the live connection became forbidden"
+    );
+    eventually_async("frontend refused", || refused(&mesh, frontend, vip)).await;
+    let tcp = mesh.dial(Some(ratings), vip).await.unwrap();
+    assert_eq!(call(tcp, 1000).await.unwrap().to_string(), "10.3.0.2");
+
+    // The control plane goes away: ztunnel keeps serving the last good state.
+    let mut cp = cp;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(cp.0.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    cp.0.wait().unwrap();
+    let tcp = mesh.dial(Some(ratings), vip).await.unwrap();
+    assert_eq!(call(tcp, 1000).await.unwrap().to_string(), "10.3.0.2");
+    assert!(
+        refused(&mesh, frontend, vip).await,
+        "the policy stays in force"
+    );
+
+    // It comes back with what was applied; ztunnel resyncs and follows new changes.
+    let _cp = control_plane(dir.path(), &ports, "cp-2.log").await;
+    let out = bowline(&["delete", "--control-plane", &control], &[&policy]);
+    assert_eq!(out.trim(), "AuthorizationPolicy shop/deny-frontend deleted");
+    eventually_async("frontend allowed again after the restart", || async {
+        match mesh.dial(Some(frontend), vip).await {
+            Ok(tcp) => call(tcp, 1000).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn apply_refuses_a_bad_document_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("config/shop.yaml"), SHOP).unwrap();
+    let ports = Ports {
+        plaintext: free_port(),
+        tls: free_port(),
+        http: free_port(),
+    };
+    let _cp = control_plane(dir.path(), &ports, "cp.log").await;
+    let control = format!("http://127.0.0.1:{}", ports.http);
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        format!(
+            "{DENY_FRONTEND}---\n{}",
+            DENY_FRONTEND
+                .replace("deny-frontend", "other")
+                .replace("action: DENY", "action: AUDIT")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BOWLINE)
+        .args(["apply", "--control-plane", &control, "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "document 2 (AuthorizationPolicy shop/other): spec.action: AUDIT is not supported"
+        ),
+        "{stderr}"
+    );
+    let config = lab::cli::http("GET", &format!("{control}/debug/config"), None)
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        !config.contains("deny-frontend"),
+        "the good document was not applied either"
+    );
+}
