@@ -245,7 +245,7 @@ pub struct ServicePort {
 }
 
 /// A port number or name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum IntOrString {
     /// A number.
@@ -470,7 +470,7 @@ pub struct PeerAuthenticationSpec {
     pub mtls: Option<Mtls>,
     /// Per-port modes (workload-selector policies only), keyed by port number.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub port_level_mtls: BTreeMap<String, Mtls>,
+    pub port_level_mtls: BTreeMap<IntOrString, Mtls>,
 }
 
 /// `mtls`.
@@ -559,6 +559,25 @@ impl Kind {
     /// The kind named `name`.
     pub fn from_name(name: &str) -> Option<Kind> {
         Self::ALL.into_iter().find(|k| k.to_string() == name)
+    }
+}
+
+impl IntOrString {
+    /// The port number, if this is one (a number, or a string of digits), 1-65535.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            IntOrString::Int(n) => Some(*n).filter(|n| *n != 0),
+            IntOrString::String(s) => s.parse::<u16>().ok().filter(|n| *n != 0),
+        }
+    }
+}
+
+impl std::fmt::Display for IntOrString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IntOrString::Int(n) => write!(f, "{n}"),
+            IntOrString::String(s) => f.write_str(s),
+        }
     }
 }
 

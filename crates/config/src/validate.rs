@@ -314,7 +314,7 @@ fn peer_authentication(peer: &PeerAuthentication) -> Result<(), Invalid> {
         );
     }
     for (port, mtls) in &peer.spec.port_level_mtls {
-        if port_number(port).is_none() {
+        if port.port().is_none() {
             return invalid(
                 format!("spec.portLevelMtls.{port}"),
                 format!("{port:?} is not a port number (1-65535)"),

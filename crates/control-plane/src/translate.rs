@@ -95,6 +95,10 @@ pub(crate) struct Index<'a> {
     pub(crate) gateways: BTreeMap<(&'a str, &'a str), &'a k8s::Gateway>,
     pub(crate) policies: Vec<&'a k8s::AuthorizationPolicy>,
     pub(crate) peer_authentications: Vec<&'a k8s::PeerAuthentication>,
+    /// Services by namespace (pods are only selected by services of their namespace).
+    pub(crate) services_by_namespace: BTreeMap<&'a str, Vec<&'a k8s::Service>>,
+    /// Selector-scoped policies by namespace.
+    pub(crate) selector_policies: BTreeMap<&'a str, Vec<&'a k8s::AuthorizationPolicy>>,
 }
 
 impl<'a> Index<'a> {
@@ -107,6 +111,8 @@ impl<'a> Index<'a> {
             gateways: BTreeMap::new(),
             policies: Vec::new(),
             peer_authentications: Vec::new(),
+            services_by_namespace: BTreeMap::new(),
+            selector_policies: BTreeMap::new(),
         };
         for resource in objects.values() {
             match resource {
@@ -114,13 +120,29 @@ impl<'a> Index<'a> {
                     index.namespaces.insert(&ns.metadata.name, ns);
                 }
                 Resource::Pod(pod) => index.pods.push(pod),
-                Resource::Service(svc) => index.services.push(svc),
+                Resource::Service(svc) => {
+                    index.services.push(svc);
+                    index
+                        .services_by_namespace
+                        .entry(svc.metadata.namespace())
+                        .or_default()
+                        .push(svc);
+                }
                 Resource::Gateway(gw) => {
                     index
                         .gateways
                         .insert((gw.metadata.namespace(), &gw.metadata.name), gw);
                 }
-                Resource::AuthorizationPolicy(p) => index.policies.push(p),
+                Resource::AuthorizationPolicy(p) => {
+                    index.policies.push(p);
+                    if p.spec.selector.is_some() {
+                        index
+                            .selector_policies
+                            .entry(p.metadata.namespace())
+                            .or_default()
+                            .push(p);
+                    }
+                }
                 Resource::PeerAuthentication(p) => index.peer_authentications.push(p),
                 Resource::Node(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => {}
             }
@@ -301,12 +323,14 @@ fn workload_resource(
     .unwrap_or_else(|| "latest".into());
 
     let mut services = std::collections::HashMap::new();
-    for service in &index.services {
+    for service in index
+        .services_by_namespace
+        .get(namespace)
+        .into_iter()
+        .flatten()
+    {
         let selector = &service.spec.selector;
-        if service.metadata.namespace() != namespace
-            || selector.is_empty()
-            || !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-        {
+        if selector.is_empty() || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             continue;
         }
         let ports = service

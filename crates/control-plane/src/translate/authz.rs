@@ -44,17 +44,26 @@ pub(super) fn selecting<'a>(
     pod: &'a k8s::Pod,
 ) -> impl Iterator<Item = String> + 'a {
     let namespace = pod.metadata.namespace();
-    index.policies.iter().filter_map(move |policy| {
-        let selector = policy.spec.selector.as_ref()?;
-        let policy_ns = policy.metadata.namespace();
-        let applies = policy.spec.target_refs.is_empty()
-            && (policy_ns == namespace || policy_ns == index.settings.root_namespace)
-            && selector
-                .match_labels
-                .iter()
-                .all(|(k, v)| pod.metadata.labels.get(k) == Some(v));
-        applies.then(|| format!("{policy_ns}/{}", policy.metadata.name))
-    })
+    let root = index.settings.root_namespace.as_str();
+    let own = index.selector_policies.get(namespace);
+    let mesh_wide = if namespace == root {
+        None
+    } else {
+        index.selector_policies.get(root)
+    };
+    own.into_iter()
+        .chain(mesh_wide)
+        .flatten()
+        .filter_map(move |policy| {
+            let selector = policy.spec.selector.as_ref()?;
+            let policy_ns = policy.metadata.namespace();
+            let applies = policy.spec.target_refs.is_empty()
+                && selector
+                    .match_labels
+                    .iter()
+                    .all(|(k, v)| pod.metadata.labels.get(k) == Some(v));
+            applies.then(|| format!("{policy_ns}/{}", policy.metadata.name))
+        })
 }
 
 fn compile(

@@ -9,7 +9,6 @@
 //! (or DISABLE) with strict ports denies it on those ports only.
 
 use config::resources::{self as k8s, Mtls};
-use config::validate::port_number;
 use xds::security as sec;
 
 use super::authz::string_match;
@@ -77,7 +76,7 @@ impl PeerPolicies {
                     .port_level_mtls
                     .iter()
                     .filter(|(_, m)| mode(Some(m)) == Mode::Permissive)
-                    .filter_map(|(p, _)| port_number(p).map(u32::from))
+                    .filter_map(|(p, _)| p.port().map(u32::from))
                     .collect();
                 vec![no_identity_rule(Vec::new(), exempt)]
             } else {
@@ -85,7 +84,7 @@ impl PeerPolicies {
                     .port_level_mtls
                     .iter()
                     .filter(|(_, m)| mode(Some(m)) == Mode::Strict)
-                    .filter_map(|(p, _)| port_number(p))
+                    .filter_map(|(p, _)| p.port())
                     .map(|p| no_identity_rule(vec![u32::from(p)], Vec::new()))
                     .collect()
             };
