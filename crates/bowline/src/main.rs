@@ -222,6 +222,19 @@ enum Bench {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// A control plane with 10,000 workloads, 1,000 services and 500 policies serving 100
+    /// simulated ztunnels: full sync time, apply → all clients latency, bytes, RSS.
+    ControlPlane {
+        /// Also write the results as a flat JSON object to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Changes to measure.
+        #[arg(long, default_value_t = 40)]
+        updates: usize,
+        /// Simulated ztunnels.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+    },
     /// HBONE vs plain TCP on loopback: throughput (1 and 16 streams) and 64-byte RTT.
     Hbone {
         /// Seconds per measure, split into three rounds that alternate with the others.
@@ -416,6 +429,26 @@ async fn dispatch(
                 .context("--duration must be a positive number of seconds")?;
             let binary = std::env::current_exe().context("locating the bowline binary")?;
             let report = lab::bench_l4::run(&binary, phase).await?;
+            println!("{report}");
+            write_json(json.as_deref(), &report)?;
+        }
+        Command::Bench {
+            which:
+                Bench::ControlPlane {
+                    json,
+                    updates,
+                    clients,
+                },
+        } => {
+            let binary = std::env::current_exe().context("locating the bowline binary")?;
+            let scale = lab::bench_cp::Scale {
+                updates,
+                clients,
+                ..Default::default()
+            };
+            let report = lab::bench_cp::run(&binary, scale)
+                .await
+                .map_err(anyhow::Error::msg)?;
             println!("{report}");
             write_json(json.as_deref(), &report)?;
         }

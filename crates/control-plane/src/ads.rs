@@ -36,14 +36,33 @@ pub struct ClientState {
     pub node_name: String,
     /// When it connected.
     pub connected: Option<std::time::SystemTime>,
-    /// Resources last sent, by type URL then name.
-    pub sent: BTreeMap<String, PublishedSet>,
+    /// What the client holds, by type URL.
+    pub sent: BTreeMap<String, Sent>,
     /// ACKs and NACKs received.
     pub acks: u64,
     /// NACKs received.
     pub nacks: u64,
     /// The last NACK's message.
     pub last_nack: Option<String>,
+}
+
+/// What a client holds of one type.
+#[derive(Debug, Clone)]
+pub enum Sent {
+    /// Everything in this snapshot (a wildcard client that is in sync).
+    Snapshot(Arc<Snapshot>),
+    /// These resources (explicit names, or before the first sync).
+    Resources(PublishedSet),
+}
+
+impl Sent {
+    /// The resources of `type_url` the client holds.
+    pub fn resources<'a>(&'a self, type_url: &str) -> Option<&'a PublishedSet> {
+        match self {
+            Sent::Snapshot(snapshot) => snapshot.resources(type_url),
+            Sent::Resources(set) => Some(set),
+        }
+    }
 }
 
 /// Connected clients, by connection id.
@@ -99,6 +118,9 @@ pub struct Ads {
     store: Arc<Store>,
     clients: Arc<Clients>,
     metrics: Arc<Metrics>,
+    /// Bounds full syncs in flight (held from a first push until its ACK), so a
+    /// reconnect storm does not hold every client's full state in memory at once.
+    full_syncs: Arc<tokio::sync::Semaphore>,
     debounce: Duration,
 }
 
@@ -115,9 +137,15 @@ impl Ads {
             clients,
             metrics,
             debounce,
+            full_syncs: Arc::new(tokio::sync::Semaphore::new(FULL_SYNCS_IN_FLIGHT)),
         }
     }
 }
+
+/// Full syncs sent but not yet acknowledged, across clients.
+const FULL_SYNCS_IN_FLIGHT: usize = 16;
+/// How long a full sync may stay unacknowledged before its permit is released anyway.
+const FULL_SYNC_ACK_WAIT: Duration = Duration::from_secs(10);
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -151,6 +179,7 @@ impl AggregatedDiscoveryService for Ads {
             types: HashMap::new(),
             nonce: 0,
             pending: HashMap::new(),
+            sync_permits: HashMap::new(),
         };
         tokio::spawn(connection.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -162,8 +191,12 @@ impl AggregatedDiscoveryService for Ads {
 struct Subscription {
     wildcard: bool,
     names: HashSet<String>,
-    /// Name → version the client holds.
+    /// Name → version the client holds (before a wildcard client's first sync, and for
+    /// explicit-name subscriptions).
     held: HashMap<String, String>,
+    /// The store version a wildcard client is in sync with; later pushes are the store's
+    /// deltas since then, so no per-client comparison of every resource is needed.
+    at: Option<u64>,
 }
 
 impl Subscription {
@@ -180,6 +213,9 @@ struct Connection {
     nonce: u64,
     /// Nonce → (type, when sent), for ACK latency.
     pending: HashMap<String, (String, Instant)>,
+    /// Full-sync permits by the nonce whose ACK releases them (a timer releases them
+    /// too, so a client that never ACKs cannot starve the others).
+    sync_permits: HashMap<String, Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>>,
 }
 
 impl Connection {
@@ -208,10 +244,14 @@ impl Connection {
                     updates.mark_unchanged();
                     let snapshot = self.ads.store.load();
                     let types: Vec<String> = self.types.keys().cloned().collect();
+                    let mut failed = None;
                     for type_url in types {
-                        if let Err(e) = self.push(&type_url, &snapshot, false, &state).await {
-                            tracing::debug!(peer = %self.peer, error = %e, "xds: push failed");
+                        if let Err(e) = self.push(&type_url, &snapshot, false, &HashSet::new(), &state).await {
+                            failed = Some(e);
                         }
+                    }
+                    if let Some(e) = failed {
+                        break Some(e);
                     }
                 }
             }
@@ -281,6 +321,16 @@ impl Connection {
         for name in &request.resource_names_unsubscribe {
             if name == "*" {
                 subscription.wildcard = false;
+                if subscription.at.take().is_some() {
+                    // Leave delta tracking: remember what the client holds by name.
+                    let snapshot = self.ads.store.load();
+                    subscription.held = snapshot
+                        .resources(&type_url)
+                        .into_iter()
+                        .flatten()
+                        .map(|(n, p)| (n.clone(), p.version.clone()))
+                        .collect();
+                }
             } else {
                 subscription.names.remove(name);
             }
@@ -291,14 +341,38 @@ impl Connection {
         let changed_subscription = !request.resource_names_subscribe.is_empty()
             || !request.resource_names_unsubscribe.is_empty();
         if first || changed_subscription {
+            // Only the (large) address type is throttled, and a connection holds at most
+            // one permit, so waiting for one can never block an ACK that frees another.
+            let permit = if first && type_url == xds::ADDRESS_TYPE_URL {
+                self.ads.full_syncs.clone().acquire_owned().await.ok()
+            } else {
+                None
+            };
             let snapshot = self.ads.store.load();
-            self.push(&type_url, &snapshot, first, state).await?;
+            self.push(&type_url, &snapshot, first, &resend, state)
+                .await?;
+            if let Some(permit) = permit {
+                let held = Arc::new(Mutex::new(Some(permit)));
+                self.sync_permits
+                    .insert(self.nonce.to_string(), held.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(FULL_SYNC_ACK_WAIT).await;
+                    if let Ok(mut p) = held.lock() {
+                        p.take();
+                    }
+                });
+            }
         }
         Ok(())
     }
 
     fn acknowledged(&mut self, request: &DeltaDiscoveryRequest, state: &Arc<Mutex<ClientState>>) {
         let sent = self.pending.remove(&request.response_nonce);
+        if let Some(permit) = self.sync_permits.remove(&request.response_nonce)
+            && let Ok(mut p) = permit.lock()
+        {
+            p.take();
+        }
         let Ok(mut s) = state.lock() else { return };
         s.acks += 1;
         match &request.error_detail {
@@ -325,13 +399,14 @@ impl Connection {
         }
     }
 
-    /// Sends what differs between the snapshot and what the client holds. `always`
-    /// answers even with nothing to send (first request of a type).
+    /// Sends what differs between the snapshot and what the client holds, plus the
+    /// `forced` names. `always` answers even with nothing to send (first request).
     async fn push(
         &mut self,
         type_url: &str,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         always: bool,
+        forced: &HashSet<String>,
         state: &Arc<Mutex<ClientState>>,
     ) -> Result<(), String> {
         let Some(current) = snapshot.resources(type_url) else {
@@ -340,46 +415,87 @@ impl Connection {
         let Some(subscription) = self.types.get_mut(type_url) else {
             return Ok(());
         };
-        let mut resources = Vec::new();
-        for (name, published) in current {
-            if subscription.wants(name) && subscription.held.get(name) != Some(&published.version) {
-                resources.push(Resource {
-                    name: name.clone(),
-                    version: published.version.clone(),
-                    resource: Some(published.resource.clone()),
-                    ..Default::default()
-                });
+        let (changed, mut removed): (Vec<&String>, Vec<String>) = match subscription.at {
+            Some(at) if subscription.wildcard => {
+                let delta = if at == snapshot.version {
+                    crate::store::Delta::default()
+                } else {
+                    self.ads
+                        .store
+                        .changes_since(type_url, at, snapshot.version)
+                        .ok_or_else(|| {
+                            "the client fell too far behind; closing the stream so it resyncs"
+                                .to_owned()
+                        })?
+                };
+                let changed = current
+                    .keys()
+                    .filter(|n| delta.changed.contains(*n) || forced.contains(*n))
+                    .collect();
+                (changed, delta.removed.into_iter().collect())
             }
-        }
-        let mut removed: Vec<String> = subscription
-            .held
-            .keys()
-            .filter(|name| !current.contains_key(*name) || !subscription.wants(name))
-            .cloned()
-            .collect();
+            _ => {
+                let held = &subscription.held;
+                let changed = current
+                    .iter()
+                    .filter(|(name, p)| {
+                        subscription.wants(name) && held.get(*name) != Some(&p.version)
+                    })
+                    .map(|(name, _)| name)
+                    .collect();
+                let removed = held
+                    .keys()
+                    .filter(|name| !current.contains_key(*name) || !subscription.wants(name))
+                    .cloned()
+                    .collect();
+                (changed, removed)
+            }
+        };
         // Explicitly subscribed names that do not exist are reported as removed.
-        for name in &subscription.names {
+        for name in forced.iter().chain(&subscription.names) {
             if !current.contains_key(name) && !removed.contains(name) {
                 removed.push(name.clone());
             }
         }
         removed.sort();
-        if resources.is_empty() && removed.is_empty() && !always {
+        if changed.is_empty() && removed.is_empty() && !always {
+            if subscription.wildcard && subscription.at.is_some() {
+                subscription.at = Some(snapshot.version);
+            }
             return Ok(());
         }
-        for r in &resources {
-            subscription.held.insert(r.name.clone(), r.version.clone());
-        }
-        for name in &removed {
-            subscription.held.remove(name);
-        }
-        let sent: PublishedSet = current
-            .iter()
-            .filter(|(name, _)| subscription.held.contains_key(*name))
-            .map(|(n, p)| (n.clone(), p.clone()))
+        let resources: Vec<Resource> = changed
+            .into_iter()
+            .filter_map(|name| current.get(name))
+            .map(|published| Resource {
+                name: published.name.clone(),
+                version: published.version.clone(),
+                resource: Some(published.resource.clone()),
+                ..Default::default()
+            })
             .collect();
+        let view = if subscription.wildcard {
+            // In sync with this snapshot from now on.
+            subscription.at = Some(snapshot.version);
+            subscription.held = HashMap::new();
+            Sent::Snapshot(snapshot.clone())
+        } else {
+            for r in &resources {
+                subscription.held.insert(r.name.clone(), r.version.clone());
+            }
+            for name in &removed {
+                subscription.held.remove(name);
+            }
+            Sent::Resources(
+                current
+                    .iter()
+                    .filter(|(name, _)| subscription.held.contains_key(*name))
+                    .map(|(n, p)| (n.clone(), p.clone()))
+                    .collect(),
+            )
+        };
         if let Ok(mut s) = state.lock() {
-            s.sent.insert(type_url.to_owned(), sent);
+            s.sent.insert(type_url.to_owned(), view);
         }
         let bytes: usize = resources
             .iter()

@@ -125,7 +125,7 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
                             "acks": c.acks,
                             "nacks": c.nacks,
                             "lastNack": c.last_nack,
-                            "resources": c.sent.values().map(|s| s.len()).sum::<usize>(),
+                            "resources": c.sent.iter().map(|(t, s)| s.resources(t).map_or(0, |r| r.len())).sum::<usize>(),
                         })
                     })
                 })
@@ -229,8 +229,13 @@ fn client_dump(client: &crate::ads::ClientState) -> serde_json::Value {
     let mut workloads = Vec::new();
     let mut services = Vec::new();
     let mut policies = Vec::new();
-    for (type_url, set) in &client.sent {
-        for published in set.values() {
+    for (type_url, sent) in &client.sent {
+        for published in sent
+            .resources(type_url)
+            .into_iter()
+            .flatten()
+            .map(|(_, p)| p)
+        {
             let bytes = published.resource.value.as_slice();
             if type_url == xds::ADDRESS_TYPE_URL {
                 match xds::workload::Address::decode(bytes)

@@ -37,6 +37,49 @@ pub struct Published {
 /// Resources of one type, by name.
 pub type PublishedSet = BTreeMap<String, Arc<Published>>;
 
+/// What changed in one type between two versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Names added or changed.
+    pub changed: std::collections::BTreeSet<String>,
+    /// Names removed.
+    pub removed: std::collections::BTreeSet<String>,
+}
+
+impl Delta {
+    fn between(old: &PublishedSet, new: &PublishedSet) -> Self {
+        let changed = new
+            .iter()
+            .filter(|(name, p)| old.get(*name).is_none_or(|o| o.version != p.version))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let removed = old
+            .keys()
+            .filter(|name| !new.contains_key(*name))
+            .cloned()
+            .collect();
+        Self { changed, removed }
+    }
+
+    /// This delta followed by `next`.
+    fn then(&mut self, next: &Delta) {
+        for name in &next.changed {
+            self.removed.remove(name);
+            self.changed.insert(name.clone());
+        }
+        for name in &next.removed {
+            self.changed.remove(name);
+            self.removed.insert(name.clone());
+        }
+    }
+}
+
+/// Recent versions' deltas (addresses, authorizations), oldest first.
+type History = std::collections::VecDeque<(u64, Arc<(Delta, Delta)>)>;
+
+/// How many versions of deltas are kept for clients that fall behind.
+const DELTA_HISTORY: usize = 256;
+
 /// What the store holds at one version.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -52,6 +95,8 @@ pub struct Snapshot {
     pub addresses: PublishedSet,
     /// `istio.security.Authorization` resources, encoded.
     pub authorizations: PublishedSet,
+    /// Changes from the previous version: (addresses, authorizations).
+    pub delta: (Delta, Delta),
 }
 
 impl Snapshot {
@@ -95,8 +140,8 @@ pub struct Change {
 pub struct Store {
     settings: MeshSettings,
     current: ArcSwap<Snapshot>,
-    /// Serialises writers; readers never take it.
-    write: Mutex<()>,
+    /// Serialises writers; readers never take it. Holds recent deltas by version.
+    write: Mutex<History>,
     updates: tokio::sync::watch::Sender<u64>,
 }
 
@@ -107,7 +152,7 @@ impl Store {
         Self {
             settings,
             current: ArcSwap::from_pointee(Snapshot::default()),
-            write: Mutex::new(()),
+            write: Mutex::new(std::collections::VecDeque::new()),
             updates,
         }
     }
@@ -212,7 +257,8 @@ impl Store {
             &mut BTreeMap<ObjectKey, Origin>,
         ) -> Vec<Change>,
     ) -> Vec<Change> {
-        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
         let current = self.current.load_full();
         let mut objects = current.objects.clone();
         let mut origins = current.origins.clone();
@@ -226,33 +272,85 @@ impl Store {
         if dry_run || !changed {
             return changes;
         }
+        let cloned = started.elapsed();
         let compiled = translate::translate(&objects, &self.settings);
+        let translated = started.elapsed();
+        let addresses = publish(&compiled.addresses, &current.addresses);
+        let authorizations = publish(&compiled.authorizations, &current.authorizations);
+        let delta = (
+            Delta::between(&current.addresses, &addresses),
+            Delta::between(&current.authorizations, &authorizations),
+        );
+        let version = current.version + 1;
+        history.push_back((version, Arc::new(delta.clone())));
+        if history.len() > DELTA_HISTORY {
+            history.pop_front();
+        }
         let snapshot = Snapshot {
-            version: current.version + 1,
-            addresses: publish(&compiled.addresses),
-            authorizations: publish(&compiled.authorizations),
+            version,
+            addresses,
+            authorizations,
             objects,
             origins,
             compiled,
+            delta,
         };
-        let version = snapshot.version;
         self.current.store(Arc::new(snapshot));
         self.updates.send_replace(version);
+        tracing::debug!(
+            version,
+            objects_ms = cloned.as_secs_f64() * 1e3,
+            translate_ms = (translated - cloned).as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "config version published"
+        );
         changes
+    }
+
+    /// What changed in `type_url` after version `from` up to the current version, or
+    /// `None` when `from` is older than the kept history (the client must resync).
+    pub fn changes_since(&self, type_url: &str, from: u64, to: u64) -> Option<Delta> {
+        let history = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut merged = Delta::default();
+        let mut next = from + 1;
+        for (version, delta) in history.iter() {
+            if *version < next {
+                continue;
+            }
+            if *version != next || *version > to {
+                break;
+            }
+            merged.then(match type_url {
+                xds::ADDRESS_TYPE_URL => &delta.0,
+                _ => &delta.1,
+            });
+            next += 1;
+        }
+        (next > to).then_some(merged)
     }
 }
 
-/// Encodes every resource once, so each client push only copies pointers.
-fn publish<M: Message + prost::Name>(resources: &BTreeMap<String, M>) -> PublishedSet {
+/// Encodes every resource once, so each client push only copies pointers; unchanged
+/// resources keep the previous version's allocation.
+fn publish<M: Message + prost::Name>(
+    resources: &BTreeMap<String, M>,
+    previous: &PublishedSet,
+) -> PublishedSet {
     resources
         .iter()
         .map(|(name, message)| {
             let value = message.encode_to_vec();
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             value.hash(&mut hasher);
+            let version = format!("{:016x}", hasher.finish());
+            if let Some(old) = previous.get(name)
+                && old.version == version
+            {
+                return (name.clone(), old.clone());
+            }
             let published = Published {
                 name: name.clone(),
-                version: format!("{:016x}", hasher.finish()),
+                version,
                 resource: Any {
                     type_url: M::type_url(),
                     value,

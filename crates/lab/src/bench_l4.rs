@@ -285,7 +285,7 @@ async fn start_ztunnel(
 }
 
 /// Peak RSS (KiB) and CPU seconds of a process.
-fn usage(pid: u32) -> Result<(u64, f64), BenchError> {
+pub(crate) fn usage(pid: u32) -> Result<(u64, f64), BenchError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss = status
         .lines()

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench_cp;
 pub mod bench_l4;
 pub mod cli;
 pub mod process;
