@@ -43,6 +43,87 @@ enum Command {
     /// The per-node L4 proxy: mTLS, identity, L4 policy and telemetry for the pods of
     /// this node.
     Ztunnel(Box<ZtunnelArgs>),
+    /// Bring up a whole ambient mesh on this host: nodes and pods as network namespaces,
+    /// the control plane, a ztunnel and a node agent per node, the pods' processes.
+    Up {
+        /// YAML files or directories (Nodes, Pods with their commands, Services, policies…).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Lab name (several labs can run side by side).
+        #[arg(long, default_value = "lab")]
+        name: String,
+        /// Return once everything is ready instead of staying in the foreground.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Remove a lab: processes, namespaces, links, rules, state. Harmless twice.
+    Down {
+        /// Lab name (default: the only running lab).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run a command inside a pod's (`<ns>/<pod>`) or a node's (`node/<name>`) namespace.
+    Exec {
+        /// `<namespace>/<pod>` or `node/<name>`.
+        target: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        /// Lab name (default: the only running lab).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Nodes, pods (address, node, captured), services and component health of a lab.
+    Status {
+        /// Lab name (default: the only running lab).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The demo/test app: HTTP/1.1 + h2c answering with JSON about each request, a raw
+    /// TCP echo, optional upstream calls per request.
+    Echo {
+        /// HTTP port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Raw TCP echo port.
+        #[arg(long)]
+        tcp_port: Option<u16>,
+        /// URL to call on every request (repeatable); answers are included.
+        #[arg(long = "upstream")]
+        upstreams: Vec<String>,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
+    },
+    /// One HTTP GET (for pods without curl): prints the body; fails on a non-2xx status.
+    Call {
+        /// `http://host[:port][/path]`.
+        url: String,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// The node agent: captures this node's enrolled pods and hands them to ztunnel.
+    Cni {
+        /// The node it serves.
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        /// The control plane's xDS (`http://HOST:15010` or `https://HOST:15012`).
+        #[arg(long)]
+        xds_address: String,
+        /// Mesh root certificate (PEM), for https.
+        #[arg(long)]
+        ca_root: Option<PathBuf>,
+        /// The socket ztunnel connects to.
+        #[arg(long, default_value = "/var/run/bowline/ztunnel.sock")]
+        socket: PathBuf,
+        /// Pod namespaces are named `<prefix><namespace>-<pod>` under /run/netns.
+        #[arg(long, default_value = "")]
+        netns_prefix: String,
+        /// Do not capture DNS (port 53) to ztunnel's DNS proxy.
+        #[arg(long)]
+        no_dns: bool,
+    },
     /// The control plane: Kubernetes/Istio YAML in, workload xDS and certificates out.
     ControlPlane(Box<ControlPlaneArgs>),
     /// Create or update the resources in files or directories of YAML.
@@ -57,6 +138,12 @@ enum Command {
         /// The ztunnel's admin address.
         #[arg(long, default_value = "http://127.0.0.1:15000")]
         admin: String,
+        /// In a lab: the node whose ztunnel to ask.
+        #[arg(long)]
+        node: Option<String>,
+        /// The lab (default: the only running lab, when --node is given).
+        #[arg(long)]
+        name: Option<String>,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Json)]
         output: Output,
@@ -151,13 +238,12 @@ struct ApplyArgs {
     /// Validate and show what would change, without changing anything.
     #[arg(long)]
     dry_run: bool,
-    /// The control plane's HTTP address.
-    #[arg(
-        long,
-        env = "BOWLINE_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:15014"
-    )]
-    control_plane: String,
+    /// The control plane's HTTP address (without a lab).
+    #[arg(long, env = "BOWLINE_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// The lab whose control plane to use (default: the only running lab).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -268,6 +354,26 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("starting the async runtime")?;
     runtime.block_on(dispatch(cli.command, set_level))
+}
+
+/// `bowline apply/delete`: to `--control-plane`, or to a lab's control plane.
+#[allow(clippy::print_stdout)]
+async fn apply(args: ApplyArgs, delete: bool) -> anyhow::Result<()> {
+    let (ns, url) = match args.control_plane {
+        Some(url) => (None, url),
+        None => {
+            let lab = lab::up::pick(args.name)?;
+            (
+                Some(lab::up::router(&lab)?),
+                format!("http://{}:15014", lab::up::CONTROL_PLANE_IP),
+            )
+        }
+    };
+    let out = lab::cli::apply(ns.as_ref(), &url, &args.files, delete, args.dry_run)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    print!("{out}");
+    Ok(())
 }
 
 /// Writes `report` as pretty JSON to `path`, if given.
@@ -396,27 +502,119 @@ async fn dispatch(
             };
             control_plane::app::run(config, |_| {}, terminated()).await?;
         }
-        Command::Apply(args) => {
-            let out = lab::cli::apply(&args.control_plane, &args.files, false, args.dry_run)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            print!("{out}");
-        }
-        Command::Delete(args) => {
-            let out = lab::cli::apply(&args.control_plane, &args.files, true, args.dry_run)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            print!("{out}");
-        }
+        Command::Apply(args) => apply(args, false).await?,
+        Command::Delete(args) => apply(args, true).await?,
         Command::ZtunnelConfig {
             what,
             admin,
             output,
+            node,
+            name,
         } => {
-            let out = lab::cli::ztunnel_config(&admin, &what, matches!(output, Output::Yaml))
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let ns = match node {
+                Some(node) => Some(lab::up::node_namespace(&lab::up::pick(name)?, &node)?),
+                None => None,
+            };
+            let out = lab::cli::ztunnel_config(
+                ns.as_ref(),
+                &admin,
+                &what,
+                matches!(output, Output::Yaml),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
             print!("{out}");
+        }
+        Command::Up {
+            files,
+            name,
+            detach,
+        } => {
+            let options = lab::up::UpOptions {
+                files,
+                name: name.clone(),
+                binary: std::env::current_exe().context("locating the bowline binary")?,
+            };
+            let progress = |step: &str| eprintln!("==> {step}");
+            match lab::up::up(&options, &progress).await {
+                Ok(_) => {
+                    println!("{}", lab::up::status(&name).await?);
+                }
+                Err(error) => {
+                    eprintln!("bowline up failed: {error}; removing what was built");
+                    let _ = lab::up::down(&name);
+                    return Err(error.into());
+                }
+            }
+            if !detach {
+                eprintln!("==> lab {name} is up; Ctrl-C tears it down");
+                terminated().await;
+                println!("{}", lab::up::down(&name)?);
+            }
+        }
+        Command::Down { name } => {
+            let name = lab::up::pick(name)?;
+            println!("{}", lab::up::down(&name)?);
+        }
+        Command::Exec {
+            target,
+            command,
+            name,
+        } => {
+            let code = lab::up::exec(&lab::up::pick(name)?, &target, &command)?;
+            std::process::exit(code);
+        }
+        Command::Status { name } => {
+            println!("{}", lab::up::status(&lab::up::pick(name)?).await?);
+        }
+        Command::Echo {
+            port,
+            tcp_port,
+            upstreams,
+            bind,
+        } => {
+            let config = echo::EchoConfig {
+                http_port: port,
+                tcp_port,
+                upstreams,
+                bind,
+            };
+            echo::run(config, terminated()).await?;
+        }
+        Command::Call { url, timeout } => {
+            let timeout = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+            let (status, body) = echo::get(&url, timeout).await?;
+            print!("{body}");
+            if !(200..300).contains(&status) {
+                anyhow::bail!("{url} answered {status}");
+            }
+        }
+        Command::Cni {
+            node,
+            xds_address,
+            ca_root,
+            socket,
+            netns_prefix,
+            no_dns,
+        } => {
+            let root_pem = ca_root
+                .map(|p| {
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("--ca-root {}", p.display()))
+                })
+                .transpose()?;
+            let config = cni::agent::AgentConfig {
+                node_name: node,
+                xds_url: xds_address,
+                root_pem,
+                zds_socket: socket,
+                netns_prefix,
+                dns_capture: !no_dns,
+            };
+            tokio::select! {
+                result = cni::agent::run(config) => result?,
+                () = terminated() => {}
+            }
         }
         Command::HboneDemo { streams, bytes } => {
             let report = hbone::demo::run(streams, bytes).await?;

@@ -4,9 +4,10 @@
 //!
 //! Owns: enrolment decisions and the agent side of ZDS. Must not: proxy traffic.
 //!
-//! Built so far: [`zds`], the agent side of the protocol (used by the lab and tests);
-//! enrolment from the control plane comes with the lab.
+//! Map: [`zds`], the agent side of the protocol; [`agent`], the loop that follows the
+//! control plane's workloads for this node and captures/releases pods.
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod zds;

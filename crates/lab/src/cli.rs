@@ -8,14 +8,45 @@ use hyper_util::rt::TokioIo;
 
 /// One HTTP/1.1 request; returns the status and body.
 pub async fn http(method: &str, url: &str, body: Option<String>) -> Result<(u16, String), String> {
+    http_in(None, method, url, body).await
+}
+
+/// One HTTP/1.1 request from inside network namespace `ns` (a lab's), or from here.
+pub async fn http_in(
+    ns: Option<&netns::Namespace>,
+    method: &str,
+    url: &str,
+    body: Option<String>,
+) -> Result<(u16, String), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
     let authority = uri
         .authority()
         .ok_or_else(|| format!("{url:?} has no host:port"))?
         .to_string();
-    let tcp = tokio::net::TcpStream::connect(&authority)
-        .await
-        .map_err(|e| format!("cannot reach {authority}: {e}"))?;
+    let tcp = match ns {
+        None => tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| format!("cannot reach {authority}: {e}"))?,
+        Some(ns) => {
+            let target = authority.clone();
+            let std_tcp = ns
+                .run(move || {
+                    let addr: std::net::SocketAddr = target
+                        .parse()
+                        .map_err(|e| std::io::Error::other(format!("{target}: {e}")))?;
+                    let tcp = std::net::TcpStream::connect_timeout(
+                        &addr,
+                        std::time::Duration::from_secs(5),
+                    )?;
+                    tcp.set_nonblocking(true)?;
+                    Ok::<_, std::io::Error>(tcp)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot reach {authority} in {}: {e}", ns.name()))?;
+            tokio::net::TcpStream::from_std(std_tcp).map_err(|e| e.to_string())?
+        }
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| format!("{authority}: {e}"))?;
@@ -82,6 +113,7 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<String, String> {
 
 /// `bowline apply -f` / `delete -f`: sends the documents; returns one line per object.
 pub async fn apply(
+    ns: Option<&netns::Namespace>,
     control_plane: &str,
     paths: &[PathBuf],
     delete: bool,
@@ -94,7 +126,7 @@ pub async fn apply(
         if delete { "delete" } else { "apply" },
         if dry_run { "?dryRun=true" } else { "" }
     );
-    let (status, text) = http("POST", &url, Some(body)).await?;
+    let (status, text) = http_in(ns, "POST", &url, Some(body)).await?;
     let answer: serde_json::Value = serde_json::from_str(&text)
         .map_err(|_| format!("unexpected answer ({status}) from {url}: {text}"))?;
     if status != 200 {
@@ -126,9 +158,14 @@ pub async fn apply(
 }
 
 /// `bowline ztunnel-config workloads|services|policies|certificates|all`.
-pub async fn ztunnel_config(admin: &str, what: &str, yaml: bool) -> Result<String, String> {
+pub async fn ztunnel_config(
+    ns: Option<&netns::Namespace>,
+    admin: &str,
+    what: &str,
+    yaml: bool,
+) -> Result<String, String> {
     let url = format!("{}/config_dump", admin.trim_end_matches('/'));
-    let (status, text) = http("GET", &url, None).await?;
+    let (status, text) = http_in(ns, "GET", &url, None).await?;
     if status != 200 {
         return Err(format!("{url} answered {status}: {text}"));
     }

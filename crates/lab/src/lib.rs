@@ -12,3 +12,4 @@ pub mod bench_l4;
 pub mod cli;
 pub mod process;
 pub mod topology;
+pub mod up;

@@ -73,6 +73,13 @@ impl Namespace {
         Ok(ns)
     }
 
+    /// Gives up ownership: the namespace outlives this handle (something else, such as a
+    /// lab's state on disk, is responsible for deleting it).
+    pub fn keep(mut self) -> Self {
+        self.owned = false;
+        self
+    }
+
     /// Refers to an existing namespace without taking ownership.
     pub fn existing(name: &str) -> Self {
         Self {

@@ -1,0 +1,147 @@
+//! The mesh's demo and test app, run as `bowline echo` inside pods.
+//!
+//! It answers every HTTP request (HTTP/1.1 and HTTP/2 cleartext with prior knowledge, on
+//! one port) with a JSON description of what it saw — who it is, the TCP peer, the
+//! request — and, when configured, the answers of upstream URLs it calls on the way. A
+//! second port echoes raw TCP bytes. Tests and demos use it to see what the mesh did to
+//! their traffic.
+//!
+//! Owns: the echo servers and a minimal HTTP/1.1 GET client ([`get`]). Must not: contain
+//! mesh logic of any kind (no HBONE, no identity, no policy, no redirection) — it is the
+//! plain application the mesh carries, and must behave the same with or without the mesh.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod error;
+mod http;
+mod tcp;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::info;
+
+pub use client::get;
+pub use error::EchoError;
+
+/// Settings of the echo app.
+#[derive(Debug, Clone)]
+pub struct EchoConfig {
+    /// HTTP port (HTTP/1.1 and HTTP/2 cleartext with prior knowledge, both on the same port).
+    pub http_port: Option<u16>,
+    /// Raw TCP echo port.
+    pub tcp_port: Option<u16>,
+    /// Upstream URLs (http://host:port/path) called on every HTTP request; their answers are included.
+    pub upstreams: Vec<String>,
+    /// Address to bind (default 0.0.0.0).
+    pub bind: IpAddr,
+}
+
+impl Default for EchoConfig {
+    /// No ports, no upstreams, bound to 0.0.0.0.
+    fn default() -> Self {
+        Self {
+            http_port: None,
+            tcp_port: None,
+            upstreams: Vec::new(),
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// Runs until `shutdown` completes. Errors if a port cannot be bound (message names the port).
+///
+/// Also errors, before binding anything, if an upstream URL is malformed or if neither
+/// port is set.
+pub async fn run(config: EchoConfig, shutdown: impl Future<Output = ()>) -> Result<(), EchoError> {
+    check_settings(
+        config.http_port.is_some(),
+        config.tcp_port.is_some(),
+        &config.upstreams,
+    )?;
+    let http = match config.http_port {
+        Some(port) => Some(bind(SocketAddr::new(config.bind, port)).await?),
+        None => None,
+    };
+    let tcp = match config.tcp_port {
+        Some(port) => Some(bind(SocketAddr::new(config.bind, port)).await?),
+        None => None,
+    };
+    serve(http, tcp, config.upstreams, shutdown).await
+}
+
+/// Like [`run`], on listeners the caller has already bound (tests bind port 0).
+///
+/// `http` serves HTTP/1.1 and h2c, `tcp` echoes bytes; at least one must be given. Runs
+/// until `shutdown` completes, then stops accepting and closes open connections.
+pub async fn serve(
+    http: Option<TcpListener>,
+    tcp: Option<TcpListener>,
+    upstreams: Vec<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EchoError> {
+    serve_as(http::Identity::from_env(), http, tcp, upstreams, shutdown).await
+}
+
+/// [`serve`] with the identity given rather than read from the environment, so tests can
+/// check what is reported without touching the process env.
+pub(crate) async fn serve_as(
+    identity: http::Identity,
+    http: Option<TcpListener>,
+    tcp: Option<TcpListener>,
+    upstreams: Vec<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EchoError> {
+    check_settings(http.is_some(), tcp.is_some(), &upstreams)?;
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+    info!(
+        http = ?http_addr,
+        tcp = ?tcp_addr,
+        upstreams = ?upstreams,
+        "echo app listening"
+    );
+
+    // Dropping (or shutting down) this set aborts the accept loops, and with them every
+    // connection task they own.
+    let mut loops = JoinSet::new();
+    if let Some(listener) = http {
+        loops.spawn(http::accept_loop(
+            listener,
+            http::Context::new(identity, upstreams),
+        ));
+    }
+    if let Some(listener) = tcp {
+        loops.spawn(tcp::accept_loop(listener));
+    }
+    shutdown.await;
+    loops.shutdown().await;
+    info!("echo app stopped");
+    Ok(())
+}
+
+/// Rejects settings that could only fail later, per request.
+fn check_settings(has_http: bool, has_tcp: bool, upstreams: &[String]) -> Result<(), EchoError> {
+    if !has_http && !has_tcp {
+        return Err(EchoError::NothingToServe);
+    }
+    if !upstreams.is_empty() && !has_http {
+        return Err(EchoError::UpstreamsWithoutHttp);
+    }
+    for url in upstreams {
+        client::Target::parse(url)?;
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, EchoError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| EchoError::Bind { addr, source })
+}

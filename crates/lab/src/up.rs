@@ -1,0 +1,938 @@
+//! `bowline up / down / exec / status`: a whole ambient mesh on one host.
+//!
+//! Topology: a router namespace is the cluster network (forwarding, the pods' gateway, and
+//! the control plane on 10.255.0.1); every node and every pod is a namespace joined to it
+//! by a veth pair with a /32 address. Pod addresses come from the node's CIDR
+//! (`spec.podCIDR`, else 10.<10+i>.0.0/24), node addresses from 10.254.0.0/24, service VIPs
+//! from 10.96.0.0/16. Processes, each its own OS process started with `ip netns exec`: the
+//! control plane (router namespace), per node a ztunnel and a node agent (node namespace),
+//! and every pod's containers (pod namespace, `POD_NAME`/`POD_NAMESPACE` set). Pods resolve
+//! `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc.cluster.local` through a per-namespace
+//! `/etc/netns/<ns>/{resolv.conf,hosts}` (enrolled pods' DNS goes to ztunnel's proxy).
+//!
+//! Everything created is recorded in `<state>/lab.json` as it is created, so `bowline down`
+//! removes it all — processes (by PID, checked to be ours), namespaces (and with them their
+//! links and rules), `/etc/netns` files, state — also after a crash or `kill -9` of `up`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use config::Resource;
+use config::resources as k8s;
+use netns::{Namespace, links};
+use serde::{Deserialize, Serialize};
+
+/// The control plane's address on the router's loopback.
+pub const CONTROL_PLANE_IP: &str = "10.255.0.1";
+/// The nameserver pods are given (captured to ztunnel's DNS proxy in enrolled pods).
+const POD_NAMESERVER: &str = "10.96.0.10";
+
+/// Why a lab command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Bad input, explained.
+    #[error("{0}")]
+    Invalid(String),
+    /// Namespace trouble.
+    #[error("{0} (the lab builds network namespaces: run it as root)")]
+    Netns(#[from] netns::NetnsError),
+    /// File or process trouble.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn invalid<T>(message: impl Into<String>) -> Result<T, LabError> {
+    Err(LabError::Invalid(message.into()))
+}
+
+/// Where labs keep their state: `$BOWLINE_STATE_DIR` or `/run/bowline`.
+pub fn state_root() -> PathBuf {
+    std::env::var_os("BOWLINE_STATE_DIR")
+        .map_or_else(|| PathBuf::from("/run/bowline"), PathBuf::from)
+}
+
+/// What a lab is made of, written as it is built.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabState {
+    /// Lab name.
+    pub name: String,
+    /// Namespaces created, in creation order.
+    pub namespaces: Vec<String>,
+    /// Processes started: (what, pid, namespace it runs in).
+    pub processes: Vec<(String, u32, String)>,
+    /// Nodes: name → (namespace, address).
+    pub nodes: BTreeMap<String, (String, String)>,
+    /// Pods: `ns/name` → (namespace, address, node).
+    pub pods: BTreeMap<String, (String, String, String)>,
+    /// Services: `ns/name` → VIP.
+    pub services: BTreeMap<String, String>,
+    /// The router namespace.
+    pub router: String,
+}
+
+impl LabState {
+    fn save(&self, dir: &Path) -> Result<(), LabError> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = dir.join("lab.json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, dir.join("lab.json"))?;
+        Ok(())
+    }
+
+    /// Loads lab `name`.
+    pub fn load(name: &str) -> Result<Self, LabError> {
+        let path = state_root().join(name).join("lab.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| LabError::Invalid(format!("lab {name:?}: {}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| LabError::Invalid(format!("lab {name:?}: {}: {e}", path.display())))
+    }
+}
+
+/// The labs that exist.
+pub fn labs() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(state_root())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("lab.json").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `--name`, or the only lab; otherwise a message listing them.
+pub fn pick(name: Option<String>) -> Result<String, LabError> {
+    if let Some(name) = name {
+        return Ok(name);
+    }
+    let all = labs();
+    match all.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => invalid("no lab is running; start one with `bowline up -f DIR`"),
+        many => invalid(format!(
+            "several labs are running ({}); choose one with --name",
+            many.join(", ")
+        )),
+    }
+}
+
+/// Options of `bowline up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// YAML files or directories.
+    pub files: Vec<PathBuf>,
+    /// Lab name.
+    pub name: String,
+    /// The `bowline` binary to run components with.
+    pub binary: PathBuf,
+}
+
+struct Plan {
+    nodes: Vec<(String, ipnet_lite::Cidr)>,
+    pods: Vec<(k8s::Pod, String, Ipv4Addr)>,
+    services: Vec<(String, String)>,
+    rest: Vec<Resource>,
+    all: Vec<Resource>,
+}
+
+mod ipnet_lite {
+    use std::net::Ipv4Addr;
+
+    /// An IPv4 CIDR handing out host addresses from .2 up.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Cidr {
+        pub(super) base: Ipv4Addr,
+        pub(super) next: u32,
+        pub(super) size: u32,
+    }
+
+    impl Cidr {
+        pub(super) fn parse(text: &str) -> Option<Self> {
+            let (ip, len) = text.split_once('/')?;
+            let ip: Ipv4Addr = ip.parse().ok()?;
+            let len: u32 = len.parse().ok().filter(|l| *l <= 30)?;
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            Some(Self {
+                base: Ipv4Addr::from(u32::from(ip) & mask),
+                next: 2,
+                size: 1u32 << (32 - len),
+            })
+        }
+
+        pub(super) fn allocate(&mut self) -> Option<Ipv4Addr> {
+            if self.next + 1 >= self.size {
+                return None;
+            }
+            let ip = Ipv4Addr::from(u32::from(self.base) + self.next);
+            self.next += 1;
+            Some(ip)
+        }
+    }
+}
+
+/// Reads and checks the lab's YAML: nodes, pods placed and addressed, service VIPs.
+fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
+    let mut all = Vec::new();
+    let mut sources: Vec<PathBuf> = Vec::new();
+    for path in files {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                })
+                .collect();
+            entries.sort();
+            sources.extend(entries);
+        } else if path.exists() {
+            sources.push(path.clone());
+        } else {
+            return invalid(format!("{}: no such file or directory", path.display()));
+        }
+    }
+    for source in &sources {
+        let text = std::fs::read_to_string(source)?;
+        let docs = config::parse_documents(&text, &source.display().to_string())
+            .map_err(|e| LabError::Invalid(e.to_string()))?;
+        all.extend(docs);
+    }
+    let mut nodes: Vec<(String, ipnet_lite::Cidr)> = Vec::new();
+    for (i, r) in all.iter().enumerate() {
+        if let Resource::Node(node) = r {
+            let cidr_text = node
+                .spec
+                .pod_cidr
+                .clone()
+                .unwrap_or_else(|| format!("10.{}.0.0/24", 10 + nodes.len()));
+            let Some(cidr) = ipnet_lite::Cidr::parse(&cidr_text) else {
+                return invalid(format!(
+                    "Node {} (object {}): spec.podCIDR {cidr_text:?} must be an IPv4 CIDR of /30 or larger",
+                    node.metadata.name,
+                    i + 1
+                ));
+            };
+            nodes.push((node.metadata.name.clone(), cidr));
+        }
+    }
+    if nodes.is_empty() {
+        for (i, name) in ["node-1", "node-2"].iter().enumerate() {
+            let cidr = ipnet_lite::Cidr::parse(&format!("10.{}.0.0/24", 10 + i))
+                .ok_or_else(|| LabError::Invalid("default CIDR".into()))?;
+            nodes.push(((*name).to_owned(), cidr));
+        }
+    }
+    let mut pods = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut spread = 0usize;
+    for r in &all {
+        let Resource::Pod(pod) = r else { continue };
+        let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+        if !seen.insert(key.clone()) {
+            return invalid(format!(
+                "Pod {key} is defined twice; pod names must be unique in a namespace"
+            ));
+        }
+        let node = match &pod.spec.node_name {
+            Some(node) => node.clone(),
+            None => {
+                let node = nodes[spread % nodes.len()].0.clone();
+                spread += 1;
+                node
+            }
+        };
+        let Some((_, cidr)) = nodes.iter_mut().find(|(n, _)| *n == node) else {
+            let known: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+            return invalid(format!(
+                "Pod {key}: spec.nodeName {node:?} is not a node of this lab ({})",
+                known.join(", ")
+            ));
+        };
+        let ip = cidr
+            .allocate()
+            .ok_or_else(|| LabError::Invalid(format!("node {node}: pod CIDR is full")))?;
+        let mut pod = pod.clone();
+        pod.spec.node_name = Some(node.clone());
+        pod.status.pod_ip = Some(ip.to_string());
+        pods.push((pod, node, ip));
+    }
+    let mut services = Vec::new();
+    let mut vip = 100u32;
+    let mut rest = Vec::new();
+    for r in &all {
+        match r {
+            Resource::Pod(_) | Resource::Node(_) => {}
+            Resource::Service(service) => {
+                let ns = service.metadata.namespace();
+                let key = format!("{ns}/{}", service.metadata.name);
+                let selects = pods.iter().any(|(p, _, _)| {
+                    p.metadata.namespace() == ns
+                        && !service.spec.selector.is_empty()
+                        && service
+                            .spec
+                            .selector
+                            .iter()
+                            .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
+                });
+                let is_waypoint = service
+                    .metadata
+                    .labels
+                    .contains_key("gateway.istio.io/managed");
+                if !selects && !is_waypoint {
+                    return invalid(format!(
+                        "Service {key} selects no pod of this lab (selector {:?}); fix the selector or the pods' labels",
+                        service.spec.selector
+                    ));
+                }
+                let mut service = service.clone();
+                let ip = match &service.spec.cluster_ip {
+                    Some(ip) => ip.clone(),
+                    None => {
+                        vip += 1;
+                        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + vip)
+                            .to_string();
+                        service.spec.cluster_ip = Some(ip.clone());
+                        ip
+                    }
+                };
+                services.push((key, ip));
+                rest.push(Resource::Service(service));
+            }
+            other => rest.push(other.clone()),
+        }
+    }
+    Ok(Plan {
+        nodes,
+        pods,
+        services,
+        rest,
+        all,
+    })
+}
+
+fn ns_name(lab: &str, kind: &str, rest: &str) -> String {
+    format!("bl-{lab}-{kind}{rest}")
+}
+
+/// The pod namespace prefix (the node agent finds pods by it).
+pub fn pod_prefix(lab: &str) -> String {
+    ns_name(lab, "p-", "")
+}
+
+/// `bowline up`: builds the lab and returns when everything is ready.
+pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
+    let lab = &options.name;
+    if lab.is_empty()
+        || lab.len() > 12
+        || !lab
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return invalid("--name: 1-12 lower-case letters or digits");
+    }
+    let dir = state_root().join(lab);
+    if dir.join("lab.json").exists() {
+        return invalid(format!(
+            "lab {lab:?} already exists; `bowline down --name {lab}` first, or pick another --name"
+        ));
+    }
+    let plan = plan(&options.files)?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    std::fs::create_dir_all(dir.join("config"))?;
+    std::fs::create_dir_all(dir.join("nodes"))?;
+    let mut state = LabState {
+        name: lab.clone(),
+        ..Default::default()
+    };
+    state.save(&dir)?;
+
+    progress("network: router, nodes, pods");
+    let router = ns_name(lab, "net", "");
+    let router_ns = Namespace::create(&router)?.keep();
+    state.namespaces.push(router.clone());
+    state.router = router.clone();
+    state.save(&dir)?;
+    links::sysctl(&router_ns, "net/ipv4/ip_forward", "1")?;
+    links::add_address(
+        &router_ns,
+        "lo",
+        &format!("{}/32", crate::topology::GATEWAY),
+    )?;
+    links::add_address(&router_ns, "lo", &format!("{CONTROL_PLANE_IP}/32"))?;
+    let attach = |state: &mut LabState,
+                  name: &str,
+                  ip: Ipv4Addr,
+                  index: usize|
+     -> Result<Namespace, LabError> {
+        let ns = Namespace::create(name)?.keep();
+        state.namespaces.push(name.to_owned());
+        state.save(&dir)?;
+        let router_if = format!("bl{lab}{index}");
+        links::veth(&ns, "eth0", &router_ns, &router_if)?;
+        links::add_address(&ns, "eth0", &format!("{ip}/32"))?;
+        links::add_route(&ns, crate::topology::GATEWAY, None, Some("eth0"))?;
+        links::add_route(&ns, "default", Some(crate::topology::GATEWAY), Some("eth0"))?;
+        links::add_route(&router_ns, &format!("{ip}/32"), None, Some(&router_if))?;
+        Ok(ns)
+    };
+    let mut index = 0;
+    for (i, (node, _)) in plan.nodes.iter().enumerate() {
+        let ip = Ipv4Addr::new(10, 254, 0, u8::try_from(i + 2).unwrap_or(254));
+        let name = ns_name(lab, "node-", node);
+        attach(&mut state, &name, ip, index)?;
+        index += 1;
+        state.nodes.insert(node.clone(), (name, ip.to_string()));
+    }
+    // Names every pod can resolve: the lab's hosts file and, for enrolled pods, the DNS proxy.
+    let mut hosts = String::from("127.0.0.1 localhost\n");
+    for (key, ip) in &plan.services {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        hosts.push_str(&format!("{ip} {name}.{ns}.svc.cluster.local {name}.{ns}\n"));
+    }
+    for (pod, node, ip) in &plan.pods {
+        let pod_ns = pod.metadata.namespace();
+        let name = format!("{}{}-{}", pod_prefix(lab), pod_ns, pod.metadata.name);
+        attach(&mut state, &name, *ip, index)?;
+        index += 1;
+        let etc = Path::new("/etc/netns").join(&name);
+        std::fs::create_dir_all(&etc)?;
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!(
+                "nameserver {POD_NAMESERVER}\nsearch {pod_ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+            ),
+        )?;
+        let mut pod_hosts = hosts.clone();
+        for (key, ip) in &plan.services {
+            let (ns, svc) = key.split_once('/').unwrap_or(("default", key));
+            if ns == pod_ns {
+                pod_hosts.push_str(&format!("{ip} {svc}\n"));
+            }
+        }
+        std::fs::write(etc.join("hosts"), pod_hosts)?;
+        state.pods.insert(
+            format!("{pod_ns}/{}", pod.metadata.name),
+            (name, ip.to_string(), node.clone()),
+        );
+        state.save(&dir)?;
+    }
+    state.services = plan.services.iter().cloned().collect();
+    state.save(&dir)?;
+
+    progress("control plane");
+    let mut config_text = String::new();
+    for (pod, _, _) in &plan.pods {
+        config_text.push_str("---\n");
+        config_text.push_str(
+            &serde_json::to_string(&Resource::Pod(pod.clone()).to_json())
+                .map_err(std::io::Error::other)?,
+        );
+        config_text.push('\n');
+    }
+    for r in &plan.rest {
+        config_text.push_str("---\n");
+        config_text.push_str(&serde_json::to_string(&r.to_json()).map_err(std::io::Error::other)?);
+        config_text.push('\n');
+    }
+    for (name, cidr) in &plan.nodes {
+        config_text.push_str(&format!(
+            "---\n{{\"apiVersion\": \"v1\", \"kind\": \"Node\", \"metadata\": {{\"name\": \"{name}\"}}, \"spec\": {{\"podCIDR\": \"{}/{}\"}}}}\n",
+            cidr.base,
+            32 - cidr.size.trailing_zeros()
+        ));
+    }
+    std::fs::write(dir.join("config/lab.yaml"), config_text)?;
+    let cp_state = dir.join("control-plane");
+    let pid = spawn(
+        &router,
+        &options.binary,
+        &[
+            "--log".into(),
+            "info".into(),
+            "control-plane".into(),
+            "--state-dir".into(),
+            cp_state.display().to_string(),
+            "-f".into(),
+            dir.join("config").display().to_string(),
+            "--xds-plaintext-addr".into(),
+            format!("{CONTROL_PLANE_IP}:15010"),
+            "--xds-addr".into(),
+            format!("{CONTROL_PLANE_IP}:15012"),
+            "--http-addr".into(),
+            format!("{CONTROL_PLANE_IP}:15014"),
+            "--tls-name".into(),
+            CONTROL_PLANE_IP.into(),
+        ],
+        &[],
+        &dir.join("logs/control-plane.log"),
+    )?;
+    state
+        .processes
+        .push(("control-plane".into(), pid, router.clone()));
+    state.save(&dir)?;
+    wait_http(
+        &router_ns,
+        &format!("http://{CONTROL_PLANE_IP}:15014/ready"),
+        Duration::from_secs(20),
+    )
+    .await
+    .map_err(|e| {
+        LabError::Invalid(format!(
+            "the control plane did not start: {e}; see {}",
+            dir.join("logs/control-plane.log").display()
+        ))
+    })?;
+
+    for (node, (node_ns, node_ip)) in state.nodes.clone() {
+        progress(&format!("node {node}: node agent and ztunnel"));
+        let token = Command::new(&options.binary)
+            .args(["control-plane", "token", "--node", &node, "--state-dir"])
+            .arg(&cp_state)
+            .output()?;
+        if !token.status.success() {
+            return invalid(format!(
+                "cannot make a token for node {node}: {}",
+                String::from_utf8_lossy(&token.stderr)
+            ));
+        }
+        let token_file = dir.join("nodes").join(format!("{node}.token"));
+        std::fs::write(&token_file, token.stdout)?;
+        let socket = dir.join("nodes").join(format!("{node}.sock"));
+        let pid = spawn(
+            &node_ns,
+            &options.binary,
+            &[
+                "--log".into(),
+                "info".into(),
+                "cni".into(),
+                "--node".into(),
+                node.clone(),
+                "--xds-address".into(),
+                format!("http://{CONTROL_PLANE_IP}:15010"),
+                "--socket".into(),
+                socket.display().to_string(),
+                "--netns-prefix".into(),
+                pod_prefix(lab),
+            ],
+            &[],
+            &dir.join(format!("logs/cni-{node}.log")),
+        )?;
+        state
+            .processes
+            .push((format!("cni {node}"), pid, node_ns.clone()));
+        state.save(&dir)?;
+        let pid = spawn(
+            &node_ns,
+            &options.binary,
+            &[
+                "--log".into(),
+                "info".into(),
+                "ztunnel".into(),
+                "--xds-address".into(),
+                format!("http://{CONTROL_PLANE_IP}:15010"),
+                "--ca-address".into(),
+                format!("https://{CONTROL_PLANE_IP}:15012"),
+                "--ca-root".into(),
+                cp_state.join("ca/root-cert.pem").display().to_string(),
+                "--token-file".into(),
+                token_file.display().to_string(),
+                "--node-name".into(),
+                node.clone(),
+                "--instance-ip".into(),
+                node_ip.clone(),
+                "--node-agent-socket".into(),
+                socket.display().to_string(),
+                "--drain-seconds".into(),
+                "1".into(),
+            ],
+            &[],
+            &dir.join(format!("logs/ztunnel-{node}.log")),
+        )?;
+        state
+            .processes
+            .push((format!("ztunnel {node}"), pid, node_ns.clone()));
+        state.save(&dir)?;
+    }
+    for (node, (node_ns, _)) in &state.nodes {
+        let ns = Namespace::existing(node_ns);
+        wait_http(
+            &ns,
+            "http://127.0.0.1:15021/healthz/ready",
+            Duration::from_secs(20),
+        )
+        .await
+        .map_err(|e| {
+            LabError::Invalid(format!(
+                "ztunnel of node {node} is not ready: {e}; see {}",
+                dir.join(format!("logs/ztunnel-{node}.log")).display()
+            ))
+        })?;
+    }
+
+    progress("pods");
+    for (pod, _, _) in &plan.pods {
+        let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+        let Some((pod_ns, _, _)) = state.pods.get(&key).cloned() else {
+            continue;
+        };
+        for container in &pod.spec.containers {
+            let mut argv: Vec<String> = container
+                .command
+                .iter()
+                .chain(&container.args)
+                .cloned()
+                .collect();
+            if argv.is_empty() {
+                continue;
+            }
+            if argv[0] == "bowline" {
+                argv[0] = options.binary.display().to_string();
+            }
+            let mut env: Vec<(String, String)> = vec![
+                ("POD_NAME".into(), pod.metadata.name.clone()),
+                ("POD_NAMESPACE".into(), pod.metadata.namespace().to_owned()),
+            ];
+            env.extend(
+                container
+                    .env
+                    .iter()
+                    .map(|e| (e.name.clone(), e.value.clone())),
+            );
+            let program = PathBuf::from(&argv[0]);
+            let pid = spawn(
+                &pod_ns,
+                &program,
+                &argv[1..],
+                &env,
+                &dir.join(format!(
+                    "logs/pod-{}-{}-{}.log",
+                    pod.metadata.namespace(),
+                    pod.metadata.name,
+                    container.name
+                )),
+            )?;
+            state
+                .processes
+                .push((format!("pod {key} {}", container.name), pid, pod_ns.clone()));
+            state.save(&dir)?;
+        }
+    }
+
+    progress("waiting for enrolled pods to be captured");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (pod, _, _) in &plan.pods {
+        let ns_labels = plan.all.iter().find_map(|r| match r {
+            Resource::Namespace(n) if n.metadata.name == pod.metadata.namespace() => {
+                Some(&n.metadata.labels)
+            }
+            _ => None,
+        });
+        if !enrolled(pod, ns_labels) {
+            continue;
+        }
+        let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+        let Some((pod_ns, _, _)) = state.pods.get(&key) else {
+            continue;
+        };
+        let ns = Namespace::existing(pod_ns);
+        while !netns::capture::is_installed(&ns) {
+            if Instant::now() > deadline {
+                return invalid(format!(
+                    "pod {key} was not captured within 20 s; see the node agent's log in {}",
+                    dir.join("logs").display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for r in &plan.rest {
+        if let Resource::Gateway(g) = r {
+            progress(&format!(
+                "Gateway {}/{}: accepted; no waypoint implementation yet, so nothing is redirected to it",
+                g.metadata.namespace(),
+                g.metadata.name
+            ));
+        }
+    }
+    Ok(state)
+}
+
+fn enrolled(pod: &k8s::Pod, namespace_labels: Option<&k8s::Labels>) -> bool {
+    if pod.spec.host_network {
+        return false;
+    }
+    match pod
+        .metadata
+        .labels
+        .get(k8s::DATAPLANE_MODE)
+        .map(String::as_str)
+    {
+        Some("none") => false,
+        Some("ambient") => true,
+        _ => namespace_labels
+            .and_then(|l| l.get(k8s::DATAPLANE_MODE))
+            .is_some_and(|m| m == "ambient"),
+    }
+}
+
+/// Starts `program args` inside namespace `ns` with its output in `log`; returns its PID.
+fn spawn(
+    ns: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<u32, LabError> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| LabError::Invalid(format!("cannot start {}: {e}", program.display())))?;
+    Ok(child.id())
+}
+
+async fn wait_http(ns: &Namespace, url: &str, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match crate::cli::http_in(Some(ns), "GET", url, None).await {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, body)) => last = format!("{status} {}", body.trim()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
+/// Whether `pid` is still the process this lab started: alive, and inside the lab
+/// namespace it was started in (so a recycled PID is never signalled).
+fn ours(pid: u32, ns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+    let alive =
+        !std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
+    alive
+        && inode(&format!("/proc/{pid}/ns/net")).is_some()
+        && inode(&format!("/proc/{pid}/ns/net")) == inode(&format!("/run/netns/{ns}"))
+}
+
+/// The namespaces of lab `name` that exist now (whatever the state file says).
+fn lab_namespaces(name: &str) -> Vec<String> {
+    let prefix = format!("bl-{name}-");
+    let mut out: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    out.sort();
+    out
+}
+
+/// PIDs of the processes inside namespace `ns`.
+fn pids_in(ns: &str) -> Vec<i32> {
+    Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `bowline down`: removes everything of lab `name` — every process inside its
+/// namespaces, the namespaces (and with them links and rules), `/etc/netns` files and the
+/// state. Works from the namespaces themselves, so it also cleans up after a crash or a
+/// `kill -9` of `up`; harmless when run twice.
+pub fn down(name: &str) -> Result<String, LabError> {
+    let dir = state_root().join(name);
+    let mut namespaces = lab_namespaces(name);
+    if dir.join("lab.json").exists() {
+        let state = LabState::load(name)?;
+        for ns in state.namespaces {
+            if !namespaces.contains(&ns) {
+                namespaces.push(ns);
+            }
+        }
+    }
+    if namespaces.is_empty() && !dir.exists() {
+        return Ok(format!("lab {name:?} is not running; nothing to do"));
+    }
+    let mut report = Vec::new();
+    let signal = |sig| {
+        let mut count = 0;
+        for ns in &namespaces {
+            for pid in pids_in(ns) {
+                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).is_ok() {
+                    count += 1;
+                }
+            }
+        }
+        count
+    };
+    let stopped = signal(nix::sys::signal::Signal::SIGTERM);
+    if stopped > 0 {
+        report.push(format!("stopped {stopped} processes"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && namespaces.iter().any(|ns| !pids_in(ns).is_empty()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = signal(nix::sys::signal::Signal::SIGKILL);
+    if killed > 0 {
+        report.push(format!(
+            "killed {killed} processes that did not stop in 3 s"
+        ));
+    }
+    for ns in namespaces.iter().rev() {
+        if Path::new("/run/netns").join(ns).exists() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+    }
+    if !namespaces.is_empty() {
+        report.push(format!(
+            "deleted {} namespaces (with their links and rules)",
+            namespaces.len()
+        ));
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    report.push(format!("lab {name:?} removed"));
+    Ok(report.join("\n"))
+}
+
+/// `bowline exec <ns>/<pod> -- CMD…` or `node/<name>`: runs CMD inside that namespace;
+/// returns its exit code.
+pub fn exec(name: &str, target: &str, command: &[String]) -> Result<i32, LabError> {
+    let state = LabState::load(name)?;
+    let Some((program, args)) = command.split_first() else {
+        return invalid("give a command after --");
+    };
+    let (ns, env): (String, Vec<(String, String)>) = match target.split_once('/') {
+        Some(("node", node)) => match state.nodes.get(node) {
+            Some((ns, _)) => (ns.clone(), vec![]),
+            None => {
+                return invalid(format!(
+                    "no node {node:?} in lab {name}; nodes: {}",
+                    state.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        },
+        Some((pod_ns, pod)) => match state.pods.get(target) {
+            Some((ns, _, _)) => (
+                ns.clone(),
+                vec![
+                    ("POD_NAME".into(), pod.into()),
+                    ("POD_NAMESPACE".into(), pod_ns.into()),
+                ],
+            ),
+            None => {
+                return invalid(format!(
+                    "no pod {target:?} in lab {name}; pods: {}",
+                    state.pods.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        },
+        None => {
+            return invalid(format!(
+                "{target:?}: write <namespace>/<pod> or node/<name>"
+            ));
+        }
+    };
+    let program = if program == "bowline" {
+        std::env::current_exe()?.display().to_string()
+    } else {
+        program.clone()
+    };
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns, &program])
+        .args(args)
+        .envs(env)
+        .status()?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `bowline status`: nodes, pods, services, component health.
+pub async fn status(name: &str) -> Result<String, LabError> {
+    let state = LabState::load(name)?;
+    let mut out = format!("lab {name}\n\nNODES\n");
+    for (node, (ns, ip)) in &state.nodes {
+        let ready = crate::cli::http_in(
+            Some(&Namespace::existing(ns)),
+            "GET",
+            "http://127.0.0.1:15021/healthz/ready",
+            None,
+        )
+        .await
+        .map(|(code, _)| code == 200)
+        .unwrap_or(false);
+        out.push_str(&format!(
+            "  {node:<12} {ip:<14} ztunnel {}\n",
+            if ready { "ready" } else { "NOT READY" }
+        ));
+    }
+    out.push_str("\nPODS\n");
+    for (key, (ns, ip, node)) in &state.pods {
+        let captured = netns::capture::is_installed(&Namespace::existing(ns));
+        out.push_str(&format!(
+            "  {key:<28} {ip:<14} {node:<12} {}\n",
+            if captured {
+                "captured (in mesh)"
+            } else {
+                "not captured"
+            }
+        ));
+    }
+    out.push_str("\nSERVICES\n");
+    for (key, vip) in &state.services {
+        out.push_str(&format!("  {key:<28} {vip}\n"));
+    }
+    out.push_str("\nPROCESSES\n");
+    for (what, pid, ns) in &state.processes {
+        out.push_str(&format!(
+            "  {what:<40} pid {pid:<8} {}\n",
+            if ours(*pid, ns) { "running" } else { "EXITED" }
+        ));
+    }
+    out.push_str(&format!(
+        "\ncontrol plane http://{CONTROL_PLANE_IP}:15014 (inside {}); logs in {}\n",
+        state.router,
+        state_root().join(name).join("logs").display()
+    ));
+    Ok(out)
+}
+
+/// The router namespace of lab `name`, where the control plane's API is reachable.
+pub fn router(name: &str) -> Result<Namespace, LabError> {
+    Ok(Namespace::existing(&LabState::load(name)?.router))
+}
+
+/// The namespace of `node`'s ztunnel.
+pub fn node_namespace(name: &str, node: &str) -> Result<Namespace, LabError> {
+    let state = LabState::load(name)?;
+    state
+        .nodes
+        .get(node)
+        .map(|(ns, _)| Namespace::existing(ns))
+        .ok_or_else(|| LabError::Invalid(format!("no node {node:?} in lab {name}")))
+}
