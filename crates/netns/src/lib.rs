@@ -19,4 +19,4 @@ pub mod links;
 pub mod namespace;
 pub mod socket;
 
-pub use namespace::{Namespace, NetnsError, NetnsWorker, in_netns};
+pub use namespace::{Namespace, NetnsError, NetnsWorker, in_netns, in_netns_blocking};
