@@ -135,72 +135,53 @@ fn clauses(
     l7: &mut Vec<String>,
 ) -> Vec<sec::Clause> {
     let mut clauses = Vec::new();
-    if !rule.to.is_empty() {
-        let mut matches = Vec::new();
-        let mut always = false;
-        for to in &rule.to {
-            let op = &to.operation;
-            for (field, values) in [
+    let to = rule.to.iter().map(|to| {
+        let op = &to.operation;
+        note_l7(
+            "to.operation",
+            &[
                 ("hosts", &op.hosts),
                 ("notHosts", &op.not_hosts),
                 ("methods", &op.methods),
                 ("notMethods", &op.not_methods),
                 ("paths", &op.paths),
                 ("notPaths", &op.not_paths),
-            ] {
-                if !values.is_empty() {
-                    l7.push(format!("to.operation.{field}"));
-                }
-            }
-            let m = sec::Match {
-                destination_ports: ports(&op.ports),
-                not_destination_ports: ports(&op.not_ports),
-                ..Default::default()
-            };
-            if m == sec::Match::default() {
-                always = true;
-            }
-            matches.push(m);
+            ],
+            l7,
+        );
+        sec::Match {
+            destination_ports: ports(&op.ports),
+            not_destination_ports: ports(&op.not_ports),
+            ..Default::default()
         }
-        if !always {
-            clauses.push(sec::Clause { matches });
-        }
-    }
-    if !rule.from.is_empty() {
-        let mut matches = Vec::new();
-        let mut always = false;
-        for from in &rule.from {
-            let s = &from.source;
-            for (field, values) in [
+    });
+    clauses.extend(any_of(to.collect()));
+    let from = rule.from.iter().map(|from| {
+        let s = &from.source;
+        note_l7(
+            "from.source",
+            &[
                 ("requestPrincipals", &s.request_principals),
                 ("notRequestPrincipals", &s.not_request_principals),
                 ("remoteIpBlocks", &s.remote_ip_blocks),
                 ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
-            ] {
-                if !values.is_empty() {
-                    l7.push(format!("from.source.{field}"));
-                }
-            }
-            let m = sec::Match {
-                namespaces: strings(&s.namespaces),
-                not_namespaces: strings(&s.not_namespaces),
-                principals: strings(&s.principals),
-                not_principals: strings(&s.not_principals),
-                source_ips: addresses(&s.ip_blocks),
-                not_source_ips: addresses(&s.not_ip_blocks),
-                service_accounts: accounts(&s.service_accounts, namespace),
-                not_service_accounts: accounts(&s.not_service_accounts, namespace),
-                ..Default::default()
-            };
-            if m == sec::Match::default() {
-                always = true;
-            }
-            matches.push(m);
+            ],
+            l7,
+        );
+        sec::Match {
+            namespaces: strings(&s.namespaces),
+            not_namespaces: strings(&s.not_namespaces),
+            principals: strings(&s.principals),
+            not_principals: strings(&s.not_principals),
+            source_ips: addresses(&s.ip_blocks),
+            not_source_ips: addresses(&s.not_ip_blocks),
+            service_accounts: accounts(&s.service_accounts, namespace),
+            not_service_accounts: accounts(&s.not_service_accounts, namespace),
+            ..Default::default()
         }
-        if !always {
-            clauses.push(sec::Clause { matches });
-        }
-    }
+    });
+    let from: Vec<sec::Match> = from.collect();
+    clauses.extend(any_of(from));
     for condition in &rule.when {
         if !L4_CONDITION_KEYS.contains(&condition.key.as_str()) {
             l7.push(format!("when {}", condition.key));
@@ -237,6 +218,22 @@ fn clauses(
         clauses.push(sec::Clause { matches: vec![m] });
     }
     clauses
+}
+
+/// Records the HTTP-only fields (of `section`) that are set.
+fn note_l7(section: &str, fields: &[(&str, &Vec<String>)], l7: &mut Vec<String>) {
+    for (field, values) in fields {
+        if !values.is_empty() {
+            l7.push(format!("{section}.{field}"));
+        }
+    }
+}
+
+/// The clause "any of `matches`", or none when the list is empty or one entry has no L4
+/// condition (it matches anything, so the whole list does).
+fn any_of(matches: Vec<sec::Match>) -> Option<sec::Clause> {
+    let always = matches.iter().any(|m| *m == sec::Match::default());
+    (!matches.is_empty() && !always).then_some(sec::Clause { matches })
 }
 
 /// Istio's string forms: `*` any (present), `*x` suffix, `x*` prefix, else exact.
