@@ -95,6 +95,13 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0")]
         bind: std::net::IpAddr,
     },
+    /// Keep a command running: restart it a second after it exits; SIGTERM stops both
+    /// (the lab runs its components this way).
+    Supervise {
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// One HTTP GET (for pods without curl): prints the body; fails on a non-2xx status.
     Call {
         /// `http://host[:port][/path]`.
@@ -580,6 +587,11 @@ async fn dispatch(
                 bind,
             };
             echo::run(config, terminated()).await?;
+        }
+        Command::Supervise { command } => {
+            lab::supervise::run(&command, terminated())
+                .await
+                .map_err(anyhow::Error::msg)?;
         }
         Command::Call { url, timeout } => {
             let timeout = Duration::try_from_secs_f64(timeout).context("--timeout")?;

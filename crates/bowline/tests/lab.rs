@@ -401,3 +401,90 @@ fn bad_manifests_are_refused_naming_the_problem_and_nothing_is_left() {
         assert!(!left, "{name}: namespaces were left behind");
     }
 }
+
+/// The PID of the `bowline ztunnel` process (not its supervisor) in node `node`.
+fn ztunnel_pid(lab: &Lab, node: &str) -> Option<i32> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", &lab.namespace(&format!("node-{node}"))])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.iter().any(|a| *a == b"ztunnel") && !args.iter().any(|a| *a == b"supervise")
+        })
+}
+
+#[test]
+fn a_killed_ztunnel_comes_back_and_serves_its_pods_without_restarting_them() {
+    if !root_or_skip("a_killed_ztunnel_comes_back_and_serves_its_pods_without_restarting_them") {
+        return;
+    }
+    let lab = Lab::new("t5zt", MESH);
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    let (ok, body) = lab.call("shop/client", "http://server.shop/");
+    assert!(ok, "{body}");
+    let client_pid = |status: &str| -> String {
+        status
+            .lines()
+            .find(|l| l.contains("pod shop/client"))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .unwrap()
+            .to_owned()
+    };
+    let before = client_pid(&text(&lab.bowline(&["status", "--name", &lab.name])));
+
+    let old = ztunnel_pid(&lab, "node-1").expect("ztunnel of node-1 runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let new = ztunnel_pid(&lab, "node-1");
+        let ready = new.is_some_and(|p| p != old)
+            && lab
+                .bowline(&[
+                    "exec",
+                    "--name",
+                    &lab.name,
+                    "node/node-1",
+                    "--",
+                    "bowline",
+                    "call",
+                    "http://127.0.0.1:15021/healthz/ready",
+                ])
+                .status
+                .success();
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ztunnel did not come back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ready_at = Instant::now();
+    let mut attempts = 0;
+    while !lab.call("shop/client", "http://server.shop/").0 {
+        attempts += 1;
+        assert!(attempts < 100, "calls never worked again");
+    }
+    let after_ready = ready_at.elapsed();
+    assert!(
+        after_ready < Duration::from_secs(1),
+        "calls worked {after_ready:?} after ztunnel was ready"
+    );
+    let after = client_pid(&text(&lab.bowline(&["status", "--name", &lab.name])));
+    assert_eq!(before, after, "the pod was not restarted");
+    let agent_log =
+        std::fs::read_to_string(lab.state.path().join(&lab.name).join("logs/cni-node-1.log"))
+            .unwrap();
+    assert!(
+        agent_log.matches("ztunnel connected; replaying").count() >= 2,
+        "the agent replayed its pods to the new ztunnel: {agent_log}"
+    );
+}

@@ -449,7 +449,7 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
     }
     std::fs::write(dir.join("config/lab.yaml"), config_text)?;
     let cp_state = dir.join("control-plane");
-    let pid = spawn(
+    let pid = spawn_component(
         &router,
         &options.binary,
         &[
@@ -469,7 +469,6 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
             "--tls-name".into(),
             CONTROL_PLANE_IP.into(),
         ],
-        &[],
         &dir.join("logs/control-plane.log"),
     )?;
     state
@@ -504,7 +503,7 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
         let token_file = dir.join("nodes").join(format!("{node}.token"));
         std::fs::write(&token_file, token.stdout)?;
         let socket = dir.join("nodes").join(format!("{node}.sock"));
-        let pid = spawn(
+        let pid = spawn_component(
             &node_ns,
             &options.binary,
             &[
@@ -520,14 +519,13 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
                 "--netns-prefix".into(),
                 pod_prefix(lab),
             ],
-            &[],
             &dir.join(format!("logs/cni-{node}.log")),
         )?;
         state
             .processes
             .push((format!("cni {node}"), pid, node_ns.clone()));
         state.save(&dir)?;
-        let pid = spawn(
+        let pid = spawn_component(
             &node_ns,
             &options.binary,
             &[
@@ -551,7 +549,6 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
                 "--drain-seconds".into(),
                 "1".into(),
             ],
-            &[],
             &dir.join(format!("logs/ztunnel-{node}.log")),
         )?;
         state
@@ -679,6 +676,20 @@ fn enrolled(pod: &k8s::Pod, namespace_labels: Option<&k8s::Labels>) -> bool {
             .and_then(|l| l.get(k8s::DATAPLANE_MODE))
             .is_some_and(|m| m == "ambient"),
     }
+}
+
+/// Starts a mesh component (`bowline ARGS…`) inside namespace `ns` under
+/// `bowline supervise`, so it is restarted if it dies; returns the supervisor's PID.
+fn spawn_component(ns: &str, binary: &Path, args: &[String], log: &Path) -> Result<u32, LabError> {
+    let mut argv = vec![
+        "--log".to_owned(),
+        "info".to_owned(),
+        "supervise".to_owned(),
+        "--".to_owned(),
+        binary.display().to_string(),
+    ];
+    argv.extend(args.iter().cloned());
+    spawn(ns, binary, &argv, &[], log)
 }
 
 /// Starts `program args` inside namespace `ns` with its output in `log`; returns its PID.
