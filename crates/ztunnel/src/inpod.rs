@@ -174,10 +174,19 @@ impl Pods {
         } else {
             None
         };
-        // Certificates are fetched eagerly so the first connection does not wait; a
-        // failure here is retried on first use.
-        if let Err(error) = self.inputs.manager.fetch(&identity).await {
-            tracing::warn!(pod = %name, %error, "no certificate yet; will retry on first connection");
+        // The certificate is fetched eagerly, in the background, so the first connection
+        // does not wait for it and the node agent's hand-over does not wait either (a
+        // connection arriving first waits on the same fetch); a failure is retried on
+        // first use. Readiness reports pods whose certificate is still missing.
+        {
+            let manager = self.inputs.manager.clone();
+            let identity = identity.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                if let Err(error) = manager.fetch(&identity).await {
+                    tracing::warn!(pod = %name, %error, "no certificate yet; will retry on first connection");
+                }
+            });
         }
         let (removed_tx, removed_rx) = tokio::sync::watch::channel(false);
         let pool = hbone::Pool::with_dialer(
