@@ -95,7 +95,7 @@ impl CaService {
 
     fn scheduled_on(&self, identity: &SpiffeId, node: &str) -> bool {
         let snapshot = self.store.load();
-        snapshot.objects.values().any(|r| match r {
+        snapshot.objects.values().any(|r| match &r.resource {
             config::Resource::Pod(pod) => {
                 pod.spec.node_name.as_deref() == Some(node)
                     && pod.metadata.namespace() == identity.namespace()

@@ -134,8 +134,11 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
         }
         (Method::GET, "/debug/config") => {
             let snapshot = state.store.load();
-            let objects: Vec<serde_json::Value> =
-                snapshot.objects.values().map(|r| r.to_json()).collect();
+            let objects: Vec<serde_json::Value> = snapshot
+                .objects
+                .values()
+                .map(|r| r.resource.to_json())
+                .collect();
             json_response(
                 StatusCode::OK,
                 &json!({
@@ -209,11 +212,12 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
 pub fn save_applied(store: &Store, file: &std::path::Path) -> std::io::Result<()> {
     let snapshot = store.load();
     let mut text = String::new();
-    for (key, resource) in &snapshot.objects {
-        if snapshot.origins.get(key) == Some(&Origin::Api) {
+    for stored in snapshot.objects.values() {
+        if stored.origin == Origin::Api {
             text.push_str("---\n");
             text.push_str(
-                &serde_json::to_string(&resource.to_json()).map_err(std::io::Error::other)?,
+                &serde_json::to_string(&stored.resource.to_json())
+                    .map_err(std::io::Error::other)?,
             );
             text.push('\n');
         }

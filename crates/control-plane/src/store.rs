@@ -23,6 +23,21 @@ pub enum Origin {
     Api,
 }
 
+/// A stored object and its origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The object.
+    pub resource: Resource,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl translate::AsResource for Arc<Stored> {
+    fn resource(&self) -> &Resource {
+        &self.resource
+    }
+}
+
 /// One resource ready to send: its name, version (a hash of its bytes) and encoding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Published {
@@ -85,10 +100,9 @@ const DELTA_HISTORY: usize = 256;
 pub struct Snapshot {
     /// Increases with every accepted change.
     pub version: u64,
-    /// The user's objects.
-    pub objects: BTreeMap<ObjectKey, Resource>,
-    /// Their origins.
-    pub origins: BTreeMap<ObjectKey, Origin>,
+    /// The user's objects and where each came from (shared between versions, so a change
+    /// copies pointers, not objects).
+    pub objects: BTreeMap<ObjectKey, Arc<Stored>>,
     /// The translation.
     pub compiled: Compiled,
     /// `istio.workload.Address` resources, encoded.
@@ -133,6 +147,9 @@ pub struct Change {
     pub object: String,
     /// What happened (or would, in a dry run).
     pub outcome: Outcome,
+    /// The object's key.
+    #[serde(skip)]
+    pub key: ObjectKey,
 }
 
 /// The store.
@@ -174,7 +191,7 @@ impl Store {
 
     /// Creates or replaces `resources` (from `origin`); with `dry_run`, only reports.
     pub fn apply(&self, resources: Vec<Resource>, origin: &Origin, dry_run: bool) -> Vec<Change> {
-        self.change(dry_run, |objects, origins| {
+        self.change(dry_run, |objects| {
             resources
                 .into_iter()
                 .map(|resource| {
@@ -182,12 +199,21 @@ impl Store {
                     let object = key.to_string();
                     let outcome = match objects.get(&key) {
                         None => Outcome::Created,
-                        Some(old) if *old == resource => Outcome::Unchanged,
+                        Some(old) if old.resource == resource => Outcome::Unchanged,
                         Some(_) => Outcome::Configured,
                     };
-                    origins.insert(key.clone(), origin.clone());
-                    objects.insert(key, resource);
-                    Change { object, outcome }
+                    objects.insert(
+                        key.clone(),
+                        Arc::new(Stored {
+                            resource,
+                            origin: origin.clone(),
+                        }),
+                    );
+                    Change {
+                        object,
+                        outcome,
+                        key,
+                    }
                 })
                 .collect()
         })
@@ -195,11 +221,10 @@ impl Store {
 
     /// Removes the objects with these keys.
     pub fn delete(&self, keys: Vec<ObjectKey>, dry_run: bool) -> Vec<Change> {
-        self.change(dry_run, |objects, origins| {
+        self.change(dry_run, |objects| {
             keys.into_iter()
                 .map(|key| {
                     let outcome = if objects.remove(&key).is_some() {
-                        origins.remove(&key);
                         Outcome::Deleted
                     } else {
                         Outcome::NotFound
@@ -207,6 +232,7 @@ impl Store {
                     Change {
                         object: key.to_string(),
                         outcome,
+                        key,
                     }
                 })
                 .collect()
@@ -215,35 +241,45 @@ impl Store {
 
     /// Makes `origin`'s objects exactly `resources` (a re-read file).
     pub fn replace_origin(&self, origin: &Origin, resources: Vec<Resource>) -> Vec<Change> {
-        self.change(false, |objects, origins| {
+        self.change(false, |objects| {
             let mut changes = Vec::new();
             let incoming: BTreeMap<ObjectKey, Resource> =
                 resources.into_iter().map(|r| (r.key(), r)).collect();
-            let gone: Vec<ObjectKey> = origins
+            let gone: Vec<ObjectKey> = objects
                 .iter()
-                .filter(|(key, o)| *o == origin && !incoming.contains_key(*key))
+                .filter(|(key, o)| o.origin == *origin && !incoming.contains_key(*key))
                 .map(|(key, _)| key.clone())
                 .collect();
             for key in gone {
                 objects.remove(&key);
-                origins.remove(&key);
                 changes.push(Change {
                     object: key.to_string(),
                     outcome: Outcome::Deleted,
+                    key,
                 });
             }
             for (key, resource) in incoming {
                 let outcome = match objects.get(&key) {
                     None => Outcome::Created,
-                    Some(old) if *old == resource => Outcome::Unchanged,
+                    Some(old) if old.resource == resource && old.origin == *origin => {
+                        Outcome::Unchanged
+                    }
                     Some(_) => Outcome::Configured,
                 };
-                origins.insert(key.clone(), origin.clone());
                 changes.push(Change {
                     object: key.to_string(),
-                    outcome,
+                    outcome: outcome.clone(),
+                    key: key.clone(),
                 });
-                objects.insert(key, resource);
+                if outcome != Outcome::Unchanged {
+                    objects.insert(
+                        key,
+                        Arc::new(Stored {
+                            resource,
+                            origin: origin.clone(),
+                        }),
+                    );
+                }
             }
             changes
         })
@@ -252,17 +288,13 @@ impl Store {
     fn change(
         &self,
         dry_run: bool,
-        edit: impl FnOnce(
-            &mut BTreeMap<ObjectKey, Resource>,
-            &mut BTreeMap<ObjectKey, Origin>,
-        ) -> Vec<Change>,
+        edit: impl FnOnce(&mut BTreeMap<ObjectKey, Arc<Stored>>) -> Vec<Change>,
     ) -> Vec<Change> {
         let mut history = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let started = std::time::Instant::now();
         let current = self.current.load_full();
         let mut objects = current.objects.clone();
-        let mut origins = current.origins.clone();
-        let changes = edit(&mut objects, &mut origins);
+        let changes = edit(&mut objects);
         let changed = changes.iter().any(|c| {
             matches!(
                 c.outcome,
@@ -273,10 +305,31 @@ impl Store {
             return changes;
         }
         let cloned = started.elapsed();
-        let compiled = translate::translate(&objects, &self.settings);
+        // Only the namespaces a change can affect are translated again.
+        let touched = changes
+            .iter()
+            .filter(|c| c.outcome != Outcome::Unchanged && c.outcome != Outcome::NotFound)
+            .map(|c| &c.key);
+        let compiled = match translate::affected_namespaces(touched, &objects, &self.settings) {
+            Some(namespaces) if current.version > 0 => translate::translate_namespaces(
+                &objects,
+                &self.settings,
+                &current.compiled,
+                &namespaces,
+            ),
+            _ => translate::translate(&objects, &self.settings),
+        };
         let translated = started.elapsed();
-        let addresses = publish(&compiled.addresses, &current.addresses);
-        let authorizations = publish(&compiled.authorizations, &current.authorizations);
+        let addresses = publish(
+            &compiled.addresses,
+            &current.compiled.addresses,
+            &current.addresses,
+        );
+        let authorizations = publish(
+            &compiled.authorizations,
+            &current.compiled.authorizations,
+            &current.authorizations,
+        );
         let delta = (
             Delta::between(&current.addresses, &addresses),
             Delta::between(&current.authorizations, &authorizations),
@@ -291,7 +344,6 @@ impl Store {
             addresses,
             authorizations,
             objects,
-            origins,
             compiled,
             delta,
         };
@@ -330,15 +382,24 @@ impl Store {
     }
 }
 
-/// Encodes every resource once, so each client push only copies pointers; unchanged
-/// resources keep the previous version's allocation.
+/// Encodes every resource once, so each client push only copies pointers. A resource
+/// that is the very one of the previous version (kept by a partial translation) keeps its
+/// previous encoding; one that was rebuilt is encoded, and keeps the previous allocation
+/// when its bytes did not change.
 fn publish<M: Message + prost::Name>(
-    resources: &BTreeMap<String, M>,
+    resources: &BTreeMap<String, Arc<M>>,
+    previous_compiled: &BTreeMap<String, Arc<M>>,
     previous: &PublishedSet,
 ) -> PublishedSet {
     resources
         .iter()
         .map(|(name, message)| {
+            if let (Some(old_message), Some(old)) =
+                (previous_compiled.get(name), previous.get(name))
+                && Arc::ptr_eq(old_message, message)
+            {
+                return (name.clone(), old.clone());
+            }
             let value = message.encode_to_vec();
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             value.hash(&mut hasher);

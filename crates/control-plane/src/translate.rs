@@ -19,6 +19,7 @@ mod waypoint;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use config::resources::{self as k8s, IntOrString, Labels};
 use config::{ObjectKey, Resource};
@@ -51,10 +52,11 @@ impl Default for MeshSettings {
 /// The compiled mesh: resources by xDS name, and what could not be fully applied.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Compiled {
-    /// `istio.workload.Address` by name (workload uid, or `namespace/hostname`).
-    pub addresses: BTreeMap<String, wire::Address>,
+    /// `istio.workload.Address` by name (workload uid, or `namespace/hostname`). Shared,
+    /// so a partial recompile keeps the untouched ones without copying them.
+    pub addresses: BTreeMap<String, Arc<wire::Address>>,
     /// `istio.security.Authorization` by `namespace/name`.
-    pub authorizations: BTreeMap<String, xds::security::Authorization>,
+    pub authorizations: BTreeMap<String, Arc<xds::security::Authorization>>,
     /// Messages about resources applied partly or not at all, by object.
     pub status: BTreeMap<String, Vec<String>>,
 }
@@ -66,7 +68,7 @@ impl Compiled {
 
     /// The workload with this uid.
     pub fn workload(&self, uid: &str) -> Option<&wire::Workload> {
-        match self.addresses.get(uid)?.r#type.as_ref()? {
+        match self.addresses.get(uid)?.as_ref().r#type.as_ref()? {
             wire::address::Type::Workload(w) => Some(w),
             wire::address::Type::Service(_) => None,
         }
@@ -74,10 +76,22 @@ impl Compiled {
 
     /// The service with this `namespace/hostname`.
     pub fn service(&self, key: &str) -> Option<&wire::Service> {
-        match self.addresses.get(key)?.r#type.as_ref()? {
+        match self.addresses.get(key)?.as_ref().r#type.as_ref()? {
             wire::address::Type::Service(s) => Some(s),
             wire::address::Type::Workload(_) => None,
         }
+    }
+}
+
+/// Something that holds a user resource (the store keeps more beside it).
+pub trait AsResource {
+    /// The resource.
+    fn resource(&self) -> &Resource;
+}
+
+impl AsResource for Resource {
+    fn resource(&self) -> &Resource {
+        self
     }
 }
 
@@ -102,7 +116,7 @@ pub(crate) struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn new(objects: &'a BTreeMap<ObjectKey, Resource>, settings: &'a MeshSettings) -> Self {
+    fn new<R: AsResource>(objects: &'a BTreeMap<ObjectKey, R>, settings: &'a MeshSettings) -> Self {
         let mut index = Index {
             settings,
             namespaces: BTreeMap::new(),
@@ -114,7 +128,7 @@ impl<'a> Index<'a> {
             services_by_namespace: BTreeMap::new(),
             selector_policies: BTreeMap::new(),
         };
-        for resource in objects.values() {
+        for resource in objects.values().map(AsResource::resource) {
             match resource {
                 Resource::Namespace(ns) => {
                     index.namespaces.insert(&ns.metadata.name, ns);
@@ -202,28 +216,135 @@ pub fn pod_addresses(pod: &k8s::Pod) -> Vec<IpAddr> {
 }
 
 /// Compiles a snapshot.
-pub fn translate(objects: &BTreeMap<ObjectKey, Resource>, settings: &MeshSettings) -> Compiled {
+pub fn translate<R: AsResource>(
+    objects: &BTreeMap<ObjectKey, R>,
+    settings: &MeshSettings,
+) -> Compiled {
+    compile(objects, settings, None)
+}
+
+/// Which namespaces a change of these objects can affect: `None` when it can affect any
+/// (gateways, peer authentication, mesh-wide policies, a waypoint's service), else the
+/// set (empty when nothing that is translated changed).
+pub fn affected_namespaces<'a, R>(
+    changed: impl IntoIterator<Item = &'a ObjectKey>,
+    objects: &BTreeMap<ObjectKey, R>,
+    settings: &MeshSettings,
+) -> Option<std::collections::BTreeSet<String>> {
+    use config::Kind;
+    let mut namespaces = std::collections::BTreeSet::new();
+    for key in changed {
+        match key.kind {
+            Kind::Gateway | Kind::PeerAuthentication => return None,
+            Kind::AuthorizationPolicy if key.namespace == settings.root_namespace => return None,
+            Kind::Service => {
+                let is_waypoint = objects.contains_key(&ObjectKey {
+                    kind: Kind::Gateway,
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                });
+                if is_waypoint {
+                    return None;
+                }
+                namespaces.insert(key.namespace.clone());
+            }
+            Kind::Namespace => {
+                namespaces.insert(key.name.clone());
+            }
+            Kind::Pod | Kind::AuthorizationPolicy => {
+                namespaces.insert(key.namespace.clone());
+            }
+            Kind::Node
+            | Kind::ServiceAccount
+            | Kind::RequestAuthentication
+            | Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::ServiceEntry
+            | Kind::HTTPRoute => {}
+        }
+    }
+    Some(namespaces)
+}
+
+/// Recompiles only the resources of `namespaces`, keeping `previous` for the others.
+/// Equal to [`translate`] when `namespaces` came from [`affected_namespaces`].
+pub fn translate_namespaces<R: AsResource>(
+    objects: &BTreeMap<ObjectKey, R>,
+    settings: &MeshSettings,
+    previous: &Compiled,
+    namespaces: &std::collections::BTreeSet<String>,
+) -> Compiled {
+    let mut out = compile(objects, settings, Some(namespaces));
+    let keep = |name: &str| !namespaces.contains(resource_namespace(name));
+    for (name, address) in &previous.addresses {
+        if keep(name) {
+            out.addresses
+                .entry(name.clone())
+                .or_insert_with(|| address.clone());
+        }
+    }
+    for (name, policy) in &previous.authorizations {
+        if keep(name) {
+            out.authorizations
+                .entry(name.clone())
+                .or_insert_with(|| policy.clone());
+        }
+    }
+    for (object, messages) in &previous.status {
+        let namespace = object
+            .split_once(' ')
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map_or("", |(ns, _)| ns);
+        if !namespaces.contains(namespace) {
+            out.status
+                .entry(object.clone())
+                .or_insert_with(|| messages.clone());
+        }
+    }
+    out
+}
+
+/// The namespace in an xDS resource name: `<cluster>//Pod/<ns>/<name>` or `<ns>/<rest>`.
+fn resource_namespace(name: &str) -> &str {
+    match name.split_once("//Pod/") {
+        Some((_, rest)) => rest.split_once('/').map_or(rest, |(ns, _)| ns),
+        None => name.split_once('/').map_or(name, |(ns, _)| ns),
+    }
+}
+
+fn compile<R: AsResource>(
+    objects: &BTreeMap<ObjectKey, R>,
+    settings: &MeshSettings,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> Compiled {
     let index = Index::new(objects, settings);
+    let wanted = |namespace: &str| only.is_none_or(|set| set.contains(namespace));
     let mut out = Compiled::default();
     for service in &index.services {
+        if !wanted(service.metadata.namespace()) {
+            continue;
+        }
         let compiled = service_resource(&index, service, &mut out);
         let key = format!("{}/{}", compiled.namespace, compiled.hostname);
         out.addresses.insert(
             key,
-            wire::Address {
+            Arc::new(wire::Address {
                 r#type: Some(wire::address::Type::Service(compiled)),
-            },
+            }),
         );
     }
     let peer = peer::PeerPolicies::new(&index, &mut out);
-    authz::policies(&index, &mut out);
+    authz::policies(&index, &mut out, &wanted);
     for pod in &index.pods {
+        if !wanted(pod.metadata.namespace()) {
+            continue;
+        }
         if let Some(workload) = workload_resource(&index, pod, &peer, &mut out) {
             out.addresses.insert(
                 workload.uid.clone(),
-                wire::Address {
+                Arc::new(wire::Address {
                     r#type: Some(wire::address::Type::Workload(workload)),
-                },
+                }),
             );
         }
     }

@@ -21,9 +21,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use config::Resource;
-use config::resources as k8s;
 use netns::{Namespace, links};
 use serde::{Deserialize, Serialize};
+
+use plan::plan;
+
+mod plan;
 
 /// The control plane's address on the router's loopback.
 pub const CONTROL_PLANE_IP: &str = "10.255.0.1";
@@ -130,190 +133,6 @@ pub struct UpOptions {
     pub name: String,
     /// The `bowline` binary to run components with.
     pub binary: PathBuf,
-}
-
-struct Plan {
-    nodes: Vec<(String, ipnet_lite::Cidr)>,
-    pods: Vec<(k8s::Pod, String, Ipv4Addr)>,
-    services: Vec<(String, String)>,
-    rest: Vec<Resource>,
-    all: Vec<Resource>,
-}
-
-mod ipnet_lite {
-    use std::net::Ipv4Addr;
-
-    /// An IPv4 CIDR handing out host addresses from .2 up.
-    #[derive(Debug, Clone, Copy)]
-    pub(super) struct Cidr {
-        pub(super) base: Ipv4Addr,
-        pub(super) next: u32,
-        pub(super) size: u32,
-    }
-
-    impl Cidr {
-        pub(super) fn parse(text: &str) -> Option<Self> {
-            let (ip, len) = text.split_once('/')?;
-            let ip: Ipv4Addr = ip.parse().ok()?;
-            let len: u32 = len.parse().ok().filter(|l| *l <= 30)?;
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            Some(Self {
-                base: Ipv4Addr::from(u32::from(ip) & mask),
-                next: 2,
-                size: 1u32 << (32 - len),
-            })
-        }
-
-        pub(super) fn allocate(&mut self) -> Option<Ipv4Addr> {
-            if self.next + 1 >= self.size {
-                return None;
-            }
-            let ip = Ipv4Addr::from(u32::from(self.base) + self.next);
-            self.next += 1;
-            Some(ip)
-        }
-    }
-}
-
-/// Reads and checks the lab's YAML: nodes, pods placed and addressed, service VIPs.
-fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
-    let mut all = Vec::new();
-    let mut sources: Vec<PathBuf> = Vec::new();
-    for path in files {
-        if path.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.extension()
-                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-                })
-                .collect();
-            entries.sort();
-            sources.extend(entries);
-        } else if path.exists() {
-            sources.push(path.clone());
-        } else {
-            return invalid(format!("{}: no such file or directory", path.display()));
-        }
-    }
-    for source in &sources {
-        let text = std::fs::read_to_string(source)?;
-        let docs = config::parse_documents(&text, &source.display().to_string())
-            .map_err(|e| LabError::Invalid(e.to_string()))?;
-        all.extend(docs);
-    }
-    let mut nodes: Vec<(String, ipnet_lite::Cidr)> = Vec::new();
-    for (i, r) in all.iter().enumerate() {
-        if let Resource::Node(node) = r {
-            let cidr_text = node
-                .spec
-                .pod_cidr
-                .clone()
-                .unwrap_or_else(|| format!("10.{}.0.0/24", 10 + nodes.len()));
-            let Some(cidr) = ipnet_lite::Cidr::parse(&cidr_text) else {
-                return invalid(format!(
-                    "Node {} (object {}): spec.podCIDR {cidr_text:?} must be an IPv4 CIDR of /30 or larger",
-                    node.metadata.name,
-                    i + 1
-                ));
-            };
-            nodes.push((node.metadata.name.clone(), cidr));
-        }
-    }
-    if nodes.is_empty() {
-        for (i, name) in ["node-1", "node-2"].iter().enumerate() {
-            let cidr = ipnet_lite::Cidr::parse(&format!("10.{}.0.0/24", 10 + i))
-                .ok_or_else(|| LabError::Invalid("default CIDR".into()))?;
-            nodes.push(((*name).to_owned(), cidr));
-        }
-    }
-    let mut pods = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut spread = 0usize;
-    for r in &all {
-        let Resource::Pod(pod) = r else { continue };
-        let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
-        if !seen.insert(key.clone()) {
-            return invalid(format!(
-                "Pod {key} is defined twice; pod names must be unique in a namespace"
-            ));
-        }
-        let node = match &pod.spec.node_name {
-            Some(node) => node.clone(),
-            None => {
-                let node = nodes[spread % nodes.len()].0.clone();
-                spread += 1;
-                node
-            }
-        };
-        let Some((_, cidr)) = nodes.iter_mut().find(|(n, _)| *n == node) else {
-            let known: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
-            return invalid(format!(
-                "Pod {key}: spec.nodeName {node:?} is not a node of this lab ({})",
-                known.join(", ")
-            ));
-        };
-        let ip = cidr
-            .allocate()
-            .ok_or_else(|| LabError::Invalid(format!("node {node}: pod CIDR is full")))?;
-        let mut pod = pod.clone();
-        pod.spec.node_name = Some(node.clone());
-        pod.status.pod_ip = Some(ip.to_string());
-        pods.push((pod, node, ip));
-    }
-    let mut services = Vec::new();
-    let mut vip = 100u32;
-    let mut rest = Vec::new();
-    for r in &all {
-        match r {
-            Resource::Pod(_) | Resource::Node(_) => {}
-            Resource::Service(service) => {
-                let ns = service.metadata.namespace();
-                let key = format!("{ns}/{}", service.metadata.name);
-                let selects = pods.iter().any(|(p, _, _)| {
-                    p.metadata.namespace() == ns
-                        && !service.spec.selector.is_empty()
-                        && service
-                            .spec
-                            .selector
-                            .iter()
-                            .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
-                });
-                let is_waypoint = service
-                    .metadata
-                    .labels
-                    .contains_key("gateway.istio.io/managed");
-                if !selects && !is_waypoint {
-                    return invalid(format!(
-                        "Service {key} selects no pod of this lab (selector {:?}); fix the selector or the pods' labels",
-                        service.spec.selector
-                    ));
-                }
-                let mut service = service.clone();
-                let ip = match &service.spec.cluster_ip {
-                    Some(ip) => ip.clone(),
-                    None => {
-                        vip += 1;
-                        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + vip)
-                            .to_string();
-                        service.spec.cluster_ip = Some(ip.clone());
-                        ip
-                    }
-                };
-                services.push((key, ip));
-                rest.push(Resource::Service(service));
-            }
-            other => rest.push(other.clone()),
-        }
-    }
-    Ok(Plan {
-        nodes,
-        pods,
-        services,
-        rest,
-        all,
-    })
 }
 
 fn ns_name(lab: &str, kind: &str, rest: &str) -> String {
@@ -630,7 +449,7 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
             }
             _ => None,
         });
-        if !enrolled(pod, ns_labels) {
+        if !control_plane::translate::enrolled(pod, ns_labels) {
             continue;
         }
         let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
@@ -658,24 +477,6 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
         }
     }
     Ok(state)
-}
-
-fn enrolled(pod: &k8s::Pod, namespace_labels: Option<&k8s::Labels>) -> bool {
-    if pod.spec.host_network {
-        return false;
-    }
-    match pod
-        .metadata
-        .labels
-        .get(k8s::DATAPLANE_MODE)
-        .map(String::as_str)
-    {
-        Some("none") => false,
-        Some("ambient") => true,
-        _ => namespace_labels
-            .and_then(|l| l.get(k8s::DATAPLANE_MODE))
-            .is_some_and(|m| m == "ambient"),
-    }
 }
 
 /// Starts a mesh component (`bowline ARGS…`) inside namespace `ns` under

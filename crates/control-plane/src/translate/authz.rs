@@ -14,8 +14,11 @@ use xds::security as sec;
 
 use super::{Compiled, Index};
 
-pub(super) fn policies(index: &Index<'_>, out: &mut Compiled) {
+pub(super) fn policies(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str) -> bool) {
     for policy in &index.policies {
+        if !wanted(policy.metadata.namespace()) {
+            continue;
+        }
         let object = format!(
             "AuthorizationPolicy {}/{}",
             policy.metadata.namespace(),
@@ -32,7 +35,7 @@ pub(super) fn policies(index: &Index<'_>, out: &mut Compiled) {
         let compiled = compile(index, policy, &object, out);
         out.authorizations.insert(
             format!("{}/{}", compiled.namespace, compiled.name),
-            compiled,
+            std::sync::Arc::new(compiled),
         );
     }
 }

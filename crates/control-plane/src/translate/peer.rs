@@ -47,14 +47,14 @@ impl PeerPolicies {
         if any {
             out.authorizations.insert(
                 format!("{root}/{STATIC_STRICT}"),
-                sec::Authorization {
+                std::sync::Arc::new(sec::Authorization {
                     name: STATIC_STRICT.into(),
                     namespace: root.clone(),
                     scope: sec::Scope::WorkloadSelector as i32,
                     action: sec::Action::Deny as i32,
                     rules: vec![no_identity_rule(Vec::new(), Vec::new())],
                     ..Default::default()
-                },
+                }),
             );
         }
         for peer in &index.peer_authentications {
@@ -90,14 +90,14 @@ impl PeerPolicies {
             };
             out.authorizations.insert(
                 format!("{namespace}/{name}"),
-                sec::Authorization {
+                std::sync::Arc::new(sec::Authorization {
                     name,
                     namespace: namespace.to_owned(),
                     scope: sec::Scope::WorkloadSelector as i32,
                     action: sec::Action::Deny as i32,
                     rules,
                     ..Default::default()
-                },
+                }),
             );
         }
         Self { any, root }

@@ -435,3 +435,62 @@ fn waypoint_binding_follows_istios_precedence() {
     let c = compile(&format!("{bound_ns}{no_service}"));
     assert!(c.status["Service shop/reviews"][0].contains("no Service yet"));
 }
+
+fn objects(yaml: &str) -> BTreeMap<ObjectKey, Resource> {
+    config::parse_documents(yaml, "test.yaml")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key(), r))
+        .collect()
+}
+
+#[test]
+fn recompiling_only_the_affected_namespaces_gives_the_full_result() {
+    let settings = MeshSettings::default();
+    let other_ns = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: x-0, namespace: legacy, labels: {app: x}}\nstatus: {podIP: 10.2.0.9}\n";
+    let before_yaml = format!(
+        "{}{other_ns}",
+        policy_yaml("  rules: [{from: [{source: {namespaces: [legacy]}}]}]\n")
+    );
+    let before = objects(&before_yaml);
+    let previous = translate(&before, &settings);
+    let edits = [
+        // A pod's label changes (its services and policies follow).
+        before_yaml.replace(
+            "labels: {app: reviews, version: v2}",
+            "labels: {app: other, version: v3}",
+        ),
+        // A policy changes.
+        before_yaml.replace("namespaces: [legacy]", "namespaces: [shop]"),
+        // A namespace label changes (enrolment of its pods).
+        before_yaml.replace(
+            "metadata: {name: legacy}",
+            "metadata: {name: legacy, labels: {istio.io/dataplane-mode: ambient}}",
+        ),
+        // A service is renamed (one removed, one created).
+        before_yaml.replace(
+            "kind: Service\nmetadata: {name: reviews, namespace: shop}",
+            "kind: Service\nmetadata: {name: reviews2, namespace: shop}",
+        ),
+    ];
+    for edited in edits {
+        let after = objects(&edited);
+        let changed: Vec<ObjectKey> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|k| before.get(*k) != after.get(*k))
+            .cloned()
+            .collect();
+        let namespaces = affected_namespaces(&changed, &after, &settings).expect("a local change");
+        assert!(!namespaces.is_empty());
+        let partial = translate_namespaces(&after, &settings, &previous, &namespaces);
+        assert_eq!(partial, translate(&after, &settings), "after {changed:?}");
+    }
+    // Gateways and peer authentication can affect every namespace.
+    let gateway = ObjectKey {
+        kind: config::Kind::Gateway,
+        namespace: "shop".into(),
+        name: "waypoint".into(),
+    };
+    assert_eq!(affected_namespaces([&gateway], &before, &settings), None);
+}
