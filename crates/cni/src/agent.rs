@@ -17,9 +17,7 @@ use netns::Namespace;
 use netns::capture::{self, CaptureSpec};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use xds::discovery::DeltaDiscoveryRequest;
-use xds::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use xds::ads_client::AdsStream;
 
 use crate::zds::{AgentError, AgentSocket, PodRef, ZtunnelConnection};
 
@@ -311,29 +309,20 @@ async fn pods_session(
     config: &AgentConfig,
     pods: &watch::Sender<Option<BTreeMap<String, EnrolledPod>>>,
 ) -> Result<(), String> {
-    let channel = xds::transport::channel(&config.xds_url, config.root_pem.as_deref())?;
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
-    let (tx, rx) = mpsc::channel(4);
     let node = xds::core::Node {
         id: format!("cni~{}", config.node_name),
         ..Default::default()
     };
-    tx.send(DeltaDiscoveryRequest {
-        type_url: xds::ADDRESS_TYPE_URL.into(),
-        node: Some(node),
-        ..Default::default()
-    })
-    .await
-    .map_err(|_| "request stream closed".to_owned())?;
-    let mut stream = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| s.message().to_owned())?
-        .into_inner();
+    let mut stream = AdsStream::open(
+        &config.xds_url,
+        config.root_pem.as_deref(),
+        node,
+        vec![(xds::ADDRESS_TYPE_URL.to_owned(), Default::default())],
+    )
+    .await?;
     // Every workload of this node by uid (enrolled or not), rebuilt from deltas.
     let mut all: BTreeMap<String, (EnrolledPod, bool)> = BTreeMap::new();
-    while let Some(response) = stream.message().await.map_err(|s| s.message().to_owned())? {
+    while let Some(response) = stream.next().await? {
         for resource in &response.resources {
             let Some(any) = &resource.resource else {
                 continue;
@@ -374,13 +363,7 @@ async fn pods_session(
             .map(|(p, _)| (p.uid.clone(), p.clone()))
             .collect();
         pods.send_replace(Some(enrolled));
-        tx.send(DeltaDiscoveryRequest {
-            type_url: response.type_url.clone(),
-            response_nonce: response.nonce.clone(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|_| "request stream closed".to_owned())?;
+        stream.answer(&response, None).await?;
     }
     Ok(())
 }

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use xds::discovery::DeltaDiscoveryRequest;
-use xds::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use xds::ads_client::AdsStream;
 
 use hbone::bench::{median, percentile};
 
@@ -299,34 +297,17 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
 
 /// One simulated ztunnel: wildcard on both types, ACKs everything, reports what it got.
 async fn client(id: usize, url: String, seen: mpsc::UnboundedSender<(usize, Seen)>) {
-    let Ok(channel) = xds::transport::channel(&url, None) else {
+    let node = xds::core::Node {
+        id: format!("ztunnel~127.0.0.1~ztunnel-{id}.istio-system~istio-system.svc.cluster.local"),
+        ..Default::default()
+    };
+    let types = [xds::ADDRESS_TYPE_URL, xds::AUTHORIZATION_TYPE_URL]
+        .map(|t| (t.to_owned(), Default::default()))
+        .to_vec();
+    let Ok(mut stream) = AdsStream::open(&url, None, node, types).await else {
         return;
     };
-    let mut ads =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
-    let (tx, rx) = mpsc::channel(8);
-    for type_url in [xds::ADDRESS_TYPE_URL, xds::AUTHORIZATION_TYPE_URL] {
-        let _ = tx
-            .send(DeltaDiscoveryRequest {
-                type_url: type_url.into(),
-                node: Some(xds::core::Node {
-                    id: format!(
-                        "ztunnel~127.0.0.1~ztunnel-{id}.istio-system~istio-system.svc.cluster.local"
-                    ),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await;
-    }
-    let Ok(response) = ads
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-    else {
-        return;
-    };
-    let mut stream = response.into_inner();
-    while let Ok(Some(response)) = stream.message().await {
+    while let Ok(Some(response)) = stream.next().await {
         let at = Instant::now();
         let bytes = response
             .resources
@@ -334,13 +315,7 @@ async fn client(id: usize, url: String, seen: mpsc::UnboundedSender<(usize, Seen
             .map(|r| r.resource.as_ref().map_or(0, |a| a.value.len() as u64))
             .sum();
         let names = response.resources.iter().map(|r| r.name.clone()).collect();
-        let _ = tx
-            .send(DeltaDiscoveryRequest {
-                type_url: response.type_url.clone(),
-                response_nonce: response.nonce.clone(),
-                ..Default::default()
-            })
-            .await;
+        let _ = stream.answer(&response, None).await;
         let _ = seen.send((id, (response.type_url, names, bytes, at)));
     }
 }

@@ -183,3 +183,92 @@ pub mod transport {
         Ok(endpoint.connect_lazy())
     }
 }
+
+/// The client side of one delta ADS stream: open it with the first request of each type,
+/// read responses, answer each with an ACK or a NACK. Used by ztunnel, the node agent and
+/// the control-plane benchmark.
+pub mod ads_client {
+    use std::collections::HashMap;
+
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::Streaming;
+
+    use crate::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use crate::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+
+    /// Largest response accepted (a full sync of a large mesh).
+    const MAX_RESPONSE: usize = 256 << 20;
+
+    /// An open stream.
+    #[derive(Debug)]
+    pub struct AdsStream {
+        requests: mpsc::Sender<DeltaDiscoveryRequest>,
+        responses: Streaming<DeltaDiscoveryResponse>,
+    }
+
+    impl AdsStream {
+        /// Connects to `url` (see [`crate::transport::channel`]) as `node` and subscribes
+        /// (wildcard) to each type, telling the server the versions already held.
+        pub async fn open(
+            url: &str,
+            root_pem: Option<&str>,
+            node: crate::core::Node,
+            subscriptions: Vec<(String, HashMap<String, String>)>,
+        ) -> Result<Self, String> {
+            let channel = crate::transport::channel(url, root_pem)?;
+            let mut client = AggregatedDiscoveryServiceClient::new(channel)
+                .max_decoding_message_size(MAX_RESPONSE);
+            let (requests, rx) = mpsc::channel(8);
+            for (type_url, initial_resource_versions) in subscriptions {
+                requests
+                    .send(DeltaDiscoveryRequest {
+                        type_url,
+                        node: Some(node.clone()),
+                        initial_resource_versions,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|_| "request stream closed".to_owned())?;
+            }
+            let responses = client
+                .delta_aggregated_resources(ReceiverStream::new(rx))
+                .await
+                .map_err(|s| format!("{url}: {}", s.message()))?
+                .into_inner();
+            Ok(Self {
+                requests,
+                responses,
+            })
+        }
+
+        /// The next response, `None` when the server closed the stream.
+        pub async fn next(&mut self) -> Result<Option<DeltaDiscoveryResponse>, String> {
+            self.responses
+                .message()
+                .await
+                .map_err(|s| format!("stream: {}", s.message()))
+        }
+
+        /// ACKs `response`, or NACKs it with `error`.
+        pub async fn answer(
+            &self,
+            response: &DeltaDiscoveryResponse,
+            error: Option<String>,
+        ) -> Result<(), String> {
+            self.requests
+                .send(DeltaDiscoveryRequest {
+                    type_url: response.type_url.clone(),
+                    response_nonce: response.nonce.clone(),
+                    error_detail: error.map(|message| crate::google::rpc::Status {
+                        code: 3,
+                        message,
+                        details: Vec::new(),
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|_| "request stream closed".to_owned())
+        }
+    }
+}

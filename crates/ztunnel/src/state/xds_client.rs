@@ -13,10 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use xds::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use xds::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use xds::ads_client::AdsStream;
+use xds::discovery::DeltaDiscoveryResponse;
 use xds::google::protobuf::{Struct, Value, value::Kind};
 use xds::security as sec;
 use xds::workload as wire;
@@ -96,54 +94,31 @@ pub async fn run(config: XdsConfig, store: Arc<Store>) {
 }
 
 async fn session(config: &XdsConfig, store: &Store, held: &mut Held) -> Result<(), String> {
-    let channel = xds::transport::channel(&config.url, config.root_pem.as_deref())?;
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
-    let (tx, rx) = mpsc::channel(8);
-    for type_url in TYPES {
-        let initial_resource_versions = held.versions.get(type_url).cloned().unwrap_or_default();
-        tx.send(DeltaDiscoveryRequest {
-            type_url: type_url.to_owned(),
-            node: Some(config.node()),
-            initial_resource_versions,
-            ..Default::default()
+    let subscriptions = TYPES
+        .iter()
+        .map(|t| {
+            (
+                (*t).to_owned(),
+                held.versions.get(t).cloned().unwrap_or_default(),
+            )
         })
-        .await
-        .map_err(|_| "request stream closed".to_owned())?;
-    }
-    let mut responses = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| format!("{}: {}", config.url, s.message()))?
-        .into_inner();
+        .collect();
+    let mut stream = AdsStream::open(
+        &config.url,
+        config.root_pem.as_deref(),
+        config.node(),
+        subscriptions,
+    )
+    .await?;
     tracing::info!(url = %config.url, "xds: connected");
-    loop {
-        let response = match responses.message().await {
-            Ok(Some(response)) => response,
-            Ok(None) => return Ok(()),
-            Err(status) => return Err(format!("stream: {}", status.message())),
-        };
-        let outcome = apply(held, &response, store);
-        let error_detail = match &outcome {
-            Ok(()) => None,
-            Err(errors) => {
-                tracing::warn!(type_url = %response.type_url, errors = %errors, "xds: rejected resources (NACK); keeping their previous versions");
-                Some(xds::google::rpc::Status {
-                    code: 3,
-                    message: errors.clone(),
-                    details: Vec::new(),
-                })
-            }
-        };
-        tx.send(DeltaDiscoveryRequest {
-            type_url: response.type_url.clone(),
-            response_nonce: response.nonce.clone(),
-            error_detail,
-            ..Default::default()
-        })
-        .await
-        .map_err(|_| "request stream closed".to_owned())?;
+    while let Some(response) = stream.next().await? {
+        let error = apply(held, &response, store).err();
+        if let Some(errors) = &error {
+            tracing::warn!(type_url = %response.type_url, %errors, "xds: rejected resources (NACK); keeping their previous versions");
+        }
+        stream.answer(&response, error).await?;
     }
+    Ok(())
 }
 
 /// Applies one response: good resources in, bad ones listed in the error.
