@@ -703,11 +703,46 @@ pub async fn status(name: &str) -> Result<String, LabError> {
             if ready { "ready" } else { "NOT READY" }
         ));
     }
+    // Enrolment and waypoints as the control plane sees them now (live `apply`s included).
+    let resources = control_plane_objects(&state).await;
+    let mut namespace_labels = std::collections::BTreeMap::new();
+    let mut pods = std::collections::BTreeMap::new();
+    let mut gateways = Vec::new();
+    for r in resources.iter().flatten() {
+        match r {
+            Resource::Namespace(n) => {
+                namespace_labels.insert(n.metadata.name.clone(), n.metadata.labels.clone());
+            }
+            Resource::Pod(p) => {
+                pods.insert(
+                    format!("{}/{}", p.metadata.namespace(), p.metadata.name),
+                    p.clone(),
+                );
+            }
+            Resource::Gateway(g) => {
+                gateways.push(format!("{}/{}", g.metadata.namespace(), g.metadata.name));
+            }
+            _ => {}
+        }
+    }
     out.push_str("\nPODS\n");
     for (key, (ns, ip, node)) in &state.pods {
         let captured = netns::capture::is_installed(&Namespace::existing(ns));
+        let enrolled = match pods.get(key) {
+            Some(pod) => {
+                if control_plane::translate::enrolled(
+                    pod,
+                    namespace_labels.get(pod.metadata.namespace()),
+                ) {
+                    "enrolled"
+                } else {
+                    "not enrolled"
+                }
+            }
+            None => "?",
+        };
         out.push_str(&format!(
-            "  {key:<28} {ip:<14} {node:<12} {}\n",
+            "  {key:<28} {ip:<14} {node:<12} {enrolled:<13} {}\n",
             if captured {
                 "captured (in mesh)"
             } else {
@@ -718,6 +753,14 @@ pub async fn status(name: &str) -> Result<String, LabError> {
     out.push_str("\nSERVICES\n");
     for (key, vip) in &state.services {
         out.push_str(&format!("  {key:<28} {vip}\n"));
+    }
+    if !gateways.is_empty() {
+        out.push_str("\nWAYPOINTS\n");
+        for gateway in &gateways {
+            out.push_str(&format!(
+                "  {gateway:<28} accepted; no waypoint implementation yet, nothing is redirected\n"
+            ));
+        }
     }
     out.push_str("\nPROCESSES\n");
     for (what, pid, ns) in &state.processes {
@@ -732,6 +775,26 @@ pub async fn status(name: &str) -> Result<String, LabError> {
         state_root().join(name).join("logs").display()
     ));
     Ok(out)
+}
+
+/// The objects the lab's control plane holds now, or `None` when it does not answer.
+async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
+    let url = format!("http://{CONTROL_PLANE_IP}:15014/debug/config");
+    let (code, body) =
+        crate::cli::http_in(Some(&Namespace::existing(&state.router)), "GET", &url, None)
+            .await
+            .ok()?;
+    if code != 200 {
+        return None;
+    }
+    let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let mut text = String::new();
+    for object in dump["objects"].as_array()? {
+        text.push_str("---\n");
+        text.push_str(&object.to_string());
+        text.push('\n');
+    }
+    config::parse_documents(&text, "control plane").ok()
 }
 
 /// The router namespace of lab `name`, where the control plane's API is reachable.
