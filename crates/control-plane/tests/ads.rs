@@ -111,6 +111,15 @@ impl Client {
         .await;
     }
 
+    /// Subscribes to `type_url` from scratch, ACKs the first answer and returns it.
+    async fn synced(&mut self, type_url: &str) -> DeltaDiscoveryResponse {
+        self.subscribe(type_url, HashMap::new()).await;
+        let response = self.next().await;
+        assert_eq!(response.type_url, type_url);
+        self.ack(&response).await;
+        response
+    }
+
     /// Nothing arrives within `wait`.
     async fn quiet(&mut self, wait: Duration) -> bool {
         tokio::time::timeout(wait, self.rx.message()).await.is_err()
@@ -164,16 +173,8 @@ async fn a_new_client_gets_every_resource_and_an_answer_for_each_type() {
 async fn changes_are_pushed_as_differences_and_deletions_as_removals() {
     let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
     let mut client = Client::connect(&cp).await;
-    client
-        .subscribe(xds::ADDRESS_TYPE_URL, HashMap::new())
-        .await;
-    let first = client.next().await;
-    client.ack(&first).await;
-    client
-        .subscribe(xds::AUTHORIZATION_TYPE_URL, HashMap::new())
-        .await;
-    let empty = client.next().await;
-    client.ack(&empty).await;
+    client.synced(xds::ADDRESS_TYPE_URL).await;
+    client.synced(xds::AUTHORIZATION_TYPE_URL).await;
 
     std::fs::write(cp.config_dir().join("extra.yaml"), EXTRA_POD).unwrap();
     let added = client.next().await;
@@ -260,11 +261,7 @@ async fn a_reconnecting_client_gets_only_what_changed_and_removals() {
 async fn a_broken_config_file_is_refused_and_the_last_good_one_stays() {
     let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
     let mut client = Client::connect(&cp).await;
-    client
-        .subscribe(xds::ADDRESS_TYPE_URL, HashMap::new())
-        .await;
-    let response = client.next().await;
-    client.ack(&response).await;
+    client.synced(xds::ADDRESS_TYPE_URL).await;
     std::fs::write(
         cp.config_dir().join("mesh.yaml"),
         MESH.replace("clusterIP: 10.96.0.10", "clusterIP: 10.96.0.300"),
