@@ -1,12 +1,14 @@
 //! `bowline bench l4`: direct pod → pod TCP against pod → ztunnel → HBONE → ztunnel → pod,
-//! measured in one run on the same veth path.
+//! measured in one run on the same veth path, with a plain two-relay path as a floor.
 //!
 //! Two pods in fresh namespaces, each served by its own `bowline ztunnel` process (two
 //! nodes), handed over through the real ZDS protocol. Rounds alternate between the
-//! direct path (no capture rules) and the mesh path (capture installed), so drift in the
-//! machine's load hits both alike; figures are medians over rounds. Measured: single and
+//! direct path (no capture rules), the relay path (two plain TCP relay processes on the
+//! mesh's hops, [`crate::relay`]) and the mesh path (capture installed), so drift in the
+//! machine's load hits all alike; figures are medians over rounds. Measured: single and
 //! 4-stream throughput, 64-byte ping-pong RTT, HTTP/1.1 keep-alive request rate, new
-//! connections per second, and each ztunnel's peak RSS and CPU time.
+//! connections per second, and each ztunnel's peak RSS (with its anonymous and
+//! file-backed parts) and CPU time.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,11 @@ const SINK: u16 = 9000;
 const ECHO: u16 = 9001;
 const HTTP: u16 = 9002;
 const CONNECT: u16 = 9003;
+const APP_PORTS: [u16; 4] = [SINK, ECHO, HTTP, CONNECT];
+/// Relay A listens on 127.0.0.1:(app port + this) in the client pod.
+const RELAY_A_OFFSET: u16 = 100;
+/// Relay B listens on the server pod's address at (app port + this).
+const RELAY_B_OFFSET: u16 = 200;
 const BULK_WRITE: usize = 256 * 1024;
 const ROUNDS: u32 = 2;
 
@@ -54,10 +61,14 @@ pub struct L4BenchReport {
     pub direct_gbps: f64,
     /// Through the mesh, one stream.
     pub mesh_gbps: f64,
+    /// Through two plain TCP relays, one stream.
+    pub relay_gbps: f64,
     /// Direct, 4 streams.
     pub direct_4_streams_gbps: f64,
     /// Mesh, 4 streams.
     pub mesh_4_streams_gbps: f64,
+    /// Relays, 4 streams.
+    pub relay_4_streams_gbps: f64,
     /// Direct 64-byte RTT median.
     pub direct_rtt_p50_us: f64,
     /// Direct 64-byte RTT p99.
@@ -66,16 +77,28 @@ pub struct L4BenchReport {
     pub mesh_rtt_p50_us: f64,
     /// Mesh 64-byte RTT p99.
     pub mesh_rtt_p99_us: f64,
+    /// Relay 64-byte RTT median.
+    pub relay_rtt_p50_us: f64,
+    /// Relay 64-byte RTT p99.
+    pub relay_rtt_p99_us: f64,
     /// Direct HTTP/1.1 keep-alive requests per second (one connection).
     pub direct_http_rps: f64,
     /// Mesh HTTP/1.1 keep-alive requests per second (one connection).
     pub mesh_http_rps: f64,
+    /// Relay HTTP/1.1 keep-alive requests per second (one connection).
+    pub relay_http_rps: f64,
     /// Direct new connections per second (connect, 1-byte exchange, close).
     pub direct_conn_per_s: f64,
     /// Mesh new connections per second.
     pub mesh_conn_per_s: f64,
-    /// Largest peak RSS of the two ztunnels.
+    /// Relay new connections per second.
+    pub relay_conn_per_s: f64,
+    /// Largest peak RSS of the two ztunnels (the kernel's high-water mark).
     pub ztunnel_peak_rss_kb: u64,
+    /// Largest anonymous (heap, stacks) part of a ztunnel's RSS, sampled every 50 ms.
+    pub ztunnel_peak_rss_anon_kb: u64,
+    /// Largest file-backed part (the mapped binary and libraries), sampled likewise.
+    pub ztunnel_peak_rss_file_kb: u64,
     /// CPU seconds used by the client node's ztunnel.
     pub ztunnel_a_cpu_seconds: f64,
     /// CPU seconds used by the server node's ztunnel.
@@ -89,50 +112,72 @@ impl std::fmt::Display for L4BenchReport {
         let r = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         writeln!(
             f,
-            "pod → pod direct vs through two ztunnels (HBONE), {:.1} s per measure, medians of {ROUNDS} alternating rounds",
+            "pod → pod: direct, through two plain TCP relays, and through two ztunnels (HBONE); {:.1} s per measure and path, medians of {ROUNDS} alternating rounds",
             self.phase_seconds
         )?;
         writeln!(
             f,
-            "{:<30}{:>12}{:>12}{:>10}",
-            "measure", "direct", "mesh", "ratio"
+            "{:<31}{:>11}{:>11}{:>11}{:>13}{:>12}",
+            "measure", "direct", "relay", "mesh", "mesh/direct", "mesh/relay"
         )?;
         let rows = [
             (
                 "throughput, 1 stream (Gbit/s)",
                 self.direct_gbps,
+                self.relay_gbps,
                 self.mesh_gbps,
             ),
             (
                 "throughput, 4 streams (Gbit/s)",
                 self.direct_4_streams_gbps,
+                self.relay_4_streams_gbps,
                 self.mesh_4_streams_gbps,
             ),
-            ("RTT p50 (µs)", self.direct_rtt_p50_us, self.mesh_rtt_p50_us),
-            ("RTT p99 (µs)", self.direct_rtt_p99_us, self.mesh_rtt_p99_us),
+            (
+                "RTT p50 (µs)",
+                self.direct_rtt_p50_us,
+                self.relay_rtt_p50_us,
+                self.mesh_rtt_p50_us,
+            ),
+            (
+                "RTT p99 (µs)",
+                self.direct_rtt_p99_us,
+                self.relay_rtt_p99_us,
+                self.mesh_rtt_p99_us,
+            ),
             (
                 "HTTP/1.1 keep-alive (req/s)",
                 self.direct_http_rps,
+                self.relay_http_rps,
                 self.mesh_http_rps,
             ),
             (
                 "new connections (conn/s)",
                 self.direct_conn_per_s,
+                self.relay_conn_per_s,
                 self.mesh_conn_per_s,
             ),
         ];
-        for (name, direct, mesh) in rows {
+        for (name, direct, relay, mesh) in rows {
             writeln!(
                 f,
-                "{name:<30}{direct:>12.2}{mesh:>12.2}{:>9.2}x",
-                r(mesh, direct)
+                "{name:<31}{direct:>11.2}{relay:>11.2}{mesh:>11.2}{:>12.2}x{:>11.2}x",
+                r(mesh, direct),
+                r(mesh, relay)
             )?;
         }
         writeln!(
             f,
-            "added RTT p50: {:.1} µs; ztunnel peak RSS {} KiB; CPU seconds: client node {:.2}, server node {:.2}",
+            "added RTT p50: mesh {:.1} µs, relays {:.1} µs",
             self.mesh_rtt_p50_us - self.direct_rtt_p50_us,
+            self.relay_rtt_p50_us - self.direct_rtt_p50_us,
+        )?;
+        writeln!(
+            f,
+            "ztunnel peak RSS {} KiB (anonymous {} KiB, file-backed {} KiB); CPU seconds: client node {:.2}, server node {:.2}",
             self.ztunnel_peak_rss_kb,
+            self.ztunnel_peak_rss_anon_kb,
+            self.ztunnel_peak_rss_file_kb,
             self.ztunnel_a_cpu_seconds,
             self.ztunnel_b_cpu_seconds
         )
@@ -195,37 +240,155 @@ pub async fn run(binary: &Path, phase: Duration) -> Result<L4BenchReport, BenchE
     agent_a.snapshot_sent().await?;
     agent_b.snapshot_sent().await?;
 
+    let relay_a = start_relay(
+        binary,
+        &pod_a.ns,
+        APP_PORTS.map(|p| {
+            (
+                SocketAddr::new([127, 0, 0, 1].into(), p + RELAY_A_OFFSET),
+                SocketAddr::new(pod_b.ip, p + RELAY_B_OFFSET),
+            )
+        }),
+    )?;
+    let relay_b = start_relay(
+        binary,
+        &pod_b.ns,
+        APP_PORTS.map(|p| {
+            (
+                SocketAddr::new(pod_b.ip, p + RELAY_B_OFFSET),
+                SocketAddr::new(pod_b.ip, p),
+            )
+        }),
+    )?;
+    let relay_entry = SocketAddr::new([127, 0, 0, 1].into(), CONNECT + RELAY_A_OFFSET);
+    wait_listening(&pod_a.ns, relay_entry).await?;
+
+    let sampler = RssSampler::start(vec![ztunnel_a.0.id(), ztunnel_b.0.id()]);
     let slice = phase / ROUNDS;
-    let (mut direct, mut mesh) = (Samples::default(), Samples::default());
+    let server = pod_b.ip;
+    let direct_to = move |port: u16| SocketAddr::new(server, port);
+    let relay_to = |port: u16| SocketAddr::new([127, 0, 0, 1].into(), port + RELAY_A_OFFSET);
+    let (mut direct, mut relay, mut mesh) =
+        (Samples::default(), Samples::default(), Samples::default());
     for _ in 0..ROUNDS {
         capture::remove(&pod_a.ns)?;
         capture::remove(&pod_b.ns)?;
-        measure(&pod_a.ns, pod_b.ip, slice, &mut direct).await?;
+        measure(&pod_a.ns, direct_to, slice, &mut direct).await?;
+        measure(&pod_a.ns, relay_to, slice, &mut relay).await?;
         capture::install(&pod_a.ns, &CaptureSpec::default())?;
         capture::install(&pod_b.ns, &CaptureSpec::default())?;
-        measure(&pod_a.ns, pod_b.ip, slice, &mut mesh).await?;
+        measure(&pod_a.ns, direct_to, slice, &mut mesh).await?;
     }
     let (rss_a, cpu_a) = usage(ztunnel_a.0.id())?;
     let (rss_b, cpu_b) = usage(ztunnel_b.0.id())?;
-    drop((agent_a, agent_b, ztunnel_a, ztunnel_b));
+    let (anon, file) = sampler.finish();
+    drop((agent_a, agent_b, ztunnel_a, ztunnel_b, relay_a, relay_b));
     Ok(L4BenchReport {
         direct_gbps: median(&mut direct.gbps),
         mesh_gbps: median(&mut mesh.gbps),
+        relay_gbps: median(&mut relay.gbps),
         direct_4_streams_gbps: median(&mut direct.gbps4),
         mesh_4_streams_gbps: median(&mut mesh.gbps4),
+        relay_4_streams_gbps: median(&mut relay.gbps4),
         direct_rtt_p50_us: percentile(&mut direct.rtt, 0.5),
         direct_rtt_p99_us: percentile(&mut direct.rtt, 0.99),
         mesh_rtt_p50_us: percentile(&mut mesh.rtt, 0.5),
         mesh_rtt_p99_us: percentile(&mut mesh.rtt, 0.99),
+        relay_rtt_p50_us: percentile(&mut relay.rtt, 0.5),
+        relay_rtt_p99_us: percentile(&mut relay.rtt, 0.99),
         direct_http_rps: median(&mut direct.rps),
         mesh_http_rps: median(&mut mesh.rps),
+        relay_http_rps: median(&mut relay.rps),
         direct_conn_per_s: median(&mut direct.cps),
         mesh_conn_per_s: median(&mut mesh.cps),
+        relay_conn_per_s: median(&mut relay.cps),
         ztunnel_peak_rss_kb: rss_a.max(rss_b),
+        ztunnel_peak_rss_anon_kb: anon,
+        ztunnel_peak_rss_file_kb: file,
         ztunnel_a_cpu_seconds: cpu_a,
         ztunnel_b_cpu_seconds: cpu_b,
         phase_seconds: phase.as_secs_f64(),
     })
+}
+
+/// Starts `bowline bench relay` inside `ns` with the given LISTEN=TARGET maps.
+fn start_relay(
+    binary: &Path,
+    ns: &Namespace,
+    maps: [(SocketAddr, SocketAddr); 4],
+) -> Result<Child, BenchError> {
+    let mut command = std::process::Command::new("ip");
+    command
+        .args(["netns", "exec", ns.name()])
+        .arg(binary)
+        .args(["--log", "warn", "bench", "relay"]);
+    for (from, to) in maps {
+        command.arg("--map").arg(format!("{from}={to}"));
+    }
+    Ok(Child(command.stdin(std::process::Stdio::null()).spawn()?))
+}
+
+/// Waits until `addr` accepts connections from inside `ns`.
+async fn wait_listening(ns: &Namespace, addr: SocketAddr) -> Result<(), BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match dial(ns, addr).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(BenchError::Setup(format!(
+                    "the benchmark's TCP relay did not start listening on {addr}: {e}"
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Samples the anonymous and file-backed RSS of some processes every 50 ms and keeps
+/// the largest of each.
+struct RssSampler {
+    task: tokio::task::JoinHandle<()>,
+    peaks: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+}
+
+impl RssSampler {
+    fn start(pids: Vec<u32>) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let peaks = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let shared = peaks.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                for pid in &pids {
+                    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                        for (i, key) in ["RssAnon:", "RssFile:"].into_iter().enumerate() {
+                            shared[i].fetch_max(status_kb(&status, key), Ordering::Relaxed);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Self { task, peaks }
+    }
+
+    /// Stops sampling; returns (anonymous, file-backed) peaks in KiB.
+    fn finish(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.task.abort();
+        (
+            self.peaks[0].load(Ordering::Relaxed),
+            self.peaks[1].load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A `kB` value of /proc/PID/status.
+fn status_kb(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn setup(what: &str) -> BenchError {
@@ -287,11 +450,7 @@ async fn start_ztunnel(
 /// Peak RSS (KiB) and CPU seconds of a process.
 pub(crate) fn usage(pid: u32) -> Result<(u64, f64), BenchError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let rss = status_kb(&status, "VmHWM:");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at state (field 3);
     // utime and stime are fields 14 and 15.
@@ -309,17 +468,20 @@ pub(crate) fn usage(pid: u32) -> Result<(u64, f64), BenchError> {
     Ok((rss, ticks / hz))
 }
 
+/// Runs every measure once from `client`; `to` maps an app port to the address the
+/// client dials for it on the path under test.
 async fn measure(
     client: &Namespace,
-    server: IpAddr,
+    to: impl Fn(u16) -> SocketAddr,
     slice: Duration,
     out: &mut Samples,
 ) -> Result<(), BenchError> {
-    out.gbps.push(bulk(client, server, 1, slice).await?);
-    out.gbps4.push(bulk(client, server, 4, slice).await?);
-    out.rtt.extend(ping_pong(client, server, slice).await?);
-    out.rps.push(http_rate(client, server, slice).await?);
-    out.cps.push(connection_rate(client, server, slice).await?);
+    out.gbps.push(bulk(client, to(SINK), 1, slice).await?);
+    out.gbps4.push(bulk(client, to(SINK), 4, slice).await?);
+    out.rtt.extend(ping_pong(client, to(ECHO), slice).await?);
+    out.rps.push(http_rate(client, to(HTTP), slice).await?);
+    out.cps
+        .push(connection_rate(client, to(CONNECT), slice).await?);
     Ok(())
 }
 
@@ -332,14 +494,14 @@ async fn dial(client: &Namespace, target: SocketAddr) -> Result<TcpStream, Bench
 
 async fn bulk(
     client: &Namespace,
-    server: IpAddr,
+    target: SocketAddr,
     streams: usize,
     slice: Duration,
 ) -> Result<f64, BenchError> {
     let mut tasks = Vec::new();
     let started = Instant::now();
     for _ in 0..streams {
-        let mut tcp = dial(client, SocketAddr::new(server, SINK)).await?;
+        let mut tcp = dial(client, target).await?;
         tasks.push(tokio::spawn(async move {
             let buf = vec![0x5au8; BULK_WRITE];
             let deadline = Instant::now() + slice;
@@ -361,10 +523,10 @@ async fn bulk(
 
 async fn ping_pong(
     client: &Namespace,
-    server: IpAddr,
+    target: SocketAddr,
     slice: Duration,
 ) -> Result<Vec<f64>, BenchError> {
-    let mut tcp = dial(client, SocketAddr::new(server, ECHO)).await?;
+    let mut tcp = dial(client, target).await?;
     let (ping, mut pong) = ([0x42u8; 64], [0u8; 64]);
     let mut rtts = Vec::new();
     let deadline = Instant::now() + slice;
@@ -377,8 +539,12 @@ async fn ping_pong(
     Ok(rtts)
 }
 
-async fn http_rate(client: &Namespace, server: IpAddr, slice: Duration) -> Result<f64, BenchError> {
-    let tcp = dial(client, SocketAddr::new(server, HTTP)).await?;
+async fn http_rate(
+    client: &Namespace,
+    target: SocketAddr,
+    slice: Duration,
+) -> Result<f64, BenchError> {
+    let tcp = dial(client, target).await?;
     let mut tcp = BufReader::new(tcp);
     let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
     let started = Instant::now();
@@ -409,7 +575,7 @@ async fn http_rate(client: &Namespace, server: IpAddr, slice: Duration) -> Resul
 
 async fn connection_rate(
     client: &Namespace,
-    server: IpAddr,
+    target: SocketAddr,
     slice: Duration,
 ) -> Result<f64, BenchError> {
     let started = Instant::now();
@@ -417,7 +583,7 @@ async fn connection_rate(
     let mut done = 0u64;
     let mut byte = [0u8; 1];
     while Instant::now() < deadline {
-        let mut tcp = dial(client, SocketAddr::new(server, CONNECT)).await?;
+        let mut tcp = dial(client, target).await?;
         tcp.write_all(b"x").await?;
         tcp.read_exact(&mut byte).await?;
         done += 1;
@@ -429,7 +595,7 @@ async fn connection_rate(
 /// one-byte responder.
 async fn start_apps(ns: &Namespace, ip: IpAddr) -> Result<(), BenchError> {
     let mut listeners = Vec::new();
-    for port in [SINK, ECHO, HTTP, CONNECT] {
+    for port in APP_PORTS {
         let addr = SocketAddr::new(ip, port);
         let listener = ns.run(move || socket::listen(addr, false)).await??;
         listeners.push(socket::into_tokio(listener)?);

@@ -11,6 +11,7 @@ pub mod bench_cp;
 pub mod bench_l4;
 pub mod cli;
 pub mod process;
+pub mod relay;
 pub mod supervise;
 pub mod topology;
 pub mod up;
