@@ -333,9 +333,19 @@ async fn fake_upstream_resolver() -> (SocketAddr, tokio::task::JoinHandle<()>) {
         }
         reply.to_vec().ok()
     }
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // UDP and TCP on the same port: a free UDP port may be taken for TCP (by another
+    // test's connection), so try ports until both bind.
+    let mut attempts = 0;
+    let (udp, tcp) = loop {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => break (udp, tcp),
+            Err(_) if attempts < 50 => attempts += 1,
+            Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+        }
+    };
     let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
     let task = tokio::spawn(async move {
         let udp_loop = async {
             let mut buf = vec![0u8; 4096];
