@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 mod copy;
 mod error;
 mod headers;
@@ -23,6 +24,7 @@ mod stream;
 pub mod bench;
 pub mod demo;
 
+pub use accept::{FdReserve, LogGate};
 pub use copy::{Transferred, copy_bidirectional};
 pub use error::HboneError;
 pub use headers::HboneHeaders;

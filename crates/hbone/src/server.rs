@@ -7,12 +7,16 @@
 //! (400). Refused at the connection level: garbage, plain HTTP/1, TLS 1.2, missing or
 //! untrusted client certificates, handshakes slower than `handshake_timeout`. HTTP/2
 //! limits (concurrent streams, header list size, rapid-reset budgets) come from
-//! [`ServerSettings`].
+//! [`ServerSettings`]. Refused streams count against a per-connection budget: a client
+//! that keeps asking for what it cannot have gets `GOAWAY ENHANCE_YOUR_CALM`. Refusal
+//! logs pass a [`LogGate`] (one line per second per kind, with a count of the rest), and
+//! accepting survives descriptor exhaustion ([`crate::accept`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::RecvStream;
@@ -23,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accept::{FdReserve, LogGate, accept};
 use crate::headers::HboneHeaders;
 use crate::settings::{CONNECTION_WINDOW, MAX_FRAME, SEND_BUFFER, STREAM_WINDOW, ServerSettings};
 use crate::stream::H2Stream;
@@ -48,6 +53,7 @@ pub struct IncomingConnect {
     pub tls: Arc<TlsSummary>,
     respond: Option<SendResponse<Bytes>>,
     recv: Option<RecvStream>,
+    budget: Arc<RefusalBudget>,
 }
 
 impl std::fmt::Debug for IncomingConnect {
@@ -71,10 +77,13 @@ impl IncomingConnect {
         Ok(H2Stream::new(send, recv, None))
     }
 
-    /// Answers `status` (401 denied by policy, 403, 503 unreachable…), logging `reason`.
+    /// Answers `status` (401 denied by policy, 403, 503 unreachable…). The handler logs
+    /// the reason (once); `reason` goes to the debug log here. Counts against the
+    /// connection's refusal budget.
     pub fn refuse(mut self, status: StatusCode, reason: &str) {
-        tracing::info!(peer = %self.peer, target = %self.target, %status, reason, "HBONE CONNECT refused");
+        tracing::debug!(peer = %self.peer, target = %self.target, %status, reason, "HBONE CONNECT refused");
         if let Some(mut respond) = self.respond.take() {
+            self.budget.spend();
             let _ = respond.send_response(status_only(status), true);
         }
     }
@@ -83,8 +92,43 @@ impl IncomingConnect {
 impl Drop for IncomingConnect {
     fn drop(&mut self) {
         if let Some(mut respond) = self.respond.take() {
+            self.budget.spend();
             let _ = respond.send_response(status_only(StatusCode::SERVICE_UNAVAILABLE), true);
         }
+    }
+}
+
+/// Streams one connection had refused within the current window.
+#[derive(Debug)]
+struct RefusalBudget {
+    max: u32,
+    window: Duration,
+    spent: Mutex<(Instant, u32)>,
+}
+
+impl RefusalBudget {
+    fn new(settings: &ServerSettings) -> Self {
+        Self {
+            max: settings.max_refused_streams,
+            window: settings.refused_streams_window,
+            spent: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    fn spend(&self) {
+        if let Ok(mut spent) = self.spent.lock() {
+            if spent.0.elapsed() >= self.window {
+                *spent = (Instant::now(), 0);
+            }
+            spent.1 = spent.1.saturating_add(1);
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.spent
+            .lock()
+            .map(|spent| spent.1 > self.max && spent.0.elapsed() < self.window)
+            .unwrap_or(false)
     }
 }
 
@@ -165,6 +209,8 @@ pub struct ServerStats {
     pub streams: AtomicU64,
     /// Streams refused before the handler (bad method or authority).
     pub malformed_streams: AtomicU64,
+    /// Connections closed with `GOAWAY ENHANCE_YOUR_CALM` for refusing too many streams.
+    pub refusal_goaways: AtomicU64,
 }
 
 /// An HBONE server presenting one identity's certificate.
@@ -174,6 +220,8 @@ pub struct Server<H> {
     handler: Arc<H>,
     settings: ServerSettings,
     stats: Arc<ServerStats>,
+    fd_reserve: Arc<FdReserve>,
+    logs: LogGate,
 }
 
 impl<H: ConnectHandler> Server<H> {
@@ -190,7 +238,16 @@ impl<H: ConnectHandler> Server<H> {
             handler: Arc::new(handler),
             settings,
             stats: Arc::default(),
+            fd_reserve: Arc::default(),
+            logs: LogGate::default(),
         }
+    }
+
+    /// Shares the process's spare descriptor (see [`crate::accept`]) with this server.
+    #[must_use]
+    pub fn with_fd_reserve(mut self, reserve: Arc<FdReserve>) -> Self {
+        self.fd_reserve = reserve;
+        self
     }
 
     /// The server's counters.
@@ -203,17 +260,9 @@ impl<H: ConnectHandler> Server<H> {
     pub async fn serve(self, listener: TcpListener) {
         let shared = Arc::new(self);
         loop {
-            match listener.accept().await {
-                Ok((tcp, peer_addr)) => {
-                    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(shared.clone().serve_connection(tcp, peer_addr));
-                }
-                Err(error) => {
-                    // Out of descriptors and the like: back off briefly, keep serving.
-                    tracing::warn!(%error, "HBONE accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
+            let (tcp, peer_addr) = accept(&listener, &shared.fd_reserve).await;
+            shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(shared.clone().serve_connection(tcp, peer_addr));
         }
     }
 
@@ -221,7 +270,9 @@ impl<H: ConnectHandler> Server<H> {
         let (mut connection, peer, tls_summary) = match self.handshake(tcp).await {
             Ok(established) => established,
             Err(refusal) => {
-                tracing::info!(%peer_addr, %refusal, "HBONE connection refused");
+                if let Some(suppressed) = self.logs.allow("handshake") {
+                    tracing::info!(%peer_addr, %refusal, suppressed, "HBONE connection refused");
+                }
                 self.stats
                     .handshake_failures
                     .fetch_add(1, Ordering::Relaxed);
@@ -230,14 +281,25 @@ impl<H: ConnectHandler> Server<H> {
         };
         self.stats.established.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer_addr, %peer, "HBONE connection established");
+        let budget = Arc::new(RefusalBudget::new(&self.settings));
         while let Some(next) = connection.accept().await {
             match next {
+                Ok((_, mut respond)) if budget.exhausted() => {
+                    let _ = respond.send_response(status_only(StatusCode::TOO_MANY_REQUESTS), true);
+                    self.stats.refusal_goaways.fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) = self.logs.allow("calm") {
+                        tracing::warn!(%peer_addr, %peer, suppressed, limit = self.settings.max_refused_streams, window = ?self.settings.refused_streams_window, "HBONE client had too many streams refused; closing its connection (GOAWAY ENHANCE_YOUR_CALM)");
+                    }
+                    connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    break;
+                }
                 Ok((request, respond)) => {
                     let this = self.clone();
                     let peer = peer.clone();
                     let tls = tls_summary.clone();
+                    let budget = budget.clone();
                     tokio::spawn(async move {
-                        this.serve_stream(request, respond, peer, peer_addr, tls)
+                        this.serve_stream(request, respond, peer, peer_addr, tls, budget)
                             .await;
                     });
                 }
@@ -285,16 +347,23 @@ impl<H: ConnectHandler> Server<H> {
         peer: SpiffeId,
         peer_addr: SocketAddr,
         tls: Arc<TlsSummary>,
+        budget: Arc<RefusalBudget>,
     ) {
         if request.method() != Method::CONNECT {
-            tracing::info!(%peer_addr, %peer, method = %request.method(), "HBONE request refused: only CONNECT is served");
+            if let Some(suppressed) = self.logs.allow("method") {
+                tracing::info!(%peer_addr, %peer, method = %request.method(), suppressed, "HBONE request refused: only CONNECT is served");
+            }
+            budget.spend();
             self.stats.malformed_streams.fetch_add(1, Ordering::Relaxed);
             let _ = respond.send_response(status_only(StatusCode::METHOD_NOT_ALLOWED), true);
             return;
         }
         let authority = request.uri().authority().map(|a| a.as_str());
         let Some(target) = authority.and_then(|a| a.parse::<SocketAddr>().ok()) else {
-            tracing::info!(%peer_addr, %peer, ?authority, "HBONE CONNECT refused: authority must be ip:port");
+            if let Some(suppressed) = self.logs.allow("authority") {
+                tracing::info!(%peer_addr, %peer, ?authority, suppressed, "HBONE CONNECT refused: authority must be ip:port");
+            }
+            budget.spend();
             self.stats.malformed_streams.fetch_add(1, Ordering::Relaxed);
             let _ = respond.send_response(status_only(StatusCode::BAD_REQUEST), true);
             return;
@@ -309,6 +378,7 @@ impl<H: ConnectHandler> Server<H> {
             tls,
             respond: Some(respond),
             recv: Some(request.into_body()),
+            budget,
         };
         self.handler.handle(connect).await;
     }

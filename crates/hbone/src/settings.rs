@@ -58,6 +58,13 @@ pub struct ServerSettings {
     /// Streams we may reset because of the client's protocol errors before closing the
     /// connection.
     pub max_local_error_reset_streams: usize,
+    /// Streams one connection may have refused (bad method or authority, denied by the
+    /// handler, unreachable target) within [`Self::refused_streams_window`] before the
+    /// connection is closed with `GOAWAY ENHANCE_YOUR_CALM`: a refusal costs the server a
+    /// task and a log line, so it counts against the same kind of budget as a reset.
+    pub max_refused_streams: u32,
+    /// The window of [`Self::max_refused_streams`].
+    pub refused_streams_window: Duration,
 }
 
 impl Default for ServerSettings {
@@ -68,6 +75,8 @@ impl Default for ServerSettings {
             handshake_timeout: Duration::from_secs(10),
             max_pending_accept_reset_streams: 100,
             max_local_error_reset_streams: 1024,
+            max_refused_streams: 100,
+            refused_streams_window: Duration::from_secs(1),
         }
     }
 }

@@ -464,3 +464,58 @@ async fn callers_queued_behind_a_dead_peer_fail_together() {
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_client_whose_streams_keep_being_refused_is_sent_away_and_others_still_served() {
+    let settings = ServerSettings {
+        max_refused_streams: 50,
+        refused_streams_window: Duration::from_secs(600),
+        ..ServerSettings::default()
+    };
+    let h = Harness::with(ClientSettings::default(), settings).await;
+    let unreachable = closed_port().await;
+    let send = raw_h2(&h).await;
+    let mut refused = 0;
+    let mut sent_away = false;
+    for i in 0..1_000 {
+        // Bad authorities (refused by the server) and unreachable targets (refused by
+        // the handler) both spend the budget.
+        let uri = if i % 2 == 0 {
+            "backend".to_owned()
+        } else {
+            unreachable.to_string()
+        };
+        let connect = Request::builder()
+            .method(Method::CONNECT)
+            .uri(uri)
+            .body(())
+            .unwrap();
+        let Ok(ready) = send.clone().ready().await else {
+            sent_away = true;
+            break;
+        };
+        let mut ready = ready;
+        let Ok((response, _)) = ready.send_request(connect, true) else {
+            sent_away = true;
+            break;
+        };
+        match response.await {
+            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {}
+            Ok(_) => refused += 1,
+            Err(_) => {
+                sent_away = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        sent_away,
+        "the connection must be closed once the budget is spent"
+    );
+    assert!(
+        (50..=52).contains(&refused),
+        "about the budget's worth of refusals before GOAWAY, got {refused}"
+    );
+    assert_eq!(h.stats.refusal_goaways.load(Ordering::Relaxed), 1);
+    still_serves(&h).await;
+}

@@ -309,11 +309,13 @@ pub async fn serve_udp(socket: UdpSocket, context: Arc<DnsContext>) {
 }
 
 /// Serves DNS over TCP (two-byte length prefix, several queries per connection).
-pub async fn serve_tcp(listener: TcpListener, context: Arc<DnsContext>) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    context: Arc<DnsContext>,
+    reserve: Arc<hbone::FdReserve>,
+) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
+        let (tcp, _) = hbone::accept::accept(&listener, &reserve).await;
         let context = context.clone();
         tokio::spawn(async move {
             if let Err(error) = serve_tcp_client(tcp, &context).await {
@@ -414,7 +416,10 @@ async fn forward_tcp(settings: &DnsSettings, query: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn servfail(query: &[u8]) -> Option<Vec<u8>> {
+/// The SERVFAIL a pod gets when no upstream answers `query`, or `None` when `query` is
+/// not a DNS message. Public (hidden) only for the fuzz target in `fuzz/`.
+#[doc(hidden)]
+pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     let request = Message::from_vec(query).ok()?;
     match reply(&request, ResponseCode::ServFail, Vec::new()) {
         Answer::Reply(bytes) => Some(bytes),
@@ -422,8 +427,10 @@ fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// The largest UDP answer the asker accepts.
-fn query_payload_limit(query: &[u8]) -> usize {
+/// The largest UDP answer the asker accepts. Public (hidden) only for the fuzz target in
+/// `fuzz/`.
+#[doc(hidden)]
+pub fn query_payload_limit(query: &[u8]) -> usize {
     Message::from_vec(query)
         .ok()
         .and_then(|m| m.edns.map(|e| usize::from(e.max_payload())))
@@ -431,7 +438,9 @@ fn query_payload_limit(query: &[u8]) -> usize {
 }
 
 /// `answer` as is if it fits, else its truncated form (the client retries over TCP).
-fn fit_udp(answer: Vec<u8>, limit: usize) -> Vec<u8> {
+/// Public (hidden) only for the fuzz target in `fuzz/`.
+#[doc(hidden)]
+pub fn fit_udp(answer: Vec<u8>, limit: usize) -> Vec<u8> {
     if answer.len() <= limit {
         return answer;
     }

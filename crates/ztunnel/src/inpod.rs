@@ -220,7 +220,8 @@ impl Pods {
             self.inputs.manager.clone(),
             inbound_handler.clone(),
             hbone::ServerSettings::default(),
-        );
+        )
+        .with_fd_reserve(self.inputs.fd_reserve.clone());
         let mut tasks = vec![
             tokio::spawn(outbound::serve(out, pod.clone(), self.inputs.clone())),
             tokio::spawn(inbound::serve_plaintext(plain, inbound_handler)),
@@ -234,7 +235,11 @@ impl Pods {
                 &name,
             ));
             tasks.push(tokio::spawn(dns::serve_udp(udp, context.clone())));
-            tasks.push(tokio::spawn(dns::serve_tcp(tcp, context)));
+            tasks.push(tokio::spawn(dns::serve_tcp(
+                tcp,
+                context,
+                self.inputs.fd_reserve.clone(),
+            )));
         }
         tracing::info!(pod = %name, uid = %info.uid, dns = self.inputs.settings.dns.enabled, "pod enrolled: listening in its namespace");
         if let Ok(mut running) = self.running.lock() {

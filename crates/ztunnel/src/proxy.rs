@@ -4,6 +4,11 @@
 //!
 //! The first bytes of a connection pay for lookup, policy and route; after that it is a
 //! byte pump ([`hbone::copy_bidirectional`] or a plain TCP copy).
+//!
+//! ztunnel never forwards to one of its own listeners: a destination that is one of its
+//! ports on a pod (or loopback) address, or a captured connection whose original
+//! destination is the listener that accepted it, is refused and counted
+//! (`reason="own_port"`) — otherwise one connection makes ztunnel dial itself in a loop.
 
 pub mod inbound;
 pub mod outbound;
@@ -22,9 +27,16 @@ use tokio::net::TcpStream;
 
 use crate::state::Store;
 
+/// ztunnel's own ports (PROTOCOLS.md): outbound and inbound capture, HBONE, DNS, SOCKS5,
+/// admin, metrics, readiness. Never a destination ztunnel forwards to on a pod address.
+pub const OWN_PORTS: [u16; 8] = [15001, 15006, 15008, 15053, 15080, 15000, 15020, 15021];
+
 /// Settings shared by every pod's proxy.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
+    /// Ports of ztunnel's own listeners (default [`OWN_PORTS`]; add any port moved by
+    /// flags): refused as destinations on pod and loopback addresses.
+    pub own_ports: Vec<u16>,
     /// HBONE port of destination pods.
     pub hbone_port: u16,
     /// Trust domain of pod identities.
@@ -40,6 +52,7 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
+            own_ports: OWN_PORTS.to_vec(),
             hbone_port: hbone::HBONE_PORT,
             trust_domain: "cluster.local".into(),
             failed_endpoint_backoff: Duration::from_secs(10),
@@ -60,6 +73,10 @@ pub struct ProxyInputs {
     pub settings: ProxySettings,
     /// Metrics of every connection.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The process's spare descriptor: accept loops refuse fast at the descriptor limit.
+    pub fd_reserve: Arc<hbone::FdReserve>,
+    /// Keeps repeated refusal logs to a line per second per kind.
+    pub(crate) logs: hbone::LogGate,
     /// Round-robin position per service.
     round_robin: std::sync::atomic::AtomicUsize,
     /// Endpoints whose connect failed recently.
@@ -74,6 +91,8 @@ impl ProxyInputs {
             manager,
             settings,
             metrics: Arc::default(),
+            fd_reserve: Arc::default(),
+            logs: hbone::LogGate::default(),
             round_robin: Default::default(),
             failed: Default::default(),
         }
@@ -93,6 +112,11 @@ impl ProxyInputs {
             .lock()
             .map(|f| f.get(&ip).is_some_and(|t| t.elapsed() < backoff))
             .unwrap_or(false)
+    }
+
+    /// Whether `port` is one of ztunnel's own listener ports.
+    pub(crate) fn is_own_port(&self, port: u16) -> bool {
+        self.settings.own_ports.contains(&port)
     }
 
     pub(crate) fn next_index(&self) -> usize {

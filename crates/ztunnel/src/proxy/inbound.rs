@@ -2,7 +2,9 @@
 //! the peer's identity verified) and plaintext captured to 15006. Both check the pod's
 //! L4 authorization, then connect to the app inside the pod keeping the client's source
 //! address (`IP_TRANSPARENT`, mark 0x539, replies routed back by connmark 0x111). A live
-//! connection that a policy change forbids is closed.
+//! connection that a policy change forbids is closed. A target on one of ztunnel's own
+//! ports is refused (400) before anything else: connecting to it would loop back into
+//! ztunnel. Denials are counted always and logged at most once a second per kind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +30,35 @@ pub struct Inbound {
 /// Why an inbound connection is not served.
 enum Refusal {
     Status(StatusCode, String),
+    /// The target is one of ztunnel's own ports.
+    OwnPort(SocketAddr),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Status(status, _) => *status,
+            Self::OwnPort(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Self::Status(_, reason) => reason.clone(),
+            Self::OwnPort(target) => format!(
+                "{target}: port {} is one of ztunnel's own listeners; refused so that it cannot loop",
+                target.port()
+            ),
+        }
+    }
+
+    /// The failure metric's reason label.
+    fn metric(&self) -> &'static str {
+        match self {
+            Self::Status(..) => "policy_denied",
+            Self::OwnPort(_) => "own_port",
+        }
+    }
 }
 
 impl Inbound {
@@ -39,6 +70,9 @@ impl Inbound {
         source: SocketAddr,
         target: SocketAddr,
     ) -> Result<(), Refusal> {
+        if self.inputs.is_own_port(target.port()) {
+            return Err(Refusal::OwnPort(target));
+        }
         let Some(workload) = snap.workload(&self.pod.uid) else {
             return Err(Refusal::Status(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -107,7 +141,8 @@ impl Inbound {
                         continue;
                     }
                     let snap = self.inputs.store.load();
-                    if let Err(Refusal::Status(_, reason)) = self.admit(&snap, peer, source, target) {
+                    if let Err(refusal) = self.admit(&snap, peer, source, target) {
+                        let reason = refusal.reason();
                         tracing::info!(pod = %self.pod.name, %source, %target, reason, "closing a live connection the new policy forbids");
                         return Err(format!("closed by policy change: {reason}"));
                     }
@@ -121,11 +156,13 @@ impl hbone::ConnectHandler for Inbound {
     async fn handle(&self, connect: hbone::IncomingConnect) {
         let (peer, source, target) = (connect.peer.clone(), connect.peer_addr, connect.target);
         let snap = self.inputs.store.load();
-        if let Err(Refusal::Status(status, reason)) = self.admit(&snap, Some(&peer), source, target)
-        {
-            tracing::info!(pod = %self.pod.name, src.identity = %peer, %source, %target, reason, "inbound connection denied");
-            self.inputs.metrics.failure("inbound", "policy_denied");
-            connect.refuse(status, &reason);
+        if let Err(refusal) = self.admit(&snap, Some(&peer), source, target) {
+            let reason = refusal.reason();
+            self.inputs.metrics.failure("inbound", refusal.metric());
+            if let Some(suppressed) = self.inputs.logs.allow(refusal.metric()) {
+                tracing::info!(pod = %self.pod.name, src.identity = %peer, %source, %target, reason, suppressed, "inbound connection denied");
+            }
+            connect.refuse(refusal.status(), &reason);
             return;
         }
         let mut record = self.record(&snap, Some(&peer), source, target);
@@ -157,14 +194,7 @@ impl hbone::ConnectHandler for Inbound {
 /// Serves the pod's plaintext inbound listener (15006).
 pub async fn serve_plaintext(listener: TcpListener, inbound: Inbound) {
     loop {
-        let (tcp, source) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(pod = %inbound.pod.name, %error, "inbound plaintext accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, source) = hbone::accept::accept(&listener, &inbound.inputs.fd_reserve).await;
         let inbound = inbound.clone();
         tokio::spawn(async move { inbound.plaintext(tcp, source).await });
     }
@@ -175,14 +205,19 @@ impl Inbound {
         let target = match netns::socket::original_dst(&tcp) {
             Ok(target) => target,
             Err(error) => {
-                tracing::warn!(pod = %self.pod.name, %source, %error, "plaintext inbound without an original destination");
+                if let Some(suppressed) = self.inputs.logs.allow("inbound_no_original") {
+                    tracing::warn!(pod = %self.pod.name, %source, %error, suppressed, "plaintext inbound without an original destination");
+                }
                 return reset(tcp);
             }
         };
         let snap = self.inputs.store.load();
-        if let Err(Refusal::Status(_, reason)) = self.admit(&snap, None, source, target) {
-            tracing::info!(pod = %self.pod.name, %source, %target, reason, "inbound plaintext connection denied");
-            self.inputs.metrics.failure("inbound", "policy_denied");
+        if let Err(refusal) = self.admit(&snap, None, source, target) {
+            let reason = refusal.reason();
+            self.inputs.metrics.failure("inbound", refusal.metric());
+            if let Some(suppressed) = self.inputs.logs.allow(refusal.metric()) {
+                tracing::info!(pod = %self.pod.name, %source, %target, reason, suppressed, "inbound plaintext connection denied");
+            }
             return reset(tcp);
         }
         let mut record = self.record(&snap, None, source, target);
@@ -190,7 +225,9 @@ impl Inbound {
         let mut app = match connect_from(&self.pod.worker, target, Some(source)).await {
             Ok(app) => app,
             Err(error) => {
-                tracing::warn!(pod = %self.pod.name, %target, %error, "cannot reach the app");
+                if let Some(suppressed) = self.inputs.logs.allow("inbound_app_unreachable") {
+                    tracing::warn!(pod = %self.pod.name, %target, %error, suppressed, "cannot reach the app");
+                }
                 self.inputs
                     .metrics
                     .failure("inbound", "upstream_unreachable");

@@ -1,7 +1,9 @@
 //! Outbound: the app's connection, captured to 15001 inside its pod, is resolved and
 //! sent through an HBONE tunnel presenting the pod's identity, or passed through as plain
 //! TCP when the destination is outside the mesh. Failures reset the app's connection at
-//! once, with the reason logged.
+//! once, with the reason logged (a line per second per kind at most). A connection made
+//! straight to the listener (its original destination is the listener's own address) or
+//! to one of ztunnel's ports on a pod address is refused: forwarding it would loop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,14 +18,7 @@ use crate::metrics::{ConnectionRecord, LogFields, TcpLabels};
 /// Serves the pod's outbound listener until it is closed or the pod removed.
 pub async fn serve(listener: TcpListener, pod: Arc<Pod>, inputs: Arc<ProxyInputs>) {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(pod = %pod.name, %error, "outbound accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = hbone::accept::accept(&listener, &inputs.fd_reserve).await;
         let (pod, inputs) = (pod.clone(), inputs.clone());
         tokio::spawn(async move {
             let mut removed = pod.removed.clone();
@@ -40,13 +35,20 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
     let original = match netns::socket::original_dst(&tcp) {
         Ok(addr) => addr,
         Err(error) => {
-            tracing::warn!(pod = %pod.name, %peer, %error, "outbound connection without an original destination (not captured?)");
+            if let Some(suppressed) = inputs.logs.allow("outbound_no_original") {
+                tracing::warn!(pod = %pod.name, %peer, %error, suppressed, "outbound connection without an original destination (not captured?)");
+            }
             inputs
                 .metrics
                 .failure("outbound", "no_original_destination");
             return reset(tcp);
         }
     };
+    if tcp.local_addr().is_ok_and(|local| local == original) {
+        // Not redirected: the app dialled the listener itself.
+        refuse_own_port(inputs, pod, peer, original);
+        return reset(tcp);
+    }
     forward(tcp, peer, original, pod, inputs, Answer::Nothing).await;
 }
 
@@ -109,7 +111,7 @@ pub(crate) async fn forward(
                 labels.connection_security_policy = "none".into();
                 snap.workload_by_ip(target.ip())
             }
-            Route::Refuse(_) => None,
+            Route::Refuse(_) | Route::OwnPort(_) => None,
         };
         if let Some(dst) = destination {
             labels = labels.with_destination(dst);
@@ -157,7 +159,9 @@ pub(crate) async fn forward(
                 Err(error) => {
                     inputs.endpoint_failed(authority.ip());
                     inputs.metrics.failure("outbound", "tunnel_failed");
-                    tracing::warn!(pod = %pod.name, %peer, dst = %original, dst.workload = %workload, %error, "outbound tunnel refused");
+                    if let Some(suppressed) = inputs.logs.allow("outbound_tunnel") {
+                        tracing::warn!(pod = %pod.name, %peer, dst = %original, dst.workload = %workload, %error, suppressed, "outbound tunnel refused");
+                    }
                     fail(tcp, answer).await;
                 }
             }
@@ -178,15 +182,31 @@ pub(crate) async fn forward(
             Err(error) => {
                 inputs.endpoint_failed(target.ip());
                 inputs.metrics.failure("outbound", "upstream_unreachable");
-                tracing::warn!(pod = %pod.name, %peer, dst = %target, %error, "passthrough connect failed");
+                if let Some(suppressed) = inputs.logs.allow("outbound_passthrough") {
+                    tracing::warn!(pod = %pod.name, %peer, dst = %target, %error, suppressed, "passthrough connect failed");
+                }
                 fail(tcp, answer).await;
             }
         },
         Route::Refuse(reason) => {
             inputs.metrics.failure("outbound", "no_route");
-            tracing::warn!(pod = %pod.name, %peer, dst = %original, reason, "outbound connection refused");
+            if let Some(suppressed) = inputs.logs.allow("outbound_no_route") {
+                tracing::warn!(pod = %pod.name, %peer, dst = %original, reason, suppressed, "outbound connection refused");
+            }
             fail(tcp, answer).await;
         }
+        Route::OwnPort(target) => {
+            refuse_own_port(inputs, pod, peer, *target);
+            fail(tcp, answer).await;
+        }
+    }
+}
+
+/// Counts and logs (gated) an outbound connection to one of ztunnel's own listeners.
+fn refuse_own_port(inputs: &ProxyInputs, pod: &Pod, peer: SocketAddr, target: SocketAddr) {
+    inputs.metrics.failure("outbound", "own_port");
+    if let Some(suppressed) = inputs.logs.allow("outbound_own_port") {
+        tracing::warn!(pod = %pod.name, %peer, dst = %target, suppressed, "outbound connection refused: the destination is one of ztunnel's own listeners (forwarding it would loop)");
     }
 }
 

@@ -27,10 +27,37 @@ pub enum Route {
     Passthrough(SocketAddr),
     /// Refuse the connection.
     Refuse(String),
+    /// Refuse: the destination is one of ztunnel's own listeners (a forwarding loop).
+    OwnPort(SocketAddr),
 }
 
-/// Resolves `original` (the app's destination) for a connection from this node.
+/// Resolves `original` (the app's destination) for a connection from this node. A route
+/// whose destination is one of ztunnel's own ports on a pod or loopback address is
+/// [`Route::OwnPort`].
 pub fn resolve(inputs: &ProxyInputs, snap: &Snapshot, original: SocketAddr) -> Route {
+    let route = resolve_unchecked(inputs, snap, original);
+    let target = match &route {
+        Route::Hbone { authority, .. } => Some(*authority),
+        Route::Passthrough(target) => Some(*target),
+        Route::Refuse(_) | Route::OwnPort(_) => None,
+    };
+    match target {
+        Some(target) if is_own_listener(inputs, snap, target) => Route::OwnPort(target),
+        _ if is_own_listener(inputs, snap, original) => Route::OwnPort(original),
+        _ => route,
+    }
+}
+
+/// Whether `addr` may be one of ztunnel's own listeners: one of its ports on a loopback,
+/// unspecified or pod address.
+pub(crate) fn is_own_listener(inputs: &ProxyInputs, snap: &Snapshot, addr: SocketAddr) -> bool {
+    inputs.is_own_port(addr.port())
+        && (addr.ip().is_loopback()
+            || addr.ip().is_unspecified()
+            || snap.workload_by_ip(addr.ip()).is_some())
+}
+
+fn resolve_unchecked(inputs: &ProxyInputs, snap: &Snapshot, original: SocketAddr) -> Route {
     if let Some(service) = snap.service_by_vip(original.ip()) {
         return via_service(inputs, snap, service, original);
     }

@@ -33,10 +33,7 @@ const ADDRESS_NOT_SUPPORTED: u8 = 8;
 /// Serves SOCKS5 on `listener` for `pod`.
 pub async fn serve(listener: TcpListener, pod: Arc<Pod>, inputs: Arc<ProxyInputs>) {
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+        let (tcp, peer) = hbone::accept::accept(&listener, &inputs.fd_reserve).await;
         let (pod, inputs) = (pod.clone(), inputs.clone());
         tokio::spawn(async move {
             let mut tcp = tcp;
