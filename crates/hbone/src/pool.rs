@@ -4,7 +4,8 @@
 //! - A connection carries at most `max_streams_per_connection` streams; when all are full
 //!   the pool opens another. Concurrent callers that find no room wait for one dial
 //!   instead of each opening their own.
-//! - A connection with no streams for `idle_timeout` is closed.
+//! - A connection with no streams for `idle_timeout` is closed; one beyond the first
+//!   for its key (opened for load) after `surplus_idle_timeout`.
 //! - A connection made with a source certificate that has since been renewed takes no
 //!   new streams and closes once its last stream ends, so new streams present the new
 //!   certificate while live ones are undisturbed.
@@ -383,12 +384,13 @@ async fn drive(
     key: PoolKey,
     pool: Weak<PoolInner>,
 ) {
-    let idle_timeout = match pool.upgrade() {
-        Some(p) => p.settings.idle_timeout,
+    let (idle_timeout, surplus_idle_timeout) = match pool.upgrade() {
+        Some(p) => (p.settings.idle_timeout, p.settings.surplus_idle_timeout),
         None => return,
     };
     let mut ticks = tokio::time::interval(
-        (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)),
+        (idle_timeout.min(surplus_idle_timeout) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(5)),
     );
     loop {
         tokio::select! {
@@ -401,7 +403,12 @@ async fn drive(
             _ = ticks.tick() => {
                 let draining = conn.draining.load(Ordering::Acquire);
                 let idle = conn.idle_for();
-                let expired = idle >= idle_timeout || (draining && conn.active.load(Ordering::Acquire) == 0);
+                let limit = if is_surplus(&pool, &key, &conn) {
+                    surplus_idle_timeout
+                } else {
+                    idle_timeout
+                };
+                let expired = idle >= limit || (draining && conn.active.load(Ordering::Acquire) == 0);
                 if expired && close_if_unused(&pool, &key, &conn) {
                     tracing::debug!(peer = %key.address, id = conn.id, ?idle, draining, "closing unused HBONE connection");
                     break;
@@ -411,6 +418,20 @@ async fn drive(
     }
     conn.dead.store(true, Ordering::Release);
     remove(&pool, &key, &conn);
+}
+
+/// Whether an older live connection serves the same key (so `conn` was opened for load).
+fn is_surplus(pool: &Weak<PoolInner>, key: &PoolKey, conn: &Conn) -> bool {
+    let Some(pool) = pool.upgrade() else {
+        return false;
+    };
+    let Some(entry) = pool.entries.get(key).map(|e| e.clone()) else {
+        return false;
+    };
+    entry
+        .conns()
+        .iter()
+        .any(|c| c.id < conn.id && !c.dead.load(Ordering::Acquire))
 }
 
 /// Marks `conn` dead if no stream holds it; reservations happen under the same lock, so

@@ -23,6 +23,10 @@ pub struct ClientSettings {
     pub max_streams_per_connection: usize,
     /// A connection with no streams for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection beyond the first for the same key (opened under load) with no
+    /// streams for this long is closed: each idle HBONE connection holds about 250 KiB
+    /// of TLS and HTTP/2 buffers, so a burst must not leave its connections behind.
+    pub surplus_idle_timeout: Duration,
     /// Limit for TCP connect, TLS and HTTP/2 handshakes together.
     pub connect_timeout: Duration,
     /// Limit for the server's answer to a `CONNECT`.
@@ -36,6 +40,7 @@ impl Default for ClientSettings {
         Self {
             max_streams_per_connection: 100,
             idle_timeout: Duration::from_secs(60),
+            surplus_idle_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(15),
             max_header_list_size: 16 * 1024,
