@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/istio/security/authorization.proto",
         "proto/istio/workload/zds/zds.proto",
         "proto/istio/v1/auth/ca.proto",
+        "proto/bowline/agent/v1/status.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

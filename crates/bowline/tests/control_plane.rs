@@ -86,6 +86,18 @@ struct Ports {
     plaintext: u16,
     tls: u16,
     http: u16,
+    api: u16,
+}
+
+/// The operator token the control plane in `dir` made (`<state-dir>/operator-token`).
+fn operator_token_file(dir: &Path) -> String {
+    dir.join("state/operator-token").display().to_string()
+}
+
+/// A GET to the management API with the operator token.
+async fn api_get(dir: &Path, url: &str) -> Result<(u16, String), String> {
+    let token = lab::cli::read_token(Path::new(&operator_token_file(dir)))?;
+    lab::cli::request(None, "GET", url, None, Some(&token)).await
 }
 
 async fn control_plane(dir: &Path, ports: &Ports, log: &str) -> Process {
@@ -100,6 +112,7 @@ async fn control_plane(dir: &Path, ports: &Ports, log: &str) -> Process {
         ])
         .args(["--xds-addr", &format!("127.0.0.1:{}", ports.tls)])
         .args(["--http-addr", &format!("127.0.0.1:{}", ports.http)])
+        .args(["--api-addr", &format!("127.0.0.1:{}", ports.api)])
         .args(["--tls-name", "127.0.0.1"])
         .stderr(std::fs::File::create(dir.join(log)).unwrap())
         .spawn()
@@ -161,6 +174,7 @@ async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_r
         plaintext: free_port(),
         tls: free_port(),
         http: free_port(),
+        api: free_port(),
     };
     let cp = control_plane(dir.path(), &ports, "cp.log").await;
     let state = dir.path().join("state");
@@ -179,6 +193,15 @@ async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_r
     std::fs::write(&token_file, token.trim()).unwrap();
     let root = std::fs::read_to_string(state.join("ca/root-cert.pem")).unwrap();
     let url = format!("https://127.0.0.1:{}", ports.tls);
+    // The test plays the node agent, so it also reports what it captured, as the agent
+    // does: only then does the control plane advertise the pods as HBONE.
+    let reporter = cni::report::Reporter::new(cni::report::ReportConfig {
+        node_name: "node-a".into(),
+        url: url.clone(),
+        root_pem: Some(root.clone()),
+        token_file: token_file.clone(),
+    })
+    .unwrap();
 
     let ca = ztunnel::ca_client::CaClient::new(&url, &root, token_file).unwrap();
     let manager =
@@ -198,6 +221,10 @@ async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_r
         mesh.enrol(pod).await.unwrap();
     }
     mesh.agent.snapshot_sent().await.unwrap();
+    let captured = ["frontend-0", "reviews-0", "ratings-0"]
+        .map(|pod| format!("Kubernetes//Pod/shop/{pod}"))
+        .into();
+    assert_eq!(reporter.report(&captured).await.unwrap(), 3);
     let vip: SocketAddr = "10.96.0.10:9080".parse().unwrap();
 
     // Config from xDS, certificates from the CA service: the call is mutual TLS.
@@ -210,37 +237,62 @@ async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_r
     .await;
     let tcp = mesh.dial(Some(frontend), vip).await.unwrap();
     assert_eq!(call(tcp, 100_000).await.unwrap().to_string(), "10.1.0.2");
-    let dump = lab::cli::http(
-        "GET",
-        &format!(
-            "http://127.0.0.1:{}/debug/config_dump?proxy=node-a",
-            ports.http
-        ),
-        None,
-    )
-    .await
-    .unwrap();
+    let dump_url = format!(
+        "http://127.0.0.1:{}/debug/config_dump?proxy=node-a",
+        ports.api
+    );
+    let dump = api_get(dir.path(), &dump_url).await.unwrap();
     assert_eq!(dump.0, 200);
     assert!(
         dump.1.contains("Kubernetes//Pod/shop/reviews-0") && dump.1.contains("10.96.0.10"),
         "{}",
         dump.1
     );
+    // Every pod reported captured has been sent to ztunnel as HBONE.
+    eventually_async("the captured pods sent as HBONE", || async {
+        let Ok((200, body)) = api_get(dir.path(), &dump_url).await else {
+            return false;
+        };
+        let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let workloads = dump["clients"][0]["workloads"].as_array().cloned();
+        workloads.is_some_and(|w| {
+            // 1 = TunnelProtocol::Hbone.
+            w.len() == 3 && w.iter().all(|w| w["tunnel_protocol"] == 1)
+        })
+    })
+    .await;
 
     // `bowline apply`: enforced without restarting anything, also on a live connection.
     let (mut live, _) = greeted(&mesh, frontend, vip).await;
     let policy = dir.path().join("deny.yaml");
     std::fs::write(&policy, DENY_FRONTEND).unwrap();
-    let control = format!("http://127.0.0.1:{}", ports.http);
+    let control = format!("http://127.0.0.1:{}", ports.api);
+    let operator_token = operator_token_file(dir.path());
     let dry = bowline(
-        &["apply", "--dry-run", "--control-plane", &control],
+        &[
+            "apply",
+            "--dry-run",
+            "--control-plane",
+            &control,
+            "--token-file",
+            &operator_token,
+        ],
         &[&policy],
     );
     assert_eq!(
         dry.trim(),
         "AuthorizationPolicy shop/deny-frontend created (dry run)"
     );
-    let out = bowline(&["apply", "--control-plane", &control], &[&policy]);
+    let out = bowline(
+        &[
+            "apply",
+            "--control-plane",
+            &control,
+            "--token-file",
+            &operator_token,
+        ],
+        &[&policy],
+    );
     assert_eq!(out.trim(), "AuthorizationPolicy shop/deny-frontend created");
     assert!(
         closes_soon(&mut live).await,
@@ -267,7 +319,16 @@ async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_r
 
     // It comes back with what was applied; ztunnel resyncs and follows new changes.
     let _cp = control_plane(dir.path(), &ports, "cp-2.log").await;
-    let out = bowline(&["delete", "--control-plane", &control], &[&policy]);
+    let out = bowline(
+        &[
+            "delete",
+            "--control-plane",
+            &control,
+            "--token-file",
+            &operator_token,
+        ],
+        &[&policy],
+    );
     assert_eq!(out.trim(), "AuthorizationPolicy shop/deny-frontend deleted");
     eventually_async("frontend allowed again after the restart", || async {
         match mesh.dial(Some(frontend), vip).await {
@@ -287,9 +348,11 @@ async fn apply_refuses_a_bad_document_and_changes_nothing() {
         plaintext: free_port(),
         tls: free_port(),
         http: free_port(),
+        api: free_port(),
     };
     let _cp = control_plane(dir.path(), &ports, "cp.log").await;
-    let control = format!("http://127.0.0.1:{}", ports.http);
+    let control = format!("http://127.0.0.1:{}", ports.api);
+    let operator_token = operator_token_file(dir.path());
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
@@ -302,7 +365,14 @@ async fn apply_refuses_a_bad_document_and_changes_nothing() {
     )
     .unwrap();
     let out = Command::new(BOWLINE)
-        .args(["apply", "--control-plane", &control, "-f"])
+        .args([
+            "apply",
+            "--control-plane",
+            &control,
+            "--token-file",
+            &operator_token,
+            "-f",
+        ])
         .arg(&bad)
         .output()
         .unwrap();
@@ -314,7 +384,7 @@ async fn apply_refuses_a_bad_document_and_changes_nothing() {
         ),
         "{stderr}"
     );
-    let config = lab::cli::http("GET", &format!("{control}/debug/config"), None)
+    let config = api_get(dir.path(), &format!("{control}/debug/config"))
         .await
         .unwrap()
         .1;

@@ -1,6 +1,7 @@
 //! The one-host lab end to end, through the `bowline` binary: `up`, `exec`, `apply`,
 //! `status`, `down`. Each test has its own lab name and state directory, and removes its
-//! lab even when it fails. Needs root.
+//! lab even when it fails — except the tests that only look at the demo lab, which share
+//! one ([`shared_demo_lab`]). Needs root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -121,6 +122,83 @@ impl Lab {
     fn namespace(&self, kind: &str) -> String {
         format!("bl-{}-{kind}", self.name)
     }
+
+    /// The operator token the lab's control plane made.
+    fn operator_token(&self) -> String {
+        let file = self
+            .state
+            .path()
+            .join(&self.name)
+            .join("control-plane/operator-token");
+        std::fs::read_to_string(file).unwrap().trim().to_owned()
+    }
+
+    /// One HTTP request from inside namespace `ns` of the lab (`net` is the router, where
+    /// the control plane runs); `Err` when the connection itself fails.
+    fn request_from(
+        &self,
+        ns: &str,
+        method: &str,
+        url: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        let namespace = netns::Namespace::existing(&self.namespace(ns));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(lab::cli::request(
+                Some(&namespace),
+                method,
+                url,
+                body.map(str::to_owned),
+                token,
+            ))
+    }
+
+    /// A GET of the control plane's management API, as an operator.
+    fn debug(&self, path: &str) -> serde_json::Value {
+        let token = self.operator_token();
+        let url = format!("http://127.0.0.1:15015{path}");
+        let (status, body) = self
+            .request_from("net", "GET", &url, None, Some(&token))
+            .unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+/// The demo's own files (`examples/demo`, what `bowline up -f examples/demo` reads).
+fn demo_files() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo")
+}
+
+/// A lab of the demo files, shared by the tests that leave it as they found it (named
+/// `the_demo_lab_…`, so the harness runs them side by side); the last one to drop it
+/// removes it.
+fn shared_demo_lab() -> std::sync::Arc<Lab> {
+    use std::sync::{Arc, Mutex, Weak};
+    static SHARED: Mutex<Weak<Lab>> = Mutex::new(Weak::new());
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(lab) = shared.upgrade() {
+        return lab;
+    }
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Unique to this process too: another run of these tests may share the host.
+    let lab = Lab::new(&format!("demo{}{n}", std::process::id() % 100_000), "");
+    std::fs::remove_file(lab.dir.path().join("mesh.yaml")).unwrap();
+    for entry in std::fs::read_dir(demo_files()).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(entry.path(), lab.dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let lab = Arc::new(lab);
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    *shared = Arc::downgrade(&lab);
+    lab
 }
 
 fn text(out: &Output) -> String {
@@ -404,8 +482,24 @@ fn bad_manifests_are_refused_naming_the_problem_and_nothing_is_left() {
 
 /// The PID of the `bowline ztunnel` process (not its supervisor) in node `node`.
 fn ztunnel_pid(lab: &Lab, node: &str) -> Option<i32> {
+    component_pid(lab, node, "ztunnel", false)
+}
+
+/// The PID of component `component` (`ztunnel`, `cni`) of node `node`, or with
+/// `supervisor` of the `bowline supervise` that keeps it running.
+fn component_pid(lab: &Lab, node: &str, component: &str, supervisor: bool) -> Option<i32> {
+    pid_in(
+        &lab.namespace(&format!("node-{node}")),
+        component,
+        supervisor,
+    )
+}
+
+/// The PID of the process in namespace `ns` whose command line holds `component`, the
+/// `bowline supervise` keeping it running with `supervisor`, else the component itself.
+fn pid_in(ns: &str, component: &str, supervisor: bool) -> Option<i32> {
     let out = Command::new("ip")
-        .args(["netns", "pids", &lab.namespace(&format!("node-{node}"))])
+        .args(["netns", "pids", ns])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -414,8 +508,29 @@ fn ztunnel_pid(lab: &Lab, node: &str) -> Option<i32> {
         .find(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.iter().any(|a| *a == b"ztunnel") && !args.iter().any(|a| *a == b"supervise")
+            args.contains(&component.as_bytes())
+                && args.iter().any(|a| *a == b"supervise") == supervisor
         })
+}
+
+/// A process stopped with SIGSTOP, continued when dropped.
+struct Paused(i32);
+
+impl Paused {
+    fn new(pid: i32) -> Self {
+        signal(pid, nix::sys::signal::Signal::SIGSTOP);
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
 }
 
 #[test]
@@ -487,4 +602,489 @@ fn a_killed_ztunnel_comes_back_and_serves_its_pods_without_restarting_them() {
         agent_log.matches("ztunnel connected; replaying").count() >= 2,
         "the agent replayed its pods to the new ztunnel: {agent_log}"
     );
+}
+
+#[test]
+fn a_pod_enrolled_while_its_node_agent_is_down_stays_reachable_and_joins_the_mesh_when_it_is_back()
+{
+    if !root_or_skip(
+        "a_pod_enrolled_while_its_node_agent_is_down_stays_reachable_and_joins_the_mesh_when_it_is_back",
+    ) {
+        return;
+    }
+    let lab = Lab::new("t10cap", MESH);
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+
+    // node-2's agent goes down, and its supervisor is held so it does not bring it back.
+    let supervisor = component_pid(&lab, "node-2", "cni", true).expect("node-2's agent supervisor");
+    let paused = Paused::new(supervisor);
+    let agent = component_pid(&lab, "node-2", "cni", false).expect("node-2's agent");
+    signal(agent, nix::sys::signal::Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while component_pid(&lab, "node-2", "cni", false).is_some() {
+        assert!(Instant::now() < deadline, "the agent did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // plain/outsider (on node-2) is enrolled live; the control plane tells the other
+    // node's ztunnel so, but keeps it plaintext: nobody has captured it.
+    let enrol = lab.dir.path().join("enrol.yaml");
+    std::fs::write(&enrol, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain, labels: {istio.io/dataplane-mode: ambient}}\n").unwrap();
+    let out = lab.bowline(&["apply", "--name", &lab.name, "-f", enrol.to_str().unwrap()]);
+    assert_eq!(text(&out).trim(), "Namespace plain configured");
+    let sent = || {
+        let dump = lab.debug("/debug/config_dump?proxy=node-1");
+        dump["clients"][0]["workloads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["name"] == "outsider")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let outsider = sent();
+        let enrolled = outsider["extensions"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["name"] == "bowline.io/capture"));
+        if enrolled {
+            assert_eq!(
+                outsider["tunnel_protocol"], 0,
+                "NONE until captured: {outsider}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never sent as enrolled: {outsider}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    assert!(
+        status.lines().any(|l| l.contains("plain/outsider")
+            && l.contains(" enrolled ")
+            && l.contains("waiting for capture")),
+        "{status}"
+    );
+    // Mesh clients keep reaching it (in plaintext, as before the enrolment).
+    for _ in 0..10 {
+        let (ok, body) = lab.call("shop/client", "http://outsider.plain/");
+        assert!(ok, "a call to the pod waiting for capture failed: {body}");
+    }
+
+    // The agent is back: it captures the pod, reports it, and the calls become mutual TLS.
+    drop(paused);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+        if status
+            .lines()
+            .any(|l| l.contains("plain/outsider") && l.contains("captured (in mesh)"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never captured: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, body) = lab.call("shop/client", "http://outsider.plain/");
+        assert!(ok, "a call after the capture failed: {body}");
+        let metrics = lab.bowline(&[
+            "exec",
+            "--name",
+            &lab.name,
+            "node/node-2",
+            "--",
+            "bowline",
+            "call",
+            "http://127.0.0.1:15020/metrics",
+        ]);
+        let mtls = String::from_utf8_lossy(&metrics.stdout).lines().any(|l| {
+            l.contains("destination_workload=\"outsider\"")
+                && l.contains("connection_security_policy=\"mutual_tls\"")
+        });
+        if mtls {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "calls to the captured pod never arrived over mutual TLS: {}",
+            text(&metrics)
+        );
+    }
+}
+
+/// `bowline ztunnel-config workloads` of `node`, by uid.
+fn ztunnel_workloads(lab: &Lab, node: &str) -> serde_json::Value {
+    let out = lab.bowline(&[
+        "ztunnel-config",
+        "workloads",
+        "--node",
+        node,
+        "--name",
+        &lab.name,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_demo_lab_is_unchanged_when_its_files_are_applied_again() {
+    if !root_or_skip("the_demo_lab_is_unchanged_when_its_files_are_applied_again") {
+        return;
+    }
+    let lab = shared_demo_lab();
+    let before: Vec<serde_json::Value> = ["node-1", "node-2"]
+        .iter()
+        .map(|n| ztunnel_workloads(&lab, n))
+        .collect();
+    let demo = demo_files();
+    let out = lab.bowline(&["apply", "--name", &lab.name, "-f", demo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("note:")).collect();
+    assert_eq!(lines.len(), 13, "every demo object: {stdout}");
+    assert!(lines.iter().all(|l| l.ends_with(" unchanged")), "{stdout}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("WARNING"),
+        "{}",
+        text(&out)
+    );
+
+    // The pods stay in the mesh: workloads, capture, mutual TLS on the wire.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after: Vec<serde_json::Value> = ["node-1", "node-2"]
+        .iter()
+        .map(|n| ztunnel_workloads(&lab, n))
+        .collect();
+    assert_eq!(before, after, "what the ztunnels hold");
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    for pod in [
+        "shop/client",
+        "shop/frontend-0",
+        "shop/reviews-0",
+        "shop/db-0",
+    ] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.contains(pod) && l.contains("captured (in mesh)")),
+            "{pod}: {status}"
+        );
+    }
+    let wire = sniff(&lab.namespace("net"), Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(300));
+    let token = "still-secret-4c2e";
+    let (ok, body) = lab.call("shop/client", &format!("http://reviews:9080/{token}"));
+    assert!(ok, "{body}");
+    let seen = wire.join().unwrap();
+    assert!(!contains(&seen, token.as_bytes()), "plaintext on the wire");
+    assert!(
+        contains(&seen, &[0x17, 0x03, 0x03]),
+        "TLS records on the wire"
+    );
+}
+
+#[test]
+fn the_demo_lab_warns_before_an_apply_takes_pods_out_of_the_mesh() {
+    if !root_or_skip("the_demo_lab_warns_before_an_apply_takes_pods_out_of_the_mesh") {
+        return;
+    }
+    let lab = shared_demo_lab();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("unenrol-shop.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+    )
+    .unwrap();
+    let out = lab.bowline(&[
+        "apply",
+        "--dry-run",
+        "--name",
+        &lab.name,
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Namespace shop configured (dry run)"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for pod in [
+        "shop/client",
+        "shop/db-0",
+        "shop/frontend-0",
+        "shop/reviews-0",
+    ] {
+        let line = format!(
+            "WARNING: pod {pod} leaves the mesh: traffic to and from it will be plaintext (dry run)"
+        );
+        assert!(stderr.lines().any(|l| l == line), "{line}: {stderr}");
+    }
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("shop/client") && l.contains("captured (in mesh)")),
+        "a dry run changes nothing: {status}"
+    );
+}
+
+#[test]
+fn the_demo_lab_refuses_config_from_its_pods() {
+    if !root_or_skip("the_demo_lab_refuses_config_from_its_pods") {
+        return;
+    }
+    let lab = shared_demo_lab();
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: from-a-pod, namespace: shop}\nspec: {action: DENY, rules: [{}]}\n";
+    let pod = "p-shop-client";
+    // The public port answers metrics and readiness only.
+    let (status, body) = lab
+        .request_from(pod, "GET", "http://10.255.0.1:15014/ready", None, None)
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = lab
+        .request_from(
+            pod,
+            "POST",
+            "http://10.255.0.1:15014/api/apply",
+            Some(policy),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 404, "{body}");
+    // The management port is on the router's loopback: a pod cannot reach it.
+    for url in [
+        "http://10.255.0.1:15015/api/apply",
+        "http://127.0.0.1:15015/api/apply",
+    ] {
+        let answer = lab.request_from(pod, "POST", url, Some(policy), None);
+        assert!(answer.is_err(), "{url}: {answer:?}");
+    }
+    // And whoever reaches it without the operator token is refused.
+    let (status, body) = lab
+        .request_from(
+            "net",
+            "POST",
+            "http://127.0.0.1:15015/api/apply",
+            Some(policy),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 401, "{body}");
+    let config = lab.debug("/debug/config");
+    assert!(
+        !config.to_string().contains("from-a-pod"),
+        "nothing was applied"
+    );
+}
+
+/// GET `url` from inside node `node`'s namespace: (success, body).
+fn node_get(lab: &Lab, node: &str, url: &str) -> (bool, String) {
+    let out = lab.bowline(&[
+        "exec",
+        "--name",
+        &lab.name,
+        &format!("node/{node}"),
+        "--",
+        "bowline",
+        "call",
+        url,
+    ]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn status_right_after_up_shows_every_component_ready_under_its_own_pid_and_secrets_are_private() {
+    if !root_or_skip(
+        "status_right_after_up_shows_every_component_ready_under_its_own_pid_and_secrets_are_private",
+    ) {
+        return;
+    }
+    let lab = Lab::new("t10stat", MESH);
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    // What `up --detach` waited for is what `status` shows at once.
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    for node in ["node-1", "node-2"] {
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(node) && l.contains("ztunnel"))
+            .unwrap_or_else(|| panic!("no line for {node}: {status}"));
+        assert!(line.ends_with("ztunnel ready"), "{status}");
+    }
+    assert!(
+        !status.contains("NOT READY") && !status.contains("EXITED"),
+        "{status}"
+    );
+
+    // A supervised component is shown under its own PID, with its supervisor's beside it.
+    for (what, ns, component) in [
+        ("ztunnel node-1", lab.namespace("node-node-1"), "ztunnel"),
+        ("cni node-2", lab.namespace("node-node-2"), "cni"),
+        ("control-plane", lab.namespace("net"), "control-plane"),
+    ] {
+        let own = pid_in(&ns, component, false).unwrap();
+        let supervisor = pid_in(&ns, component, true).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{what} ")))
+            .unwrap_or_else(|| panic!("no line for {what}: {status}"));
+        let shown: Vec<&str> = line.split_whitespace().collect();
+        let at = shown.iter().position(|w| *w == "pid").unwrap();
+        assert_eq!(shown[at + 1], own.to_string(), "{line}");
+        assert_eq!(shown[at + 3], format!("{supervisor})"), "{line}");
+        assert!(line.ends_with("running"), "{line}");
+    }
+
+    // Node tokens, configuration snapshots and cached certificates are the owner's only.
+    let nodes = lab.state.path().join(&lab.name).join("nodes");
+    assert_eq!(mode(&nodes), 0o700);
+    for node in ["node-1", "node-2"] {
+        assert_eq!(
+            mode(&nodes.join(format!("{node}.token"))),
+            0o600,
+            "{node} token"
+        );
+        let snapshot = nodes.join(format!("{node}.snapshot"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !snapshot.exists() {
+            assert!(Instant::now() < deadline, "no snapshot file for {node}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(mode(&snapshot), 0o600, "{node} snapshot");
+        let certs = nodes.join(format!("{node}-certs"));
+        assert_eq!(mode(&certs), 0o700, "{node} certificate cache");
+        let cached: Vec<_> = std::fs::read_dir(&certs).unwrap().flatten().collect();
+        assert!(!cached.is_empty(), "{node} cached its pods' certificates");
+        for file in cached {
+            assert_eq!(mode(&file.path()), 0o600, "{}", file.path().display());
+        }
+    }
+    let cp = lab.state.path().join(&lab.name).join("control-plane");
+    assert_eq!(mode(&cp.join("ca/root-key.pem")), 0o600, "CA key");
+    assert_eq!(mode(&cp.join("node-token-key")), 0o600, "node token key");
+}
+
+#[test]
+fn a_ztunnel_restarted_while_the_control_plane_is_away_serves_its_pods_from_its_snapshot() {
+    if !root_or_skip(
+        "a_ztunnel_restarted_while_the_control_plane_is_away_serves_its_pods_from_its_snapshot",
+    ) {
+        return;
+    }
+    let lab = Lab::new("t10snap", MESH);
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    let (ok, body) = lab.call("shop/client", "http://server.shop/");
+    assert!(ok, "{body}");
+    let snapshot = lab
+        .state
+        .path()
+        .join(&lab.name)
+        .join("nodes/node-1.snapshot");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !snapshot.exists() {
+        assert!(Instant::now() < deadline, "no snapshot file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The control plane dies and stays away: its supervisor is held.
+    let router = lab.namespace("net");
+    let supervisor = pid_in(&router, "control-plane", true).expect("control plane supervisor");
+    let paused = Paused::new(supervisor);
+    let cp = pid_in(&router, "control-plane", false).expect("control plane");
+    signal(cp, nix::sys::signal::Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_in(&router, "control-plane", false).is_some() {
+        assert!(Instant::now() < deadline, "the control plane did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // node-1's ztunnel is killed; its supervisor starts it again after a second.
+    let old = ztunnel_pid(&lab, "node-1").expect("ztunnel of node-1 runs");
+    signal(old, nix::sys::signal::Signal::SIGKILL);
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(20);
+    let started = loop {
+        if ztunnel_pid(&lab, "node-1").is_some_and(|p| p != old) {
+            break Instant::now();
+        }
+        assert!(Instant::now() < deadline, "ztunnel did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Its pods are reachable through the mesh at once, both ways: the client (node-1)
+    // calls out, the server (node-2) calls in to neighbour (node-1).
+    let deadline = started + Duration::from_secs(2);
+    while !lab.call("shop/client", "http://server.shop/").0 {
+        assert!(
+            Instant::now() < deadline,
+            "node-1's pods unreachable 2 s after its ztunnel restarted: {}",
+            std::fs::read_to_string(
+                lab.state
+                    .path()
+                    .join(&lab.name)
+                    .join("logs/ztunnel-node-1.log")
+            )
+            .unwrap_or_default()
+        );
+    }
+    let outbound = started.elapsed();
+    while !lab.call("shop/server", "http://neighbour.shop/").0 {
+        assert!(
+            Instant::now() < deadline,
+            "neighbour unreachable after the restart"
+        );
+    }
+    eprintln!(
+        "ztunnel killed -> restarted {:?}; restarted -> pods reachable {outbound:?} (inbound too {:?})",
+        started - killed,
+        started.elapsed()
+    );
+    let (_, metrics) = node_get(&lab, "node-1", "http://127.0.0.1:15020/metrics");
+    assert!(
+        metrics.contains("connection_security_policy=\"mutual_tls\""),
+        "mutual TLS after the restart: {metrics}"
+    );
+    assert!(metrics.contains("ztunnel_config_stale 1"), "{metrics}");
+    let (ok, ready) = node_get(&lab, "node-1", "http://127.0.0.1:15021/healthz/ready");
+    assert!(ok && ready.contains("stale"), "{ready}");
+    let (_, dump) = node_get(&lab, "node-1", "http://127.0.0.1:15000/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["stale"], true);
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    assert!(status.contains("ztunnel ready (stale"), "{status}");
+
+    // The control plane comes back: its answer replaces the snapshot, stale no more.
+    drop(paused);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, dump) = node_get(&lab, "node-1", "http://127.0.0.1:15000/config_dump");
+        let stale = serde_json::from_str::<serde_json::Value>(&dump)
+            .map(|d| d["stale"].clone())
+            .unwrap_or_default();
+        if stale == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still stale: {dump}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, metrics) = node_get(&lab, "node-1", "http://127.0.0.1:15020/metrics");
+    assert!(metrics.contains("ztunnel_config_stale 0"), "{metrics}");
+    let (ok, body) = lab.call("shop/client", "http://server.shop/");
+    assert!(ok, "{body}");
 }

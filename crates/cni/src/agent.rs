@@ -1,7 +1,13 @@
 //! The node agent's loop: which pods of this node are enrolled (from the control plane's
-//! workload xDS: a workload on this node with `tunnel_protocol: HBONE` is enrolled), and
-//! making that true — capture rules inside the pod's namespace, then the namespace handed
-//! to ztunnel over ZDS; the reverse when a pod leaves or is un-enrolled.
+//! workload xDS: a workload on this node carrying the `bowline.io/capture` extension is
+//! enrolled), and making that true — capture rules inside the pod's namespace, then the
+//! namespace handed to ztunnel over ZDS; the reverse when a pod leaves or is un-enrolled.
+//! The set of pods captured this way is reported to the control plane ([`crate::report`]),
+//! which advertises a pod as HBONE only once it is in that set.
+//!
+//! A restarted agent reports nothing until it knows both the control plane's pods and
+//! ztunnel's (it has replayed to a connected ztunnel): an early, empty report would turn
+//! every pod of the node back to plaintext for a moment.
 //!
 //! A pod is never captured while ztunnel is not connected (nobody would be listening);
 //! the agent says so and enrols it when ztunnel connects. When ztunnel (re)connects, the
@@ -19,6 +25,7 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use xds::ads_client::AdsStream;
 
+use crate::report::{self, ReportConfig, Reporter};
 use crate::zds::{AgentError, AgentSocket, PodRef, ZtunnelConnection};
 
 /// Settings of one node agent.
@@ -36,6 +43,10 @@ pub struct AgentConfig {
     pub netns_prefix: String,
     /// Capture DNS (port 53) to ztunnel's DNS proxy on 15053.
     pub dns_capture: bool,
+    /// Where captures are reported (`https://HOST:15012`).
+    pub status_url: String,
+    /// The node token for reports.
+    pub token_file: PathBuf,
 }
 
 /// An enrolled pod of this node, as the control plane describes it.
@@ -76,8 +87,18 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentStartError> {
         })?;
     xds::transport::channel(&config.xds_url, config.root_pem.as_deref())
         .map_err(AgentStartError::ControlPlane)?;
+    let reporter = Reporter::new(ReportConfig {
+        node_name: config.node_name.clone(),
+        url: config.status_url.clone(),
+        root_pem: config.root_pem.clone(),
+        token_file: config.token_file.clone(),
+    })
+    .map_err(AgentStartError::ControlPlane)?;
+    let (reported, reported_rx) = watch::channel(None);
+    let (sessions, sessions_rx) = watch::channel(0u64);
+    tokio::spawn(report::run(reporter, reported_rx, sessions_rx));
     let (pods_tx, mut pods_rx) = watch::channel(None::<BTreeMap<String, EnrolledPod>>);
-    tokio::spawn(watch_pods(config.clone(), pods_tx));
+    tokio::spawn(watch_pods(config.clone(), pods_tx, sessions));
     let (conn_tx, mut conn_rx) = mpsc::channel(1);
     tokio::spawn(async move {
         loop {
@@ -102,6 +123,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentStartError> {
         first_seen: BTreeMap::new(),
         ztunnel: None,
         warned: BTreeSet::new(),
+        desired_known: false,
+        replayed: false,
+        reported,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -114,6 +138,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentStartError> {
                 if let Some(pods) = pods {
                     agent.set_desired(pods);
                     agent.reconcile().await;
+                    agent.publish();
                 }
             }
             Some(connection) = conn_rx.recv() => {
@@ -121,8 +146,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentStartError> {
                 agent.ztunnel = Some(connection);
                 agent.warned.clear();
                 agent.replay().await;
+                agent.publish();
             }
-            _ = tick.tick() => agent.reconcile().await,
+            _ = tick.tick() => {
+                agent.reconcile().await;
+                agent.publish();
+            }
         }
     }
 }
@@ -136,9 +165,31 @@ struct Agent {
     first_seen: BTreeMap<String, Instant>,
     ztunnel: Option<ZtunnelConnection>,
     warned: BTreeSet<String>,
+    /// The control plane's pods of this node have arrived at least once.
+    desired_known: bool,
+    /// A ztunnel connected and was replayed to at least once.
+    replayed: bool,
+    /// What the reporter sends: the captured uids, once both of the above hold.
+    reported: watch::Sender<Option<BTreeSet<String>>>,
 }
 
 impl Agent {
+    /// Hands the captured set to the reporter (it sends only what changed).
+    fn publish(&self) {
+        if !(self.desired_known && self.replayed) {
+            return;
+        }
+        let now: BTreeSet<String> = self.captured.keys().cloned().collect();
+        self.reported.send_if_modified(|held| {
+            if held.as_ref() == Some(&now) {
+                false
+            } else {
+                *held = Some(now);
+                true
+            }
+        });
+    }
+
     fn set_desired(&mut self, pods: BTreeMap<String, EnrolledPod>) {
         let now = Instant::now();
         for uid in pods.keys() {
@@ -146,6 +197,7 @@ impl Agent {
         }
         self.first_seen.retain(|uid, _| pods.contains_key(uid));
         self.desired = pods;
+        self.desired_known = true;
     }
 
     fn netns(&self, pod: &EnrolledPod) -> Namespace {
@@ -196,6 +248,7 @@ impl Agent {
             tracing::warn!(%error, "ztunnel did not take the snapshot");
             self.ztunnel = None;
         }
+        self.replayed = true;
     }
 
     async fn hand_over(&mut self, pod: &EnrolledPod) -> Result<(), AgentError> {
@@ -290,14 +343,16 @@ impl Agent {
     }
 }
 
-/// Follows the control plane's workloads; publishes this node's enrolled pods.
+/// Follows the control plane's workloads; publishes this node's enrolled pods, and counts
+/// in `sessions` every stream that got a first answer.
 async fn watch_pods(
     config: AgentConfig,
     pods: watch::Sender<Option<BTreeMap<String, EnrolledPod>>>,
+    sessions: watch::Sender<u64>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if let Err(error) = pods_session(&config, &pods).await {
+        if let Err(error) = pods_session(&config, &pods, &sessions).await {
             tracing::warn!(url = %config.xds_url, %error, "node agent: no control plane; keeping the current pods");
         }
         tokio::time::sleep(backoff).await;
@@ -308,6 +363,7 @@ async fn watch_pods(
 async fn pods_session(
     config: &AgentConfig,
     pods: &watch::Sender<Option<BTreeMap<String, EnrolledPod>>>,
+    sessions: &watch::Sender<u64>,
 ) -> Result<(), String> {
     let node = xds::core::Node {
         id: format!("cni~{}", config.node_name),
@@ -322,6 +378,7 @@ async fn pods_session(
     .await?;
     // Every workload of this node by uid (enrolled or not), rebuilt from deltas.
     let mut all: BTreeMap<String, (EnrolledPod, bool)> = BTreeMap::new();
+    let mut first = true;
     while let Some(response) = stream.next().await? {
         for resource in &response.resources {
             let Some(any) = &resource.resource else {
@@ -334,7 +391,10 @@ async fn pods_session(
             if let Some(xds::workload::address::Type::Workload(w)) = address.r#type
                 && w.node == config.node_name
             {
-                let enrolled = w.tunnel_protocol == xds::workload::TunnelProtocol::Hbone as i32;
+                let enrolled = w
+                    .extensions
+                    .iter()
+                    .any(|e| e.name == xds::CAPTURE_EXTENSION);
                 let sa = if w.service_account.is_empty() {
                     "default".to_owned()
                 } else {
@@ -364,6 +424,10 @@ async fn pods_session(
             .collect();
         pods.send_replace(Some(enrolled));
         stream.answer(&response, None).await?;
+        if first {
+            first = false;
+            sessions.send_modify(|n| *n += 1);
+        }
     }
     Ok(())
 }

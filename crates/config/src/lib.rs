@@ -4,19 +4,22 @@
 //! `RequestAuthentication`, `DestinationRule` and `ServiceEntry` are parsed and kept for
 //! the waypoint.
 //!
-//! Owns: the resource types ([`resources`]), multi-document parsing ([`parse`]) and
-//! validation ([`validate`]), with errors that name the source, the document index and the
+//! Owns: the resource types ([`resources`]), multi-document parsing ([`parse`]) within
+//! [`limits`] (documents, nesting depth, scalar size, values) and validation
+//! ([`validate`]), with errors that name the source, the document index and the
 //! field path ([`ConfigError`]). A field Bowline does not support is refused, never
 //! silently ignored. Must not: do I/O beyond reading the text it is given, or know how the
 //! mesh compiles these resources (that is the control plane's translation).
 
 #![forbid(unsafe_code)]
 
+pub mod limits;
 pub mod parse;
 pub mod resources;
 pub mod validate;
 
-pub use parse::parse_documents;
+pub use limits::{Limit, Limits};
+pub use parse::{ParseError, parse_documents, parse_documents_with};
 pub use resources::{Kind, ObjectKey, Resource};
 
 /// A document that cannot be used: where it is and why.

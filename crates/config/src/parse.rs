@@ -1,20 +1,113 @@
 //! Multi-document YAML (or JSON) into [`Resource`]s. Each document must carry a known
 //! `apiVersion` and `kind`; its fields are read strictly and then validated. The first bad
-//! document fails the whole text, so a source is taken entirely or not at all.
+//! document fails the whole text, so a source is taken entirely or not at all. Every text
+//! is held to [`Limits`] ([`crate::limits`]): its flow nesting is scanned before the YAML
+//! loader sees it, the other limits are checked while each document's values are built.
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+use crate::limits::{self, Budget, Limit, Limits};
 use crate::resources::{Kind, Resource};
 use crate::{ConfigError, validate};
 
-/// Parses every document of `text`; `source_name` names the text in errors (a file path,
-/// or `apply` for requests). Empty documents are skipped.
+/// Why a text was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// A document is not valid YAML, not a supported resource, or not valid as one.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The text passes one of its [`Limits`]; `error` says where and which.
+    #[error("{error}")]
+    Limit {
+        /// Which limit.
+        limit: Limit,
+        /// Where, and the limit's value.
+        error: ConfigError,
+    },
+    /// `cancelled` said to stop (the client went away); nothing is returned.
+    #[error("{source_name}: parsing stopped after {documents} documents: cancelled")]
+    Cancelled {
+        /// The text's name.
+        source_name: String,
+        /// Documents read before stopping.
+        documents: usize,
+    },
+}
+
+impl From<ParseError> for ConfigError {
+    fn from(error: ParseError) -> Self {
+        match error {
+            ParseError::Invalid(error) | ParseError::Limit { error, .. } => error,
+            ParseError::Cancelled {
+                source_name,
+                documents,
+            } => ConfigError {
+                source_name,
+                document: documents,
+                object: None,
+                path: String::new(),
+                message: "cancelled".into(),
+            },
+        }
+    }
+}
+
+/// Parses every document of `text` within [`Limits::FILES`]; `source_name` names the
+/// text in errors (a file path, or `apply` for requests). Empty documents are skipped.
 pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>, ConfigError> {
+    parse_documents_with(text, source_name, &Limits::FILES, &|| false).map_err(Into::into)
+}
+
+/// Parses every document of `text` within `limits`, asking `cancelled` before each
+/// document (a request whose client went away stops there, and nothing is returned).
+pub fn parse_documents_with(
+    text: &str,
+    source_name: &str,
+    limits: &Limits,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<Resource>, ParseError> {
+    let limit_error = |limit: Limit, document: usize, message: String| ParseError::Limit {
+        limit,
+        error: ConfigError {
+            source_name: source_name.to_owned(),
+            document,
+            object: None,
+            path: String::new(),
+            message,
+        },
+    };
+    if let Some(at) = limits::scan_flow_depth(text, limits.max_depth) {
+        return Err(limit_error(
+            Limit::Depth,
+            at.document,
+            format!(
+                "nested deeper than {max} levels at line {} column {} (`[`/`{{` not closed); the limit is {max}",
+                at.line,
+                at.column,
+                max = limits.max_depth
+            ),
+        ));
+    }
+    let budget = Budget::new(*limits);
     let mut resources = Vec::new();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let document_number = index + 1;
+        if cancelled() {
+            return Err(ParseError::Cancelled {
+                source_name: source_name.to_owned(),
+                documents: index,
+            });
+        }
+        if let Some(max) = limits.max_documents
+            && document_number > max
+        {
+            return Err(limit_error(
+                Limit::Documents,
+                document_number,
+                format!("more than {max} documents; the limit is {max} per request: split it"),
+            ));
+        }
         let fail = |object: Option<String>, path: String, message: String| ConfigError {
             source_name: source_name.to_owned(),
             document: document_number,
@@ -22,8 +115,15 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>, C
             path,
             message,
         };
-        let value = Value::deserialize(document)
-            .map_err(|e| fail(None, String::new(), format!("not valid YAML: {e}")))?;
+        let value = match limits::bounded_value(document, &budget) {
+            Ok(value) => value,
+            Err(e) => {
+                return Err(match budget.tripped.get() {
+                    Some(limit) => limit_error(limit, document_number, e.to_string()),
+                    None => fail(None, String::new(), format!("not valid YAML: {e}")).into(),
+                });
+            }
+        };
         if value.is_null() {
             continue;
         }

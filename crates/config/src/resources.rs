@@ -670,6 +670,33 @@ impl Resource {
         }
     }
 
+    /// This resource written over `stored` (the same object) by a writer that does not
+    /// own the object's status: what the cluster keeps up for it is kept from `stored`, as
+    /// the Kubernetes API server keeps it on an update — a Pod's `status` (always) and its
+    /// `spec.nodeName` (when this one has none), a Service's `clusterIP`/`clusterIPs`
+    /// (when this one has none), a Node's `spec.podCIDR` (when this one has none).
+    pub fn keeping_cluster_fields_of(mut self, stored: &Resource) -> Resource {
+        match (&mut self, stored) {
+            (Resource::Pod(new), Resource::Pod(old)) => {
+                new.status = old.status.clone();
+                if new.spec.node_name.is_none() {
+                    new.spec.node_name = old.spec.node_name.clone();
+                }
+            }
+            (Resource::Service(new), Resource::Service(old))
+                if new.spec.cluster_ip.is_none() && new.spec.cluster_ips.is_empty() =>
+            {
+                new.spec.cluster_ip = old.spec.cluster_ip.clone();
+                new.spec.cluster_ips = old.spec.cluster_ips.clone();
+            }
+            (Resource::Node(new), Resource::Node(old)) if new.spec.pod_cidr.is_none() => {
+                new.spec.pod_cidr = old.spec.pod_cidr.clone();
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// The resource as JSON (for dry runs and dumps).
     pub fn to_json(&self) -> serde_json::Value {
         let kind = self.kind();

@@ -195,3 +195,114 @@ fn namespaced_kinds_default_to_the_default_namespace() {
     .unwrap();
     assert_eq!(resources[0].key().to_string(), "ServiceAccount default/sa");
 }
+
+fn limit_of(text: &str, limits: &crate::Limits) -> (crate::Limit, ConfigError) {
+    match crate::parse_documents_with(text, "apply", limits, &|| false) {
+        Err(crate::ParseError::Limit { limit, error }) => (limit, error),
+        other => panic!("expected a limit, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_deeply_nested_body_is_refused_in_milliseconds_naming_the_depth_limit() {
+    // 200 KB after a key: libyaml's scanner is quadratic in flow depth (149 s here before
+    // the scan existed).
+    let text = format!("a: {}", "[".repeat(200_000));
+    let started = std::time::Instant::now();
+    let (limit, e) = limit_of(&text, &crate::Limits::API);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(limit, crate::Limit::Depth);
+    assert_eq!(
+        e.to_string(),
+        "apply: document 1: nested deeper than 64 levels at line 1 column 68 (`[`/`{` not closed); the limit is 64"
+    );
+    // Block nesting is held to the same limit while the values are built.
+    let mut block = String::new();
+    for level in 0..70 {
+        block.push_str(&format!("{}k{level}:\n", " ".repeat(level)));
+    }
+    let (limit, e) = limit_of(&block, &crate::Limits::API);
+    assert_eq!(limit, crate::Limit::Depth, "{e}");
+    assert!(e.message.contains("nested deeper than 64 levels"), "{e}");
+    // 64 levels are fine (and then refused for what they are, not for their depth).
+    let ok = format!("a: {}{}", "[".repeat(63), "]".repeat(63));
+    let e = crate::parse_documents_with(&ok, "apply", &crate::Limits::API, &|| false);
+    assert!(matches!(e, Err(crate::ParseError::Invalid(_))), "{e:?}");
+}
+
+#[test]
+fn documents_scalars_and_alias_expansion_are_limited() {
+    let doc = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+    let limits = crate::Limits {
+        max_documents: Some(3),
+        ..crate::Limits::API
+    };
+    let three = format!("{doc}---\n{doc}---\n{doc}");
+    assert_eq!(
+        crate::parse_documents_with(&three, "apply", &limits, &|| false)
+            .unwrap()
+            .len(),
+        3
+    );
+    let (limit, e) = limit_of(&format!("{three}---\n{doc}"), &limits);
+    assert_eq!(limit, crate::Limit::Documents);
+    assert_eq!(e.document, 4);
+    assert!(e.message.contains("the limit is 3 per request"), "{e}");
+
+    let big = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {{a: {}}}}}\n",
+        "x".repeat((1 << 20) + 1)
+    );
+    let (limit, e) = limit_of(&big, &crate::Limits::API);
+    assert_eq!(limit, crate::Limit::ScalarBytes);
+    assert!(
+        e.message
+            .contains("a scalar of 1048577 bytes; the limit is 1048576 bytes"),
+        "{e}"
+    );
+
+    // 2,000 values repeated 1,000 times by aliases: 2,000,000 values from 15 KB, within
+    // serde_norway's own alias limit (jumps up to 100 times the events).
+    let bomb = format!(
+        "a: &a [{}]\nb: [{}]\n",
+        vec!["x"; 2000].join(", "),
+        vec!["*a"; 1000].join(", ")
+    );
+    let (limit, e) = limit_of(&bomb, &crate::Limits::API);
+    assert_eq!(limit, crate::Limit::Values, "{e}");
+    assert!(e.message.contains("more than 1000000 values"), "{e}");
+}
+
+#[test]
+fn a_cancelled_parse_stops_between_documents_and_returns_nothing() {
+    let doc = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n";
+    let asked = std::cell::Cell::new(0);
+    let cancelled = || {
+        asked.set(asked.get() + 1);
+        asked.get() > 2
+    };
+    let e = crate::parse_documents_with(&doc.repeat(5), "apply", &crate::Limits::API, &cancelled);
+    assert_eq!(
+        e,
+        Err(crate::ParseError::Cancelled {
+            source_name: "apply".into(),
+            documents: 2
+        })
+    );
+}
+
+#[test]
+fn duplicate_keys_and_tags_read_as_before() {
+    let e = error("apiVersion: v1\nkind: Namespace\nkind: Namespace\nmetadata: {name: x}\n");
+    assert!(
+        e.message.contains("duplicate entry with key \"kind\""),
+        "{e}"
+    );
+    // A tag is read through, as serde_norway's own values do.
+    let tagged = "apiVersion: v1\nkind: Namespace\nmetadata: !thing {name: x}\n";
+    assert_eq!(parse_documents(tagged, "x").unwrap().len(), 1);
+}

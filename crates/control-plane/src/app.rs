@@ -1,7 +1,11 @@
 //! Running the control plane: the CA root and node-token key from the state directory,
 //! the watched config files, the delta ADS server (plaintext on 15010 for the lab, TLS on
-//! 15012 together with the CA service), and the HTTP surface on 15014. Objects applied
-//! through the API are kept in `<state>/applied.yaml` and restored at start.
+//! 15012 together with the CA service and the node agents' capture reports), and the HTTP
+//! surfaces: public (metrics, readiness) on 15014, management (debug, apply) on
+//! 127.0.0.1:15015 behind the operator token (`<state>/operator-token`, made at first
+//! start). Objects applied through the API are kept in `<state>/applied.yaml`, the capture
+//! reports in `<state>/captured.json`; both are restored at start — the applied objects
+//! over the files, as they were written.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,13 +18,16 @@ use identity::{CaConfig, CertificateAuthority};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
+use xds::agent::node_agent_status_server::NodeAgentStatusServer;
 use xds::ca::istio_certificate_service_server::IstioCertificateServiceServer;
 use xds::discovery::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 
 use crate::ads::{Ads, Clients};
 use crate::ca_service::CaService;
+use crate::capture_status::{self, CaptureStatusService};
 use crate::http_api::{self, HttpState};
 use crate::metrics::Metrics;
+use crate::operator_token::OperatorToken;
 use crate::store::{Origin, Store};
 use crate::tokens::NodeTokens;
 use crate::translate::MeshSettings;
@@ -41,8 +48,10 @@ pub struct Config {
     pub xds_plaintext_addr: Option<SocketAddr>,
     /// TLS xDS + CA.
     pub xds_tls_addr: SocketAddr,
-    /// Metrics, debug, apply API.
+    /// Metrics and readiness (read-only).
     pub http_addr: SocketAddr,
+    /// The management API (debug, apply), behind the operator token.
+    pub api_addr: SocketAddr,
     /// Extra names (DNS or IP) for the TLS certificate.
     pub tls_names: Vec<String>,
     /// Mesh settings.
@@ -60,6 +69,9 @@ pub enum StartError {
     /// The token key.
     #[error(transparent)]
     Tokens(#[from] crate::tokens::TokenError),
+    /// The operator token.
+    #[error(transparent)]
+    OperatorToken(#[from] crate::operator_token::OperatorTokenError),
     /// A config file.
     #[error("{0}")]
     Config(String),
@@ -83,8 +95,10 @@ pub struct Bound {
     pub xds_plaintext: Option<SocketAddr>,
     /// TLS xDS + CA.
     pub xds_tls: SocketAddr,
-    /// HTTP surface.
+    /// Public HTTP surface (metrics, readiness).
     pub http: SocketAddr,
+    /// Management API.
+    pub api: SocketAddr,
 }
 
 /// Runs until `shutdown` completes. `on_bound` learns the bound addresses.
@@ -98,21 +112,32 @@ pub async fn run(
         CaConfig::new(config.mesh.trust_domain.clone()),
     )?);
     let tokens = Arc::new(NodeTokens::load_or_create(&config.state_dir)?);
+    let operator_token = Arc::new(OperatorToken::load_or_create(&config.state_dir)?);
     let store = Arc::new(Store::new(config.mesh.clone()));
     let metrics = Arc::new(Metrics::default());
     let clients = Arc::new(Clients::default());
+    match capture_status::restore(&store, &config.state_dir) {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "restored the pods node agents reported captured"),
+        Err(error) => {
+            tracing::error!(%error, "starting with no pod captured; the node agents report again when they reconnect")
+        }
+    }
 
+    // Files first, then what was applied over them: the order in which they were
+    // written, so the applied objects win again and the files keep owning status.
     let applied_file = config.state_dir.join("applied.yaml");
+    let mut files = FileSources::new(config.config_paths.clone());
+    files.applied_file = Some(applied_file.clone());
+    if let Some(error) = files.poll(&store, &metrics).into_iter().next() {
+        return Err(StartError::Config(error));
+    }
     if let Ok(text) = std::fs::read_to_string(&applied_file) {
         let resources = config::parse_documents(&text, &applied_file.display().to_string())
             .map_err(|e| StartError::Config(format!("objects applied earlier: {e}")))?;
         let count = resources.len();
         store.apply(resources, &Origin::Api, false);
         tracing::info!(count, file = %applied_file.display(), "restored objects applied earlier");
-    }
-    let mut files = FileSources::new(config.config_paths.clone());
-    if let Some(error) = files.poll(&store, &metrics).into_iter().next() {
-        return Err(StartError::Config(error));
     }
     let mut tasks = Vec::new();
     {
@@ -174,15 +199,21 @@ pub async fn run(
     })?;
     let ca_service = IstioCertificateServiceServer::new(CaService::new(
         ca.clone(),
-        tokens,
+        tokens.clone(),
         store.clone(),
         metrics.clone(),
+    ));
+    let capture_service = NodeAgentStatusServer::new(CaptureStatusService::new(
+        tokens,
+        store.clone(),
+        Some(&config.state_dir),
     ));
     let server = Server::builder()
         .tls_config(tls)
         .map_err(|e| StartError::Tls(e.to_string()))?
         .add_service(ads_service())
         .add_service(ca_service)
+        .add_service(capture_service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped());
     tasks.push(tokio::spawn(async move {
         if let Err(e) = server.await {
@@ -190,30 +221,38 @@ pub async fn run(
         }
     }));
 
-    let (http, task) = http_api::spawn(
-        config.http_addr,
-        HttpState {
-            store: store.clone(),
-            clients,
-            metrics,
-            applied_file: Some(applied_file),
-        },
-    )
-    .await
-    .map_err(|source| StartError::Listen {
-        addr: config.http_addr,
-        source,
-    })?;
+    let state = HttpState::new(
+        store.clone(),
+        clients,
+        metrics,
+        Some(applied_file),
+        operator_token,
+    );
+    let (http, task) = http_api::spawn_public(config.http_addr, state.clone())
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.http_addr,
+            source,
+        })?;
+    tasks.push(task);
+    let (api, task) = http_api::spawn_management(config.api_addr, state)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.api_addr,
+            source,
+        })?;
     tasks.push(task);
     let bound = Bound {
         xds_plaintext,
         xds_tls,
         http,
+        api,
     };
     tracing::info!(
         xds_plaintext = ?bound.xds_plaintext,
         xds_tls = %bound.xds_tls,
         http = %bound.http,
+        api = %bound.api,
         objects = store.load().objects.len(),
         "control plane serving"
     );
@@ -241,6 +280,9 @@ pub struct FileSources {
     roots: Vec<PathBuf>,
     /// File → hash of the content last taken (or refused).
     seen: BTreeMap<PathBuf, u64>,
+    /// Rewritten when a file takes an object back from the apply API, so a restart does
+    /// not restore the applied version over the file's.
+    pub applied_file: Option<PathBuf>,
 }
 
 impl FileSources {
@@ -249,6 +291,7 @@ impl FileSources {
         Self {
             roots,
             seen: BTreeMap::new(),
+            applied_file: None,
         }
     }
 
@@ -280,7 +323,21 @@ impl FileSources {
             let name = path.display().to_string();
             match config::parse_documents(&text, &name) {
                 Ok(resources) => {
+                    let before = store.load();
                     let changes = store.replace_origin(&Origin::File(name.clone()), resources);
+                    let took_back = changes.iter().any(|c| {
+                        before
+                            .objects
+                            .get(&c.key)
+                            .is_some_and(|o| o.origin == Origin::Api)
+                            && c.outcome == crate::store::Outcome::Configured
+                    });
+                    if took_back
+                        && let Some(file) = &self.applied_file
+                        && let Err(e) = http_api::save_applied(store, file)
+                    {
+                        tracing::error!(file = %file.display(), error = %e, "cannot save applied objects");
+                    }
                     let changed = changes
                         .iter()
                         .filter(|c| c.outcome != crate::store::Outcome::Unchanged)

@@ -1,22 +1,34 @@
-//! The control plane's HTTP surface on 15014:
+//! The control plane's HTTP surfaces, two listeners:
 //!
-//! - `GET /metrics` — Prometheus metrics;
-//! - `GET /ready` — 200 once the config sources are loaded;
-//! - `GET /debug/config_dump?proxy=<node>` — exactly what that node's ztunnel was sent
-//!   (JSON; without `proxy`, every connected client);
-//! - `GET /debug/connections` — connected xDS clients, ACK/NACK counts;
-//! - `GET /debug/config` — the stored objects and translation messages;
-//! - `POST /api/apply[?dryRun=true]` and `POST /api/delete[?dryRun=true]` — a YAML body
-//!   of documents, taken whole or refused whole; answers JSON `{"changes": [...]}`, or 400
-//!   with `{"error": "..."}` naming the document and field.
+//! - **public** (`--http-addr`, 15014), read-only, for scrapers and probes:
+//!   `GET /metrics` (also `/stats/prometheus`) and `GET /ready`;
+//! - **management** (`--api-addr`, default 127.0.0.1:15015 — in the lab the router
+//!   namespace's loopback, which no pod can reach), every request with
+//!   `Authorization: Bearer <operator token>` ([`crate::operator_token`]), else 401
+//!   ([`management`]):
+//!   - `GET /debug/config_dump?proxy=<node>` — exactly what that node's ztunnel was sent
+//!     (JSON; without `proxy`, every connected client);
+//!   - `GET /debug/connections` — connected xDS clients, ACK/NACK counts;
+//!   - `GET /debug/config` — the stored objects and translation messages;
+//!   - `POST /api/apply[?dryRun=true]` and `POST /api/delete[?dryRun=true]` — a YAML body
+//!     of documents, taken whole or refused whole, within limits, parsed off the async
+//!     runtime ([`apply`]); answers JSON `{"changes": [...], "warnings": [...]}`, or an
+//!     error `{"error": "..."}` naming the document and field or the limit.
+//!
+//! Owns: routing, authentication, the mapping of outcomes to HTTP statuses. Must not: parse
+//! or translate config itself (the config crate and the store do).
+
+mod apply;
+mod management;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -25,12 +37,12 @@ use tokio::net::TcpListener;
 
 use crate::ads::Clients;
 use crate::metrics::Metrics;
+use crate::operator_token::OperatorToken;
 use crate::store::{Origin, Store};
 
-/// Largest apply body.
-const MAX_BODY: usize = 16 << 20;
+pub use apply::{MAX_BODY, MAX_CONCURRENT_PARSES};
 
-/// What the HTTP surface serves.
+/// What the HTTP surfaces serve.
 #[derive(Debug, Clone)]
 pub struct HttpState {
     /// The store.
@@ -41,28 +53,91 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Where applied objects are kept across restarts.
     pub applied_file: Option<std::path::PathBuf>,
+    /// What the management API asks of every request.
+    pub operator_token: Arc<OperatorToken>,
+    /// Applies being parsed (at most [`MAX_CONCURRENT_PARSES`]).
+    pub parses: Arc<tokio::sync::Semaphore>,
 }
 
-/// Binds `addr` and serves in the background; returns the bound address.
-pub async fn spawn(
+impl HttpState {
+    /// State over these parts, with room for [`MAX_CONCURRENT_PARSES`] parses.
+    pub fn new(
+        store: Arc<Store>,
+        clients: Arc<Clients>,
+        metrics: Arc<Metrics>,
+        applied_file: Option<std::path::PathBuf>,
+        operator_token: Arc<OperatorToken>,
+    ) -> Self {
+        Self {
+            store,
+            clients,
+            metrics,
+            applied_file,
+            operator_token,
+            parses: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PARSES)),
+        }
+    }
+}
+
+/// Binds the public listener on `addr` and serves in the background; returns the bound
+/// address.
+pub async fn spawn_public(
     addr: SocketAddr,
     state: HttpState,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    Ok((bound, tokio::spawn(serve(listener, state))))
+    spawn(addr, state, |state, req| async move {
+        public_route(&state, req)
+    })
+    .await
 }
 
-async fn serve(listener: TcpListener, state: HttpState) {
+/// Binds the management listener on `addr` and serves in the background; returns the
+/// bound address.
+pub async fn spawn_management(
+    addr: SocketAddr,
+    state: HttpState,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    spawn(addr, state, |state, req| async move {
+        management::route(&state, req).await
+    })
+    .await
+}
+
+async fn spawn<F, Fut>(
+    addr: SocketAddr,
+    state: HttpState,
+    route: F,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
+where
+    F: Fn(HttpState, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((bound, tokio::spawn(serve(listener, state, route))))
+}
+
+async fn serve<F, Fut>(listener: TcpListener, state: HttpState, route: F)
+where
+    F: Fn(HttpState, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of descriptors and the like: do not spin.
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let state = state.clone();
+        let route = route.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
+                let (state, route) = (state.clone(), route.clone());
+                async move { Ok::<_, Infallible>(route(state, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -71,17 +146,9 @@ async fn serve(listener: TcpListener, state: HttpState) {
     }
 }
 
-fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| v.to_owned())
-    })
-}
-
-async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/metrics" | "/stats/prometheus") => {
+fn public_route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics" | "/stats/prometheus") => {
             state
                 .metrics
                 .config_version
@@ -92,119 +159,22 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
                 state.metrics.encode(),
             )
         }
-        (Method::GET, "/ready") => respond(StatusCode::OK, "text/plain", "ready\n".into()),
-        (Method::GET, "/debug/config_dump") => {
-            let proxy = query(&req, "proxy");
-            let clients = match &proxy {
-                Some(node) => state.clients.for_node(node),
-                None => state.clients.all(),
-            };
-            if clients.is_empty() {
-                let message = match proxy {
-                    Some(node) => format!("no ztunnel of node {node:?} is connected"),
-                    None => "no ztunnel is connected".into(),
-                };
-                return json_response(StatusCode::NOT_FOUND, &json!({ "error": message }));
-            }
-            let dumps: Vec<serde_json::Value> = clients
-                .iter()
-                .filter_map(|c| c.lock().ok().map(|c| client_dump(&c)))
-                .collect();
-            json_response(StatusCode::OK, &json!({ "clients": dumps }))
-        }
-        (Method::GET, "/debug/connections") => {
-            let list: Vec<serde_json::Value> = state
-                .clients
-                .all()
-                .iter()
-                .filter_map(|c| {
-                    c.lock().ok().map(|c| {
-                        json!({
-                            "node": c.node_name,
-                            "id": c.node_id,
-                            "acks": c.acks,
-                            "nacks": c.nacks,
-                            "lastNack": c.last_nack,
-                            "resources": c.sent.iter().map(|(t, s)| s.resources(t).map_or(0, |r| r.len())).sum::<usize>(),
-                        })
-                    })
-                })
-                .collect();
-            json_response(StatusCode::OK, &json!({ "connections": list }))
-        }
-        (Method::GET, "/debug/config") => {
-            let snapshot = state.store.load();
-            let objects: Vec<serde_json::Value> = snapshot
-                .objects
-                .values()
-                .map(|r| r.resource.to_json())
-                .collect();
-            json_response(
-                StatusCode::OK,
-                &json!({
-                    "version": snapshot.version,
-                    "objects": objects,
-                    "status": snapshot.compiled.status,
-                }),
-            )
-        }
-        (Method::POST, "/api/apply" | "/api/delete") => {
-            let dry_run = query(&req, "dryRun").is_some_and(|v| v == "true" || v.is_empty());
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(e) => {
-                    return json_response(
-                        StatusCode::BAD_REQUEST,
-                        &json!({ "error": format!("cannot read the request: {e}") }),
-                    );
-                }
-            };
-            let Ok(text) = std::str::from_utf8(&body) else {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({ "error": "the body must be UTF-8 YAML" }),
-                );
-            };
-            let source = if path == "/api/apply" {
-                "apply"
-            } else {
-                "delete"
-            };
-            let resources = match config::parse_documents(text, source) {
-                Ok(resources) => resources,
-                Err(e) => {
-                    state.metrics.config_errors.inc();
-                    tracing::warn!(error = %e, "refused a {source} request; nothing changed");
-                    return json_response(
-                        StatusCode::BAD_REQUEST,
-                        &json!({ "error": e.to_string() }),
-                    );
-                }
-            };
-            let changes = if path == "/api/apply" {
-                state.store.apply(resources, &Origin::Api, dry_run)
-            } else {
-                let keys = resources.iter().map(config::Resource::key).collect();
-                state.store.delete(keys, dry_run)
-            };
-            if !dry_run {
-                for change in &changes {
-                    tracing::info!(object = %change.object, outcome = ?change.outcome, "{source}");
-                }
-                if let Some(file) = &state.applied_file
-                    && let Err(e) = save_applied(&state.store, file)
-                {
-                    tracing::error!(file = %file.display(), error = %e, "cannot save applied objects; they are in force but will not survive a restart");
-                }
-            }
-            let status = state.store.load().compiled.status.clone();
-            json_response(
-                StatusCode::OK,
-                &json!({ "dryRun": dry_run, "changes": changes, "status": status }),
-            )
-        }
+        (&Method::GET, "/ready") => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+        (_, path) if path.starts_with("/api/") || path.starts_with("/debug/") => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({
+                "error": "this listener is read-only (metrics, readiness); the apply and debug API is on the management listener (--api-addr, default 127.0.0.1:15015) and needs the operator token",
+            }),
+        ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| v.to_owned())
+    })
 }
 
 /// Writes the objects that came through the apply API to `file` (JSON documents, which
@@ -225,47 +195,6 @@ pub fn save_applied(store: &Store, file: &std::path::Path) -> std::io::Result<()
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, file)
-}
-
-/// A client's sent resources, decoded to JSON.
-fn client_dump(client: &crate::ads::ClientState) -> serde_json::Value {
-    use prost::Message;
-    let mut workloads = Vec::new();
-    let mut services = Vec::new();
-    let mut policies = Vec::new();
-    for (type_url, sent) in &client.sent {
-        for published in sent
-            .resources(type_url)
-            .into_iter()
-            .flatten()
-            .map(|(_, p)| p)
-        {
-            let bytes = published.resource.value.as_slice();
-            if type_url == xds::ADDRESS_TYPE_URL {
-                match xds::workload::Address::decode(bytes)
-                    .ok()
-                    .and_then(|a| a.r#type)
-                {
-                    Some(xds::workload::address::Type::Workload(w)) => {
-                        workloads.push(serde_json::to_value(w).unwrap_or_default());
-                    }
-                    Some(xds::workload::address::Type::Service(s)) => {
-                        services.push(serde_json::to_value(s).unwrap_or_default());
-                    }
-                    None => {}
-                }
-            } else if let Ok(p) = xds::security::Authorization::decode(bytes) {
-                policies.push(serde_json::to_value(p).unwrap_or_default());
-            }
-        }
-    }
-    json!({
-        "node": client.node_name,
-        "id": client.node_id,
-        "workloads": workloads,
-        "services": services,
-        "policies": policies,
-    })
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {

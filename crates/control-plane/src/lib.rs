@@ -2,16 +2,20 @@
 //! needs (workload xDS) and certificates out.
 //!
 //! Owns: the versioned config store and its sources, translation to Istio's workload API
-//! ([`translate`], pure), the delta ADS server, the CA service, the apply API and the
-//! operator surfaces. Must not: carry data-plane traffic.
+//! ([`translate`], pure), the delta ADS server, the CA service, the node agents' capture
+//! reports ([`capture_status`]), the apply API behind the operator token
+//! ([`operator_token`]) and the operator surfaces ([`http_api`]). Must not: carry
+//! data-plane traffic.
 
 #![forbid(unsafe_code)]
 
 pub mod ads;
 pub mod app;
 pub mod ca_service;
+pub mod capture_status;
 pub mod http_api;
 pub mod metrics;
+pub mod operator_token;
 pub mod store;
 pub mod tokens;
 pub mod translate;

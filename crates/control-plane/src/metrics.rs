@@ -1,5 +1,6 @@
 //! Control-plane metrics on 15014 `/metrics`: connected clients, pushes (count, bytes,
-//! resources), push → ACK latency, NACKs, config errors, and the store version.
+//! resources), push → ACK latency, NACKs, config errors, the store version, and applies
+//! turned away (busy) or abandoned by their client.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,6 +30,10 @@ pub struct Metrics {
     pub certificates_issued: Counter,
     /// Certificate requests refused.
     pub certificates_refused: Counter,
+    /// Applies answered 503 because others were being parsed.
+    pub apply_busy: Counter,
+    /// Applies whose client went away before they were applied (nothing changed).
+    pub apply_cancelled: Counter,
     registry: Registry,
 }
 
@@ -46,6 +51,8 @@ impl Default for Metrics {
             config_version: Gauge::default(),
             certificates_issued: Counter::default(),
             certificates_refused: Counter::default(),
+            apply_busy: Counter::default(),
+            apply_cancelled: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -97,6 +104,16 @@ impl Default for Metrics {
             "bowline_certificates_refused",
             "Certificate requests refused",
             m.certificates_refused.clone(),
+        );
+        registry.register(
+            "bowline_apply_busy",
+            "Applies refused with 503 while others were parsed",
+            m.apply_busy.clone(),
+        );
+        registry.register(
+            "bowline_apply_cancelled",
+            "Applies abandoned by their client before they were applied",
+            m.apply_cancelled.clone(),
         );
         Self { registry, ..m }
     }

@@ -1,7 +1,14 @@
 //! The versioned config store every source feeds (files, the apply API; a Kubernetes
-//! watcher could be added beside them). A change is taken whole or not at all: it is
+//! watcher could be added beside them), together with the pods node agents reported
+//! captured (a translation input). A change is taken whole or not at all: it is
 //! translated once, published as an immutable [`Snapshot`] (resources pre-encoded for
 //! xDS), and subscribers are woken.
+//!
+//! Sources replace one another's objects, the last writer winning — except for status:
+//! an object's status (and the fields the cluster allocates: a Pod's node, a Service's
+//! VIP, a Node's pod CIDR) is written only by the file that created it (in a lab, the
+//! lab's own file); an apply, or another file, keeps what is stored. Each change also
+//! reports what it takes away from running pods ([`Report::warnings`]).
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -12,7 +19,7 @@ use config::{ObjectKey, Resource};
 use prost::Message;
 use xds::google::protobuf::Any;
 
-use crate::translate::{self, Compiled, MeshSettings};
+use crate::translate::{self, Captured, Compiled, MeshSettings};
 
 /// Where an object came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -28,8 +35,43 @@ pub enum Origin {
 pub struct Stored {
     /// The object.
     pub resource: Resource,
-    /// Where it came from.
+    /// Where it came from (its last writer).
     pub origin: Origin,
+    /// The source that created it, the only one whose writes set its status and the
+    /// fields the cluster allocates (see [`Store::apply`]).
+    pub status_owner: Origin,
+}
+
+/// `resource`, written by `origin`, as it is stored over `stored`, with the source that
+/// owns its status. The creator owns it; a file that owns it keeps writing it whole (the
+/// lab's own file); anyone else — the apply API, other files — writes everything but
+/// the status and the allocated fields, which are kept (Kubernetes' status subresource:
+/// an apply never overwrites status).
+fn written_over(
+    resource: Resource,
+    origin: &Origin,
+    stored: Option<&Stored>,
+) -> (Resource, Origin) {
+    match stored {
+        None => (resource, origin.clone()),
+        Some(old) if matches!(origin, Origin::File(_)) && old.status_owner == *origin => {
+            (resource, old.status_owner.clone())
+        }
+        Some(old) => (
+            resource.keeping_cluster_fields_of(&old.resource),
+            old.status_owner.clone(),
+        ),
+    }
+}
+
+/// What one change did, and what it takes away from running pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Each object's outcome.
+    pub changes: Vec<Change>,
+    /// Pods leaving the mesh, policies no longer enforced on running pods
+    /// ([`translate::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 impl translate::AsResource for Arc<Stored> {
@@ -103,6 +145,8 @@ pub struct Snapshot {
     /// The user's objects and where each came from (shared between versions, so a change
     /// copies pointers, not objects).
     pub objects: BTreeMap<ObjectKey, Arc<Stored>>,
+    /// The pods node agents reported captured (an input of the translation).
+    pub captured: Captured,
     /// The translation.
     pub compiled: Compiled,
     /// `istio.workload.Address` resources, encoded.
@@ -189,26 +233,35 @@ impl Store {
         self.updates.subscribe()
     }
 
-    /// Creates or replaces `resources` (from `origin`); with `dry_run`, only reports.
-    pub fn apply(&self, resources: Vec<Resource>, origin: &Origin, dry_run: bool) -> Vec<Change> {
-        self.change(dry_run, |objects| {
+    /// Creates or replaces `resources` (from `origin`); with `dry_run`, only reports. An
+    /// existing object keeps its status and allocated fields unless `origin` is the file
+    /// that created it ([`config::Resource::keeping_cluster_fields_of`]); one that comes
+    /// out the same is left alone (origin included).
+    pub fn apply(&self, resources: Vec<Resource>, origin: &Origin, dry_run: bool) -> Report {
+        self.change_reporting(dry_run, |objects, _| {
             resources
                 .into_iter()
                 .map(|resource| {
                     let key = resource.key();
                     let object = key.to_string();
-                    let outcome = match objects.get(&key) {
+                    let old = objects.get(&key);
+                    let (resource, status_owner) =
+                        written_over(resource, origin, old.map(|stored| &**stored));
+                    let outcome = match old {
                         None => Outcome::Created,
                         Some(old) if old.resource == resource => Outcome::Unchanged,
                         Some(_) => Outcome::Configured,
                     };
-                    objects.insert(
-                        key.clone(),
-                        Arc::new(Stored {
-                            resource,
-                            origin: origin.clone(),
-                        }),
-                    );
+                    if outcome != Outcome::Unchanged {
+                        objects.insert(
+                            key.clone(),
+                            Arc::new(Stored {
+                                resource,
+                                origin: origin.clone(),
+                                status_owner,
+                            }),
+                        );
+                    }
                     Change {
                         object,
                         outcome,
@@ -220,8 +273,8 @@ impl Store {
     }
 
     /// Removes the objects with these keys.
-    pub fn delete(&self, keys: Vec<ObjectKey>, dry_run: bool) -> Vec<Change> {
-        self.change(dry_run, |objects| {
+    pub fn delete(&self, keys: Vec<ObjectKey>, dry_run: bool) -> Report {
+        self.change_reporting(dry_run, |objects, _| {
             keys.into_iter()
                 .map(|key| {
                     let outcome = if objects.remove(&key).is_some() {
@@ -241,7 +294,7 @@ impl Store {
 
     /// Makes `origin`'s objects exactly `resources` (a re-read file).
     pub fn replace_origin(&self, origin: &Origin, resources: Vec<Resource>) -> Vec<Change> {
-        self.change(false, |objects| {
+        self.change(false, |objects, _| {
             let mut changes = Vec::new();
             let incoming: BTreeMap<ObjectKey, Resource> =
                 resources.into_iter().map(|r| (r.key(), r)).collect();
@@ -259,7 +312,10 @@ impl Store {
                 });
             }
             for (key, resource) in incoming {
-                let outcome = match objects.get(&key) {
+                let old = objects.get(&key);
+                let (resource, status_owner) =
+                    written_over(resource, origin, old.map(|stored| &**stored));
+                let outcome = match old {
                     None => Outcome::Created,
                     Some(old) if old.resource == resource && old.origin == *origin => {
                         Outcome::Unchanged
@@ -277,6 +333,7 @@ impl Store {
                         Arc::new(Stored {
                             resource,
                             origin: origin.clone(),
+                            status_owner,
                         }),
                     );
                 }
@@ -285,24 +342,66 @@ impl Store {
         })
     }
 
+    /// Makes the pods `node`'s agent reported captured exactly `uids` (pods are HBONE
+    /// only once captured); returns the pods whose capture changed, as `Configured`.
+    pub fn set_captured(
+        &self,
+        node: &str,
+        uids: std::collections::BTreeSet<String>,
+    ) -> Vec<Change> {
+        self.change(false, |_, captured| {
+            captured
+                .replace(node, uids)
+                .iter()
+                .filter_map(|uid| translate::pod_of_uid(uid))
+                .map(|(namespace, name)| {
+                    let key = ObjectKey {
+                        kind: config::Kind::Pod,
+                        namespace: namespace.to_owned(),
+                        name: name.to_owned(),
+                    };
+                    Change {
+                        object: key.to_string(),
+                        outcome: Outcome::Configured,
+                        key,
+                    }
+                })
+                .collect()
+        })
+    }
+
     fn change(
         &self,
         dry_run: bool,
-        edit: impl FnOnce(&mut BTreeMap<ObjectKey, Arc<Stored>>) -> Vec<Change>,
+        edit: impl FnOnce(&mut BTreeMap<ObjectKey, Arc<Stored>>, &mut Captured) -> Vec<Change>,
     ) -> Vec<Change> {
+        self.change_reporting(dry_run, edit).changes
+    }
+
+    /// Makes the change `edit` describes (translated, published) unless `dry_run`, and
+    /// says what it takes away from running pods (also in a dry run).
+    fn change_reporting(
+        &self,
+        dry_run: bool,
+        edit: impl FnOnce(&mut BTreeMap<ObjectKey, Arc<Stored>>, &mut Captured) -> Vec<Change>,
+    ) -> Report {
         let mut history = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let started = std::time::Instant::now();
         let current = self.current.load_full();
         let mut objects = current.objects.clone();
-        let changes = edit(&mut objects);
+        let mut captured = current.captured.clone();
+        let changes = edit(&mut objects, &mut captured);
         let changed = changes.iter().any(|c| {
             matches!(
                 c.outcome,
                 Outcome::Created | Outcome::Configured | Outcome::Deleted
             )
         });
-        if dry_run || !changed {
-            return changes;
+        if !changed {
+            return Report {
+                changes,
+                warnings: Vec::new(),
+            };
         }
         let cloned = started.elapsed();
         // Only the namespaces a change can affect are translated again.
@@ -314,12 +413,20 @@ impl Store {
             Some(namespaces) if current.version > 0 => translate::translate_namespaces(
                 &objects,
                 &self.settings,
+                &captured,
                 &current.compiled,
                 &namespaces,
             ),
-            _ => translate::translate(&objects, &self.settings),
+            _ => translate::translate(&objects, &self.settings, &captured),
         };
         let translated = started.elapsed();
+        let warnings = translate::warnings(&current.compiled, &compiled);
+        if dry_run {
+            return Report { changes, warnings };
+        }
+        for warning in &warnings {
+            tracing::warn!(version = current.version + 1, "{warning}");
+        }
         let addresses = publish(
             &compiled.addresses,
             &current.compiled.addresses,
@@ -344,6 +451,7 @@ impl Store {
             addresses,
             authorizations,
             objects,
+            captured,
             compiled,
             delta,
         };
@@ -356,7 +464,7 @@ impl Store {
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "config version published"
         );
-        changes
+        Report { changes, warnings }
     }
 
     /// What changed in `type_url` after version `from` up to the current version, or
@@ -421,3 +529,6 @@ fn publish<M: Message + prost::Name>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

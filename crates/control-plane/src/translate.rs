@@ -4,18 +4,26 @@
 //! the same code.
 //!
 //! Rules follow istiod's ambient translation: every pod with an address becomes a
-//! `Workload` (HBONE when enrolled, NONE otherwise) with uid `<cluster>//Pod/<ns>/<name>`;
+//! `Workload` with uid `<cluster>//Pod/<ns>/<name>` — an enrolled one carries the
+//! `bowline.io/capture` extension (its node agent's cue to capture it) and is HBONE once
+//! that agent reported the capture ([`Captured`]), NONE before and when not enrolled;
 //! services get hostnames `<name>.<ns>.svc.<domain>` and their VIPs; waypoints bind by
 //! `istio.io/use-waypoint` on the pod or service first, then its namespace, honouring the
 //! Gateway's `istio.io/waypoint-for`; AuthorizationPolicies compile to L4 clauses (ALLOW
 //! rules needing HTTP attributes are omitted, DENY rules drop their HTTP conditions and so
 //! match more); PeerAuthentication STRICT becomes a DENY-without-identity policy listed on
 //! the workloads it covers. Whatever could only be partly enforced is reported in
-//! [`Compiled::status`].
+//! [`Compiled::status`]. What a change takes away from running pods (capture, policy) is
+//! found by comparing two compiled versions ([`warnings`]).
 
 mod authz;
+mod capture;
 mod peer;
+mod warnings;
 mod waypoint;
+
+pub use capture::{Captured, pod_of_uid};
+pub use warnings::warnings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -215,12 +223,13 @@ pub fn pod_addresses(pod: &k8s::Pod) -> Vec<IpAddr> {
     out
 }
 
-/// Compiles a snapshot.
+/// Compiles a snapshot, with the pods the node agents reported captured.
 pub fn translate<R: AsResource>(
     objects: &BTreeMap<ObjectKey, R>,
     settings: &MeshSettings,
+    captured: &Captured,
 ) -> Compiled {
-    compile(objects, settings, None)
+    compile(objects, settings, captured, None)
 }
 
 /// Which namespaces a change of these objects can affect: `None` when it can affect any
@@ -271,10 +280,11 @@ pub fn affected_namespaces<'a, R>(
 pub fn translate_namespaces<R: AsResource>(
     objects: &BTreeMap<ObjectKey, R>,
     settings: &MeshSettings,
+    captured: &Captured,
     previous: &Compiled,
     namespaces: &std::collections::BTreeSet<String>,
 ) -> Compiled {
-    let mut out = compile(objects, settings, Some(namespaces));
+    let mut out = compile(objects, settings, captured, Some(namespaces));
     let keep = |name: &str| !namespaces.contains(resource_namespace(name));
     for (name, address) in &previous.addresses {
         if keep(name) {
@@ -315,6 +325,7 @@ fn resource_namespace(name: &str) -> &str {
 fn compile<R: AsResource>(
     objects: &BTreeMap<ObjectKey, R>,
     settings: &MeshSettings,
+    captured: &Captured,
     only: Option<&std::collections::BTreeSet<String>>,
 ) -> Compiled {
     let index = Index::new(objects, settings);
@@ -339,7 +350,7 @@ fn compile<R: AsResource>(
         if !wanted(pod.metadata.namespace()) {
             continue;
         }
-        if let Some(workload) = workload_resource(&index, pod, &peer, &mut out) {
+        if let Some(workload) = workload_resource(&index, pod, &peer, captured, &mut out) {
             out.addresses.insert(
                 workload.uid.clone(),
                 Arc::new(wire::Address {
@@ -414,6 +425,7 @@ fn workload_resource(
     index: &Index<'_>,
     pod: &k8s::Pod,
     peer: &peer::PeerPolicies,
+    captured: &Captured,
     out: &mut Compiled,
 ) -> Option<wire::Workload> {
     if matches!(pod.status.phase.as_deref(), Some("Succeeded" | "Failed")) {
@@ -485,15 +497,19 @@ fn workload_resource(
     policies.extend(peer.for_pod(index, pod));
     let ready = !matches!(pod.status.phase.as_deref(), Some("Pending"));
     let trust_domain = &index.settings.trust_domain;
+    let uid = pod_uid(&index.settings.cluster_id, namespace, &meta.name);
+    let node = pod.spec.node_name.clone().unwrap_or_default();
+    // HBONE only where a ztunnel really receives the pod's traffic: its agent said so.
+    let hbone = enrolled && captured.contains(&node, &uid);
     Some(wire::Workload {
-        uid: pod_uid(&index.settings.cluster_id, namespace, &meta.name),
+        uid,
         name: meta.name.clone(),
         namespace: namespace.to_owned(),
         addresses: addresses
             .into_iter()
             .map(|ip| xds::ip_to_bytes(ip).into())
             .collect(),
-        tunnel_protocol: if enrolled {
+        tunnel_protocol: if hbone {
             wire::TunnelProtocol::Hbone
         } else {
             wire::TunnelProtocol::None
@@ -505,7 +521,7 @@ fn workload_resource(
         },
         service_account: pod.spec.service_account().to_owned(),
         waypoint: waypoint::for_pod(index, pod, out),
-        node: pod.spec.node_name.clone().unwrap_or_default(),
+        node,
         canonical_name,
         canonical_revision,
         workload_type: wire::WorkloadType::Pod as i32,
@@ -518,6 +534,14 @@ fn workload_resource(
             wire::WorkloadStatus::Unhealthy
         } as i32,
         cluster_id: index.settings.cluster_id.clone(),
+        extensions: if enrolled {
+            vec![wire::Extension {
+                name: xds::CAPTURE_EXTENSION.to_owned(),
+                config: None,
+            }]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     })
 }

@@ -9,10 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use support::ControlPlane;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
-use xds::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use support::xds_client::Client;
 use xds::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 
 const MESH: &str = r#"
@@ -46,85 +43,6 @@ kind: AuthorizationPolicy
 metadata: {name: deny-legacy, namespace: shop}
 spec: {action: DENY, rules: [{from: [{source: {namespaces: [legacy]}}]}]}
 "#;
-
-struct Client {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    rx: Streaming<DeltaDiscoveryResponse>,
-}
-
-impl Client {
-    async fn connect(cp: &ControlPlane) -> Self {
-        let mut client = AggregatedDiscoveryServiceClient::connect(cp.plaintext_url())
-            .await
-            .unwrap();
-        let (tx, rx) = mpsc::channel(16);
-        let rx = client
-            .delta_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Self { tx, rx }
-    }
-
-    async fn send(&self, request: DeltaDiscoveryRequest) {
-        self.tx.send(request).await.unwrap();
-    }
-
-    async fn subscribe(&self, type_url: &str, held: HashMap<String, String>) {
-        self.send(DeltaDiscoveryRequest {
-            type_url: type_url.into(),
-            node: Some(xds::core::Node {
-                id: "ztunnel~10.0.0.1~ztunnel-a.istio-system~istio-system.svc.cluster.local".into(),
-                metadata: Some(xds::google::protobuf::Struct {
-                    fields: [(
-                        "NODE_NAME".to_owned(),
-                        xds::google::protobuf::Value {
-                            kind: Some(xds::google::protobuf::value::Kind::StringValue(
-                                "node-a".into(),
-                            )),
-                        },
-                    )]
-                    .into(),
-                }),
-                ..Default::default()
-            }),
-            initial_resource_versions: held,
-            ..Default::default()
-        })
-        .await;
-    }
-
-    async fn next(&mut self) -> DeltaDiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.message())
-            .await
-            .expect("a response within 5 s")
-            .unwrap()
-            .expect("stream open")
-    }
-
-    async fn ack(&self, response: &DeltaDiscoveryResponse) {
-        self.send(DeltaDiscoveryRequest {
-            type_url: response.type_url.clone(),
-            response_nonce: response.nonce.clone(),
-            ..Default::default()
-        })
-        .await;
-    }
-
-    /// Subscribes to `type_url` from scratch, ACKs the first answer and returns it.
-    async fn synced(&mut self, type_url: &str) -> DeltaDiscoveryResponse {
-        self.subscribe(type_url, HashMap::new()).await;
-        let response = self.next().await;
-        assert_eq!(response.type_url, type_url);
-        self.ack(&response).await;
-        response
-    }
-
-    /// Nothing arrives within `wait`.
-    async fn quiet(&mut self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.rx.message()).await.is_err()
-    }
-}
 
 fn names(response: &DeltaDiscoveryResponse) -> Vec<String> {
     let mut names: Vec<String> = response.resources.iter().map(|r| r.name.clone()).collect();
@@ -222,10 +140,9 @@ async fn a_nack_is_recorded_with_the_clients_reason() {
             ..Default::default()
         })
         .await;
-    let url = format!("http://{}/debug/connections", cp.bound.http);
     let mut seen = String::new();
     for _ in 0..50 {
-        seen = http_get(&url).await;
+        seen = cp.api("GET", "/debug/connections", None).await.1;
         if seen.contains("\"nacks\": 1") {
             break;
         }
@@ -271,27 +188,13 @@ async fn a_broken_config_file_is_refused_and_the_last_good_one_stays() {
         client.quiet(Duration::from_millis(1500)).await,
         "nothing pushed"
     );
-    let dump = http_get(&format!("http://{}/debug/config", cp.bound.http)).await;
+    let dump = cp.api("GET", "/debug/config", None).await.1;
     assert!(dump.contains("10.96.0.10"), "the last good service stays");
-    let metrics = http_get(&format!("http://{}/metrics", cp.bound.http)).await;
+    let metrics = support::http(&cp.bound.http, "GET", "/metrics", None, None)
+        .await
+        .1;
     assert!(
         metrics.contains("bowline_config_errors_total 1"),
         "{metrics}"
     );
-}
-
-/// A GET over a plain TCP connection (HTTP/1.0 style, read to the end).
-async fn http_get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    tcp.write_all(
-        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out
 }

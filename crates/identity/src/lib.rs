@@ -2,19 +2,22 @@
 //! certificate manager and the rustls configurations every mTLS connection uses.
 //!
 //! Owns: identity parsing and formatting, CSR signing policy, certificate lifetimes and
-//! renewal, TLS parameters (TLS 1.3, ALPN `h2`, hybrid post-quantum key exchange).
+//! renewal, the on-disk certificate cache, TLS parameters (TLS 1.3, ALPN `h2`, hybrid
+//! post-quantum key exchange).
 //! Must not: open sockets or know about workloads, services or policies — callers bring
 //! the identity they act for.
 
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod cache;
 pub mod cert;
 pub mod manager;
 pub mod spiffe;
 pub mod tls;
 
 pub use ca::{CaConfig, CaError, CertificateAuthority, generate_csr};
+pub use cache::{CacheError, CertificateCache};
 pub use cert::{CertificateError, LeafInfo, WorkloadCertificate};
 pub use manager::{
     CertError, CertificateManager, CertificateProvider, Issued, ManagerConfig, ProviderError,

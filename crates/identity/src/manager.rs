@@ -2,9 +2,15 @@
 //! [`CertificateProvider`], renewed at half-life in the background.
 //!
 //! A failed renewal keeps the still-valid certificate in service and retries with
-//! exponential backoff. Renewal swaps an immutable [`Issued`] value atomically, so
-//! handshakes in progress and live connections are never disturbed: new handshakes simply
-//! pick up the new certificate.
+//! exponential backoff (each delay jittered between half and all of it); a failed first
+//! fetch is retried the same way in the background. Renewal swaps an immutable [`Issued`]
+//! value atomically, so handshakes in progress and live connections are never disturbed:
+//! new handshakes simply pick up the new certificate.
+//!
+//! With a [`CertificateCache`] every issuance is also kept on disk, and a first fetch is
+//! answered from the cache when it holds a still-valid certificate for the identity — so a
+//! restarted process serves its workloads while the certificate service is away; renewal
+//! then goes on as usual. A forgotten identity's entry is removed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -17,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::ca::{CaError, CertificateAuthority, generate_csr};
+use crate::cache::CertificateCache;
 use crate::cert::{CertificateError, WorkloadCertificate};
 use crate::spiffe::SpiffeId;
 use crate::tls::{self, TlsError};
@@ -111,9 +118,10 @@ pub enum CertError {
 pub struct ManagerConfig {
     /// Lifetime requested for each certificate.
     pub lifetime: Duration,
-    /// First retry delay after a failed renewal.
+    /// First retry delay after a failed renewal (before jitter: each delay is drawn
+    /// between half and all of the doubling schedule).
     pub retry_min: Duration,
-    /// Longest retry delay.
+    /// Longest retry delay (before jitter).
     pub retry_max: Duration,
 }
 
@@ -159,6 +167,7 @@ struct Inner {
     provider: Arc<dyn CertificateProvider>,
     config: ManagerConfig,
     slots: DashMap<SpiffeId, Arc<Slot>>,
+    cache: Option<CertificateCache>,
 }
 
 struct Slot {
@@ -198,17 +207,38 @@ impl Slot {
 impl CertificateManager {
     /// A manager fetching from `provider`.
     pub fn new(provider: Arc<dyn CertificateProvider>, config: ManagerConfig) -> Self {
+        Self::build(provider, config, None)
+    }
+
+    /// A manager fetching from `provider` that keeps what it is issued in `cache` and
+    /// answers first fetches from it while the cached certificate is valid.
+    pub fn with_cache(
+        provider: Arc<dyn CertificateProvider>,
+        config: ManagerConfig,
+        cache: CertificateCache,
+    ) -> Self {
+        Self::build(provider, config, Some(cache))
+    }
+
+    fn build(
+        provider: Arc<dyn CertificateProvider>,
+        config: ManagerConfig,
+        cache: Option<CertificateCache>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 provider,
                 config,
                 slots: DashMap::new(),
+                cache,
             }),
         }
     }
 
-    /// The current certificate for `identity`, fetching it on first use (concurrent first
-    /// callers share one request) and renewing it from then on.
+    /// The current certificate for `identity`, fetching it on first use (from the cache if
+    /// it holds a valid one, else from the provider; concurrent first callers share one
+    /// request) and renewing it from then on. After a failed first fetch the manager keeps
+    /// trying in the background.
     pub async fn fetch(&self, identity: &SpiffeId) -> Result<Arc<Issued>, CertError> {
         let slot = self
             .inner
@@ -231,10 +261,21 @@ impl CertificateManager {
         if let Some(issued) = slot.usable() {
             return Ok(issued);
         }
-        let issued = self.inner.issue(identity).await?;
+        let issued = match self.inner.cached(identity) {
+            Some(cached) => cached,
+            None => match self.inner.issue(identity).await {
+                Ok(issued) => issued,
+                Err(error) => {
+                    // Keep trying in the background, so the identity gets its certificate
+                    // once the provider is back even if nobody asks again.
+                    self.ensure_refresher(&slot, true);
+                    return Err(error);
+                }
+            },
+        };
         slot.current.store(Some(issued.clone()));
         slot.replaced.notify_one();
-        self.ensure_refresher(&slot);
+        self.ensure_refresher(&slot, false);
         Ok(issued)
     }
 
@@ -262,10 +303,14 @@ impl CertificateManager {
         Ok(issued)
     }
 
-    /// Stops holding and renewing `identity` (its workload left the node).
+    /// Stops holding and renewing `identity` (its workload left the node), and removes it
+    /// from the cache.
     pub fn forget(&self, identity: &SpiffeId) {
         if let Some((_, slot)) = self.inner.slots.remove(identity) {
             slot.stop_refresher();
+        }
+        if let Some(cache) = &self.inner.cache {
+            cache.remove(identity);
         }
     }
 
@@ -278,19 +323,44 @@ impl CertificateManager {
             .collect()
     }
 
-    fn ensure_refresher(&self, slot: &Arc<Slot>) {
+    /// Starts the slot's refresher unless it runs; `retrying` when a fetch just failed, so
+    /// it starts with a retry delay instead of asking again at once.
+    fn ensure_refresher(&self, slot: &Arc<Slot>, retrying: bool) {
         let Ok(mut handle) = slot.refresher.lock() else {
             return;
         };
         if handle.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        let task = tokio::spawn(refresh(Arc::downgrade(&self.inner), slot.clone()));
+        let task = tokio::spawn(refresh(Arc::downgrade(&self.inner), slot.clone(), retrying));
         *handle = Some(task.abort_handle());
     }
 }
 
 impl Inner {
+    /// A still-valid certificate for `identity` from the cache, if there is one.
+    fn cached(&self, identity: &SpiffeId) -> Option<Arc<Issued>> {
+        let cert = self.cache.as_ref()?.load(identity, SystemTime::now())?;
+        let server_config = match tls::server_config(&cert) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(%identity, %error, "cached certificate not usable for TLS; asking the provider");
+                return None;
+            }
+        };
+        tracing::info!(
+            identity = %identity,
+            serial = %cert.info().serial,
+            expires = ?cert.info().not_after,
+            "certificate loaded from the cache"
+        );
+        Some(Arc::new(Issued {
+            cert,
+            server_config,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+        }))
+    }
+
     async fn issue(&self, identity: &SpiffeId) -> Result<Arc<Issued>, CertError> {
         let (csr, key) = generate_csr(identity).map_err(|source| CertError::Csr {
             identity: identity.clone(),
@@ -326,6 +396,11 @@ impl Inner {
             expires = ?cert.info().not_after,
             "certificate issued"
         );
+        if let Some(cache) = &self.cache
+            && let Err(error) = cache.store(identity, &chain, &key)
+        {
+            tracing::warn!(%identity, %error, "cannot cache the certificate; a restart while the certificate service is away would have to wait for it");
+        }
         Ok(Arc::new(Issued {
             cert,
             server_config,
@@ -335,13 +410,17 @@ impl Inner {
 }
 
 /// Renews at half-life; after a failure keeps the current certificate and retries with
-/// exponential backoff. Ends when aborted (the identity is forgotten or the manager
-/// dropped) or when the manager is gone.
-async fn refresh(inner: Weak<Inner>, slot: Arc<Slot>) {
+/// exponential backoff (jittered), from the first delay at once if `retrying`. Ends when
+/// aborted (the identity is forgotten or the manager dropped) or when the manager is gone.
+async fn refresh(inner: Weak<Inner>, slot: Arc<Slot>, retrying: bool) {
+    // The retry schedule (before jitter) while renewals fail; `None` while all is well.
     let mut backoff: Option<Duration> = None;
+    if retrying && let Some(inner) = inner.upgrade() {
+        backoff = Some(inner.config.retry_min);
+    }
     loop {
         let wait = match (backoff, slot.current.load_full()) {
-            (Some(delay), _) => delay,
+            (Some(delay), _) => jittered(delay),
             (None, Some(issued)) => issued
                 .cert
                 .info()
@@ -379,18 +458,30 @@ async fn refresh(inner: Weak<Inner>, slot: Arc<Slot>) {
                 }
             }
             Err(error) => {
-                let delay = next_delay;
                 tracing::warn!(
                     identity = %slot.identity,
                     %error,
                     still_valid = slot.usable().is_some(),
-                    retry_in = ?delay,
+                    retry_in = ?next_delay,
                     "certificate renewal failed; keeping the current certificate and retrying"
                 );
-                backoff = Some(delay);
+                backoff = Some(next_delay);
             }
         }
     }
+}
+
+/// A delay drawn uniformly between half of `delay` and all of it, so the identities of a
+/// node (and the nodes of a mesh) that failed together do not retry together.
+fn jittered(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A randomly keyed hasher of nothing: a random number without a dependency.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let half = delay / 2;
+    let span = u64::try_from((delay - half).as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(random % span.saturating_add(1))
 }
 
 #[cfg(test)]

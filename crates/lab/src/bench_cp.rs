@@ -177,7 +177,7 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
             .map(|a| a.port())
             .map_err(|e| e.to_string())
     };
-    let (xds_port, tls_port, http_port) = (port(())?, port(())?, port(())?);
+    let (xds_port, tls_port, http_port, api_port) = (port(())?, port(())?, port(())?, port(())?);
     let started = Instant::now();
     // The control plane logs what BOWLINE_LOG asks (warnings by default).
     let log = std::env::var("BOWLINE_LOG").unwrap_or_else(|_| "warn".into());
@@ -189,6 +189,7 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
         .args(["--xds-plaintext-addr", &format!("127.0.0.1:{xds_port}")])
         .args(["--xds-addr", &format!("127.0.0.1:{tls_port}")])
         .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
         .args(["--debounce-ms", "5"])
         .spawn()
         .map_err(|e| format!("starting the control plane: {e}"))?;
@@ -207,6 +208,9 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let startup_ms = started.elapsed().as_secs_f64() * 1e3;
+    let token =
+        crate::cli::read_token(&dir.join("state").join(control_plane::operator_token::FILE))?;
+    let api = format!("http://127.0.0.1:{api_port}");
 
     // All clients at once.
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(usize, Seen)>();
@@ -252,8 +256,14 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
             )
         };
         let start = Instant::now();
-        let (status, answer) =
-            crate::cli::http("POST", &format!("{http}/api/apply"), Some(doc)).await?;
+        let (status, answer) = crate::cli::request(
+            None,
+            "POST",
+            &format!("{api}/api/apply"),
+            Some(doc),
+            Some(&token),
+        )
+        .await?;
         if status != 200 {
             return Err(format!("apply refused: {answer}"));
         }

@@ -1,5 +1,6 @@
 //! Client side of the operator commands: `bowline apply/delete -f` (to the control
-//! plane's apply API) and `bowline ztunnel-config` (ztunnel's admin `/config_dump`).
+//! plane's management API, with the operator token) and `bowline ztunnel-config`
+//! (ztunnel's admin `/config_dump`).
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,17 @@ pub async fn http_in(
     method: &str,
     url: &str,
     body: Option<String>,
+) -> Result<(u16, String), String> {
+    request(ns, method, url, body, None).await
+}
+
+/// One HTTP/1.1 request, with `Authorization: Bearer <token>` when a token is given.
+pub async fn request(
+    ns: Option<&netns::Namespace>,
+    method: &str,
+    url: &str,
+    body: Option<String>,
+    token: Option<&str>,
 ) -> Result<(u16, String), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
     let authority = uri
@@ -51,10 +63,14 @@ pub async fn http_in(
         .await
         .map_err(|e| format!("{authority}: {e}"))?;
     tokio::spawn(connection);
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(hyper::header::HOST, &authority)
+        .header(hyper::header::HOST, &authority);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
         .map_err(|e| e.to_string())?;
     let response = sender
@@ -71,34 +87,29 @@ pub async fn http_in(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The YAML documents of `paths` (files, or directories of `.yaml`/`.yml`/`.json`).
+/// The YAML documents of `paths`: files, or the `.yaml`/`.yml`/`.json` files directly in
+/// a directory — not in its subdirectories, as `bowline up -f DIR` and `kubectl apply -f
+/// DIR` read it (so `examples/demo/walkthrough/` is not applied with `examples/demo`).
 pub fn read_documents(paths: &[PathBuf]) -> Result<String, String> {
-    fn walk(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let mut files = Vec::new();
+    for path in paths {
         if path.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| format!("{}: {e}", path.display()))?
                 .flatten()
                 .map(|e| e.path())
+                .filter(|entry| {
+                    !entry.is_dir()
+                        && entry
+                            .extension()
+                            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                })
                 .collect();
             entries.sort();
-            for entry in entries {
-                if entry.is_dir()
-                    || entry
-                        .extension()
-                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-                {
-                    walk(&entry, out)?;
-                }
-            }
-            Ok(())
+            files.extend(entries);
         } else {
-            out.push(path.to_owned());
-            Ok(())
+            files.push(path.to_owned());
         }
-    }
-    let mut files = Vec::new();
-    for path in paths {
-        walk(path, &mut files)?;
     }
     let mut text = String::new();
     for file in files {
@@ -111,14 +122,42 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<String, String> {
     Ok(text)
 }
 
-/// `bowline apply -f` / `delete -f`: sends the documents; returns one line per object.
+/// The operator token in `file` (what the control plane wrote to
+/// `<state-dir>/operator-token`).
+pub fn read_token(file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        format!(
+            "the operator token {}: {e} (it is `operator-token` in the control plane's --state-dir)",
+            file.display()
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("the operator token {} is empty", file.display()));
+    }
+    Ok(token.to_owned())
+}
+
+/// What `bowline apply/delete` prints: one line per object on stdout, each warning as a
+/// `WARNING:` line on stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOutput {
+    /// One line per object, then the translation notes.
+    pub stdout: String,
+    /// `WARNING: …` lines.
+    pub warnings: Vec<String>,
+}
+
+/// `bowline apply -f` / `delete -f`: sends the documents to the management API
+/// `control_plane` with `token`.
 pub async fn apply(
     ns: Option<&netns::Namespace>,
     control_plane: &str,
+    token: &str,
     paths: &[PathBuf],
     delete: bool,
     dry_run: bool,
-) -> Result<String, String> {
+) -> Result<ApplyOutput, String> {
     let body = read_documents(paths)?;
     let url = format!(
         "{}/api/{}{}",
@@ -126,7 +165,7 @@ pub async fn apply(
         if delete { "delete" } else { "apply" },
         if dry_run { "?dryRun=true" } else { "" }
     );
-    let (status, text) = http_in(ns, "POST", &url, Some(body)).await?;
+    let (status, text) = request(ns, "POST", &url, Some(body), Some(token)).await?;
     let answer: serde_json::Value = serde_json::from_str(&text)
         .map_err(|_| format!("unexpected answer ({status}) from {url}: {text}"))?;
     if status != 200 {
@@ -136,6 +175,13 @@ pub async fn apply(
         ));
     }
     let suffix = if dry_run { " (dry run)" } else { "" };
+    let warnings = answer["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str())
+        .map(|w| format!("WARNING: {w}{suffix}"))
+        .collect();
     let mut out = String::new();
     for change in answer["changes"].as_array().into_iter().flatten() {
         out.push_str(&format!(
@@ -154,7 +200,10 @@ pub async fn apply(
             }
         }
     }
-    Ok(out)
+    Ok(ApplyOutput {
+        stdout: out,
+        warnings,
+    })
 }
 
 /// `bowline ztunnel-config workloads|services|policies|certificates|all`.

@@ -1,7 +1,9 @@
 //! `bowline up / down / exec / status`: a whole ambient mesh on one host.
 //!
 //! Topology: a router namespace is the cluster network (forwarding, the pods' gateway, and
-//! the control plane on 10.255.0.1); every node and every pod is a namespace joined to it
+//! the control plane on 10.255.0.1 — its management API on the router's own 127.0.0.1,
+//! out of the pods' reach, with the token in `<state>/control-plane/operator-token`);
+//! every node and every pod is a namespace joined to it
 //! by a veth pair with a /32 address. Pod addresses come from the node's CIDR
 //! (`spec.podCIDR`, else 10.<10+i>.0.0/24), node addresses from 10.254.0.0/24, service VIPs
 //! from 10.96.0.0/16. Processes, each its own OS process started with `ip netns exec`: the
@@ -26,10 +28,14 @@ use serde::{Deserialize, Serialize};
 
 use plan::plan;
 
+mod health;
 mod plan;
 
 /// The control plane's address on the router's loopback.
 pub const CONTROL_PLANE_IP: &str = "10.255.0.1";
+/// The control plane's management API (debug, apply), on the router namespace's
+/// 127.0.0.1, which no pod can reach.
+pub const CONTROL_PLANE_API: &str = "127.0.0.1:15015";
 /// The nameserver pods are given (captured to ztunnel's DNS proxy in enrolled pods).
 const POD_NAMESERVER: &str = "10.96.0.10";
 
@@ -164,7 +170,9 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
     let plan = plan(&options.files)?;
     std::fs::create_dir_all(dir.join("logs"))?;
     std::fs::create_dir_all(dir.join("config"))?;
-    std::fs::create_dir_all(dir.join("nodes"))?;
+    // Node tokens, configuration snapshots and certificate caches: the lab's secrets.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir.join("nodes"))?;
     let mut state = LabState {
         name: lab.clone(),
         ..Default::default()
@@ -285,6 +293,8 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
             format!("{CONTROL_PLANE_IP}:15012"),
             "--http-addr".into(),
             format!("{CONTROL_PLANE_IP}:15014"),
+            "--api-addr".into(),
+            CONTROL_PLANE_API.into(),
             "--tls-name".into(),
             CONTROL_PLANE_IP.into(),
         ],
@@ -320,7 +330,7 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
             ));
         }
         let token_file = dir.join("nodes").join(format!("{node}.token"));
-        std::fs::write(&token_file, token.stdout)?;
+        write_private(&token_file, &token.stdout)?;
         let socket = dir.join("nodes").join(format!("{node}.sock"));
         let pid = spawn_component(
             &node_ns,
@@ -333,6 +343,12 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
                 node.clone(),
                 "--xds-address".into(),
                 format!("http://{CONTROL_PLANE_IP}:15010"),
+                "--status-address".into(),
+                format!("https://{CONTROL_PLANE_IP}:15012"),
+                "--ca-root".into(),
+                cp_state.join("ca/root-cert.pem").display().to_string(),
+                "--token-file".into(),
+                token_file.display().to_string(),
                 "--socket".into(),
                 socket.display().to_string(),
                 "--netns-prefix".into(),
@@ -365,6 +381,16 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
                 node_ip.clone(),
                 "--node-agent-socket".into(),
                 socket.display().to_string(),
+                "--snapshot-file".into(),
+                dir.join("nodes")
+                    .join(format!("{node}.snapshot"))
+                    .display()
+                    .to_string(),
+                "--cert-cache-dir".into(),
+                dir.join("nodes")
+                    .join(format!("{node}-certs"))
+                    .display()
+                    .to_string(),
                 "--drain-seconds".into(),
                 "1".into(),
             ],
@@ -442,6 +468,7 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
 
     progress("waiting for enrolled pods to be captured");
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut enrolled_uids = Vec::new();
     for (pod, _, _) in &plan.pods {
         let ns_labels = plan.all.iter().find_map(|r| match r {
             Resource::Namespace(n) if n.metadata.name == pod.metadata.namespace() => {
@@ -466,6 +493,51 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        enrolled_uids.push((key, pod_uid(pod.metadata.namespace(), &pod.metadata.name)));
+    }
+    // Captured pods are HBONE only once their agent reported them: wait until every
+    // ztunnel has them so, or the first calls would still go in plaintext.
+    loop {
+        let held = advertised(&state).await;
+        let missing = enrolled_uids.iter().find_map(|(key, uid)| {
+            state
+                .nodes
+                .keys()
+                .find(|node| held.get(*node).and_then(|h| h.get(uid)) != Some(&true))
+                .map(|node| (key, node))
+        });
+        let Some((key, node)) = missing else {
+            break;
+        };
+        if Instant::now() > deadline {
+            return invalid(format!(
+                "pod {key} is captured but node {node}'s ztunnel was not told within 20 s that it is in the mesh (HBONE): the node agent reports its captures to the control plane; see the logs in {}",
+                dir.join("logs").display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What `status` checks, every component: certificates of the pods just handed over
+    // arrive after their capture.
+    progress("waiting for every component to be ready");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let not_ready = health::check(&state, &dir)
+            .await
+            .into_iter()
+            .find(|h| h.ready.is_err());
+        let Some(component) = not_ready else {
+            break;
+        };
+        if Instant::now() > deadline {
+            return invalid(format!(
+                "{} is not ready after 20 s: {}; see {}",
+                component.component,
+                component.ready.err().unwrap_or_default(),
+                component.log.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for r in &plan.rest {
         if let Resource::Gateway(g) = r {
@@ -477,6 +549,61 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
         }
     }
     Ok(state)
+}
+
+/// The workload uid the control plane gives pod `namespace/name`.
+fn pod_uid(namespace: &str, name: &str) -> String {
+    control_plane::translate::pod_uid(
+        &control_plane::translate::MeshSettings::default().cluster_id,
+        namespace,
+        name,
+    )
+}
+
+/// For each node whose ztunnel answers: workload uid → whether that ztunnel holds it as
+/// HBONE (in the mesh) rather than plaintext, from its admin `/config_dump`.
+async fn advertised(state: &LabState) -> BTreeMap<String, BTreeMap<String, bool>> {
+    let mut out = BTreeMap::new();
+    for (node, (ns, _)) in &state.nodes {
+        let Ok((200, body)) = crate::cli::http_in(
+            Some(&Namespace::existing(ns)),
+            "GET",
+            "http://127.0.0.1:15000/config_dump",
+            None,
+        )
+        .await
+        else {
+            continue;
+        };
+        let Ok(dump) = serde_json::from_str::<serde_json::Value>(&body) else {
+            continue;
+        };
+        let workloads = dump["workloads"].as_array().into_iter().flatten();
+        let held = workloads
+            .filter_map(|w| Some((w["uid"].as_str()?.to_owned(), w["protocol"] == "Hbone")))
+            .collect();
+        out.insert(node.clone(), held);
+    }
+    out
+}
+
+/// Writes a secret: a new file created with mode 0600 (never readable by others, not even
+/// for a moment), replacing any earlier one.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    Ok(())
 }
 
 /// Starts a mesh component (`bowline ARGS…`) inside namespace `ns` under
@@ -689,19 +816,13 @@ pub async fn status(name: &str) -> Result<String, LabError> {
     let state = LabState::load(name)?;
     let mut out = format!("lab {name}\n\nNODES\n");
     for (node, (ns, ip)) in &state.nodes {
-        let ready = crate::cli::http_in(
-            Some(&Namespace::existing(ns)),
-            "GET",
-            "http://127.0.0.1:15021/healthz/ready",
-            None,
-        )
-        .await
-        .map(|(code, _)| code == 200)
-        .unwrap_or(false);
-        out.push_str(&format!(
-            "  {node:<12} {ip:<14} ztunnel {}\n",
-            if ready { "ready" } else { "NOT READY" }
-        ));
+        // The same check `up` waits for.
+        let ready = match health::ztunnel(ns).await {
+            Ok(note) if note.is_empty() => "ready".to_owned(),
+            Ok(note) => format!("ready {note}"),
+            Err(why) => format!("NOT READY: {why}"),
+        };
+        out.push_str(&format!("  {node:<12} {ip:<14} ztunnel {ready}\n"));
     }
     // Enrolment and waypoints as the control plane sees them now (live `apply`s included).
     let resources = control_plane_objects(&state).await;
@@ -726,28 +847,34 @@ pub async fn status(name: &str) -> Result<String, LabError> {
         }
     }
     out.push_str("\nPODS\n");
+    let held = advertised(&state).await;
     for (key, (ns, ip, node)) in &state.pods {
         let captured = netns::capture::is_installed(&Namespace::existing(ns));
-        let enrolled = match pods.get(key) {
-            Some(pod) => {
-                if control_plane::translate::enrolled(
-                    pod,
-                    namespace_labels.get(pod.metadata.namespace()),
-                ) {
-                    "enrolled"
-                } else {
-                    "not enrolled"
-                }
-            }
+        let enrolled = pods.get(key).map(|pod| {
+            control_plane::translate::enrolled(pod, namespace_labels.get(pod.metadata.namespace()))
+        });
+        let (pod_ns, pod_name) = key.split_once('/').unwrap_or(("default", key));
+        // Whether the pod's own node's ztunnel holds it as HBONE (the control plane says so
+        // once the node agent reported the capture).
+        let hbone = held
+            .get(node)
+            .map(|h| h.get(&pod_uid(pod_ns, pod_name)) == Some(&true));
+        let capture = match (captured, enrolled, hbone) {
+            (true, Some(true), Some(true)) => "captured (in mesh)",
+            (true, Some(true), Some(false)) => "captured, not yet reported (plaintext)",
+            (true, Some(true) | None, None) => "captured (ztunnel not answering)",
+            (true, Some(false), _) => "captured, leaving the mesh",
+            (true, None, Some(_)) => "captured",
+            (false, Some(true), _) => "waiting for capture (plaintext)",
+            (false, _, _) => "not captured",
+        };
+        let enrolled = match enrolled {
+            Some(true) => "enrolled",
+            Some(false) => "not enrolled",
             None => "?",
         };
         out.push_str(&format!(
-            "  {key:<28} {ip:<14} {node:<12} {enrolled:<13} {}\n",
-            if captured {
-                "captured (in mesh)"
-            } else {
-                "not captured"
-            }
+            "  {key:<28} {ip:<14} {node:<12} {enrolled:<13} {capture}\n"
         ));
     }
     out.push_str("\nSERVICES\n");
@@ -764,26 +891,49 @@ pub async fn status(name: &str) -> Result<String, LabError> {
     }
     out.push_str("\nPROCESSES\n");
     for (what, pid, ns) in &state.processes {
-        out.push_str(&format!(
-            "  {what:<40} pid {pid:<8} {}\n",
-            if ours(*pid, ns) { "running" } else { "EXITED" }
-        ));
+        // A supervised component shows its own PID, then its supervisor's.
+        let line = match health::process(*pid, ns) {
+            health::Process::Running { child: None } => format!("pid {pid:<8} running"),
+            health::Process::Running { child: Some(child) } => {
+                format!("pid {child:<8} (supervisor {pid}) running")
+            }
+            health::Process::Restarting => {
+                format!("pid -        (supervisor {pid}) EXITED, restarting")
+            }
+            health::Process::Exited => format!("pid {pid:<8} EXITED"),
+        };
+        out.push_str(&format!("  {what:<40} {line}\n"));
     }
     out.push_str(&format!(
-        "\ncontrol plane http://{CONTROL_PLANE_IP}:15014 (inside {}); logs in {}\n",
+        "\ncontrol plane http://{CONTROL_PLANE_IP}:15014 (metrics, readiness), management API http://{CONTROL_PLANE_API} (token {}), both inside {}; logs in {}\n",
+        operator_token_file(name).display(),
         state.router,
         state_root().join(name).join("logs").display()
     ));
     Ok(out)
 }
 
+/// Where lab `name`'s control plane keeps its operator token.
+pub fn operator_token_file(name: &str) -> PathBuf {
+    state_root()
+        .join(name)
+        .join("control-plane")
+        .join(control_plane::operator_token::FILE)
+}
+
 /// The objects the lab's control plane holds now, or `None` when it does not answer.
 async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
-    let url = format!("http://{CONTROL_PLANE_IP}:15014/debug/config");
-    let (code, body) =
-        crate::cli::http_in(Some(&Namespace::existing(&state.router)), "GET", &url, None)
-            .await
-            .ok()?;
+    let token = crate::cli::read_token(&operator_token_file(&state.name)).ok()?;
+    let url = format!("http://{CONTROL_PLANE_API}/debug/config");
+    let (code, body) = crate::cli::request(
+        Some(&Namespace::existing(&state.router)),
+        "GET",
+        &url,
+        None,
+        Some(&token),
+    )
+    .await
+    .ok()?;
     if code != 200 {
         return None;
     }

@@ -1,7 +1,8 @@
 //! Wire types Bowline shares with Istio: the workload discovery resources
 //! (`istio.workload.Address` = `Workload` | `Service`), the compiled L4 authorization
 //! (`istio.security.Authorization`), the node agent protocol (`istio.workload.zds`) and
-//! the certificate service (`istio.v1.auth`).
+//! the certificate service (`istio.v1.auth`); and Bowline's own node agent → control plane
+//! capture reports (`bowline.agent.v1`).
 //!
 //! The `.proto` files under `proto/` are our own, written from the facts in
 //! PROTOCOLS.md; `build.rs` compiles them with protox and prost (services with tonic).
@@ -38,7 +39,25 @@ pub mod istio {
     }
 }
 
+/// Generated code of Bowline's own services (not Istio interfaces).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod bowline {
+    /// `bowline.agent`.
+    pub mod agent {
+        /// `bowline.agent.v1`: node agent → control plane capture reports.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/bowline.agent.v1.rs"));
+        }
+    }
+}
+
+pub use bowline::agent::v1 as agent;
 pub use istio::v1::auth as ca;
+
+/// The workload extension (`Workload.extensions[].name`) by which the control plane asks a
+/// pod's node agent to capture it: the pod is enrolled. The pod is advertised as HBONE only
+/// once its agent reported the capture ([`agent`]); Istio's ztunnel ignores the extension.
+pub const CAPTURE_EXTENSION: &str = "bowline.io/capture";
 
 /// Envoy's node description and its `google.protobuf` types.
 pub use envoy_types::pb::envoy::config::core::v3 as core;
@@ -50,6 +69,8 @@ pub use envoy_types::pb::google;
 pub use istio::security;
 pub use istio::workload;
 pub use istio::workload::zds;
+
+pub mod backoff;
 
 /// Serde helpers the generated types use for readable JSON dumps.
 pub mod json {

@@ -1,7 +1,9 @@
 //! Operator surfaces: the admin server (127.0.0.1:15000: `/config_dump`, `/logging`),
 //! Prometheus metrics (15020: `/metrics`, `/stats/prometheus`) and readiness (15021:
-//! `/healthz/ready`, ready once the configuration and every served pod's certificate are
-//! in place).
+//! `/healthz/ready`, ready once the configuration is in place, the node agent has sent its
+//! pods (in-pod mode) and every served pod holds a certificate). A configuration served
+//! from the snapshot file before the control plane answered is ready but says `stale`
+//! (readiness body, `/config_dump`, `ztunnel_config_stale`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +46,8 @@ struct CertificateDump {
 
 #[derive(Serialize)]
 struct ConfigDump<'a> {
+    /// Served from the snapshot file; the control plane has not answered yet.
+    stale: bool,
     workloads: Vec<&'a crate::state::Workload>,
     services: Vec<&'a crate::state::Service>,
     policies: Vec<&'a policy::Policy>,
@@ -52,10 +56,14 @@ struct ConfigDump<'a> {
 }
 
 impl AdminState {
-    /// Ready: configuration loaded and every served pod holds a certificate.
+    /// Ready: configuration loaded, the node agent's pods received (in-pod mode) and
+    /// every served pod holds a certificate.
     pub fn ready(&self) -> Result<(), String> {
         if !self.inputs.store.loaded() {
             return Err("no configuration yet".into());
+        }
+        if self.pods.awaiting_node_agent() {
+            return Err("the node agent has not sent this node's pods yet".into());
         }
         let missing: Vec<_> = self
             .pods
@@ -91,6 +99,7 @@ impl AdminState {
             .collect();
         certificates.sort_by(|a, b| a.identity.cmp(&b.identity));
         let dump = ConfigDump {
+            stale: self.inputs.store.is_stale(),
             workloads: snap.workloads().into_iter().map(AsRef::as_ref).collect(),
             services: snap.services().into_iter().map(AsRef::as_ref).collect(),
             policies: snap.policies().into_iter().map(AsRef::as_ref).collect(),
@@ -168,12 +177,21 @@ fn route(surface: Surface, state: &AdminState, req: &Request<Incoming>) -> Respo
                 ),
             }
         }
-        (Surface::Metrics, &Method::GET, "/metrics" | "/stats/prometheus") => respond(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.inputs.metrics.encode(),
-        ),
+        (Surface::Metrics, &Method::GET, "/metrics" | "/stats/prometheus") => {
+            let metrics = &state.inputs.metrics;
+            metrics.set_config_stale(state.inputs.store.is_stale());
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.encode(),
+            )
+        }
         (Surface::Readiness, &Method::GET, "/healthz/ready") => match state.ready() {
+            Ok(()) if state.inputs.store.is_stale() => respond(
+                StatusCode::OK,
+                "text/plain",
+                "ready (stale: serving the snapshot file until the control plane answers)\n".into(),
+            ),
             Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
             Err(why) => respond(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1,7 +1,8 @@
 //! Running a ztunnel: static settings ([`Config`], built once from the command line), and
-//! [`run`], which wires state, certificates, pods, the node agent client and the
-//! operator surfaces, then drains on shutdown: stop accepting, let live connections
-//! finish up to the deadline, then close them.
+//! [`run`], which wires state (with its snapshot file), certificates (with their cache),
+//! pods, the node agent client and the operator surfaces, then drains on shutdown: stop
+//! accepting, let live connections finish up to the deadline, then close them (their
+//! cached certificates stay for the next start).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,7 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use identity::{CaConfig, CertificateAuthority, CertificateManager, ManagerConfig};
+use identity::{
+    CaConfig, CertificateAuthority, CertificateCache, CertificateManager, CertificateProvider,
+    ManagerConfig,
+};
 
 use crate::admin::{self, AdminState, LogLevelSetter, Surface};
 use crate::inpod::{PodInfo, PodPorts, Pods};
@@ -82,6 +86,11 @@ pub struct Config {
     pub log_level: Option<LogLevelSetter>,
     /// The DNS proxy in pods.
     pub dns: crate::dns::DnsSettings,
+    /// With xDS: where the last accepted resources are kept, and served from at start
+    /// (stale) until the control plane answers.
+    pub snapshot_file: Option<PathBuf>,
+    /// Where issued certificates are kept, and served from at start while valid.
+    pub cert_cache_dir: Option<PathBuf>,
 }
 
 /// Why ztunnel could not start.
@@ -107,17 +116,21 @@ pub enum StartError {
     /// The control plane address or root is unusable.
     #[error("control plane: {0}")]
     ControlPlane(String),
+    /// The certificate cache directory is unusable.
+    #[error(transparent)]
+    CertCache(#[from] identity::CacheError),
 }
 
 /// Runs ztunnel until `shutdown` completes, then drains.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let manager = match &config.certificates {
+    let (provider, root_pem): (Arc<dyn CertificateProvider>, String) = match &config.certificates {
         CertificateSource::LocalCa(dir) => {
             let ca = CertificateAuthority::load_or_generate(
                 dir,
                 CaConfig::new(config.trust_domain.clone()),
             )?;
-            CertificateManager::new(Arc::new(ca), ManagerConfig::default())
+            let root = ca.root_pem().to_owned();
+            (Arc::new(ca), root)
         }
         CertificateSource::ControlPlane {
             url,
@@ -126,8 +139,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         } => {
             let client = crate::ca_client::CaClient::new(url, root_pem, token_file.clone())
                 .map_err(StartError::ControlPlane)?;
-            CertificateManager::new(Arc::new(client), ManagerConfig::default())
+            (Arc::new(client), root_pem.clone())
         }
+    };
+    let manager = match &config.cert_cache_dir {
+        Some(dir) => CertificateManager::with_cache(
+            provider,
+            ManagerConfig::default(),
+            CertificateCache::open(dir, &root_pem)?,
+        ),
+        None => CertificateManager::new(provider, ManagerConfig::default()),
     };
     let store = Arc::new(Store::default());
     let watcher = match &config.state {
@@ -137,7 +158,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         StateSource::Xds(xds) => {
             xds::transport::channel(&xds.url, xds.root_pem.as_deref())
                 .map_err(StartError::ControlPlane)?;
-            tokio::spawn(crate::state::xds_client::run(xds.clone(), store.clone()))
+            tokio::spawn(crate::state::xds_client::run_with_snapshot(
+                xds.clone(),
+                store.clone(),
+                config.snapshot_file.clone(),
+            ))
         }
     };
     let settings = ProxySettings {
@@ -151,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut tasks = vec![watcher];
     match &config.mode {
         Mode::InPod { node_agent_socket } => {
+            pods.expect_node_agent();
             tasks.push(tokio::spawn(crate::inpod::zds::run(
                 node_agent_socket.clone(),
                 pods.clone(),
@@ -206,7 +232,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "drain deadline reached; closing the rest"
         );
     }
-    pods.retain(|_| false);
+    pods.shutdown();
     for task in tasks {
         task.abort();
     }

@@ -99,6 +99,8 @@ pub struct Pods {
     inputs: Arc<ProxyInputs>,
     ports: PodPorts,
     running: Mutex<HashMap<String, Running>>,
+    /// Readiness waits for the node agent's first snapshot of pods (in-pod mode).
+    awaiting_node_agent: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Pods {
@@ -114,7 +116,27 @@ impl Pods {
             inputs,
             ports,
             running: Mutex::default(),
+            awaiting_node_agent: false.into(),
         }
+    }
+
+    /// Makes readiness wait until the node agent has sent its pods once (in-pod mode: a
+    /// ztunnel that has not heard of its node's pods is not ready to serve them).
+    pub fn expect_node_agent(&self) {
+        self.awaiting_node_agent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The node agent has sent its pods (`snapshot_sent`).
+    pub(crate) fn node_agent_synced(&self) {
+        self.awaiting_node_agent
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether readiness still waits for the node agent's first snapshot.
+    pub fn awaiting_node_agent(&self) -> bool {
+        self.awaiting_node_agent
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Starts serving a pod inside the namespace `netns`. A pod already running under
@@ -176,15 +198,16 @@ impl Pods {
         };
         // The certificate is fetched eagerly, in the background, so the first connection
         // does not wait for it and the node agent's hand-over does not wait either (a
-        // connection arriving first waits on the same fetch); a failure is retried on
-        // first use. Readiness reports pods whose certificate is still missing.
+        // connection arriving first waits on the same fetch); after a restart it comes
+        // from the certificate cache when there is one, and a failure is retried by the
+        // manager in the background. Readiness reports pods whose certificate is missing.
         {
             let manager = self.inputs.manager.clone();
             let identity = identity.clone();
             let name = name.clone();
             tokio::spawn(async move {
                 if let Err(error) = manager.fetch(&identity).await {
-                    tracing::warn!(pod = %name, %error, "no certificate yet; will retry on first connection");
+                    tracing::warn!(pod = %name, %error, "no certificate yet; retrying in the background");
                 }
             });
         }
@@ -284,6 +307,18 @@ impl Pods {
                 }
             }
         }
+    }
+
+    /// Stops serving every pod at shutdown: listeners close and live connections end, but
+    /// their identities are not forgotten (their cached certificates stay for the next
+    /// start).
+    pub fn shutdown(&self) {
+        let gone = self
+            .running
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        drop(gone);
     }
 
     /// Removes every pod whose uid `keep` rejects.

@@ -107,6 +107,7 @@ pub struct Metrics {
     received: Family<TcpLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     open_sockets: Gauge,
+    config_stale: Gauge,
 }
 
 impl Default for Metrics {
@@ -119,6 +120,7 @@ impl Default for Metrics {
             received: Family::default(),
             failures: Family::default(),
             open_sockets: Gauge::default(),
+            config_stale: Gauge::default(),
             registry: Registry::default(),
         };
         // Registered under Istio's names (the client adds `_total` to counters).
@@ -152,6 +154,11 @@ impl Default for Metrics {
             "Proxied connections open now",
             metrics.open_sockets.clone(),
         );
+        registry.register(
+            "ztunnel_config_stale",
+            "1 while the configuration in force comes from the snapshot file and the control plane has not confirmed it",
+            metrics.config_stale.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -166,6 +173,11 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Sets `ztunnel_config_stale`.
+    pub fn set_config_stale(&self, stale: bool) {
+        self.config_stale.set(i64::from(stale));
     }
 
     /// Proxied connections open now.

@@ -3,12 +3,15 @@
 //! Held as an immutable [`Snapshot`] behind an atomic pointer ([`Store`]); an update
 //! builds a whole new snapshot and swaps it in, so readers on the data path never block
 //! and never see half an update. Indexes: workload by uid and by IP, service by VIP and by
-//! hostname, endpoints by service. Sources (the local file today, xDS later) hand in wire
-//! resources; [`convert`] validates them into this model with errors that name the
-//! resource and field.
+//! hostname, endpoints by service. Sources (the local file, [`local`], or the control
+//! plane's xDS, [`xds_client`]) hand in wire resources; [`convert`] validates them into
+//! this model with errors that name the resource and field. With xDS, the resources held
+//! are also kept on disk ([`snapshot_file`]) so a restart while the control plane is away
+//! serves them at once, marked stale.
 
 pub mod convert;
 pub mod local;
+pub mod snapshot_file;
 pub mod xds_client;
 
 use std::collections::HashMap;
@@ -265,12 +268,26 @@ pub struct Store {
     current: ArcSwap<Snapshot>,
     /// Wakes watchers (live-connection policy re-checks) after each update.
     updates: tokio::sync::watch::Sender<u64>,
+    /// The state came from the snapshot file and the control plane has not confirmed it.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
     /// Whether any configuration has been applied yet.
     pub fn loaded(&self) -> bool {
         *self.updates.borrow() > 0
+    }
+
+    /// Whether the state in force was loaded from the snapshot file at start and the
+    /// control plane has not answered since (see [`xds_client`]).
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the state as served from disk (`true`) or confirmed by its source (`false`).
+    pub fn set_stale(&self, stale: bool) {
+        self.stale
+            .store(stale, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The snapshot in force now. Cheap; hold it for the duration of one decision.

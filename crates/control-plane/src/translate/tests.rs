@@ -8,13 +8,31 @@ use xds::workload as wire;
 
 use super::*;
 
+/// Compiles `yaml` as if every node agent had reported all its pods captured.
 fn compile(yaml: &str) -> Compiled {
-    let objects: BTreeMap<ObjectKey, Resource> = config::parse_documents(yaml, "test.yaml")
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.key(), r))
-        .collect();
-    translate(&objects, &MeshSettings::default())
+    let objects = objects(yaml);
+    translate(&objects, &MeshSettings::default(), &all_captured(&objects))
+}
+
+/// Every pod with a node, reported captured by that node's agent.
+fn all_captured(objects: &BTreeMap<ObjectKey, Resource>) -> Captured {
+    let mut by_node: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for resource in objects.values() {
+        if let Resource::Pod(pod) = resource
+            && let Some(node) = &pod.spec.node_name
+        {
+            by_node.entry(node.clone()).or_default().insert(pod_uid(
+                "Kubernetes",
+                pod.metadata.namespace(),
+                &pod.metadata.name,
+            ));
+        }
+    }
+    let mut captured = Captured::default();
+    for (node, uids) in by_node {
+        captured.replace(&node, uids);
+    }
+    captured
 }
 
 const SHOP: &str = r#"
@@ -453,7 +471,8 @@ fn recompiling_only_the_affected_namespaces_gives_the_full_result() {
         policy_yaml("  rules: [{from: [{source: {namespaces: [legacy]}}]}]\n")
     );
     let before = objects(&before_yaml);
-    let previous = translate(&before, &settings);
+    let captured = all_captured(&before);
+    let previous = translate(&before, &settings, &captured);
     let edits = [
         // A pod's label changes (its services and policies follow).
         before_yaml.replace(
@@ -483,8 +502,12 @@ fn recompiling_only_the_affected_namespaces_gives_the_full_result() {
             .collect();
         let namespaces = affected_namespaces(&changed, &after, &settings).expect("a local change");
         assert!(!namespaces.is_empty());
-        let partial = translate_namespaces(&after, &settings, &previous, &namespaces);
-        assert_eq!(partial, translate(&after, &settings), "after {changed:?}");
+        let partial = translate_namespaces(&after, &settings, &captured, &previous, &namespaces);
+        assert_eq!(
+            partial,
+            translate(&after, &settings, &captured),
+            "after {changed:?}"
+        );
     }
     // Gateways and peer authentication can affect every namespace.
     let gateway = ObjectKey {
@@ -493,4 +516,70 @@ fn recompiling_only_the_affected_namespaces_gives_the_full_result() {
         name: "waypoint".into(),
     };
     assert_eq!(affected_namespaces([&gateway], &before, &settings), None);
+}
+
+fn has_capture_extension(w: &wire::Workload) -> bool {
+    w.extensions
+        .iter()
+        .any(|e| e.name == xds::CAPTURE_EXTENSION)
+}
+
+#[test]
+fn an_enrolled_pod_is_plaintext_until_its_node_agent_reports_it_captured() {
+    let settings = MeshSettings::default();
+    let objects = objects(SHOP);
+    let uid = pod_uid("Kubernetes", "shop", "reviews-0");
+    let reviews = |c: &Compiled| c.workload(&uid).unwrap().clone();
+
+    // Enrolled, nobody confirmed the capture yet: plaintext, and the agent is asked to
+    // capture it.
+    let none = Captured::default();
+    let waiting = translate(&objects, &settings, &none);
+    let w = reviews(&waiting);
+    assert_eq!(w.tunnel_protocol, wire::TunnelProtocol::None as i32);
+    assert!(has_capture_extension(&w), "{:?}", w.extensions);
+
+    // Another node's agent cannot vouch for it.
+    let mut elsewhere = Captured::default();
+    elsewhere.replace("node-b", [uid.clone()].into());
+    let w = reviews(&translate(&objects, &settings, &elsewhere));
+    assert_eq!(w.tunnel_protocol, wire::TunnelProtocol::None as i32);
+
+    // Its own node's agent reported it: HBONE, still carrying the extension.
+    let mut captured = Captured::default();
+    let changed = captured.replace("node-a", [uid.clone()].into());
+    let full = translate(&objects, &settings, &captured);
+    let w = reviews(&full);
+    assert_eq!(w.tunnel_protocol, wire::TunnelProtocol::Hbone as i32);
+    assert!(has_capture_extension(&w));
+    let w = full
+        .workload(&pod_uid("Kubernetes", "shop", "opted-out"))
+        .unwrap();
+    assert!(w.extensions.is_empty(), "not enrolled: no extension");
+    assert_eq!(w.tunnel_protocol, wire::TunnelProtocol::None as i32);
+
+    // Recompiling only the namespaces of the pods whose capture changed gives the same.
+    let namespaces = changed
+        .iter()
+        .filter_map(|u| pod_of_uid(u))
+        .map(|(ns, _)| ns.to_owned())
+        .collect();
+    let partial = translate_namespaces(&objects, &settings, &captured, &waiting, &namespaces);
+    assert_eq!(partial, full);
+
+    // A pod that leaves the mesh is plaintext whatever its agent said.
+    let unenrolled = objects_without_enrolment();
+    let w = translate(&unenrolled, &settings, &captured)
+        .workload(&uid)
+        .unwrap()
+        .clone();
+    assert_eq!(w.tunnel_protocol, wire::TunnelProtocol::None as i32);
+    assert!(!has_capture_extension(&w));
+}
+
+fn objects_without_enrolment() -> BTreeMap<ObjectKey, Resource> {
+    objects(&SHOP.replace(
+        "metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}",
+        "metadata: {name: shop}",
+    ))
 }

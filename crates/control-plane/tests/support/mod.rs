@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod xds_client;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,6 +49,7 @@ impl ControlPlane {
             xds_plaintext_addr: Some("127.0.0.1:0".parse().unwrap()),
             xds_tls_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            api_addr: "127.0.0.1:0".parse().unwrap(),
             tls_names: vec!["127.0.0.1".into()],
             mesh: MeshSettings::default(),
             debounce: Duration::from_millis(10),
@@ -90,6 +93,20 @@ impl ControlPlane {
         format!("http://{}", self.bound.xds_plaintext.unwrap())
     }
 
+    /// The operator token the control plane made in its state directory.
+    pub(crate) fn token(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join(control_plane::operator_token::FILE))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A request to the management API with the operator token: (status, body).
+    pub(crate) async fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let token = self.token();
+        http(&self.bound.api, method, path, body, Some(&token)).await
+    }
+
     /// Stops it and hands back its directory.
     pub(crate) async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
@@ -100,4 +117,37 @@ impl ControlPlane {
         let placeholder = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, placeholder)
     }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`): (status, body).
+pub(crate) async fn http(
+    addr: &std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or_default();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (413, 401) before taking the whole body.
+    let _ = tcp.write_all(body.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
 }

@@ -177,3 +177,114 @@ async fn forget_stops_holding_the_identity() {
     assert!(manager.current(&who()).is_none());
     assert!(manager.certificates().is_empty());
 }
+
+fn cache_in(dir: &std::path::Path, provider: &Flaky) -> crate::cache::CertificateCache {
+    crate::cache::CertificateCache::open(dir, provider.ca.root_pem()).unwrap()
+}
+
+#[tokio::test]
+async fn a_restarted_manager_serves_the_cached_certificate_while_the_provider_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = flaky();
+    let config = ManagerConfig {
+        // Half-life one second from now (the CA backdates by a minute).
+        lifetime: Duration::from_secs(62),
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+    };
+    let before = CertificateManager::with_cache(
+        provider.clone(),
+        config.clone(),
+        cache_in(dir.path(), &provider),
+    );
+    let first = before.fetch(&who()).await.unwrap();
+    drop(before);
+
+    // The process restarts while the provider is down: the cached certificate serves.
+    provider.failing.store(true, Ordering::SeqCst);
+    let calls = provider.calls.load(Ordering::SeqCst);
+    let after =
+        CertificateManager::with_cache(provider.clone(), config, cache_in(dir.path(), &provider));
+    let cached = after.fetch(&who()).await.unwrap();
+    assert_eq!(cached.cert.info().serial, first.cert.info().serial);
+    assert_eq!(
+        provider.calls.load(Ordering::SeqCst),
+        calls,
+        "the provider was not asked"
+    );
+
+    // Renewal goes on as usual: failing at half-life keeps the cached one, and once the
+    // provider is back a new certificate replaces it, in the cache too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while provider.calls.load(Ordering::SeqCst) == calls {
+        assert!(tokio::time::Instant::now() < deadline, "no renewal attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        after.fetch(&who()).await.unwrap().generation,
+        cached.generation
+    );
+    provider.failing.store(false, Ordering::SeqCst);
+    let renewed = loop {
+        let now = after.current(&who()).unwrap();
+        if now.generation != cached.generation {
+            break now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no renewal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let reopened = cache_in(dir.path(), &provider)
+        .load(&who(), SystemTime::now())
+        .unwrap();
+    assert_eq!(reopened.info().serial, renewed.cert.info().serial);
+}
+
+#[tokio::test]
+async fn forgetting_an_identity_removes_its_cached_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = flaky();
+    let cache = cache_in(dir.path(), &provider);
+    let manager =
+        CertificateManager::with_cache(provider.clone(), ManagerConfig::default(), cache.clone());
+    manager.fetch(&who()).await.unwrap();
+    assert!(cache.path(&who()).exists());
+    manager.forget(&who());
+    assert!(!cache.path(&who()).exists());
+}
+
+#[tokio::test]
+async fn a_first_fetch_that_failed_is_retried_in_the_background() {
+    let provider = flaky();
+    provider.failing.store(true, Ordering::SeqCst);
+    let config = ManagerConfig {
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+        ..ManagerConfig::default()
+    };
+    let manager = CertificateManager::new(provider.clone(), config);
+    assert!(manager.fetch(&who()).await.is_err());
+    provider.failing.store(false, Ordering::SeqCst);
+    // Nobody asks again, yet the certificate arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while manager.current(&who()).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn retry_delays_are_jittered_between_half_and_all_of_the_schedule() {
+    let delay = Duration::from_millis(800);
+    let drawn: Vec<_> = (0..200).map(|_| jittered(delay)).collect();
+    assert!(
+        drawn.iter().all(|d| *d >= delay / 2 && *d <= delay),
+        "{drawn:?}"
+    );
+    let distinct: std::collections::HashSet<_> = drawn.iter().collect();
+    assert!(
+        distinct.len() > 100,
+        "not spread: {} distinct",
+        distinct.len()
+    );
+    assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+}

@@ -137,6 +137,7 @@ async fn handle(
             if *in_snapshot {
                 pods.retain(|uid| mentioned.contains(uid));
                 *in_snapshot = false;
+                pods.node_agent_synced();
             }
             Ok(())
         }

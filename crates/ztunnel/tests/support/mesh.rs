@@ -141,7 +141,7 @@ impl Mesh {
                     &dir.path().join("mesh.yaml"),
                     &socket_path,
                     &dir.path().join("ca"),
-                    "info",
+                    &std::env::var("BOWLINE_TEST_ZTUNNEL_LOG").unwrap_or_else(|_| "info".into()),
                 )
                 .args(["--drain-seconds", "1"])
                 .stderr(std::fs::File::create(dir.path().join("ztunnel.log")).unwrap())

@@ -1,0 +1,299 @@
+//! The store as its sources use it: who owns status, in which order sources write, and
+//! what an apply warns about.
+
+use super::*;
+
+/// What a lab writes to its own file: every pod placed and addressed, VIPs, pod CIDRs.
+const LAB_FILE: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+spec: {podCIDR: 10.10.0.0/24}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-1, containers: [{name: shell, command: [sleep, infinity]}]}
+status: {podIP: 10.10.0.3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-0, namespace: shop, labels: {app: reviews}}
+spec: {nodeName: node-1, serviceAccountName: reviews}
+status: {podIP: 10.10.0.4}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {selector: {app: reviews}, clusterIP: 10.96.0.101, ports: [{port: 9080}]}
+"#;
+
+/// The same objects as a user wrote them: no addresses, no VIP, no pod CIDR.
+const USER_FILES: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-1, containers: [{name: shell, command: [sleep, infinity]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-0, namespace: shop, labels: {app: reviews}}
+spec: {serviceAccountName: reviews}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {selector: {app: reviews}, ports: [{port: 9080}]}
+"#;
+
+const LAB: &str = "/run/bowline/lab/config/lab.yaml";
+
+fn parse(yaml: &str) -> Vec<Resource> {
+    config::parse_documents(yaml, "test.yaml").unwrap()
+}
+
+fn lab_store() -> Store {
+    let store = Store::new(MeshSettings::default());
+    store.replace_origin(&Origin::File(LAB.into()), parse(LAB_FILE));
+    store
+}
+
+fn outcomes(report: &Report) -> Vec<(String, Outcome)> {
+    report
+        .changes
+        .iter()
+        .map(|c| (c.object.clone(), c.outcome.clone()))
+        .collect()
+}
+
+fn pod_ip(store: &Store, name: &str) -> Option<String> {
+    let key = ObjectKey {
+        kind: config::Kind::Pod,
+        namespace: "shop".into(),
+        name: name.into(),
+    };
+    match &store.load().objects.get(&key)?.resource {
+        Resource::Pod(pod) => pod.status.pod_ip.clone(),
+        _ => None,
+    }
+}
+
+#[test]
+fn reapplying_the_users_files_to_a_running_lab_changes_nothing() {
+    let store = lab_store();
+    let before = store.load();
+    let report = store.apply(parse(USER_FILES), &Origin::Api, false);
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| c.outcome == Outcome::Unchanged),
+        "{:?}",
+        outcomes(&report)
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let after = store.load();
+    assert_eq!(after.version, before.version, "nothing was published");
+    assert!(
+        after
+            .objects
+            .values()
+            .all(|o| o.origin == Origin::File(LAB.into())),
+        "the lab's file still owns every object"
+    );
+    let uid = translate::pod_uid("Kubernetes", "shop", "client");
+    assert!(after.compiled.workload(&uid).is_some(), "still a workload");
+}
+
+#[test]
+fn an_apply_changes_the_spec_and_keeps_the_status_the_lab_owns() {
+    let store = lab_store();
+    let relabelled = USER_FILES.replace(
+        "labels: {app: client}",
+        "labels: {app: client, version: v2}",
+    );
+    let report = store.apply(parse(&relabelled), &Origin::Api, false);
+    assert_eq!(
+        outcomes(&report)
+            .into_iter()
+            .filter(|(_, o)| *o != Outcome::Unchanged)
+            .collect::<Vec<_>>(),
+        [("Pod shop/client".to_owned(), Outcome::Configured)]
+    );
+    assert_eq!(pod_ip(&store, "client").as_deref(), Some("10.10.0.3"));
+    let snapshot = store.load();
+    let client = snapshot
+        .objects
+        .values()
+        .find(|o| o.resource.key().name == "client")
+        .unwrap();
+    assert_eq!(client.origin, Origin::Api);
+    assert_eq!(client.status_owner, Origin::File(LAB.into()));
+
+    // An apply that carries a status does not overwrite it either.
+    let moved = LAB_FILE.replace("podIP: 10.10.0.3", "podIP: 10.10.0.99");
+    store.apply(parse(&moved), &Origin::Api, false);
+    assert_eq!(pod_ip(&store, "client").as_deref(), Some("10.10.0.3"));
+
+    // The lab's own file still writes it (it owns the status).
+    store.replace_origin(&Origin::File(LAB.into()), parse(&moved));
+    assert_eq!(pod_ip(&store, "client").as_deref(), Some("10.10.0.99"));
+    // Another file does not.
+    store.replace_origin(
+        &Origin::File("/etc/mesh/other.yaml".into()),
+        parse(LAB_FILE),
+    );
+    assert_eq!(pod_ip(&store, "client").as_deref(), Some("10.10.0.99"));
+}
+
+#[test]
+fn a_restart_restores_applied_objects_over_the_files_as_they_were_written() {
+    let store = lab_store();
+    let relabelled = USER_FILES.replace(
+        "labels: {app: client}",
+        "labels: {app: client, version: v2}",
+    );
+    store.apply(parse(&relabelled), &Origin::Api, false);
+    // What `save_applied` keeps, and the start order of `app::run`: files, then applied.
+    let applied: Vec<Resource> = store
+        .load()
+        .objects
+        .values()
+        .filter(|o| o.origin == Origin::Api)
+        .map(|o| o.resource.clone())
+        .collect();
+    let restarted = lab_store();
+    let report = restarted.apply(applied, &Origin::Api, false);
+    assert_eq!(outcomes(&report).len(), 1);
+    let objects = |s: &Store| -> Vec<(Resource, Origin, Origin)> {
+        s.load()
+            .objects
+            .values()
+            .map(|o| (o.resource.clone(), o.origin.clone(), o.status_owner.clone()))
+            .collect()
+    };
+    assert_eq!(objects(&restarted), objects(&store));
+
+    // An object the API created owns its status: it is taken as applied, and a file that
+    // defines the same pod later does not move it.
+    let store = Store::new(MeshSettings::default());
+    store.apply(parse(LAB_FILE), &Origin::Api, false);
+    store.replace_origin(
+        &Origin::File(LAB.into()),
+        parse(&LAB_FILE.replace("10.10.0.3", "10.10.0.7")),
+    );
+    assert_eq!(pod_ip(&store, "client").as_deref(), Some("10.10.0.3"));
+}
+
+#[test]
+fn taking_a_running_pod_out_of_the_mesh_is_warned_about_also_in_a_dry_run() {
+    let store = lab_store();
+    let unenrol = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+    let expected = [
+        "pod shop/client leaves the mesh: traffic to and from it will be plaintext",
+        "pod shop/reviews-0 leaves the mesh: traffic to and from it will be plaintext",
+    ];
+    let dry = store.apply(parse(unenrol), &Origin::Api, true);
+    assert_eq!(dry.warnings, expected);
+    assert_eq!(store.load().version, 1, "a dry run changes nothing");
+    let report = store.apply(parse(unenrol), &Origin::Api, false);
+    assert_eq!(report.warnings, expected);
+
+    // Enrolling again takes nothing away.
+    let enrol = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}\n";
+    assert!(
+        store
+            .apply(parse(enrol), &Origin::Api, false)
+            .warnings
+            .is_empty()
+    );
+    // Deleting a running pod's object makes the mesh forget it.
+    let report = store.delete(
+        vec![ObjectKey {
+            kind: config::Kind::Pod,
+            namespace: "shop".into(),
+            name: "client".into(),
+        }],
+        false,
+    );
+    assert_eq!(
+        report.warnings,
+        [
+            "pod shop/client is removed from the mesh's config while it has an address: if it still runs, traffic to and from it will be plaintext"
+        ]
+    );
+}
+
+#[test]
+fn losing_a_policy_or_strict_mtls_is_warned_about_for_the_pods_it_protected() {
+    let store = lab_store();
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews-only-from-frontend, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/frontend]}}]}]\n";
+    let strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n";
+    let deny_all = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-legacy, namespace: shop}\nspec: {action: DENY, rules: [{from: [{source: {namespaces: [legacy]}}]}]}\n";
+    let added = store.apply(
+        parse(&format!("{policy}---\n{strict}---\n{deny_all}")),
+        &Origin::Api,
+        false,
+    );
+    assert!(
+        added.warnings.is_empty(),
+        "adding protection: {:?}",
+        added.warnings
+    );
+
+    // Narrowed: the selector no longer matches the pod.
+    let narrowed = policy.replace("{app: reviews}", "{app: reviews, version: v9}");
+    assert_eq!(
+        store.apply(parse(&narrowed), &Origin::Api, true).warnings,
+        [
+            "pod shop/reviews-0 is no longer protected by AuthorizationPolicy shop/reviews-only-from-frontend: its rules are not enforced on it any more"
+        ]
+    );
+    // Made report-only.
+    let dry_run = policy.replace(
+        "namespace: shop}",
+        "namespace: shop, annotations: {istio.io/dry-run: \"true\"}}",
+    );
+    assert_eq!(
+        store
+            .apply(parse(&dry_run), &Origin::Api, true)
+            .warnings
+            .len(),
+        1
+    );
+    // STRICT → PERMISSIVE, and a namespace-wide policy deleted: every pod of the namespace.
+    let report = store.apply(
+        parse(&strict.replace("STRICT", "PERMISSIVE")),
+        &Origin::Api,
+        false,
+    );
+    assert_eq!(
+        report.warnings,
+        [
+            "pods shop/client, shop/reviews-0 no longer require mutual TLS (PeerAuthentication STRICT): plaintext connections to them will be accepted"
+        ]
+    );
+    let report = store.delete(parse(deny_all).iter().map(Resource::key).collect(), false);
+    assert_eq!(
+        report.warnings,
+        [
+            "pods shop/client, shop/reviews-0 are no longer protected by AuthorizationPolicy shop/deny-legacy: its rules are not enforced on them any more"
+        ]
+    );
+    // Deleted.
+    let report = store.delete(parse(policy).iter().map(Resource::key).collect(), false);
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(report.warnings[0].starts_with("pod shop/reviews-0 is no longer protected"));
+}
