@@ -23,11 +23,8 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_live_connections_finish_then_closes_them_and_exits() {
-    if !root_or_skip("sigterm_lets_live_connections_finish_then_closes_them_and_exits") {
-        return;
-    }
+/// The ztunnel process with frontend (pod 0) and reviews (pod 1, app on 8080) enrolled.
+async fn two_pods() -> Mesh {
     let mut mesh = Mesh::start_process(CONFIG, env!("CARGO_BIN_EXE_bowline").as_ref()).await;
     mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
     mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
@@ -35,6 +32,15 @@ async fn sigterm_lets_live_connections_finish_then_closes_them_and_exits() {
     mesh.enrol(0).await.unwrap();
     mesh.enrol(1).await.unwrap();
     mesh.agent.snapshot_sent().await.unwrap();
+    mesh
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_live_connections_finish_then_closes_them_and_exits() {
+    if !root_or_skip("sigterm_lets_live_connections_finish_then_closes_them_and_exits") {
+        return;
+    }
+    let mut mesh = two_pods().await;
 
     // A call through the ztunnel process works end to end.
     let tcp = mesh.dial(Some(0), addr("10.2.0.2:8080")).await.unwrap();
@@ -226,13 +232,7 @@ async fn at_the_descriptor_limit_new_connections_are_refused_at_once_not_left_ha
     {
         return;
     }
-    let mut mesh = Mesh::start_process(CONFIG, env!("CARGO_BIN_EXE_bowline").as_ref()).await;
-    mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
-    mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
-    mesh.app(1, 8080).await;
-    mesh.enrol(0).await.unwrap();
-    mesh.enrol(1).await.unwrap();
-    mesh.agent.snapshot_sent().await.unwrap();
+    let mesh = two_pods().await;
     let target = addr("10.2.0.2:8080");
     // Warm up the tunnel pool, then give ztunnel only a few descriptors more than it holds.
     let (first, held_first) = attempt(&mesh, 0, target).await;
@@ -323,13 +323,7 @@ async fn memory_of_thousands_of_closed_connections_goes_back_to_the_system() {
     if !root_or_skip("memory_of_thousands_of_closed_connections_goes_back_to_the_system") {
         return;
     }
-    let mut mesh = Mesh::start_process(CONFIG, env!("CARGO_BIN_EXE_bowline").as_ref()).await;
-    mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
-    mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
-    mesh.app(1, 8080).await;
-    mesh.enrol(0).await.unwrap();
-    mesh.enrol(1).await.unwrap();
-    mesh.agent.snapshot_sent().await.unwrap();
+    let mesh = two_pods().await;
     let target = addr("10.2.0.2:8080");
     let pid = mesh.process.as_ref().unwrap().id();
     // Idle, after a few calls have set up the tunnel pool and certificates.

@@ -48,20 +48,7 @@ impl CaService {
     }
 
     fn create(&self, request: Request<IstioCertificateRequest>) -> Result<Vec<String>, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "no bearer token: send `authorization: Bearer <node token>` (bowline control-plane token --node NAME)",
-                )
-            })?;
-        let node = self
-            .tokens
-            .verify(token.trim())
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let node = self.tokens.node_of(&request)?;
         let body = request.into_inner();
         let asked = body
             .metadata

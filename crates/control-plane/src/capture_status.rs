@@ -113,19 +113,7 @@ impl CaptureStatusService {
 
     /// The node named by the caller's token.
     fn node(&self, request: &Request<CaptureReport>) -> Result<String, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "no bearer token: send `authorization: Bearer <node token>` (bowline control-plane token --node NAME)",
-                )
-            })?;
-        self.tokens
-            .verify(token.trim())
-            .map_err(|e| Status::unauthenticated(e.to_string()))
+        self.tokens.node_of(request)
     }
 
     /// The reported pods of `node` (to record) and the uids of no known pod; refused when

@@ -10,8 +10,7 @@
 //!
 //! Owns: making, reading and checking the token. Must not: know HTTP routes.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The file in the state directory.
@@ -89,22 +88,7 @@ impl OperatorToken {
             .map_err(|_| io(std::io::Error::other("no randomness available")))?;
         let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::create_dir_all(state_dir).map_err(io)?;
-        let tmp = state_dir.join(format!("{FILE}.tmp"));
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(format!("{token}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        identity::private_file::write(&path, format!("{token}\n").as_bytes()).map_err(io)?;
         tracing::info!(file = %path.display(), "made the operator token for the management API");
         Ok(Self { token, path })
     }

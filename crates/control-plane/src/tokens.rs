@@ -110,6 +110,23 @@ impl NodeTokens {
             .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
+    /// The node named by the bearer token of a gRPC call (`authorization: Bearer …`),
+    /// or the `unauthenticated` status to answer with.
+    pub fn node_of<T>(&self, request: &tonic::Request<T>) -> Result<String, tonic::Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                tonic::Status::unauthenticated(
+                    "no bearer token: send `authorization: Bearer <node token>` (bowline control-plane token --node NAME)",
+                )
+            })?;
+        self.verify(token.trim())
+            .map_err(|e| tonic::Status::unauthenticated(e.to_string()))
+    }
+
     /// The node a valid token names.
     pub fn verify(&self, token: &str) -> Result<String, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);

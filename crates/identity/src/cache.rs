@@ -9,8 +9,7 @@
 //! removed. Owns the files and their checks; the [`crate::CertificateManager`] decides when
 //! to read and write them. File I/O only, no sockets.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -140,23 +139,6 @@ impl CertificateCache {
         key_pem: &str,
     ) -> Result<(), CacheError> {
         let path = self.path(identity);
-        let tmp = path.with_extension("pem.tmp");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CacheError::Io { path, source }
-        };
-        // A leftover from a crash may have other permissions: start from a fresh file.
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&tmp)(e)),
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
         let mut text = String::new();
         for pem in chain_pem.iter().map(String::as_str).chain([key_pem]) {
             text.push_str(pem);
@@ -164,9 +146,8 @@ impl CertificateCache {
                 text.push('\n');
             }
         }
-        file.write_all(text.as_bytes()).map_err(io(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        crate::private_file::write(&path, text.as_bytes())
+            .map_err(|source| CacheError::Io { path, source })
     }
 
     /// Removes the entry of `identity`, if any.

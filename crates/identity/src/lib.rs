@@ -13,6 +13,7 @@ pub mod ca;
 pub mod cache;
 pub mod cert;
 pub mod manager;
+pub mod private_file;
 pub mod spiffe;
 pub mod tls;
 

@@ -590,20 +590,7 @@ async fn advertised(state: &LabState) -> BTreeMap<String, BTreeMap<String, bool>
 /// Writes a secret: a new file created with mode 0600 (never readable by others, not even
 /// for a moment), replacing any earlier one.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    Ok(())
+    Ok(identity::private_file::write(path, bytes)?)
 }
 
 /// Starts a mesh component (`bowline ARGS…`) inside namespace `ns` under

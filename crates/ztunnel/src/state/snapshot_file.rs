@@ -12,7 +12,6 @@
 //! only the latest is written. Owns the file format and its I/O; must not decide what the
 //! resources mean.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -129,40 +128,10 @@ pub async fn read(path: &Path) -> Result<Option<Vec<DeltaDiscoveryResponse>>, Sn
 /// Replaces `path` with `bytes` atomically: a temporary file beside it, created with mode
 /// 0600, synced, then renamed over it. Blocking.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), SnapshotFileError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| SnapshotFileError::Io {
+    identity::private_file::write(path, bytes).map_err(|source| SnapshotFileError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "snapshot".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    // A leftover from a crash may have other permissions: start from a fresh file.
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    // Make the rename itself durable; a directory that cannot be synced is no reason to
-    // fail, the file is in place.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Ok(dir) = std::fs::File::open(dir)
-    {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    })
 }
 
 /// Writes every new value of `latest` to `path` until the sender is gone; when several
