@@ -110,6 +110,12 @@ fn an_unknown_kind_or_api_version_is_refused_naming_what_is_supported() {
 fn meaning_errors_name_the_field_and_the_fix() {
     let cases = [
         (
+            // Found by the config_yaml fuzz target: accepted, then NACKed by every ztunnel.
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: shop}\nspec: {serviceAccountName: 'r\"eviews', containers: []}\n",
+            "spec.serviceAccountName",
+            "not a valid name",
+        ),
+        (
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: shop}\nspec: {action: AUDIT}\n",
             "spec.action",
             "use ALLOW or DENY",

@@ -74,6 +74,10 @@ fn dns_name(name: &str, path: &str) -> Result<(), Invalid> {
 }
 
 fn pod_spec(pod: &Pod) -> Result<(), Invalid> {
+    // The account becomes a SPIFFE id segment every ztunnel must accept.
+    if let Some(account) = &pod.spec.service_account_name {
+        dns_name(account, "spec.serviceAccountName")?;
+    }
     if let Some(ip) = &pod.status.pod_ip {
         ip_address(ip, "status.podIP")?;
     }

@@ -193,8 +193,14 @@ impl NetnsWorker {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let name = label.to_owned();
+        // Labels come from the network (a pod uid over ZDS): a thread name must not hold a
+        // NUL byte, or spawning panics.
+        let thread_name: String = format!("netns-{label}")
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
         std::thread::Builder::new()
-            .name(format!("netns-{label}"))
+            .name(thread_name)
             .spawn(move || {
                 let entered = enter(ns.as_fd(), &name);
                 let ok = entered.is_ok();

@@ -162,3 +162,14 @@ async fn a_worker_creates_many_sockets_inside_its_namespace() {
         assert!(bound.is_ok(), "{bound:?}");
     }
 }
+
+#[test]
+fn a_worker_labelled_with_a_nul_byte_starts_instead_of_panicking() {
+    if !root_or_skip("a_worker_labelled_with_a_nul_byte_starts_instead_of_panicking") {
+        return;
+    }
+    // Found by the zds fuzz target: a pod uid from the node agent names the thread.
+    let ns = std::fs::File::open("/proc/self/ns/net").unwrap();
+    let worker = netns::NetnsWorker::start(ns, "shop/a\0b").unwrap();
+    assert_eq!(worker.label(), "shop/a\0b");
+}
