@@ -130,9 +130,7 @@ pub enum Surface {
 /// Serves `surface` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, surface: Surface, state: AdminState) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
+        let (tcp, _) = hbone::accept::accept(&listener, &state.inputs.fd_reserve).await;
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
