@@ -29,9 +29,7 @@ status: {podIP: 10.1.0.6}
 "#;
 
 async fn client(cp: &ControlPlane) -> IstioCertificateServiceClient<tonic::transport::Channel> {
-    let root = std::fs::read_to_string(cp.state_dir().join("ca/root-cert.pem")).unwrap();
-    let url = format!("https://{}", cp.bound.xds_tls);
-    IstioCertificateServiceClient::new(xds::transport::channel(&url, Some(&root)).unwrap())
+    IstioCertificateServiceClient::new(cp.tls_channel())
 }
 
 fn request(
@@ -62,10 +60,7 @@ fn request(
 }
 
 fn token(cp: &ControlPlane, node: &str) -> String {
-    NodeTokens::load_or_create(&cp.state_dir())
-        .unwrap()
-        .issue(node, Duration::from_secs(600))
-        .unwrap()
+    cp.node_token(node)
 }
 
 #[tokio::test]

@@ -39,16 +39,11 @@ const REVIEWS: &str = "Kubernetes//Pod/shop/reviews-0";
 const RATINGS: &str = "Kubernetes//Pod/shop/ratings-0";
 
 async fn client(cp: &ControlPlane) -> NodeAgentStatusClient<tonic::transport::Channel> {
-    let root = std::fs::read_to_string(cp.state_dir().join("ca/root-cert.pem")).unwrap();
-    let url = format!("https://{}", cp.bound.xds_tls);
-    NodeAgentStatusClient::new(xds::transport::channel(&url, Some(&root)).unwrap())
+    NodeAgentStatusClient::new(cp.tls_channel())
 }
 
 fn token(cp: &ControlPlane, node: &str) -> String {
-    NodeTokens::load_or_create(&cp.state_dir())
-        .unwrap()
-        .issue(node, Duration::from_secs(600))
-        .unwrap()
+    cp.node_token(node)
 }
 
 fn report(node: &str, uids: &[&str], token: Option<&str>) -> tonic::Request<CaptureReport> {

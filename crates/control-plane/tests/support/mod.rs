@@ -89,6 +89,21 @@ impl ControlPlane {
         self.dir.path().join("state")
     }
 
+    /// A channel to the TLS port (xDS, CA, capture reports), trusting the mesh root.
+    pub(crate) fn tls_channel(&self) -> tonic::transport::Channel {
+        let root = std::fs::read_to_string(self.state_dir().join("ca/root-cert.pem")).unwrap();
+        let url = format!("https://{}", self.bound.xds_tls);
+        xds::transport::channel(&url, Some(&root)).unwrap()
+    }
+
+    /// A node token for `node`, valid ten minutes.
+    pub(crate) fn node_token(&self, node: &str) -> String {
+        control_plane::tokens::NodeTokens::load_or_create(&self.state_dir())
+            .unwrap()
+            .issue(node, std::time::Duration::from_secs(600))
+            .unwrap()
+    }
+
     pub(crate) fn plaintext_url(&self) -> String {
         format!("http://{}", self.bound.xds_plaintext.unwrap())
     }

@@ -44,8 +44,10 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInput
             return reset(tcp);
         }
     };
-    if tcp.local_addr().is_ok_and(|local| local == original) {
-        // Not redirected: the app dialled the listener itself.
+    // Not redirected: the app dialled the listener itself (only then is the original
+    // destination on an own port, so the common path pays no extra system call).
+    if inputs.is_own_port(original.port()) && tcp.local_addr().is_ok_and(|local| local == original)
+    {
         refuse_own_port(inputs, pod, peer, original);
         return reset(tcp);
     }
