@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ztunnel::dns::{self, Answer, DnsContext, DnsSettings};
+use ztunnel::dns::{self, Action, DnsContext, DnsSettings};
 use ztunnel::state::{Snapshot, Store};
 
 struct Harness {
@@ -35,12 +35,12 @@ fn harness() -> &'static Harness {
 pub fn run(data: &[u8]) {
     let h = harness();
     match dns::answer(&h.snapshot, &h.context, data) {
-        Answer::Reply(reply) => {
+        Action::Reply(reply) => {
             let _ = dns::fit_udp(reply, dns::query_payload_limit(data));
         }
-        Answer::Forward => {
+        Action::Forward => {
             let _ = dns::servfail(data);
         }
-        Answer::Drop => {}
+        Action::Drop => {}
     }
 }

@@ -19,40 +19,27 @@ use test_support::root_or_skip;
 
 const BOWLINE: &str = env!("CARGO_BIN_EXE_bowline");
 
-const SHOP: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: frontend-0, namespace: shop, labels: {app: frontend}}
-spec: {nodeName: node-a, serviceAccountName: frontend}
-status: {podIP: 10.1.0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: ratings-0, namespace: shop, labels: {app: ratings}}
-spec: {nodeName: node-a, serviceAccountName: ratings}
-status: {podIP: 10.3.0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-0, namespace: shop, labels: {app: reviews}}
-spec:
-  nodeName: node-a
-  serviceAccountName: reviews
-  containers: [{name: app, ports: [{name: http, containerPort: 8080}]}]
-status: {podIP: 10.2.0.2}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop}
-spec:
-  selector: {app: reviews}
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 9080, targetPort: http}]
-"#;
+/// The shop on `node-a`: `frontend-0`, `ratings-0`, `reviews-0` (named port `http`) and
+/// the `reviews` service.
+fn shop() -> String {
+    use test_support::fixtures::{self, Container, Pod, Port};
+    fixtures::documents(&[
+        &fixtures::shop_namespace(),
+        &Pod::new("frontend-0", "shop")
+            .label("app", "frontend")
+            .node("node-a")
+            .service_account("frontend")
+            .ip("10.1.0.2"),
+        &fixtures::ratings_pod()
+            .label("app", "ratings")
+            .node("node-a")
+            .ip("10.3.0.2"),
+        &fixtures::reviews_pod()
+            .container(Container::new("app").port("http", 8080))
+            .ip("10.2.0.2"),
+        &fixtures::reviews_service().ports([Port::new(9080).name("http").target("http")]),
+    ])
+}
 
 const DENY_FRONTEND: &str = r#"
 apiVersion: security.istio.io/v1
@@ -96,8 +83,8 @@ fn operator_token_file(dir: &Path) -> String {
 
 /// A GET to the management API with the operator token.
 async fn api_get(dir: &Path, url: &str) -> Result<(u16, String), String> {
-    let token = lab::cli::read_token(Path::new(&operator_token_file(dir)))?;
-    lab::cli::request(None, "GET", url, None, Some(&token)).await
+    let token = lab::client::read_token(Path::new(&operator_token_file(dir)))?;
+    lab::client::request(None, "GET", url, None, Some(&token)).await
 }
 
 async fn control_plane(dir: &Path, ports: &Ports, log: &str) -> Process {
@@ -120,7 +107,7 @@ async fn control_plane(dir: &Path, ports: &Ports, log: &str) -> Process {
     let process = Process(child);
     let ready = format!("http://127.0.0.1:{}/ready", ports.http);
     for _ in 0..100 {
-        if matches!(lab::cli::http("GET", &ready, None).await, Ok((200, _))) {
+        if matches!(lab::client::http("GET", &ready, None).await, Ok((200, _))) {
             return process;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -169,7 +156,7 @@ async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_r
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    std::fs::write(dir.path().join("config/shop.yaml"), SHOP).unwrap();
+    std::fs::write(dir.path().join("config/shop.yaml"), shop()).unwrap();
     let ports = Ports {
         plaintext: free_port(),
         tls: free_port(),
@@ -343,7 +330,7 @@ async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_r
 async fn apply_refuses_a_bad_document_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    std::fs::write(dir.path().join("config/shop.yaml"), SHOP).unwrap();
+    std::fs::write(dir.path().join("config/shop.yaml"), shop()).unwrap();
     let ports = Ports {
         plaintext: free_port(),
         tls: free_port(),

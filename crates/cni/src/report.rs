@@ -7,7 +7,7 @@
 //! whenever the agent's xDS stream to the control plane (re)opens (a restarted control
 //! plane hears from every agent again), retried with backoff (100 ms doubling to 5 s)
 //! until the control plane takes it. The node token is re-read from its file for every
-//! report, so a rotated token is picked up. Must not: decide what is captured (that is
+//! report, so a rotated token is picked up (surrounding whitespace ignored). Must not: decide what is captured (that is
 //! [`crate::agent`]).
 
 use std::collections::BTreeSet;
@@ -73,7 +73,9 @@ impl Reporter {
     /// A reporter to `config.url`; fails on a malformed address or a TLS URL without a
     /// root.
     pub fn new(config: ReportConfig) -> Result<Self, String> {
-        let channel = xds::transport::channel(&config.url, config.root_pem.as_deref())?;
+        // Text for now: the agent's start error carries the control plane's as text.
+        let channel = xds::transport::lazy_channel(&config.url, config.root_pem.as_deref())
+            .map_err(String::from)?;
         Ok(Self {
             config,
             client: NodeAgentStatusClient::new(channel),
@@ -93,13 +95,21 @@ impl Reporter {
             node: self.config.node_name.clone(),
             captured: captured.iter().cloned().collect(),
         });
-        let bearer =
-            format!("Bearer {}", token.trim())
-                .parse()
-                .map_err(|_| ReportError::Token {
-                    path: self.config.token_file.display().to_string(),
-                    source: std::io::Error::other("the token is not valid header text"),
-                })?;
+        // Surrounding whitespace (a trailing newline from an editor or `echo`) is not part
+        // of the token.
+        let token = token.trim();
+        let token_error = |problem: &str| ReportError::Token {
+            path: self.config.token_file.display().to_string(),
+            source: std::io::Error::other(format!(
+                "{problem}; write the token from `bowline control-plane token --node NODE` into it"
+            )),
+        };
+        if token.is_empty() {
+            return Err(token_error("the file is empty"));
+        }
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| token_error("the token is not valid header text"))?;
         request.metadata_mut().insert("authorization", bearer);
         let mut client = self.client.clone();
         let answer = tokio::time::timeout(TIMEOUT, client.report_capture(request))

@@ -4,57 +4,30 @@
 use super::*;
 use crate::resources::IntOrString;
 
-const SHOP: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio.io/dataplane-mode: ambient}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: reviews-0
-  namespace: shop
-  labels: {app: reviews}
-spec:
-  nodeName: node-a
-  serviceAccountName: reviews
-  containers:
-    - name: app
-      command: [bowline, echo]
-      args: [--port, "8080"]
-      ports: [{name: http, containerPort: 8080}]
-status:
-  podIP: 10.1.0.5
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop}
-spec:
-  selector: {app: reviews}
-  clusterIP: 10.96.0.10
-  ports: [{port: 9080, targetPort: http}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: only-frontend, namespace: shop}
-spec:
-  selector: {matchLabels: {app: reviews}}
-  action: ALLOW
-  rules:
-    - from: [{source: {principals: [cluster.local/ns/shop/sa/frontend]}}]
-      to: [{operation: {ports: ["8080"]}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: shop}
-spec: {hosts: [reviews]}
-"#;
+/// The shop's namespace, `reviews-0` with its container, the `reviews` service, an ALLOW
+/// policy and a VirtualService.
+fn shop() -> String {
+    use test_support::fixtures::{self, Container, Object, Port};
+    fixtures::documents(&[
+        &fixtures::shop_namespace(),
+        &fixtures::reviews_pod().container(
+            Container::new("app")
+                .command(&["bowline", "echo"])
+                .args(&["--port", "8080"])
+                .port("http", 8080),
+        ),
+        &fixtures::reviews_service().ports([Port::new(9080).target("http")]),
+        &Object::new("security.istio.io/v1", "AuthorizationPolicy", "only-frontend", "shop").spec(
+            "{selector: {matchLabels: {app: reviews}}, action: ALLOW, rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/frontend]}}], to: [{operation: {ports: [\"8080\"]}}]}]}",
+        ),
+        &Object::new("networking.istio.io/v1", "VirtualService", "reviews", "shop")
+            .spec("{hosts: [reviews]}"),
+    ])
+}
 
 #[test]
 fn a_multi_document_file_parses_into_typed_resources() {
-    let resources = parse_documents(SHOP, "shop.yaml").unwrap();
+    let resources = parse_documents(&shop(), "shop.yaml").unwrap();
     let keys: Vec<String> = resources.iter().map(|r| r.key().to_string()).collect();
     assert_eq!(
         keys,
@@ -81,7 +54,7 @@ fn error(text: &str) -> ConfigError {
 
 #[test]
 fn an_unsupported_field_is_refused_with_document_and_path() {
-    let text = SHOP.replace("ports: [\"8080\"]", "portz: [\"8080\"]");
+    let text = shop().replace("ports: [\"8080\"]", "portz: [\"8080\"]");
     let e = error(&text);
     assert_eq!(e.document, 4);
     assert_eq!(

@@ -3,9 +3,10 @@
 //!
 //! The caller authenticates with a node token (`authorization: Bearer …`, see
 //! [`crate::tokens`]) and names the pod identity it asks for in the `ImpersonatedIdentity`
-//! metadata field. The identity is granted only if a pod with that namespace and service
-//! account is scheduled on the caller's node (by the current config); every refusal says
-//! why.
+//! metadata field. Without that field (Istio's ztunnel in dedicated mode sends none) the
+//! identity is the CSR's one URI SAN. Either way the identity is granted only if a pod
+//! with that namespace and service account is scheduled on the caller's node (by the
+//! current config); every refusal says why.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,22 +51,12 @@ impl CaService {
     fn create(&self, request: Request<IstioCertificateRequest>) -> Result<Vec<String>, Status> {
         let node = self.tokens.node_of(&request)?;
         let body = request.into_inner();
-        let asked = body
-            .metadata
-            .as_ref()
-            .and_then(|m| m.fields.get(IMPERSONATED_IDENTITY))
-            .and_then(|v| match &v.kind {
-                Some(prost_types::value::Kind::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "metadata.{IMPERSONATED_IDENTITY} is required: the SPIFFE id of a pod on node {node}"
-                ))
-            })?;
-        let identity: SpiffeId = asked.parse().map_err(|e| {
-            Status::invalid_argument(format!("{IMPERSONATED_IDENTITY} {asked:?}: {e}"))
-        })?;
+        let identity: SpiffeId = match impersonated(body.metadata.as_ref()) {
+            Some(asked) => asked.parse().map_err(|e| {
+                Status::invalid_argument(format!("{IMPERSONATED_IDENTITY} {asked:?}: {e}"))
+            })?,
+            None => identity_of_csr(&body.csr, &node)?,
+        };
         if !self.scheduled_on(&identity, &node) {
             return Err(Status::permission_denied(format!(
                 "node {node} runs no pod with identity {identity}; a ztunnel may only ask for the pods on its own node"
@@ -90,6 +81,45 @@ impl CaService {
             }
             _ => false,
         })
+    }
+}
+
+/// The identity named in `metadata.ImpersonatedIdentity`, when the caller names one.
+fn impersonated(metadata: Option<&prost_types::Struct>) -> Option<&str> {
+    match &metadata?.fields.get(IMPERSONATED_IDENTITY)?.kind {
+        Some(prost_types::value::Kind::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Dedicated mode: the identity is the CSR's single URI SAN.
+fn identity_of_csr(csr_pem: &str, node: &str) -> Result<SpiffeId, Status> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+        Status::invalid_argument(format!(
+            "the CSR cannot be read ({e}); send one PEM CERTIFICATE REQUEST"
+        ))
+    })?;
+    let uris: Vec<&str> = csr
+        .params
+        .subject_alt_names
+        .iter()
+        .filter_map(|san| match san {
+            rcgen::SanType::URI(uri) => Some(uri.as_str()),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [uri] => uri.parse().map_err(|e| {
+            Status::invalid_argument(format!("the CSR's URI SAN {uri:?} is not a SPIFFE id: {e}"))
+        }),
+        [] => Err(Status::invalid_argument(format!(
+            "the CSR has no URI SAN and metadata.{IMPERSONATED_IDENTITY} is not set: put the SPIFFE id of a pod on node {node} in one of them"
+        ))),
+        many => Err(Status::invalid_argument(format!(
+            "the CSR carries {} URI SANs ({}); without metadata.{IMPERSONATED_IDENTITY} it must carry exactly one, the SPIFFE id of a pod on node {node}",
+            many.len(),
+            many.join(", ")
+        ))),
     }
 }
 

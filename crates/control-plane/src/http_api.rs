@@ -21,19 +21,13 @@
 mod apply;
 mod management;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Method, Request, StatusCode};
+use http_surface::{Body, json as json_response, respond};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use crate::ads::Clients;
 use crate::metrics::Metrics;
@@ -57,6 +51,8 @@ pub struct HttpState {
     pub operator_token: Arc<OperatorToken>,
     /// Applies being parsed (at most [`MAX_CONCURRENT_PARSES`]).
     pub parses: Arc<tokio::sync::Semaphore>,
+    /// The spare descriptor both listeners' accept loops share.
+    pub fd_reserve: Arc<http_surface::FdReserve>,
 }
 
 impl HttpState {
@@ -75,6 +71,7 @@ impl HttpState {
             applied_file,
             operator_token,
             parses: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PARSES)),
+            fd_reserve: Arc::default(),
         }
     }
 }
@@ -85,8 +82,10 @@ pub async fn spawn_public(
     addr: SocketAddr,
     state: HttpState,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    spawn(addr, state, |state, req| async move {
-        public_route(&state, req)
+    let fd_reserve = state.fd_reserve.clone();
+    http_surface::spawn(addr, fd_reserve, move |req| {
+        let state = state.clone();
+        async move { public_route(&state, req) }
     })
     .await
 }
@@ -97,56 +96,15 @@ pub async fn spawn_management(
     addr: SocketAddr,
     state: HttpState,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    spawn(addr, state, |state, req| async move {
-        management::route(&state, req).await
+    let fd_reserve = state.fd_reserve.clone();
+    http_surface::spawn(addr, fd_reserve, move |req| {
+        let state = state.clone();
+        async move { management::route(&state, req).await }
     })
     .await
 }
 
-async fn spawn<F, Fut>(
-    addr: SocketAddr,
-    state: HttpState,
-    route: F,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
-where
-    F: Fn(HttpState, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    Ok((bound, tokio::spawn(serve(listener, state, route))))
-}
-
-async fn serve<F, Fut>(listener: TcpListener, state: HttpState, route: F)
-where
-    F: Fn(HttpState, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(e) => {
-                // Out of descriptors and the like: do not spin.
-                tracing::warn!(error = %e, "HTTP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let state = state.clone();
-        let route = route.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let (state, route) = (state.clone(), route.clone());
-                async move { Ok::<_, Infallible>(route(state, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    }
-}
-
-fn public_route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn public_route(state: &HttpState, req: Request<Incoming>) -> http::Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics" | "/stats/prometheus") => {
             state
@@ -159,14 +117,14 @@ fn public_route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
                 state.metrics.encode(),
             )
         }
-        (&Method::GET, "/ready") => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+        (&Method::GET, "/ready") => respond(StatusCode::OK, "text/plain", "ready\n"),
         (_, path) if path.starts_with("/api/") || path.starts_with("/debug/") => json_response(
             StatusCode::NOT_FOUND,
             &json!({
                 "error": "this listener is read-only (metrics, readiness); the apply and debug API is on the management listener (--api-addr, default 127.0.0.1:15015) and needs the operator token",
             }),
         ),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 
@@ -195,21 +153,4 @@ pub fn save_applied(store: &Store, file: &std::path::Path) -> std::io::Result<()
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, file)
-}
-
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
-    text.push('\n');
-    respond(status, "application/json", text)
-}
-
-fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = http::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, value);
-    }
-    response
 }

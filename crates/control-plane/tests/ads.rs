@@ -10,39 +10,36 @@ use std::time::Duration;
 
 use support::ControlPlane;
 use support::xds_client::Client;
+use test_support::fixtures;
 use xds::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-0, namespace: shop, labels: {app: reviews}}
-spec: {nodeName: node-a, serviceAccountName: reviews}
-status: {podIP: 10.1.0.5}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop}
-spec: {selector: {app: reviews}, clusterIP: 10.96.0.10, ports: [{port: 9080, targetPort: 8080}]}
-"#;
+/// The shop's namespace, `reviews-0` and the `reviews` service.
+fn mesh() -> String {
+    fixtures::shop()
+}
 
-const EXTRA_POD: &str = r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: ratings-0, namespace: shop}
-spec: {nodeName: node-b}
-status: {podIP: 10.1.0.6}
-"#;
+/// `ratings-0` on `node-b`.
+fn extra_pod() -> String {
+    fixtures::documents(&[&fixtures::ratings_pod().no_service_account()])
+}
 
-const POLICY: &str = r#"
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-legacy, namespace: shop}
-spec: {action: DENY, rules: [{from: [{source: {namespaces: [legacy]}}]}]}
-"#;
+fn policy() -> String {
+    fixtures::documents(&[&fixtures::deny_namespace("deny-legacy", "shop", "legacy")])
+}
+
+/// Adds `ratings-0` (`extra.yaml`) and returns the next response, which must hold it
+/// alone: only what changed, and nothing pushed before it that had not.
+async fn add_extra_pod(
+    cp: &ControlPlane,
+    client: &mut Client,
+    why: &str,
+) -> DeltaDiscoveryResponse {
+    std::fs::write(cp.config_dir().join("extra.yaml"), extra_pod()).unwrap();
+    let next = client.next().await;
+    assert_eq!(next.type_url, xds::ADDRESS_TYPE_URL, "{why}");
+    assert_eq!(names(&next), ["Kubernetes//Pod/shop/ratings-0"], "{why}");
+    next
+}
 
 fn names(response: &DeltaDiscoveryResponse) -> Vec<String> {
     let mut names: Vec<String> = response.resources.iter().map(|r| r.name.clone()).collect();
@@ -52,7 +49,7 @@ fn names(response: &DeltaDiscoveryResponse) -> Vec<String> {
 
 #[tokio::test]
 async fn a_new_client_gets_every_resource_and_an_answer_for_each_type() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let mut client = Client::connect(&cp).await;
     client
         .subscribe(xds::ADDRESS_TYPE_URL, HashMap::new())
@@ -81,31 +78,22 @@ async fn a_new_client_gets_every_resource_and_an_answer_for_each_type() {
     assert_eq!(policies.type_url, xds::AUTHORIZATION_TYPE_URL);
     assert!(policies.resources.is_empty());
     client.ack(&policies).await;
-    assert!(
-        client.quiet(Duration::from_millis(300)).await,
-        "nothing more without a change"
-    );
+    // Nothing more without a change: the next answer is the one for the next change.
+    add_extra_pod(&cp, &mut client, "nothing more without a change").await;
 }
 
 #[tokio::test]
 async fn changes_are_pushed_as_differences_and_deletions_as_removals() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let mut client = Client::connect(&cp).await;
     client.synced(xds::ADDRESS_TYPE_URL).await;
     client.synced(xds::AUTHORIZATION_TYPE_URL).await;
 
-    std::fs::write(cp.config_dir().join("extra.yaml"), EXTRA_POD).unwrap();
-    let added = client.next().await;
-    assert_eq!(added.type_url, xds::ADDRESS_TYPE_URL);
-    assert_eq!(
-        names(&added),
-        ["Kubernetes//Pod/shop/ratings-0"],
-        "only what changed"
-    );
+    let added = add_extra_pod(&cp, &mut client, "only what changed").await;
     assert!(added.removed_resources.is_empty());
     client.ack(&added).await;
 
-    std::fs::write(cp.config_dir().join("policy.yaml"), POLICY).unwrap();
+    std::fs::write(cp.config_dir().join("policy.yaml"), policy()).unwrap();
     let policy = client.next().await;
     assert_eq!(policy.type_url, xds::AUTHORIZATION_TYPE_URL);
     assert_eq!(names(&policy), ["shop/deny-legacy"]);
@@ -122,7 +110,7 @@ async fn changes_are_pushed_as_differences_and_deletions_as_removals() {
 
 #[tokio::test]
 async fn a_nack_is_recorded_with_the_clients_reason() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let mut client = Client::connect(&cp).await;
     client
         .subscribe(xds::ADDRESS_TYPE_URL, HashMap::new())
@@ -155,7 +143,7 @@ async fn a_nack_is_recorded_with_the_clients_reason() {
 
 #[tokio::test]
 async fn a_reconnecting_client_gets_only_what_changed_and_removals() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let mut first = Client::connect(&cp).await;
     first.subscribe(xds::ADDRESS_TYPE_URL, HashMap::new()).await;
     let response = first.next().await;
@@ -176,25 +164,36 @@ async fn a_reconnecting_client_gets_only_what_changed_and_removals() {
 
 #[tokio::test]
 async fn a_broken_config_file_is_refused_and_the_last_good_one_stays() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let mut client = Client::connect(&cp).await;
     client.synced(xds::ADDRESS_TYPE_URL).await;
     std::fs::write(
         cp.config_dir().join("mesh.yaml"),
-        MESH.replace("clusterIP: 10.96.0.10", "clusterIP: 10.96.0.300"),
+        fixtures::documents(&[
+            &fixtures::shop_namespace(),
+            &fixtures::reviews_pod(),
+            &fixtures::reviews_service().cluster_ip("10.96.0.300"),
+        ]),
     )
     .unwrap();
-    assert!(
-        client.quiet(Duration::from_millis(1500)).await,
-        "nothing pushed"
-    );
-    let dump = cp.api("GET", "/debug/config", None).await.1;
-    assert!(dump.contains("10.96.0.10"), "the last good service stays");
-    let metrics = support::http(&cp.bound.http, "GET", "/metrics", None, None)
-        .await
-        .1;
+    // The refusal is counted once the file was read.
+    let mut metrics = String::new();
+    for _ in 0..250 {
+        metrics = support::http(&cp.bound.http, "GET", "/metrics", None, None)
+            .await
+            .1;
+        if metrics.contains("bowline_config_errors_total 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         metrics.contains("bowline_config_errors_total 1"),
         "{metrics}"
     );
+    let dump = cp.api("GET", "/debug/config", None).await.1;
+    assert!(dump.contains("10.96.0.10"), "the last good service stays");
+    // Nothing pushed: the next answer is the one for the next good change, and holds only
+    // what that change made.
+    add_extra_pod(&cp, &mut client, "nothing pushed").await;
 }

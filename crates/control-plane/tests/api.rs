@@ -7,24 +7,21 @@
 
 mod support;
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use support::xds_client::Client;
 use support::{ControlPlane, http};
+use test_support::fixtures;
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-0, namespace: shop, labels: {app: reviews}}
-spec: {nodeName: node-a, serviceAccountName: reviews}
-status: {podIP: 10.1.0.5}
-"#;
+/// The shop's namespace and `reviews-0`.
+fn mesh() -> String {
+    fixtures::documents(&[&fixtures::shop_namespace(), &fixtures::reviews_pod()])
+}
 
-const POLICY: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-legacy, namespace: shop}\nspec: {action: DENY, rules: [{from: [{source: {namespaces: [legacy]}}]}]}\n";
+static POLICY: LazyLock<String> = LazyLock::new(|| {
+    fixtures::documents(&[&fixtures::deny_namespace("deny-legacy", "shop", "legacy")])
+});
 
 /// `count` ServiceAccount documents named `<prefix>-<i>`, each about `bytes` long.
 fn many_documents(prefix: &str, count: usize, bytes: usize) -> String {
@@ -48,7 +45,7 @@ async fn ready_in(cp: &ControlPlane) -> Duration {
 
 #[tokio::test]
 async fn the_public_listener_serves_metrics_and_readiness_and_refuses_writes() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let token = cp.token();
     let public = &cp.bound.http;
     assert_eq!(http(public, "GET", "/ready", None, None).await.0, 200);
@@ -61,7 +58,7 @@ async fn the_public_listener_serves_metrics_and_readiness_and_refuses_writes() {
         ("GET", "/debug/config"),
     ] {
         // Not even with the token: that port is for scrapers and probes.
-        let (status, body) = http(public, method, path, Some(POLICY), Some(&token)).await;
+        let (status, body) = http(public, method, path, Some(POLICY.as_str()), Some(&token)).await;
         assert_eq!(status, 404, "{method} {path}: {body}");
         assert!(body.contains("management listener (--api-addr"), "{body}");
     }
@@ -71,13 +68,14 @@ async fn the_public_listener_serves_metrics_and_readiness_and_refuses_writes() {
 
 #[tokio::test]
 async fn the_management_api_refuses_a_request_without_the_operator_token() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let api = &cp.bound.api;
     assert!(cp.bound.api.ip().is_loopback());
     let token_file = cp.state_dir().join("operator-token");
     for token in [None, Some("0".repeat(64)), Some(format!("{}x", cp.token()))] {
         for (method, path) in [("POST", "/api/apply"), ("GET", "/debug/config")] {
-            let (status, body) = http(api, method, path, Some(POLICY), token.as_deref()).await;
+            let (status, body) =
+                http(api, method, path, Some(POLICY.as_str()), token.as_deref()).await;
             assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
             assert!(
                 body.contains(&token_file.display().to_string()) && body.contains("--token-file"),
@@ -87,14 +85,14 @@ async fn the_management_api_refuses_a_request_without_the_operator_token() {
     }
     let (_, config) = cp.api("GET", "/debug/config", None).await;
     assert!(!config.contains("deny-legacy"), "nothing was applied");
-    let (status, body) = cp.api("POST", "/api/apply", Some(POLICY)).await;
+    let (status, body) = cp.api("POST", "/api/apply", Some(POLICY.as_str())).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"outcome\": \"created\""), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deeply_nested_body_is_refused_fast_while_readiness_and_xds_keep_serving() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let mut client = Client::connect(&cp).await;
     client.synced(xds::AUTHORIZATION_TYPE_URL).await;
 
@@ -119,7 +117,7 @@ async fn a_deeply_nested_body_is_refused_fast_while_readiness_and_xds_keep_servi
     assert!(ready < Duration::from_secs(1), "/ready took {ready:?}");
 
     // xDS is still served: an apply right after reaches the subscribed client.
-    let (status, body) = cp.api("POST", "/api/apply", Some(POLICY)).await;
+    let (status, body) = cp.api("POST", "/api/apply", Some(POLICY.as_str())).await;
     assert_eq!(status, 200, "{body}");
     let pushed = client.next().await;
     assert_eq!(pushed.resources[0].name, "shop/deny-legacy");
@@ -127,7 +125,7 @@ async fn a_deeply_nested_body_is_refused_fast_while_readiness_and_xds_keep_servi
 
 #[tokio::test]
 async fn an_oversized_body_or_too_many_documents_are_refused_with_413() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let big = "x".repeat(control_plane::http_api::MAX_BODY + 1);
     let (status, body) = cp.api("POST", "/api/apply", Some(&big)).await;
     assert_eq!(status, 413, "{body}");
@@ -160,7 +158,7 @@ async fn an_oversized_body_or_too_many_documents_are_refused_with_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parses_beyond_two_at_once_are_told_to_retry_while_xds_keeps_pushing() {
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let mut client = Client::connect(&cp).await;
     client.synced(xds::AUTHORIZATION_TYPE_URL).await;
     let body = many_documents("sa", 10_000, 400);
@@ -180,7 +178,9 @@ async fn parses_beyond_two_at_once_are_told_to_retry_while_xds_keeps_pushing() {
         let deadline = Instant::now() + Duration::from_secs(20);
         while busy.is_none() && Instant::now() < deadline {
             // A dry run: harmless when it slips in before both big ones hold their slot.
-            let (status, answer) = cp.api("POST", "/api/apply?dryRun=true", Some(POLICY)).await;
+            let (status, answer) = cp
+                .api("POST", "/api/apply?dryRun=true", Some(POLICY.as_str()))
+                .await;
             match status {
                 503 => busy = Some(answer),
                 200 => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -188,7 +188,7 @@ async fn parses_beyond_two_at_once_are_told_to_retry_while_xds_keeps_pushing() {
             }
         }
         let ready = ready_in(&cp).await;
-        std::fs::write(cp.config_dir().join("policy.yaml"), POLICY).unwrap();
+        std::fs::write(cp.config_dir().join("policy.yaml"), POLICY.as_str()).unwrap();
         let pushed = tokio::time::timeout(Duration::from_secs(5), client.next())
             .await
             .expect("a push while the parses run");
@@ -211,7 +211,7 @@ async fn parses_beyond_two_at_once_are_told_to_retry_while_xds_keeps_pushing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_while_its_apply_is_parsed_changes_nothing() {
     use tokio::io::AsyncWriteExt;
-    let cp = ControlPlane::start(&[("mesh.yaml", MESH)]).await;
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let body = many_documents("gone", 10_000, 400);
     // How long the whole request takes when its client stays.
     let started = Instant::now();
@@ -230,21 +230,28 @@ async fn a_client_that_goes_away_while_its_apply_is_parsed_changes_nothing() {
     tokio::time::sleep(whole / 3).await;
     drop(tcp);
 
-    // Well after it would have been applied: nothing was, and both parse slots are free.
-    tokio::time::sleep(whole * 2 + Duration::from_millis(500)).await;
+    // Once the server has stopped the apply as cancelled (not refused): nothing was
+    // applied, and both parse slots are free.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let (_, metrics) = http(&cp.bound.http, "GET", "/metrics", None, None).await;
+        if metrics.contains("bowline_apply_cancelled_total 1") || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        metrics.contains("bowline_apply_cancelled_total 1"),
+        "stopped as cancelled, not refused: {metrics}"
+    );
     let (_, config) = cp.api("GET", "/debug/config", None).await;
     assert!(
         !config.contains("gone-0"),
         "applied although its client went away (whole request {whole:?})"
     );
-    let (_, metrics) = http(&cp.bound.http, "GET", "/metrics", None, None).await;
-    assert!(
-        metrics.contains("bowline_apply_cancelled_total 1"),
-        "stopped as cancelled, not refused: {metrics}"
-    );
     let (a, b) = tokio::join!(
-        cp.api("POST", "/api/apply", Some(POLICY)),
-        cp.api("POST", "/api/apply?dryRun=true", Some(POLICY)),
+        cp.api("POST", "/api/apply", Some(POLICY.as_str())),
+        cp.api("POST", "/api/apply?dryRun=true", Some(POLICY.as_str())),
     );
     assert_eq!((a.0, b.0), (200, 200), "{} {}", a.1, b.1);
 }

@@ -158,3 +158,74 @@ async fn requests_without_a_valid_token_or_with_a_bad_csr_are_refused() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("cannot sign"), "{status}");
 }
+
+/// Asks for a certificate from node-a as Istio's ztunnel does in dedicated mode: no
+/// `ImpersonatedIdentity`, the identity only in the CSR.
+async fn ask_dedicated(cp: &ControlPlane, csr: &str) -> Result<Vec<String>, tonic::Status> {
+    let mut request = tonic::Request::new(IstioCertificateRequest {
+        csr: csr.into(),
+        validity_duration: 3600,
+        metadata: None,
+    });
+    let bearer = format!("Bearer {}", token(cp, "node-a"));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let response = client(cp).await.create_certificate(request).await?;
+    Ok(response.into_inner().cert_chain)
+}
+
+/// A CSR (fresh key) with these subject alternative names.
+fn csr_with(sans: Vec<rcgen::SanType>) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = sans;
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn uri(text: &str) -> rcgen::SanType {
+    rcgen::SanType::URI(text.try_into().unwrap())
+}
+
+#[tokio::test]
+async fn a_dedicated_mode_csr_for_a_pod_on_the_callers_node_is_signed() {
+    let cp = ControlPlane::start(&[("pods.yaml", PODS)]).await;
+    let reviews: SpiffeId = "spiffe://cluster.local/ns/shop/sa/reviews".parse().unwrap();
+    let (csr, key) = identity::generate_csr(&reviews).unwrap();
+    let chain = ask_dedicated(&cp, &csr).await.unwrap();
+    let cert = WorkloadCertificate::from_pem_chain(&chain, &key).unwrap();
+    assert_eq!(cert.identity(), &reviews);
+}
+
+#[tokio::test]
+async fn a_dedicated_mode_csr_for_an_identity_not_on_the_callers_node_is_refused() {
+    let cp = ControlPlane::start(&[("pods.yaml", PODS)]).await;
+    // ratings runs on node-b only.
+    let ratings: SpiffeId = "spiffe://cluster.local/ns/shop/sa/ratings".parse().unwrap();
+    let (csr, _) = identity::generate_csr(&ratings).unwrap();
+    let status = ask_dedicated(&cp, &csr).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains(
+            "node node-a runs no pod with identity spiffe://cluster.local/ns/shop/sa/ratings"
+        ),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_dedicated_mode_csr_without_exactly_one_uri_san_is_refused_with_the_reason() {
+    let cp = ControlPlane::start(&[("pods.yaml", PODS)]).await;
+    let two = csr_with(vec![
+        uri("spiffe://cluster.local/ns/shop/sa/reviews"),
+        uri("spiffe://cluster.local/ns/shop/sa/ratings"),
+    ]);
+    let status = ask_dedicated(&cp, &two).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("carries 2 URI SANs"), "{status}");
+
+    let none = csr_with(vec![rcgen::SanType::DnsName("reviews".try_into().unwrap())]);
+    let status = ask_dedicated(&cp, &none).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("has no URI SAN"), "{status}");
+}

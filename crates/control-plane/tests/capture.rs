@@ -12,28 +12,20 @@ use std::time::Duration;
 use control_plane::tokens::NodeTokens;
 use prost::Message;
 use support::ControlPlane;
+use test_support::fixtures;
 use tonic::Code;
 use xds::agent::CaptureReport;
 use xds::agent::node_agent_status_client::NodeAgentStatusClient;
 use xds::workload as wire;
 
-const PODS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-0, namespace: shop}
-spec: {nodeName: node-a, serviceAccountName: reviews}
-status: {podIP: 10.1.0.5}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: ratings-0, namespace: shop}
-spec: {nodeName: node-b, serviceAccountName: ratings}
-status: {podIP: 10.1.0.6}
-"#;
+/// The shop's namespace, `reviews-0` on `node-a` and `ratings-0` on `node-b`.
+fn pods() -> String {
+    fixtures::documents(&[
+        &fixtures::shop_namespace(),
+        &fixtures::reviews_pod().no_labels(),
+        &fixtures::ratings_pod(),
+    ])
+}
 
 const REVIEWS: &str = "Kubernetes//Pod/shop/reviews-0";
 const RATINGS: &str = "Kubernetes//Pod/shop/ratings-0";
@@ -97,7 +89,7 @@ fn protocol(workloads: &BTreeMap<String, wire::Workload>, uid: &str) -> wire::Tu
 
 #[tokio::test]
 async fn an_enrolled_pod_is_hbone_only_after_its_node_agent_reported_it_captured() {
-    let cp = ControlPlane::start(&[("pods.yaml", PODS)]).await;
+    let cp = ControlPlane::start(&[("pods.yaml", &pods())]).await;
     let before = workloads(&cp).await;
     assert_eq!(protocol(&before, REVIEWS), wire::TunnelProtocol::None);
     assert!(
@@ -142,7 +134,7 @@ async fn an_enrolled_pod_is_hbone_only_after_its_node_agent_reported_it_captured
 
 #[tokio::test]
 async fn a_report_naming_another_nodes_pod_is_refused_with_the_reason_and_records_nothing() {
-    let cp = ControlPlane::start(&[("pods.yaml", PODS)]).await;
+    let cp = ControlPlane::start(&[("pods.yaml", &pods())]).await;
     let status = client(&cp)
         .await
         .report_capture(report(
@@ -166,7 +158,7 @@ async fn a_report_naming_another_nodes_pod_is_refused_with_the_reason_and_record
 
 #[tokio::test]
 async fn reports_without_a_valid_token_of_that_node_are_refused() {
-    let cp = ControlPlane::start(&[("pods.yaml", PODS)]).await;
+    let cp = ControlPlane::start(&[("pods.yaml", &pods())]).await;
     let mut agent = client(&cp).await;
 
     let status = agent
@@ -205,14 +197,14 @@ async fn reports_without_a_valid_token_of_that_node_are_refused() {
 
 #[tokio::test]
 async fn captured_pods_stay_in_the_mesh_across_a_control_plane_restart() {
-    let cp = ControlPlane::start(&[("pods.yaml", PODS)]).await;
+    let cp = ControlPlane::start(&[("pods.yaml", &pods())]).await;
     client(&cp)
         .await
         .report_capture(report("node-a", &[REVIEWS], Some(&token(&cp, "node-a"))))
         .await
         .unwrap();
     let dir = cp.stop().await;
-    let cp = ControlPlane::start_in(dir, &[("pods.yaml", PODS)]).await;
+    let cp = ControlPlane::start_in(dir, &[("pods.yaml", &pods())]).await;
     assert_eq!(
         protocol(&workloads(&cp).await, REVIEWS),
         wire::TunnelProtocol::Hbone,

@@ -6,9 +6,13 @@
 //! its window to the peer, so a slow reader slows the sender instead of filling memory.
 //! EOF on either side becomes a half-close on the other (END_STREAM / `shutdown(Write)`).
 //! Buffers start small and grow while a flow keeps filling them.
+//!
+//! Bytes are counted as they move, so a pump that fails still reports what it carried,
+//! and the error says which side failed: the socket or the tunnel.
 
 use std::future::poll_fn;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,6 +24,47 @@ const INITIAL_CHUNK: usize = 16 * 1024;
 /// Largest read buffer of a flow.
 const MAX_CHUNK: usize = 256 * 1024;
 
+/// The read buffers of one flow. A chunk handed to HTTP/2 stays referenced until the
+/// connection task has encrypted it, which is usually after the next read; with one
+/// buffer every read then needs a fresh allocation. Two buffers alternate: by the time a
+/// buffer comes round again its previous chunk has been sent, and its allocation is
+/// reused in place.
+#[derive(Debug)]
+struct ReadBuffers {
+    pair: [BytesMut; 2],
+    turn: usize,
+    /// Reads so far.
+    reads: u64,
+    /// Reads that needed a new allocation.
+    fresh: u64,
+}
+
+impl Default for ReadBuffers {
+    fn default() -> Self {
+        Self {
+            // The second buffer is allocated only if the flow carries more than one chunk.
+            pair: [BytesMut::with_capacity(INITIAL_CHUNK), BytesMut::new()],
+            turn: 0,
+            reads: 0,
+            fresh: 0,
+        }
+    }
+}
+
+impl ReadBuffers {
+    /// The buffer for the next read, with room for `chunk` bytes.
+    fn next(&mut self, chunk: usize) -> &mut BytesMut {
+        let buf = &mut self.pair[self.turn];
+        self.turn ^= 1;
+        self.reads += 1;
+        if !buf.try_reclaim(chunk) {
+            self.fresh += 1;
+            buf.reserve(chunk);
+        }
+        buf
+    }
+}
+
 /// Bytes moved by [`copy_bidirectional`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Transferred {
@@ -29,13 +74,66 @@ pub struct Transferred {
     pub from_tunnel: u64,
 }
 
+/// Which end of the pump failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopySide {
+    /// The TCP socket.
+    Socket,
+    /// The HBONE stream (or its connection).
+    Tunnel,
+}
+
+/// A pump that failed: where, why, and what it had moved until then.
+#[derive(Debug, thiserror::Error)]
+#[error("{side:?} failed after {} bytes in, {} bytes out: {error}", transferred.to_tunnel, transferred.from_tunnel)]
+pub struct CopyError {
+    /// The end that failed.
+    pub side: CopySide,
+    /// The error.
+    pub error: io::Error,
+    /// Bytes moved before the failure.
+    pub transferred: Transferred,
+}
+
+/// Counts what a pump moves, readable by the caller even if it drops the pump early
+/// (a connection closed by policy or pod removal still reports its bytes).
+#[derive(Debug, Default)]
+pub struct Meter {
+    to_tunnel: AtomicU64,
+    from_tunnel: AtomicU64,
+}
+
+impl Meter {
+    /// Bytes moved so far.
+    pub fn transferred(&self) -> Transferred {
+        Transferred {
+            to_tunnel: self.to_tunnel.load(Ordering::Relaxed),
+            from_tunnel: self.from_tunnel.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Pumps bytes between a socket (given as its read and write halves) and `stream` until
 /// both directions have finished. Either direction failing resets the stream.
 pub async fn copy_bidirectional<R, W>(
+    read: R,
+    write: W,
+    stream: H2Stream,
+) -> Result<Transferred, CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    copy_bidirectional_metered(read, write, stream, &Meter::default()).await
+}
+
+/// [`copy_bidirectional`], counting into `meter` as bytes move.
+pub async fn copy_bidirectional_metered<R, W>(
     mut read: R,
     mut write: W,
     stream: H2Stream,
-) -> io::Result<Transferred>
+    meter: &Meter,
+) -> Result<Transferred, CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -48,55 +146,116 @@ where
         ..
     } = stream;
 
+    let (sent, received) = (&meter.to_tunnel, &meter.from_tunnel);
+    let socket = |e: io::Error| (CopySide::Socket, e);
+    let tunnel = |e: io::Error| (CopySide::Tunnel, e);
+
     let to_tunnel = async {
-        let mut buf = BytesMut::with_capacity(INITIAL_CHUNK);
+        let mut buffers = ReadBuffers::default();
         let mut chunk = INITIAL_CHUNK;
-        let mut total = 0u64;
         loop {
-            buf.reserve(chunk);
-            let n = read.read_buf(&mut buf).await?;
+            let buf = buffers.next(chunk);
+            let n = read.read_buf(buf).await.map_err(socket)?;
             if n == 0 {
-                send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
-                return Ok::<u64, io::Error>(total);
+                send.send_data(Bytes::new(), true)
+                    .map_err(|e| tunnel(h2_to_io(e)))?;
+                tracing::trace!(
+                    reads = buffers.reads,
+                    fresh_allocations = buffers.fresh,
+                    "socket reached EOF"
+                );
+                return Ok(());
             }
-            total += n as u64;
             if n >= chunk && chunk < MAX_CHUNK {
                 chunk *= 2;
             }
             let mut data = buf.split().freeze();
             while !data.is_empty() {
-                let allowed = poll_fn(|cx| poll_send_capacity(&mut send, data.len(), cx)).await?;
+                let allowed = poll_fn(|cx| poll_send_capacity(&mut send, data.len(), cx))
+                    .await
+                    .map_err(tunnel)?;
                 send.send_data(data.split_to(allowed), false)
-                    .map_err(h2_to_io)?;
+                    .map_err(|e| tunnel(h2_to_io(e)))?;
+                sent.fetch_add(allowed as u64, Ordering::Relaxed);
             }
         }
     };
 
     let from_tunnel = async {
-        let mut total = pending.len() as u64;
         if !pending.is_empty() {
-            write.write_all(&pending).await?;
+            write.write_all(&pending).await.map_err(socket)?;
+            received.fetch_add(pending.len() as u64, Ordering::Relaxed);
         }
         while let Some(data) = poll_fn(|cx| recv.poll_data(cx)).await {
-            let data = data.map_err(h2_to_io)?;
-            write.write_all(&data).await?;
-            total += data.len() as u64;
+            let data = data.map_err(|e| tunnel(h2_to_io(e)))?;
+            write.write_all(&data).await.map_err(socket)?;
+            received.fetch_add(data.len() as u64, Ordering::Relaxed);
             let _ = recv.flow_control().release_capacity(data.len());
         }
-        write.shutdown().await?;
-        Ok::<u64, io::Error>(total)
+        write.shutdown().await.map_err(socket)?;
+        Ok(())
     };
 
     // The first failure ends both directions; clean EOFs wait for each other.
     let result = tokio::try_join!(to_tunnel, from_tunnel);
+    let transferred = meter.transferred();
     match result {
-        Ok((to_tunnel, from_tunnel)) => Ok(Transferred {
-            to_tunnel,
-            from_tunnel,
-        }),
-        Err(e) => {
+        Ok(((), ())) => Ok(transferred),
+        Err((side, error)) => {
             send.send_reset(h2::Reason::CANCEL);
-            Err(e)
+            Err(CopyError {
+                side,
+                error,
+                transferred,
+            })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Simulates HTTP/2 holding the last `held` chunks when the next read happens.
+    fn fresh_allocations(held: usize, pair: bool) -> u64 {
+        let mut buffers = ReadBuffers::default();
+        let mut single = BytesMut::with_capacity(INITIAL_CHUNK);
+        let mut single_fresh = 0;
+        let mut in_flight: std::collections::VecDeque<Bytes> = Default::default();
+        for _ in 0..1000 {
+            let buf = if pair {
+                buffers.next(INITIAL_CHUNK)
+            } else {
+                if !single.try_reclaim(INITIAL_CHUNK) {
+                    single_fresh += 1;
+                    single.reserve(INITIAL_CHUNK);
+                }
+                &mut single
+            };
+            buf.extend_from_slice(&[7u8; INITIAL_CHUNK]);
+            in_flight.push_back(buf.split().freeze());
+            while in_flight.len() > held {
+                in_flight.pop_front();
+            }
+        }
+        if pair { buffers.fresh } else { single_fresh }
+    }
+
+    #[test]
+    fn alternating_buffers_reuse_their_allocation_when_http2_holds_one_chunk() {
+        // One chunk still queued in HTTP/2 at the next read (what the pump sees).
+        assert!(
+            fresh_allocations(1, false) >= 999,
+            "one buffer: a new allocation per read"
+        );
+        assert_eq!(
+            fresh_allocations(1, true),
+            1,
+            "two buffers: only the second's first use"
+        );
+        // Nothing held: both reuse.
+        assert_eq!(fresh_allocations(0, false), 0);
     }
 }

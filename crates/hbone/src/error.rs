@@ -59,7 +59,7 @@ pub enum HboneError {
     #[error("HTTP/2 error: {0}")]
     H2(#[from] h2::Error),
     /// The server answered the `CONNECT` with something other than 200.
-    #[error("HBONE peer refused CONNECT {authority}: {status}{}", hint(*.status))]
+    #[error("HBONE peer refused CONNECT {authority}: {status}")]
     Refused {
         /// Destination asked for.
         authority: SocketAddr,
@@ -77,16 +77,6 @@ pub enum HboneError {
     Request(#[from] http::Error),
 }
 
-fn hint(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            " (denied by the destination's authorization policy)"
-        }
-        StatusCode::SERVICE_UNAVAILABLE => " (the destination could not be reached from its node)",
-        _ => "",
-    }
-}
-
 impl From<identity::CertError> for HboneError {
     fn from(e: identity::CertError) -> Self {
         Self::Certificate(Box::new(e))
@@ -100,6 +90,28 @@ impl From<identity::TlsError> for HboneError {
 }
 
 impl HboneError {
+    /// Whether a later attempt may succeed with nothing changed: the peer was
+    /// unreachable, slow or overloaded, or the connection broke. Not: identity, TLS or
+    /// protocol mismatches, or a refusal by the peer's policy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. }
+            | Self::Timeout { .. }
+            | Self::PeerUnavailable { .. }
+            | Self::ResponseTimeout { .. } => true,
+            Self::Refused { status, .. } => {
+                *status == StatusCode::SERVICE_UNAVAILABLE
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::H2(_) => self.is_connection_level(),
+            Self::Certificate(_)
+            | Self::Tls(_)
+            | Self::Handshake { .. }
+            | Self::NotH2 { .. }
+            | Self::Request(_) => false,
+        }
+    }
+
     /// Whether the error means the connection itself is unusable, so a request that
     /// failed on it may be retried once on a fresh connection.
     pub(crate) fn is_connection_level(&self) -> bool {

@@ -21,11 +21,10 @@ mod server;
 mod settings;
 mod stream;
 
-pub mod bench;
-pub mod demo;
-
 pub use accept::{FdReserve, LogGate};
-pub use copy::{Transferred, copy_bidirectional};
+pub use copy::{
+    CopyError, CopySide, Meter, Transferred, copy_bidirectional, copy_bidirectional_metered,
+};
 pub use error::HboneError;
 pub use headers::HboneHeaders;
 pub use pool::{ConnectRequest, Dialer, DirectDialer, Pool, PoolKey};

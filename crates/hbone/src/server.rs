@@ -181,7 +181,7 @@ type H2Connection = h2::server::Connection<tokio_rustls::server::TlsStream<TcpSt
 
 /// Why a connection never got to carry streams.
 #[derive(Debug, thiserror::Error)]
-enum Refusal {
+enum SetupError {
     #[error("no certificate to present: {0}")]
     NoCertificate(#[from] identity::CertError),
     #[error("TLS handshake failed: {0}")]
@@ -318,25 +318,25 @@ impl<H: ConnectHandler> Server<H> {
     async fn handshake(
         &self,
         tcp: TcpStream,
-    ) -> Result<(H2Connection, SpiffeId, Arc<TlsSummary>), Refusal> {
+    ) -> Result<(H2Connection, SpiffeId, Arc<TlsSummary>), SetupError> {
         let _ = tcp.set_nodelay(true);
         let issued = self.manager.fetch(&self.identity).await?;
         let acceptor = TlsAcceptor::from(issued.server_config.clone());
         let limit = self.settings.handshake_timeout;
         let tls = timeout(limit, acceptor.accept(tcp))
             .await
-            .map_err(|_| Refusal::Timeout("TLS", limit))?
-            .map_err(Refusal::Tls)?;
+            .map_err(|_| SetupError::Timeout("TLS", limit))?
+            .map_err(SetupError::Tls)?;
         let (_, session) = tls.get_ref();
         if session.alpn_protocol() != Some(identity::tls::ALPN_H2) {
-            return Err(Refusal::NotH2);
+            return Err(SetupError::NotH2);
         }
         let peer = identity::tls::peer_identity(session.peer_certificates())?;
         let summary = Arc::new(TlsSummary::of(session));
         let connection = timeout(limit, self.h2_builder().handshake(tls))
             .await
-            .map_err(|_| Refusal::Timeout("HTTP/2", limit))?
-            .map_err(Refusal::H2)?;
+            .map_err(|_| SetupError::Timeout("HTTP/2", limit))?
+            .map_err(SetupError::H2)?;
         Ok((connection, peer, summary))
     }
 

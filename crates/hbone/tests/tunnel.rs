@@ -10,8 +10,8 @@ mod harness;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bench::demo::echo_and_verify;
 use harness::Harness;
-use hbone::demo::echo_and_verify;
 use hbone::{ClientSettings, HboneHeaders, ServerSettings};
 use test_support::{count_then_answer_server, echo_server, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

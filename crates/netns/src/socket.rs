@@ -55,8 +55,39 @@ pub fn outgoing_socket(destination: SocketAddr, options: Outgoing) -> io::Result
 /// A listening socket on `addr` (with `SO_REUSEADDR`), for use from any runtime thread.
 /// Call it inside a namespace (see [`crate::namespace::in_netns`]) to listen there.
 pub fn listen(addr: SocketAddr, transparent: bool) -> io::Result<std::net::TcpListener> {
+    listener(addr, transparent, false)
+}
+
+/// A listening socket on `addr` that another process may bind as well: `SO_REUSEADDR`
+/// and `SO_REUSEPORT`, as Istio's ztunnel sets on its in-pod listeners. A ztunnel taking
+/// a pod over from another (an upgrade, or Istio's and Bowline's swapping) binds at once,
+/// while the other still listens or its closed connections linger in `TIME_WAIT`; the
+/// kernel spreads new connections over both until the old one closes its listener. Both
+/// processes must run as the same user.
+pub fn listen_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    listener(addr, false, true)
+}
+
+/// A UDP socket on `addr`, non-blocking, shareable like [`listen_shared`].
+pub fn udp_shared(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn listener(
+    addr: SocketAddr,
+    transparent: bool,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if transparent {
         match addr {
             SocketAddr::V4(_) => socket.set_ip_transparent_v4(true)?,

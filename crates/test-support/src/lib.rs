@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fixtures;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime};
@@ -224,9 +226,21 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
 /// Whether this test may build network namespaces. Root is needed; in CI
 /// (`BOWLINE_REQUIRE_ROOT=1`, set by `.ci/run`) running without it is a failure, elsewhere
 /// the test says loudly that it is skipped.
+///
+/// Without root, the test is first re-run in a user namespace of its own (`unshare
+/// --user --map-root-user --net --mount`, a fresh `/run`, loopback up), where it is root
+/// over namespaces it creates — the way a contributor runs the end-to-end tier without
+/// sudo. Its result is this test's result. Only when that is impossible (no `unshare`,
+/// user namespaces disabled) is the test skipped, loudly.
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
+    }
+    if let Some(outcome) = rerun_in_user_namespace(test) {
+        match outcome {
+            Ok(()) => return false,
+            Err(output) => panic!("{test} failed in its user namespace:\n{output}"),
+        }
     }
     let required = std::env::var("BOWLINE_REQUIRE_ROOT").is_ok_and(|v| v == "1");
     assert!(
@@ -235,6 +249,53 @@ pub fn root_or_skip(test: &str) -> bool {
     );
     eprintln!("SKIPPED {test}: needs root to build network namespaces");
     false
+}
+
+/// Re-runs test `test` of this test binary inside a new user, network and mount
+/// namespace. `None` when that cannot be done here (or we already are inside one); else
+/// the child's verdict, with its output on failure.
+fn rerun_in_user_namespace(test: &str) -> Option<Result<(), String>> {
+    const MARK: &str = "BOWLINE_TEST_IN_USERNS";
+    if std::env::var_os(MARK).is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let setup = "mount -t tmpfs tmpfs /run && ip link set lo up && exec \"$0\" \"$@\"";
+    let output = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            setup,
+        ])
+        .arg(&exe)
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(MARK, "1")
+        .output()
+        .ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The namespace could not be made (user namespaces off): not this test's failure.
+    if text.contains("unshare failed") || text.contains("cannot open /proc/self/uid_map") {
+        return None;
+    }
+    if !text.contains("running 1 test") {
+        // The name did not select exactly this test (a test inside a module): skip.
+        return None;
+    }
+    if output.status.success() {
+        eprintln!("{test}: ran as root of its own user namespace");
+        Some(Ok(()))
+    } else {
+        Some(Err(text))
+    }
 }
 
 /// A name for a namespace or interface that no other test or process uses:

@@ -7,7 +7,7 @@
 //! The `.proto` files under `proto/` are our own, written from the facts in
 //! PROTOCOLS.md; `build.rs` compiles them with protox and prost (services with tonic).
 //! The delta ADS envelope comes from `envoy-types` ([`discovery`]). Owns: the messages and
-//! their type URLs. Must not: know what the fields mean for policy or routing — that is
+//! their type URLs, and the client side's channel, stream and their errors ([`XdsError`]). Must not: know what the fields mean for policy or routing — that is
 //! for the crates that consume them.
 
 #![forbid(unsafe_code)]
@@ -71,6 +71,9 @@ pub use istio::workload;
 pub use istio::workload::zds;
 
 pub mod backoff;
+mod error;
+
+pub use error::XdsError;
 
 /// Serde helpers the generated types use for readable JSON dumps.
 pub mod json {
@@ -176,20 +179,26 @@ mod tests {
 pub mod transport {
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+    use crate::XdsError;
+
     /// The name in the control plane's certificate.
     pub const CONTROL_PLANE_NAME: &str = "bowline-control-plane";
 
     /// A channel to `url` that connects on first use and reconnects as needed. `https`
     /// URLs need `root_pem`, the mesh root that signed the control plane's certificate.
-    pub fn channel(url: &str, root_pem: Option<&str>) -> Result<Channel, String> {
+    /// Fails only on settings (address, root); reachability shows on first use.
+    pub fn lazy_channel(url: &str, root_pem: Option<&str>) -> Result<Channel, XdsError> {
         let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("control plane address {url:?}: {e}"))?
+            .map_err(|source| XdsError::Address {
+                url: url.to_owned(),
+                source,
+            })?
             .connect_timeout(std::time::Duration::from_secs(5))
             .http2_keep_alive_interval(std::time::Duration::from_secs(30))
             .keep_alive_while_idle(true);
         let endpoint = if url.starts_with("https://") {
-            let root = root_pem.ok_or_else(|| {
-                format!("{url} is TLS: give the mesh root certificate (--ca-root) to verify it")
+            let root = root_pem.ok_or_else(|| XdsError::MissingRoot {
+                url: url.to_owned(),
             })?;
             endpoint
                 .tls_config(
@@ -197,11 +206,20 @@ pub mod transport {
                         .ca_certificate(Certificate::from_pem(root))
                         .domain_name(CONTROL_PLANE_NAME),
                 )
-                .map_err(|e| format!("TLS to {url}: {e}"))?
+                .map_err(|source| XdsError::Tls {
+                    url: url.to_owned(),
+                    source,
+                })?
         } else {
             endpoint
         };
         Ok(endpoint.connect_lazy())
+    }
+
+    /// Transitional: [`lazy_channel`] with its error as text, for callers not yet on
+    /// [`XdsError`] (the node agent's start-up check). New code uses [`lazy_channel`].
+    pub fn channel(url: &str, root_pem: Option<&str>) -> Result<Channel, String> {
+        lazy_channel(url, root_pem).map_err(String::from)
     }
 }
 
@@ -215,6 +233,7 @@ pub mod ads_client {
     use tokio_stream::wrappers::ReceiverStream;
     use tonic::Streaming;
 
+    use crate::XdsError;
     use crate::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
     use crate::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 
@@ -229,15 +248,16 @@ pub mod ads_client {
     }
 
     impl AdsStream {
-        /// Connects to `url` (see [`crate::transport::channel`]) as `node` and subscribes
-        /// (wildcard) to each type, telling the server the versions already held.
+        /// Connects to `url` (see [`crate::transport::lazy_channel`]) as `node` and
+        /// subscribes (wildcard) to each type, telling the server the versions already
+        /// held.
         pub async fn open(
             url: &str,
             root_pem: Option<&str>,
             node: crate::core::Node,
             subscriptions: Vec<(String, HashMap<String, String>)>,
-        ) -> Result<Self, String> {
-            let channel = crate::transport::channel(url, root_pem)?;
+        ) -> Result<Self, XdsError> {
+            let channel = crate::transport::lazy_channel(url, root_pem)?;
             let mut client = AggregatedDiscoveryServiceClient::new(channel)
                 .max_decoding_message_size(MAX_RESPONSE);
             let (requests, rx) = mpsc::channel(8);
@@ -250,12 +270,15 @@ pub mod ads_client {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|_| "request stream closed".to_owned())?;
+                    .map_err(|_| XdsError::RequestsClosed)?;
             }
             let responses = client
                 .delta_aggregated_resources(ReceiverStream::new(rx))
                 .await
-                .map_err(|s| format!("{url}: {}", s.message()))?
+                .map_err(|status| XdsError::Connect {
+                    url: url.to_owned(),
+                    status,
+                })?
                 .into_inner();
             Ok(Self {
                 requests,
@@ -264,32 +287,29 @@ pub mod ads_client {
         }
 
         /// The next response, `None` when the server closed the stream.
-        pub async fn next(&mut self) -> Result<Option<DeltaDiscoveryResponse>, String> {
-            self.responses
-                .message()
-                .await
-                .map_err(|s| format!("stream: {}", s.message()))
+        pub async fn next(&mut self) -> Result<Option<DeltaDiscoveryResponse>, XdsError> {
+            self.responses.message().await.map_err(XdsError::Stream)
         }
 
-        /// ACKs `response`, or NACKs it with `error`.
+        /// ACKs `response`, or NACKs it with `error` (sent as the NACK's detail).
         pub async fn answer(
             &self,
             response: &DeltaDiscoveryResponse,
             error: Option<String>,
-        ) -> Result<(), String> {
+        ) -> Result<(), XdsError> {
             self.requests
                 .send(DeltaDiscoveryRequest {
                     type_url: response.type_url.clone(),
                     response_nonce: response.nonce.clone(),
                     error_detail: error.map(|message| crate::google::rpc::Status {
-                        code: 3,
+                        code: tonic::Code::InvalidArgument as i32,
                         message,
                         details: Vec::new(),
                     }),
                     ..Default::default()
                 })
                 .await
-                .map_err(|_| "request stream closed".to_owned())
+                .map_err(|_| XdsError::RequestsClosed)
         }
     }
 }

@@ -5,16 +5,12 @@
 //! from the snapshot file before the control plane answered is ready but says `stale`
 //! (readiness body, `/config_dump`, `ztunnel_config_stale`).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_surface::{Body, respond};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -129,22 +125,15 @@ pub enum Surface {
 
 /// Serves `surface` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, surface: Surface, state: AdminState) {
-    loop {
-        let (tcp, _) = hbone::accept::accept(&listener, &state.inputs.fd_reserve).await;
+    let fd_reserve = state.inputs.fd_reserve.clone();
+    http_surface::serve(listener, fd_reserve, move |req| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(surface, &state, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    }
+        async move { route(surface, &state, &req) }
+    })
+    .await;
 }
 
-fn route(surface: Surface, state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(surface: Surface, state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     match (surface, req.method(), req.uri().path()) {
         (Surface::Admin, &Method::GET, "/config_dump") => {
             respond(StatusCode::OK, "application/json", state.config_dump())
@@ -166,12 +155,12 @@ fn route(surface: Surface, state: &AdminState, req: &Request<Incoming>) -> Respo
                 (None, _) => respond(
                     StatusCode::BAD_REQUEST,
                     "text/plain",
-                    "use /logging?level=info (or debug, warn, hbone=debug…)\n".into(),
+                    "use /logging?level=info (or debug, warn, hbone=debug…)\n",
                 ),
                 (Some(_), None) => respond(
                     StatusCode::NOT_IMPLEMENTED,
                     "text/plain",
-                    "log level cannot be changed in this process\n".into(),
+                    "log level cannot be changed in this process\n",
                 ),
             }
         }
@@ -188,28 +177,17 @@ fn route(surface: Surface, state: &AdminState, req: &Request<Incoming>) -> Respo
             Ok(()) if state.inputs.store.is_stale() => respond(
                 StatusCode::OK,
                 "text/plain",
-                "ready (stale: serving the snapshot file until the control plane answers)\n".into(),
+                "ready (stale: serving the snapshot file until the control plane answers)\n",
             ),
-            Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+            Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n"),
             Err(why) => respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
                 format!("not ready: {why}\n"),
             ),
         },
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
-}
-
-fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = http::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, value);
-    }
-    response
 }
 
 /// Binds `addr` and serves `surface` there in the background.

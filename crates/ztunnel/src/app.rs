@@ -115,7 +115,7 @@ pub enum StartError {
     Shared(String),
     /// The control plane address or root is unusable.
     #[error("control plane: {0}")]
-    ControlPlane(String),
+    ControlPlane(#[from] xds::XdsError),
     /// The certificate cache directory is unusable.
     #[error(transparent)]
     CertCache(#[from] identity::CacheError),
@@ -137,8 +137,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             root_pem,
             token_file,
         } => {
-            let client = crate::ca_client::CaClient::new(url, root_pem, token_file.clone())
-                .map_err(StartError::ControlPlane)?;
+            let client = crate::ca_client::CaClient::new(url, root_pem, token_file.clone())?;
             (Arc::new(client), root_pem.clone())
         }
     };
@@ -156,8 +155,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             local::watch(file.clone(), store.clone(), Duration::from_secs(1))?
         }
         StateSource::Xds(xds) => {
-            xds::transport::channel(&xds.url, xds.root_pem.as_deref())
-                .map_err(StartError::ControlPlane)?;
+            // Settings are checked now; reachability is the client's to retry.
+            xds::transport::lazy_channel(&xds.url, xds.root_pem.as_deref())?;
             tokio::spawn(crate::state::xds_client::run_with_snapshot(
                 xds.clone(),
                 store.clone(),
@@ -221,11 +220,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     shutdown.await;
     tracing::info!(deadline = ?config.drain_deadline, "shutting down: no new connections, draining live ones");
     pods.stop_accepting();
-    let deadline = tokio::time::Instant::now() + config.drain_deadline;
-    while inputs.metrics.open_connections() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let left = inputs.metrics.open_connections();
+    // Every connection counts from accept (dialing included) until its record finishes.
+    let _ = tokio::time::timeout(config.drain_deadline, inputs.metrics.drained()).await;
+    let left = inputs.metrics.live_connections();
     if left > 0 {
         tracing::info!(
             connections = left,

@@ -109,9 +109,9 @@ impl DnsContext {
     }
 }
 
-/// What to do with one query.
+/// What to do with one query: answer it, forward it, or drop it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Answer {
+pub enum Action {
     /// Send these bytes back.
     Reply(Vec<u8>),
     /// The name is not ours: forward the query as it is.
@@ -121,7 +121,7 @@ pub enum Answer {
 }
 
 /// Answers `query` from the mesh state, or says it must be forwarded.
-pub fn answer(snapshot: &Snapshot, context: &DnsContext, query: &[u8]) -> Answer {
+pub fn answer(snapshot: &Snapshot, context: &DnsContext, query: &[u8]) -> Action {
     let request = match Message::from_vec(query) {
         Ok(request) => request,
         Err(_) => return format_error(query),
@@ -135,7 +135,7 @@ pub fn answer(snapshot: &Snapshot, context: &DnsContext, query: &[u8]) -> Answer
         return reply(&request, ResponseCode::FormErr, Vec::new());
     };
     if question.query_class() != DNSClass::IN {
-        return Answer::Forward;
+        return Action::Forward;
     }
     let name = question.name().to_lowercase().to_ascii();
     let name = name.trim_end_matches('.');
@@ -159,24 +159,24 @@ pub fn answer(snapshot: &Snapshot, context: &DnsContext, query: &[u8]) -> Answer
             reply(&request, ResponseCode::NoError, records)
         }
         Resolution::NoSuchService => reply(&request, ResponseCode::NXDomain, Vec::new()),
-        Resolution::NotOurs => Answer::Forward,
+        Resolution::NotOurs => Action::Forward,
     }
 }
 
 /// A FORMERR for a message that has at least a header, so the client stops waiting.
-fn format_error(query: &[u8]) -> Answer {
+fn format_error(query: &[u8]) -> Action {
     let Some(id) = query.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-        return Answer::Drop;
+        return Action::Drop;
     };
     if query.len() < 12 {
-        return Answer::Drop;
+        return Action::Drop;
     }
     Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
         .to_vec()
-        .map_or(Answer::Drop, Answer::Reply)
+        .map_or(Action::Drop, Action::Reply)
 }
 
-fn reply(request: &Message, code: ResponseCode, answers: Vec<Record>) -> Answer {
+fn reply(request: &Message, code: ResponseCode, answers: Vec<Record>) -> Action {
     let mut response = Message::response(request.metadata.id, request.metadata.op_code);
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.metadata.recursion_available = true;
@@ -189,7 +189,7 @@ fn reply(request: &Message, code: ResponseCode, answers: Vec<Record>) -> Answer 
         edns.set_max_payload(EDNS_PAYLOAD);
         response.edns = Some(edns);
     }
-    response.to_vec().map_or(Answer::Drop, Answer::Reply)
+    response.to_vec().map_or(Action::Drop, Action::Reply)
 }
 
 /// Where a name leads.
@@ -270,15 +270,15 @@ pub async fn serve_udp(socket: UdpSocket, context: Arc<DnsContext>) {
         };
         let query = &buf[..len];
         match answer(&context.store.load(), &context, query) {
-            Answer::Reply(bytes) => {
+            Action::Reply(bytes) => {
                 let _ = socket
                     .send_to(&fit_udp(bytes, query_payload_limit(query)), client)
                     .await;
             }
-            Answer::Drop => {
+            Action::Drop => {
                 tracing::debug!(pod = %context.pod, %client, "dns: dropped a datagram that is not DNS");
             }
-            Answer::Forward => {
+            Action::Forward => {
                 let Ok(permit) = context.forwards.clone().try_acquire_owned() else {
                     if let Some(bytes) = servfail(query) {
                         let _ = socket.send_to(&bytes, client).await;
@@ -333,9 +333,9 @@ async fn serve_tcp_client(mut tcp: TcpStream, context: &DnsContext) -> std::io::
             Ok(Err(error)) => return Err(error),
         };
         let bytes = match answer(&context.store.load(), context, &query) {
-            Answer::Reply(bytes) => bytes,
-            Answer::Drop => return Ok(()),
-            Answer::Forward => match forward_tcp(&context.settings, &query).await {
+            Action::Reply(bytes) => bytes,
+            Action::Drop => return Ok(()),
+            Action::Forward => match forward_tcp(&context.settings, &query).await {
                 Some(bytes) => bytes,
                 None => {
                     tracing::info!(pod = %context.pod, "dns: no upstream resolver answered over TCP; SERVFAIL");
@@ -422,7 +422,7 @@ async fn forward_tcp(settings: &DnsSettings, query: &[u8]) -> Option<Vec<u8>> {
 pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     let request = Message::from_vec(query).ok()?;
     match reply(&request, ResponseCode::ServFail, Vec::new()) {
-        Answer::Reply(bytes) => Some(bytes),
+        Action::Reply(bytes) => Some(bytes),
         _ => None,
     }
 }

@@ -1,6 +1,9 @@
 //! In-pod mode: the node agent hands ztunnel each enrolled pod's network namespace over
 //! the ZDS protocol; ztunnel opens the pod's listeners inside it (15001 outbound, 15006
 //! inbound plaintext, 15008 HBONE, 15053 DNS when on) and closes them when the pod goes.
+//! Like Istio's, they are bound with `SO_REUSEPORT` ([`netns::socket::listen_shared`]):
+//! a ztunnel taking a pod over from another binds at once, even while the other still
+//! listens or its connections linger in `TIME_WAIT`.
 //!
 //! [`Pods`] owns the running pods; [`zds`] speaks the protocol and keeps reconnecting to
 //! the agent. Pods keep serving while the agent is away.
@@ -162,7 +165,7 @@ impl Pods {
         ] {
             let addr = any(port);
             let bound = worker
-                .run(move || netns::socket::listen(addr, false))
+                .run(move || netns::socket::listen_shared(addr))
                 .await?
                 .and_then(netns::socket::into_tokio)
                 .map_err(|source| PodError::Listen {
@@ -176,9 +179,10 @@ impl Pods {
             let addr = SocketAddr::from(([127, 0, 0, 1], self.ports.dns));
             let sockets = worker
                 .run(move || {
-                    let udp = std::net::UdpSocket::bind(addr)?;
-                    udp.set_nonblocking(true)?;
-                    Ok::<_, std::io::Error>((udp, netns::socket::listen(addr, false)?))
+                    Ok::<_, std::io::Error>((
+                        netns::socket::udp_shared(addr)?,
+                        netns::socket::listen_shared(addr)?,
+                    ))
                 })
                 .await?
                 .and_then(|(udp, tcp)| {

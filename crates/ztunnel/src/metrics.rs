@@ -1,9 +1,7 @@
-//! ztunnel's metrics, with Istio's names and labels (PROTOCOLS.md "Telemetry"), and the
-//! per-connection record that reports each connection exactly once: when it finishes,
-//! or from `Drop` if its task was cancelled.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! ztunnel's metrics, with Istio's names and labels (docs/protocols.md "Telemetry"). The
+//! per-connection record that feeds them is [`crate::proxy::record`]; this module also
+//! counts connections alive now (accepted and not yet finished, dialing included) so
+//! drain can wait for them.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -93,7 +91,7 @@ fn workload_name(w: &Workload) -> String {
 pub struct FailureLabels {
     /// `inbound` or `outbound`.
     pub direction: String,
-    /// Short reason: `policy_denied`, `no_route`, `tunnel_failed`, `upstream_unreachable`.
+    /// Short reason (see [`crate::proxy::outcome::failure_reason`]).
     pub reason: String,
 }
 
@@ -101,13 +99,17 @@ pub struct FailureLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    opened: Family<TcpLabels, Counter>,
-    closed: Family<TcpLabels, Counter>,
-    sent: Family<TcpLabels, Counter>,
-    received: Family<TcpLabels, Counter>,
-    failures: Family<FailureLabels, Counter>,
-    open_sockets: Gauge,
+    pub(crate) opened: Family<TcpLabels, Counter>,
+    pub(crate) closed: Family<TcpLabels, Counter>,
+    pub(crate) sent: Family<TcpLabels, Counter>,
+    pub(crate) received: Family<TcpLabels, Counter>,
+    pub(crate) failures: Family<FailureLabels, Counter>,
+    pub(crate) open_sockets: Gauge,
     config_stale: Gauge,
+    /// Connections accepted and not yet finished (dialing included).
+    pub(crate) live: tokio::sync::watch::Sender<usize>,
+    /// Keeps failure log lines to one per second per reason.
+    pub(crate) logs: hbone::LogGate,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,8 @@ impl Default for Metrics {
             failures: Family::default(),
             open_sockets: Gauge::default(),
             config_stale: Gauge::default(),
+            live: tokio::sync::watch::Sender::new(0),
+            logs: hbone::LogGate::default(),
             registry: Registry::default(),
         };
         // Registered under Istio's names (the client adds `_total` to counters).
@@ -180,9 +184,15 @@ impl Metrics {
         self.config_stale.set(i64::from(stale));
     }
 
-    /// Proxied connections open now.
-    pub fn open_connections(&self) -> i64 {
-        self.open_sockets.get()
+    /// Connections accepted and not finished yet, including those still dialing.
+    pub fn live_connections(&self) -> usize {
+        *self.live.borrow()
+    }
+
+    /// Waits until no connection is live (see [`Self::live_connections`]).
+    pub async fn drained(&self) {
+        let mut live = self.live.subscribe();
+        let _ = live.wait_for(|n| *n == 0).await;
     }
 
     /// Counts a refused or failed connection.
@@ -193,104 +203,5 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
-    }
-}
-
-/// The access-log fields of a connection.
-#[derive(Debug, Clone, Default)]
-pub struct LogFields {
-    /// `inbound` or `outbound`.
-    pub direction: &'static str,
-    /// Client address.
-    pub src_addr: String,
-    /// Source workload name.
-    pub src_workload: String,
-    /// Source namespace.
-    pub src_namespace: String,
-    /// Source identity.
-    pub src_identity: String,
-    /// Destination address.
-    pub dst_addr: String,
-    /// The HBONE address used, if tunnelled.
-    pub dst_hbone_addr: String,
-    /// Destination service.
-    pub dst_service: String,
-    /// Destination workload.
-    pub dst_workload: String,
-    /// Destination namespace.
-    pub dst_namespace: String,
-    /// Destination identity.
-    pub dst_identity: String,
-}
-
-/// One connection's telemetry: counted as opened when created; closed, bytes and the
-/// access-log line exactly once, when dropped (so a cancelled task still reports).
-#[derive(Debug)]
-pub struct ConnectionRecord {
-    metrics: Arc<Metrics>,
-    labels: TcpLabels,
-    log: LogFields,
-    started: Instant,
-    sent: u64,
-    received: u64,
-    error: Option<String>,
-}
-
-impl ConnectionRecord {
-    /// Opens the record.
-    pub fn open(metrics: Arc<Metrics>, labels: TcpLabels, log: LogFields) -> Self {
-        metrics.opened.get_or_create(&labels).inc();
-        metrics.open_sockets.inc();
-        Self {
-            metrics,
-            labels,
-            log,
-            started: Instant::now(),
-            sent: 0,
-            received: 0,
-            error: None,
-        }
-    }
-
-    /// Records the outcome of the byte pump: bytes sent to the destination and received
-    /// from it, or the error that ended it.
-    pub fn finish(&mut self, outcome: Result<(u64, u64), String>) {
-        match outcome {
-            Ok((sent, received)) => {
-                self.sent = sent;
-                self.received = received;
-            }
-            Err(error) => self.error = Some(error),
-        }
-    }
-}
-
-impl Drop for ConnectionRecord {
-    fn drop(&mut self) {
-        let m = &self.metrics;
-        m.closed.get_or_create(&self.labels).inc();
-        m.sent.get_or_create(&self.labels).inc_by(self.sent);
-        m.received.get_or_create(&self.labels).inc_by(self.received);
-        m.open_sockets.dec();
-        let l = &self.log;
-        let duration = format!("{}ms", self.started.elapsed().as_millis());
-        tracing::info!(
-            src.addr = %l.src_addr,
-            src.workload = %l.src_workload,
-            src.namespace = %l.src_namespace,
-            src.identity = %l.src_identity,
-            dst.addr = %l.dst_addr,
-            dst.hbone_addr = %l.dst_hbone_addr,
-            dst.service = %l.dst_service,
-            dst.workload = %l.dst_workload,
-            dst.namespace = %l.dst_namespace,
-            dst.identity = %l.dst_identity,
-            direction = l.direction,
-            bytes_sent = self.sent,
-            bytes_recv = self.received,
-            duration,
-            error = self.error.as_deref().unwrap_or(""),
-            "connection complete"
-        );
     }
 }

@@ -3,21 +3,34 @@
 //! by all pods) and [`Pod`] (this pod's identity, namespace worker and tunnel pool).
 //!
 //! The first bytes of a connection pay for lookup, policy and route; after that it is a
-//! byte pump ([`hbone::copy_bidirectional`] or a plain TCP copy).
+//! byte pump ([`hbone::copy_bidirectional`] or [`pump::copy_tcp`]).
+//!
+//! Every connection gets a [`record::ConnectionRecord`] when it is accepted and ends with
+//! a typed result ([`error::ProxyError`]); what each party hears — HBONE status, reset
+//! or FIN, SOCKS5 reply, response flags, metric reason — is decided in one module,
+//! [`outcome`]. Each connection runs in a span `conn{id, trace}`; the trace id travels
+//! to the peer ztunnel in the `CONNECT`'s `traceparent`.
 //!
 //! ztunnel never forwards to one of its own listeners: a destination that is one of its
 //! ports on a pod (or loopback) address, or a captured connection whose original
 //! destination is the listener that accepted it, is refused and counted
 //! (`reason="own_port"`) — otherwise one connection makes ztunnel dial itself in a loop.
 
+pub mod error;
 pub mod inbound;
 pub mod outbound;
+pub mod outcome;
+pub mod pump;
+pub mod record;
 pub mod route;
 pub mod socks5;
+pub mod trace;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use identity::{CertificateManager, SpiffeId};
 use netns::NetnsWorker;
@@ -27,7 +40,7 @@ use tokio::net::TcpStream;
 
 use crate::state::Store;
 
-/// ztunnel's own ports (PROTOCOLS.md): outbound and inbound capture, HBONE, DNS, SOCKS5,
+/// ztunnel's own ports (docs/protocols.md): outbound and inbound capture, HBONE, DNS, SOCKS5,
 /// admin, metrics, readiness. Never a destination ztunnel forwards to on a pod address.
 pub const OWN_PORTS: [u16; 8] = [15001, 15006, 15008, 15053, 15080, 15000, 15020, 15021];
 
@@ -75,12 +88,8 @@ pub struct ProxyInputs {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The process's spare descriptor: accept loops refuse fast at the descriptor limit.
     pub fd_reserve: Arc<hbone::FdReserve>,
-    /// Keeps repeated refusal logs to a line per second per kind.
-    pub(crate) logs: hbone::LogGate,
-    /// Round-robin position per service.
-    round_robin: std::sync::atomic::AtomicUsize,
-    /// Endpoints whose connect failed recently.
-    failed: std::sync::Mutex<std::collections::HashMap<IpAddr, Instant>>,
+    /// Endpoints whose connect failed recently (sharded; no global lock per lookup).
+    failed: DashMap<IpAddr, Instant>,
 }
 
 impl ProxyInputs {
@@ -92,36 +101,38 @@ impl ProxyInputs {
             settings,
             metrics: Arc::default(),
             fd_reserve: Arc::default(),
-            logs: hbone::LogGate::default(),
-            round_robin: Default::default(),
-            failed: Default::default(),
+            failed: DashMap::new(),
         }
     }
 
     /// Records that connecting to `ip` failed, so load balancing skips it for a while.
     pub(crate) fn endpoint_failed(&self, ip: IpAddr) {
-        if let Ok(mut failed) = self.failed.lock() {
-            failed.insert(ip, Instant::now());
+        self.failed.insert(ip, Instant::now());
+    }
+
+    /// Records that `ip` answered again, so it is no longer skipped.
+    pub(crate) fn endpoint_recovered(&self, ip: IpAddr) {
+        if !self.failed.is_empty() {
+            self.failed.remove(&ip);
         }
     }
 
-    /// Whether `ip` failed within the backoff.
+    /// Whether `ip` failed within the backoff (expired entries are removed here).
     pub(crate) fn recently_failed(&self, ip: IpAddr) -> bool {
         let backoff = self.settings.failed_endpoint_backoff;
-        self.failed
-            .lock()
-            .map(|f| f.get(&ip).is_some_and(|t| t.elapsed() < backoff))
-            .unwrap_or(false)
+        let recent = match self.failed.get(&ip) {
+            None => return false,
+            Some(at) => at.elapsed() < backoff,
+        };
+        if !recent {
+            self.failed.remove_if(&ip, |_, at| at.elapsed() >= backoff);
+        }
+        recent
     }
 
     /// Whether `port` is one of ztunnel's own listener ports.
     pub(crate) fn is_own_port(&self, port: u16) -> bool {
         self.settings.own_ports.contains(&port)
-    }
-
-    pub(crate) fn next_index(&self) -> usize {
-        self.round_robin
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -140,6 +151,15 @@ pub struct Pod {
     pub pool: hbone::Pool,
     /// Fires when the pod is removed; live connections close.
     pub removed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Pod {
+    /// Completes when the pod is removed from this node.
+    pub(crate) async fn removed(&self) {
+        let mut removed = self.removed.clone();
+        // An error means the sender is gone: the pod is being torn down too.
+        let _ = removed.wait_for(|r| *r).await.map(drop);
+    }
 }
 
 /// Dials from inside a pod's namespace, marked so capture lets it through.
@@ -177,9 +197,14 @@ pub(crate) async fn connect_from(
     socket.connect(addr).await
 }
 
-/// Closes `tcp` with a reset, so the client sees the failure at once instead of a clean
-/// end of stream.
-pub(crate) fn reset(tcp: TcpStream) {
-    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+/// Closes `tcp` as [`outcome::client_close`] decided: a reset (the client sees the
+/// failure at once instead of a clean end of stream) or an orderly close.
+pub(crate) fn close(tcp: TcpStream, how: outcome::Close) {
+    if how == outcome::Close::Reset {
+        let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    }
     drop(tcp);
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,8 @@
 //! Held as an immutable [`Snapshot`] behind an atomic pointer ([`Store`]); an update
 //! builds a whole new snapshot and swaps it in, so readers on the data path never block
 //! and never see half an update. Indexes: workload by uid and by IP, service by VIP and by
-//! hostname, endpoints by service. Sources (the local file, [`local`], or the control
+//! hostname, endpoints by service, policies by scope (global, namespace, selector) so a
+//! connection's policy lookup touches only what can apply. Sources (the local file, [`local`], or the control
 //! plane's xDS, [`xds_client`]) hand in wire resources; [`convert`] validates them into
 //! this model with errors that name the resource and field. With xDS, the resources held
 //! are also kept on disk ([`snapshot_file`]) so a restart while the control plane is away
@@ -17,10 +18,11 @@ pub mod xds_client;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use identity::SpiffeId;
-use policy::Policy;
+use policy::{Policy, Scope};
 use serde::Serialize;
 
 pub use convert::StateError;
@@ -36,7 +38,7 @@ pub enum TunnelProtocol {
 
 /// Where a waypoint is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Gateway {
+pub enum WaypointAddress {
     /// A fixed address.
     Address(SocketAddr),
     /// A service, resolved by hostname when used; `port` is its HBONE port.
@@ -75,7 +77,7 @@ pub struct Workload {
     /// Its SPIFFE identity.
     pub identity: SpiffeId,
     /// The waypoint traffic to it must pass, if any.
-    pub waypoint: Option<Gateway>,
+    pub waypoint: Option<WaypointAddress>,
     /// Services it backs: `namespace/hostname` → port mappings.
     pub services: HashMap<String, Vec<PortMapping>>,
     /// Selector-scoped policies that apply (`namespace/name`).
@@ -106,7 +108,7 @@ pub struct Service {
     /// Ports.
     pub ports: Vec<PortMapping>,
     /// The waypoint traffic to it must pass, if any.
-    pub waypoint: Option<Gateway>,
+    pub waypoint: Option<WaypointAddress>,
 }
 
 impl Service {
@@ -125,7 +127,13 @@ pub struct Snapshot {
     services_by_key: HashMap<String, Arc<Service>>,
     services_by_hostname: HashMap<String, Arc<Service>>,
     endpoints: HashMap<String, Vec<Arc<Workload>>>,
+    /// Round-robin position per service key (reset when a new snapshot is swapped in).
+    round_robin: HashMap<String, AtomicUsize>,
     policies: HashMap<String, Arc<Policy>>,
+    /// Root-namespace policies: apply to every workload.
+    global_policies: Vec<Arc<Policy>>,
+    /// Namespace-wide policies (no selector), by namespace.
+    namespace_policies: HashMap<String, Vec<Arc<Policy>>>,
 }
 
 impl Snapshot {
@@ -186,13 +194,24 @@ impl Snapshot {
             // A stable order, so round robin is predictable.
             list.sort_by(|a, b| a.uid.cmp(&b.uid));
         }
+        snap.round_robin = snap
+            .services_by_key
+            .keys()
+            .map(|key| (key.clone(), AtomicUsize::new(0)))
+            .collect();
         for policy in policies {
             let key = policy.key();
-            if snap
-                .policies
-                .insert(key.clone(), Arc::new(policy))
-                .is_some()
-            {
+            let policy = Arc::new(policy);
+            match policy.scope {
+                Scope::Global => snap.global_policies.push(policy.clone()),
+                Scope::Namespace => snap
+                    .namespace_policies
+                    .entry(policy.namespace.clone())
+                    .or_default()
+                    .push(policy.clone()),
+                Scope::WorkloadSelector => {}
+            }
+            if snap.policies.insert(key.clone(), policy).is_some() {
                 return Err(StateError::conflict(&key, "policy defined twice".into()));
             }
         }
@@ -232,12 +251,57 @@ impl Snapshot {
             .unwrap_or_default()
     }
 
-    /// Policies that apply to `workload`.
+    /// Policies that apply to `workload`: the global ones, its namespace's, and those
+    /// that select it — looked up by index, never a scan of every policy.
     pub fn policies_for<'a>(&'a self, workload: &'a Workload) -> impl Iterator<Item = &'a Policy> {
-        self.policies
-            .values()
+        let selected = workload
+            .authorization_policies
+            .iter()
+            .filter_map(|key| self.policies.get(key))
+            .filter(|p| p.scope == Scope::WorkloadSelector);
+        self.global_policies
+            .iter()
+            .chain(
+                self.namespace_policies
+                    .get(&workload.namespace)
+                    .into_iter()
+                    .flatten(),
+            )
+            .chain(selected)
             .map(AsRef::as_ref)
-            .filter(|p| p.applies_to(&workload.namespace, &workload.authorization_policies))
+    }
+
+    /// The next round-robin position of service `key` (each service keeps its own).
+    pub fn next_endpoint_index(&self, key: &str) -> usize {
+        self.round_robin
+            .get(key)
+            .map_or(0, |n| n.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Whether admitting a connection may decide differently under `other`: policies,
+    /// or the admission-relevant fields (addresses, identity, waypoint, selected
+    /// policies) of a workload in both, or a service's waypoint, changed. Workloads
+    /// coming and going do not count: their own connections end with the pod.
+    pub fn admission_differs(&self, other: &Snapshot) -> bool {
+        if self.policies != other.policies {
+            return true;
+        }
+        let workload_differs = self.workloads_by_uid.iter().any(|(uid, a)| {
+            other.workloads_by_uid.get(uid).is_some_and(|b| {
+                a.addresses != b.addresses
+                    || a.identity != b.identity
+                    || a.namespace != b.namespace
+                    || a.waypoint != b.waypoint
+                    || a.authorization_policies != b.authorization_policies
+            })
+        });
+        workload_differs
+            || self.services_by_key.iter().any(|(key, a)| {
+                other
+                    .services_by_key
+                    .get(key)
+                    .is_some_and(|b| a.waypoint != b.waypoint || a.vips != b.vips)
+            })
     }
 
     /// Every workload, sorted by uid.
@@ -266,8 +330,11 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct Store {
     current: ArcSwap<Snapshot>,
-    /// Wakes watchers (live-connection policy re-checks) after each update.
+    /// Counts updates; wakes readiness waiters.
     updates: tokio::sync::watch::Sender<u64>,
+    /// Counts updates that may change an admission decision (see
+    /// [`Snapshot::admission_differs`]); live connections re-check only on these.
+    admission: tokio::sync::watch::Sender<u64>,
     /// The state came from the snapshot file and the control plane has not confirmed it.
     stale: std::sync::atomic::AtomicBool,
 }
@@ -297,13 +364,22 @@ impl Store {
 
     /// Replaces the snapshot.
     pub fn replace(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        let previous = self.current.swap(snapshot.clone());
+        if previous.admission_differs(&snapshot) {
+            self.admission.send_modify(|v| *v += 1);
+        }
         self.updates.send_modify(|v| *v += 1);
     }
 
     /// A receiver that changes after every update.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.updates.subscribe()
+    }
+
+    /// A receiver that changes only after updates that may change an admission decision.
+    pub fn subscribe_admission(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.admission.subscribe()
     }
 }
 

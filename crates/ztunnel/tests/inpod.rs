@@ -599,3 +599,216 @@ async fn enrolled_pods_resolve_mesh_services_through_the_dns_proxy() {
     let (_tcp, seen) = greeted(&mesh, FRONTEND, target).await;
     assert_eq!(seen, "10.1.0.2");
 }
+
+/// The log lines of everything that runs on this thread (use a current-thread runtime).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures this thread's `info` logs until the guard is dropped.
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The access-log lines so far.
+    fn records(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains("connection complete"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits (bounded) until at least `n` access-log lines were written.
+    async fn wait_records(&self, n: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = self.records();
+            if records.len() >= n || tokio::time::Instant::now() > deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The value of `key=` in an access-log line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    let end = if rest.starts_with('"') {
+        rest[1..].find('"').map(|i| i + 2)?
+    } else {
+        rest.find(' ').unwrap_or(rest.len())
+    };
+    Some(&rest[..end])
+}
+
+/// The trace id of a line logged inside a connection span (`conn{id=… trace=…}`).
+fn trace_of(line: &str) -> &str {
+    let start = line.find("trace=").expect("line inside a connection span") + 6;
+    &line[start..start + 32]
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn both_ztunnels_log_one_line_per_connection_joined_by_the_trace_id() {
+    if !root_or_skip("both_ztunnels_log_one_line_per_connection_joined_by_the_trace_id") {
+        return;
+    }
+    let (logs, _guard) = Captured::start();
+    let mut mesh = Mesh::start(&config(ONLY_FRONTEND)).await;
+    mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
+    mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
+    mesh.pod("legacy", "legacy-0", "default", "10.3.0.2");
+    mesh.pod("shop", "rogue-0", "rogue", "10.4.0.2");
+    mesh.app(REVIEWS, 8080).await;
+    mesh.start_second_node().await;
+    mesh.enrol(FRONTEND).await.unwrap();
+    mesh.enrol(ROGUE).await.unwrap();
+    mesh.enrol_on_second_node(REVIEWS).await.unwrap();
+    mesh.agent.snapshot_sent().await.unwrap();
+    mesh.second
+        .as_ref()
+        .unwrap()
+        .1
+        .snapshot_sent()
+        .await
+        .unwrap();
+
+    let tcp = mesh
+        .dial(Some(FRONTEND), addr("10.96.0.10:9080"))
+        .await
+        .unwrap();
+    call(tcp, 1000).await.unwrap();
+    let records = logs.wait_records(2).await;
+    assert_eq!(records.len(), 2, "one line per side: {records:#?}");
+    let outbound = records
+        .iter()
+        .find(|l| l.contains("direction=\"outbound\""))
+        .unwrap();
+    let inbound = records
+        .iter()
+        .find(|l| l.contains("direction=\"inbound\""))
+        .unwrap();
+    assert_eq!(
+        trace_of(outbound),
+        trace_of(inbound),
+        "{outbound}\n{inbound}"
+    );
+    for line in [outbound, inbound] {
+        // Istio's shape: bare quoted names, the HBONE address, then the app's.
+        assert_eq!(
+            field(line, "src.workload"),
+            Some("\"frontend-0\""),
+            "{line}"
+        );
+        assert_eq!(field(line, "dst.workload"), Some("\"reviews-0\""), "{line}");
+        assert_eq!(field(line, "dst.addr"), Some("10.2.0.2:15008"), "{line}");
+        assert_eq!(
+            field(line, "dst.hbone_addr"),
+            Some("10.2.0.2:8080"),
+            "{line}"
+        );
+        assert_eq!(field(line, "error"), None, "{line}");
+    }
+    assert_eq!(
+        field(outbound, "dst.service"),
+        Some("\"reviews.shop.svc.cluster.local\"")
+    );
+
+    // A denied connection is recorded on both sides, once each, with why.
+    assert!(refused(&mesh, ROGUE, addr("10.96.0.10:9080")).await);
+    let records = logs.wait_records(4).await;
+    let denied: Vec<_> = records
+        .iter()
+        .filter(|l| l.contains("src.workload=\"rogue-0\""))
+        .collect();
+    assert_eq!(denied.len(), 2, "{records:#?}");
+    let (out, inb) = if denied[0].contains("direction=\"outbound\"") {
+        (denied[0], denied[1])
+    } else {
+        (denied[1], denied[0])
+    };
+    assert_eq!(trace_of(out), trace_of(inb));
+    assert_eq!(field(inb, "response_flags"), Some("\"RBAC\""), "{inb}");
+    assert!(field(inb, "error").unwrap().contains("policy"), "{inb}");
+    assert_eq!(field(out, "response_flags"), Some("\"UF\""), "{out}");
+    assert!(
+        field(out, "error")
+            .unwrap()
+            .contains("authorization policy"),
+        "the source side says why: {out}"
+    );
+    let text = mesh.inputs.metrics.encode();
+    let closed = text
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_tcp_connections_closed_total{")
+                && l.contains("source_workload=\"rogue-0\"")
+        })
+        .unwrap_or_else(|| panic!("no closed series for the refused connection: {text}"));
+    assert!(closed.contains("response_flags=\"UF\""), "{closed}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("source_workload=\"rogue-0\"")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_a_policy_change_still_reports_its_bytes() {
+    if !root_or_skip("a_connection_closed_by_a_policy_change_still_reports_its_bytes") {
+        return;
+    }
+    let mesh = shop("[]").await;
+    let (mut tcp, seen) = greeted(&mesh, FRONTEND, addr("10.2.0.2:8080")).await;
+    assert_eq!(seen, "10.1.0.2");
+    let deny_frontend = r#"
+  - name: no-frontend
+    namespace: shop
+    scope: Namespace
+    action: Deny
+    rules: [{clauses: [{matches: [{principals: [cluster.local/ns/shop/sa/frontend]}]}]}]
+"#;
+    mesh.reconfigure(&config(deny_frontend)).await;
+    assert!(closes_soon(&mut tcp).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = mesh.inputs.metrics.encode();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("istio_tcp_received_bytes_total{")
+                    && l.contains("reporter=\"destination\"")
+                    && l.contains("response_flags=\"RBAC\"")
+            })
+            .map(str::to_owned);
+        match line {
+            Some(line) => break line,
+            None if tokio::time::Instant::now() > deadline => panic!("no revoked record: {text}"),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    // The greeting ("10.1.0.2\n") travelled from the app before the policy changed.
+    let bytes: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(bytes >= 9, "{line}");
+}

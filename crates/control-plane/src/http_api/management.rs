@@ -54,7 +54,7 @@ pub(super) async fn route(state: &HttpState, req: Request<Incoming>) -> Response
         }
         (Method::POST, "/api/apply") => super::apply::handle(state, req, false).await,
         (Method::POST, "/api/delete") => super::apply::handle(state, req, true).await,
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 

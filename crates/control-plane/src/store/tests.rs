@@ -1,62 +1,58 @@
 //! The store as its sources use it: who owns status, in which order sources write, and
 //! what an apply warns about.
 
+use test_support::fixtures::{self, Container, Node, Pod, Port, Service};
+
 use super::*;
 
-/// What a lab writes to its own file: every pod placed and addressed, VIPs, pod CIDRs.
-const LAB_FILE: &str = r#"
-apiVersion: v1
-kind: Node
-metadata: {name: node-1}
-spec: {podCIDR: 10.10.0.0/24}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {nodeName: node-1, containers: [{name: shell, command: [sleep, infinity]}]}
-status: {podIP: 10.10.0.3}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-0, namespace: shop, labels: {app: reviews}}
-spec: {nodeName: node-1, serviceAccountName: reviews}
-status: {podIP: 10.10.0.4}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop}
-spec: {selector: {app: reviews}, clusterIP: 10.96.0.101, ports: [{port: 9080}]}
-"#;
+/// `shop/client`, a shell on `node-1`, as a user writes it.
+fn client() -> Pod {
+    Pod::new("client", "shop")
+        .label("app", "client")
+        .node("node-1")
+        .container(Container::new("shell").command(&["sleep", "infinity"]))
+}
 
-/// The same objects as a user wrote them: no addresses, no VIP, no pod CIDR.
-const USER_FILES: &str = r#"
-apiVersion: v1
-kind: Node
-metadata: {name: node-1}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {nodeName: node-1, containers: [{name: shell, command: [sleep, infinity]}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-0, namespace: shop, labels: {app: reviews}}
-spec: {serviceAccountName: reviews}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop}
-spec: {selector: {app: reviews}, ports: [{port: 9080}]}
-"#;
+/// `shop/reviews` on port 9080, without a VIP.
+fn reviews_service() -> Service {
+    fixtures::reviews_service()
+        .no_cluster_ip()
+        .ports([Port::new(9080)])
+}
+
+/// What a lab writes to its own file: every pod placed and addressed (the client at
+/// `client_ip`), VIPs, pod CIDRs.
+fn lab_file_with(client_ip: &str) -> String {
+    fixtures::documents(&[
+        &Node::new("node-1").pod_cidr("10.10.0.0/24"),
+        &fixtures::shop_namespace(),
+        &client().ip(client_ip),
+        &fixtures::reviews_pod().node("node-1").ip("10.10.0.4"),
+        &reviews_service().cluster_ip("10.96.0.101"),
+    ])
+}
+
+/// [`lab_file_with`] the client at 10.10.0.3.
+fn lab_file() -> String {
+    lab_file_with("10.10.0.3")
+}
+
+/// The same objects as a user wrote them (with `client`): no addresses, no VIP, no pod
+/// CIDR.
+fn user_files_with(client: Pod) -> String {
+    fixtures::documents(&[
+        &Node::new("node-1"),
+        &fixtures::shop_namespace(),
+        &client,
+        &fixtures::reviews_pod().no_node().no_ip(),
+        &reviews_service(),
+    ])
+}
+
+/// [`user_files_with`] the usual client.
+fn user_files() -> String {
+    user_files_with(client())
+}
 
 const LAB: &str = "/run/bowline/lab/config/lab.yaml";
 
@@ -66,7 +62,7 @@ fn parse(yaml: &str) -> Vec<Resource> {
 
 fn lab_store() -> Store {
     let store = Store::new(MeshSettings::default());
-    store.replace_origin(&Origin::File(LAB.into()), parse(LAB_FILE));
+    store.replace_origin(&Origin::File(LAB.into()), parse(&lab_file()));
     store
 }
 
@@ -94,7 +90,7 @@ fn pod_ip(store: &Store, name: &str) -> Option<String> {
 fn reapplying_the_users_files_to_a_running_lab_changes_nothing() {
     let store = lab_store();
     let before = store.load();
-    let report = store.apply(parse(USER_FILES), &Origin::Api, false);
+    let report = store.apply(parse(&user_files()), &Origin::Api, false);
     assert!(
         report
             .changes
@@ -120,10 +116,7 @@ fn reapplying_the_users_files_to_a_running_lab_changes_nothing() {
 #[test]
 fn an_apply_changes_the_spec_and_keeps_the_status_the_lab_owns() {
     let store = lab_store();
-    let relabelled = USER_FILES.replace(
-        "labels: {app: client}",
-        "labels: {app: client, version: v2}",
-    );
+    let relabelled = user_files_with(client().label("version", "v2"));
     let report = store.apply(parse(&relabelled), &Origin::Api, false);
     assert_eq!(
         outcomes(&report)
@@ -143,7 +136,7 @@ fn an_apply_changes_the_spec_and_keeps_the_status_the_lab_owns() {
     assert_eq!(client.status_owner, Origin::File(LAB.into()));
 
     // An apply that carries a status does not overwrite it either.
-    let moved = LAB_FILE.replace("podIP: 10.10.0.3", "podIP: 10.10.0.99");
+    let moved = lab_file_with("10.10.0.99");
     store.apply(parse(&moved), &Origin::Api, false);
     assert_eq!(pod_ip(&store, "client").as_deref(), Some("10.10.0.3"));
 
@@ -153,7 +146,7 @@ fn an_apply_changes_the_spec_and_keeps_the_status_the_lab_owns() {
     // Another file does not.
     store.replace_origin(
         &Origin::File("/etc/mesh/other.yaml".into()),
-        parse(LAB_FILE),
+        parse(&lab_file()),
     );
     assert_eq!(pod_ip(&store, "client").as_deref(), Some("10.10.0.99"));
 }
@@ -161,10 +154,7 @@ fn an_apply_changes_the_spec_and_keeps_the_status_the_lab_owns() {
 #[test]
 fn a_restart_restores_applied_objects_over_the_files_as_they_were_written() {
     let store = lab_store();
-    let relabelled = USER_FILES.replace(
-        "labels: {app: client}",
-        "labels: {app: client, version: v2}",
-    );
+    let relabelled = user_files_with(client().label("version", "v2"));
     store.apply(parse(&relabelled), &Origin::Api, false);
     // What `save_applied` keeps, and the start order of `app::run`: files, then applied.
     let applied: Vec<Resource> = store
@@ -189,10 +179,10 @@ fn a_restart_restores_applied_objects_over_the_files_as_they_were_written() {
     // An object the API created owns its status: it is taken as applied, and a file that
     // defines the same pod later does not move it.
     let store = Store::new(MeshSettings::default());
-    store.apply(parse(LAB_FILE), &Origin::Api, false);
+    store.apply(parse(&lab_file()), &Origin::Api, false);
     store.replace_origin(
         &Origin::File(LAB.into()),
-        parse(&LAB_FILE.replace("10.10.0.3", "10.10.0.7")),
+        parse(&lab_file_with("10.10.0.7")),
     );
     assert_eq!(pod_ip(&store, "client").as_deref(), Some("10.10.0.3"));
 }

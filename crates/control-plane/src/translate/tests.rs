@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use config::{ObjectKey, Resource};
+use test_support::fixtures;
 use xds::security as sec;
 use xds::workload as wire;
 
@@ -35,50 +36,37 @@ fn all_captured(objects: &BTreeMap<ObjectKey, Resource>) -> Captured {
     captured
 }
 
-const SHOP: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: legacy}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-0, namespace: shop, labels: {app: reviews, version: v2}}
-spec:
-  nodeName: node-a
-  serviceAccountName: reviews
-  containers: [{name: app, ports: [{name: http, containerPort: 8080}]}]
-status: {podIP: 10.1.0.5}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: opted-out, namespace: shop, labels: {istio.io/dataplane-mode: none}}
-status: {podIP: 10.1.0.6}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: old-0, namespace: legacy, labels: {app: old}}
-status: {podIP: 10.2.0.5}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: no-ip, namespace: shop}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop}
-spec:
-  selector: {app: reviews}
-  clusterIP: 10.96.0.10
-  ports:
-    - {name: http, port: 9080, targetPort: http}
-    - {name: admin, port: 9090, targetPort: 9091}
-    - {name: missing, port: 7000, targetPort: nope}
-    - {port: 5000}
-"#;
+/// The shop: namespaces `shop` (`namespace`) and `legacy`; `reviews-0` (named container
+/// port), `opted-out`, `legacy/old-0`, `no-ip`; the `reviews` service with a named, a
+/// numbered, an unresolvable and a bare port.
+fn shop_with(namespace: fixtures::Namespace) -> String {
+    use fixtures::{Container, Namespace, Pod, Port};
+    fixtures::documents(&[
+        &namespace,
+        &Namespace::new("legacy"),
+        &fixtures::reviews_pod()
+            .label("version", "v2")
+            .container(Container::new("app").port("http", 8080)),
+        &Pod::new("opted-out", "shop")
+            .label(fixtures::DATAPLANE_MODE, "none")
+            .ip("10.1.0.6"),
+        &Pod::new("old-0", "legacy")
+            .label("app", "old")
+            .ip("10.2.0.5"),
+        &Pod::new("no-ip", "shop"),
+        &fixtures::reviews_service().ports([
+            Port::new(9080).name("http").target("http"),
+            Port::new(9090).name("admin").target("9091"),
+            Port::new(7000).name("missing").target("nope"),
+            Port::new(5000),
+        ]),
+    ])
+}
+
+/// [`shop_with`] the enrolled `shop` namespace.
+fn shop() -> String {
+    shop_with(fixtures::shop_namespace())
+}
 
 fn workload<'a>(c: &'a Compiled, ns: &str, name: &str) -> &'a wire::Workload {
     c.workload(&pod_uid("Kubernetes", ns, name))
@@ -87,7 +75,7 @@ fn workload<'a>(c: &'a Compiled, ns: &str, name: &str) -> &'a wire::Workload {
 
 #[test]
 fn pods_become_workloads_enrolled_by_namespace_or_pod_label() {
-    let c = compile(SHOP);
+    let c = compile(&shop());
     let w = workload(&c, "shop", "reviews-0");
     assert_eq!(w.uid, "Kubernetes//Pod/shop/reviews-0");
     assert_eq!(w.tunnel_protocol, wire::TunnelProtocol::Hbone as i32);
@@ -119,7 +107,7 @@ fn pods_become_workloads_enrolled_by_namespace_or_pod_label() {
 
 #[test]
 fn services_get_hostname_vips_and_ports_resolved_per_workload() {
-    let c = compile(SHOP);
+    let c = compile(&shop());
     let s = c.service("shop/reviews.shop.svc.cluster.local").unwrap();
     assert_eq!(s.hostname, "reviews.shop.svc.cluster.local");
     assert_eq!(
@@ -145,8 +133,9 @@ fn services_get_hostname_vips_and_ports_resolved_per_workload() {
 }
 
 fn policy_yaml(spec: &str) -> String {
+    let shop = shop();
     format!(
-        "{SHOP}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n{spec}"
+        "{shop}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n{spec}"
     )
 }
 
@@ -322,12 +311,13 @@ spec: {mtls: {mode: STRICT}}
 
 #[test]
 fn peer_authentication_strict_lists_the_static_policy_and_permissive_overrides() {
-    let none = compile(SHOP);
+    let none = compile(&shop());
     assert!(
         none.authorizations.is_empty(),
         "nothing converted without a PeerAuthentication"
     );
-    let c = compile(&format!("{SHOP}{PEER}"));
+    let shop = shop();
+    let c = compile(&format!("{shop}{PEER}"));
     let strict = &c.authorizations["istio-system/istio_converted_static_strict"];
     assert_eq!(strict.action, sec::Action::Deny as i32);
     assert_eq!(strict.scope, sec::Scope::WorkloadSelector as i32);
@@ -341,7 +331,7 @@ fn peer_authentication_strict_lists_the_static_policy_and_permissive_overrides()
     );
     // A namespace PERMISSIVE overrides the mesh; a workload STRICT overrides that.
     let c = compile(&format!(
-        "{SHOP}{PEER}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: ns, namespace: shop}}\nspec: {{mtls: {{mode: PERMISSIVE}}}}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: reviews, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: reviews}}}}, mtls: {{mode: STRICT}}}}\n"
+        "{shop}{PEER}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: ns, namespace: shop}}\nspec: {{mtls: {{mode: PERMISSIVE}}}}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: reviews, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: reviews}}}}, mtls: {{mode: STRICT}}}}\n"
     ));
     assert!(
         workload(&c, "shop", "opted-out")
@@ -356,8 +346,9 @@ fn peer_authentication_strict_lists_the_static_policy_and_permissive_overrides()
 
 #[test]
 fn port_level_exceptions_compile_to_a_converted_policy() {
+    let shop = shop();
     let c = compile(&format!(
-        "{SHOP}{PEER}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: metrics, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: reviews}}}}, portLevelMtls: {{9091: {{mode: PERMISSIVE}}}}}}\n"
+        "{shop}{PEER}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: metrics, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: reviews}}}}, portLevelMtls: {{9091: {{mode: PERMISSIVE}}}}}}\n"
     ));
     let p = &c.authorizations["shop/converted_peer_authentication_metrics"];
     assert_eq!(p.rules.len(), 1);
@@ -397,10 +388,7 @@ fn waypoint_host(w: &Option<wire::GatewayAddress>) -> Option<String> {
 
 #[test]
 fn waypoint_binding_follows_istios_precedence() {
-    let bound_ns = SHOP.replace(
-        "labels: {istio.io/dataplane-mode: ambient}",
-        "labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}",
-    );
+    let bound_ns = shop_with(fixtures::shop_namespace().label("istio.io/use-waypoint", "waypoint"));
     let c = compile(&format!("{bound_ns}{WAYPOINT}"));
     let host = Some("shop/waypoint.shop.svc.cluster.local".to_owned());
     let reviews = c.service("shop/reviews.shop.svc.cluster.local").unwrap();
@@ -527,7 +515,7 @@ fn has_capture_extension(w: &wire::Workload) -> bool {
 #[test]
 fn an_enrolled_pod_is_plaintext_until_its_node_agent_reports_it_captured() {
     let settings = MeshSettings::default();
-    let objects = objects(SHOP);
+    let objects = objects(&shop());
     let uid = pod_uid("Kubernetes", "shop", "reviews-0");
     let reviews = |c: &Compiled| c.workload(&uid).unwrap().clone();
 
@@ -578,8 +566,5 @@ fn an_enrolled_pod_is_plaintext_until_its_node_agent_reports_it_captured() {
 }
 
 fn objects_without_enrolment() -> BTreeMap<ObjectKey, Resource> {
-    objects(&SHOP.replace(
-        "metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}",
-        "metadata: {name: shop}",
-    ))
+    objects(&shop_with(fixtures::Namespace::new("shop")))
 }

@@ -93,7 +93,7 @@ impl ControlPlane {
     pub(crate) fn tls_channel(&self) -> tonic::transport::Channel {
         let root = std::fs::read_to_string(self.state_dir().join("ca/root-cert.pem")).unwrap();
         let url = format!("https://{}", self.bound.xds_tls);
-        xds::transport::channel(&url, Some(&root)).unwrap()
+        xds::transport::lazy_channel(&url, Some(&root)).unwrap()
     }
 
     /// A node token for `node`, valid ten minutes.

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hbone::demo::Forwarder;
+use bench::demo::Forwarder;
 use hbone::{
     ClientSettings, ConnectHandler, ConnectRequest, H2Stream, HboneError, HboneHeaders, Pool,
     PoolKey, Server, ServerSettings, ServerStats,

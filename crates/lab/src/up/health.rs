@@ -28,7 +28,7 @@ pub(super) async fn ztunnel(ns: &str) -> Result<String, String> {
 }
 
 async fn ready(ns: &str, url: &str) -> Result<String, String> {
-    let answer = crate::cli::http_in(Some(&Namespace::existing(ns)), "GET", url, None).await;
+    let answer = crate::client::http_in(Some(&Namespace::existing(ns)), "GET", url, None).await;
     let tidy = |body: &str| {
         let body = body.trim();
         let body = body.strip_prefix("not ready: ").unwrap_or(body);
@@ -79,7 +79,7 @@ pub(super) async fn check(state: &LabState, dir: &Path) -> Vec<Health> {
 }
 
 /// The log of a supervised component (`control-plane`, `cni N`, `ztunnel N`).
-fn component_log(what: &str) -> Option<String> {
+pub(super) fn component_log(what: &str) -> Option<String> {
     if what == "control-plane" {
         return Some("control-plane.log".into());
     }
@@ -89,7 +89,7 @@ fn component_log(what: &str) -> Option<String> {
 
 /// What runs under a PID the lab recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Process {
+pub enum Process {
     /// Alive; for a supervised component, `child` is the component itself.
     Running {
         /// The component under the supervisor, when `pid` is a supervisor.

@@ -1,34 +1,89 @@
-//! `bowline status`: what runs where in a lab, as the control plane and the components
-//! see it now (live `apply`s included), and how to reach its control plane's API.
+//! What `bowline status` shows of a lab: what runs where, as the control plane and the
+//! components see it now (live `apply`s included), and how to reach its control plane's
+//! API.
+//!
+//! Owns: gathering that into a [`LabStatus`]. Must not: render it — the `bowline` binary
+//! prints it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use config::Resource;
 use netns::Namespace;
 
-use super::{
-    CONTROL_PLANE_API, CONTROL_PLANE_IP, LabError, LabState, advertised, health, pod_uid,
-    state_root,
-};
+pub use super::health::Process;
+use super::{CONTROL_PLANE_API, LabError, LabState, advertised, health, pod_uid, state_root};
+
+/// A lab as it is now.
+#[derive(Debug, Clone)]
+pub struct LabStatus {
+    /// Lab name.
+    pub name: String,
+    /// Nodes, by name.
+    pub nodes: Vec<NodeStatus>,
+    /// Pods, by `ns/name`.
+    pub pods: Vec<PodStatus>,
+    /// Services: `ns/name` → VIP.
+    pub services: BTreeMap<String, String>,
+    /// Gateways (`ns/name`) the control plane holds.
+    pub waypoints: Vec<String>,
+    /// Processes started: (what, pid, how it is now).
+    pub processes: Vec<(String, u32, Process)>,
+    /// The router namespace, where the control plane's API is reachable.
+    pub router: String,
+    /// The control plane's operator token.
+    pub token_file: PathBuf,
+    /// Where the components' logs are.
+    pub logs: PathBuf,
+}
+
+/// A node and its ztunnel's readiness.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// Its address.
+    pub ip: String,
+    /// Ready (with the ztunnel's note, e.g. `stale…`), or why not.
+    pub ztunnel: Result<String, String>,
+}
+
+/// A pod, where it runs, and whether it is in the mesh.
+#[derive(Debug, Clone)]
+pub struct PodStatus {
+    /// `ns/name`.
+    pub key: String,
+    /// Its address.
+    pub ip: String,
+    /// Its node.
+    pub node: String,
+    /// Whether the control plane enrols it; `None` when the control plane does not answer
+    /// or does not know the pod.
+    pub enrolled: Option<bool>,
+    /// Whether its capture rules are installed.
+    pub captured: bool,
+    /// Whether its own node's ztunnel holds it as HBONE (the control plane says so once
+    /// the node agent reported the capture); `None` when that ztunnel does not answer.
+    pub hbone: Option<bool>,
+}
 
 /// `bowline status`: nodes, pods, services, component health.
-pub async fn status(name: &str) -> Result<String, LabError> {
+pub async fn status(name: &str) -> Result<LabStatus, LabError> {
     let state = LabState::load(name)?;
-    let mut out = format!("lab {name}\n\nNODES\n");
+    let mut nodes = Vec::new();
     for (node, (ns, ip)) in &state.nodes {
-        // The same check `up` waits for.
-        let ready = match health::ztunnel(ns).await {
-            Ok(note) if note.is_empty() => "ready".to_owned(),
-            Ok(note) => format!("ready {note}"),
-            Err(why) => format!("NOT READY: {why}"),
-        };
-        out.push_str(&format!("  {node:<12} {ip:<14} ztunnel {ready}\n"));
+        nodes.push(NodeStatus {
+            name: node.clone(),
+            ip: ip.clone(),
+            // The same check `up` waits for.
+            ztunnel: health::ztunnel(ns).await,
+        });
     }
     // Enrolment and waypoints as the control plane sees them now (live `apply`s included).
     let resources = control_plane_objects(&state).await;
-    let mut namespace_labels = std::collections::BTreeMap::new();
-    let mut pods = std::collections::BTreeMap::new();
-    let mut gateways = Vec::new();
+    let mut namespace_labels = BTreeMap::new();
+    let mut pods = BTreeMap::new();
+    let mut waypoints = Vec::new();
     for r in resources.iter().flatten() {
         match r {
             Resource::Namespace(n) => {
@@ -41,76 +96,51 @@ pub async fn status(name: &str) -> Result<String, LabError> {
                 );
             }
             Resource::Gateway(g) => {
-                gateways.push(format!("{}/{}", g.metadata.namespace(), g.metadata.name));
+                waypoints.push(format!("{}/{}", g.metadata.namespace(), g.metadata.name));
             }
             _ => {}
         }
     }
-    out.push_str("\nPODS\n");
     let held = advertised(&state).await;
-    for (key, (ns, ip, node)) in &state.pods {
-        let captured = netns::capture::is_installed(&Namespace::existing(ns));
-        let enrolled = pods.get(key).map(|pod| {
-            control_plane::translate::enrolled(pod, namespace_labels.get(pod.metadata.namespace()))
-        });
-        let (pod_ns, pod_name) = key.split_once('/').unwrap_or(("default", key));
-        // Whether the pod's own node's ztunnel holds it as HBONE (the control plane says so
-        // once the node agent reported the capture).
-        let hbone = held
-            .get(node)
-            .map(|h| h.get(&pod_uid(pod_ns, pod_name)) == Some(&true));
-        let capture = match (captured, enrolled, hbone) {
-            (true, Some(true), Some(true)) => "captured (in mesh)",
-            (true, Some(true), Some(false)) => "captured, not yet reported (plaintext)",
-            (true, Some(true) | None, None) => "captured (ztunnel not answering)",
-            (true, Some(false), _) => "captured, leaving the mesh",
-            (true, None, Some(_)) => "captured",
-            (false, Some(true), _) => "waiting for capture (plaintext)",
-            (false, _, _) => "not captured",
-        };
-        let enrolled = match enrolled {
-            Some(true) => "enrolled",
-            Some(false) => "not enrolled",
-            None => "?",
-        };
-        out.push_str(&format!(
-            "  {key:<28} {ip:<14} {node:<12} {enrolled:<13} {capture}\n"
-        ));
-    }
-    out.push_str("\nSERVICES\n");
-    for (key, vip) in &state.services {
-        out.push_str(&format!("  {key:<28} {vip}\n"));
-    }
-    if !gateways.is_empty() {
-        out.push_str("\nWAYPOINTS\n");
-        for gateway in &gateways {
-            out.push_str(&format!(
-                "  {gateway:<28} accepted; no waypoint implementation yet, nothing is redirected\n"
-            ));
-        }
-    }
-    out.push_str("\nPROCESSES\n");
-    for (what, pid, ns) in &state.processes {
-        // A supervised component shows its own PID, then its supervisor's.
-        let line = match health::process(*pid, ns) {
-            health::Process::Running { child: None } => format!("pid {pid:<8} running"),
-            health::Process::Running { child: Some(child) } => {
-                format!("pid {child:<8} (supervisor {pid}) running")
+    let pods = state
+        .pods
+        .iter()
+        .map(|(key, (ns, ip, node))| {
+            let enrolled = pods.get(key).map(|pod| {
+                control_plane::translate::enrolled(
+                    pod,
+                    namespace_labels.get(pod.metadata.namespace()),
+                )
+            });
+            let (pod_ns, pod_name) = key.split_once('/').unwrap_or(("default", key));
+            PodStatus {
+                key: key.clone(),
+                ip: ip.clone(),
+                node: node.clone(),
+                enrolled,
+                captured: netns::capture::is_installed(&Namespace::existing(ns)),
+                hbone: held
+                    .get(node)
+                    .map(|h| h.get(&pod_uid(pod_ns, pod_name)) == Some(&true)),
             }
-            health::Process::Restarting => {
-                format!("pid -        (supervisor {pid}) EXITED, restarting")
-            }
-            health::Process::Exited => format!("pid {pid:<8} EXITED"),
-        };
-        out.push_str(&format!("  {what:<40} {line}\n"));
-    }
-    out.push_str(&format!(
-        "\ncontrol plane http://{CONTROL_PLANE_IP}:15014 (metrics, readiness), management API http://{CONTROL_PLANE_API} (token {}), both inside {}; logs in {}\n",
-        operator_token_file(name).display(),
-        state.router,
-        state_root().join(name).join("logs").display()
-    ));
-    Ok(out)
+        })
+        .collect();
+    let processes = state
+        .processes
+        .iter()
+        .map(|(what, pid, ns)| (what.clone(), *pid, health::process(*pid, ns)))
+        .collect();
+    Ok(LabStatus {
+        name: name.to_owned(),
+        nodes,
+        pods,
+        services: state.services.clone(),
+        waypoints,
+        processes,
+        router: state.router.clone(),
+        token_file: operator_token_file(name),
+        logs: state_root().join(name).join("logs"),
+    })
 }
 
 /// Where lab `name`'s control plane keeps its operator token.
@@ -123,9 +153,9 @@ pub fn operator_token_file(name: &str) -> PathBuf {
 
 /// The objects the lab's control plane holds now, or `None` when it does not answer.
 async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
-    let token = crate::cli::read_token(&operator_token_file(&state.name)).ok()?;
+    let token = crate::client::read_token(&operator_token_file(&state.name)).ok()?;
     let url = format!("http://{CONTROL_PLANE_API}/debug/config");
-    let (code, body) = crate::cli::request(
+    let (code, body) = crate::client::request(
         Some(&Namespace::existing(&state.router)),
         "GET",
         &url,

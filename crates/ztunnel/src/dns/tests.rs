@@ -137,9 +137,9 @@ fn context() -> DnsContext {
     )
 }
 
-fn decoded(answer: Answer) -> Message {
+fn decoded(answer: Action) -> Message {
     match answer {
-        Answer::Reply(bytes) => Message::from_vec(&bytes).unwrap(),
+        Action::Reply(bytes) => Message::from_vec(&bytes).unwrap(),
         other => panic!("expected a reply, got {other:?}"),
     }
 }
@@ -185,15 +185,15 @@ fn unknown_service_gets_nxdomain_and_outside_names_are_forwarded() {
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(
         answer(&snap, &context(), &query("example.com.", RecordType::A)),
-        Answer::Forward
+        Action::Forward
     );
 }
 
 #[test]
 fn garbage_is_refused_without_a_panic() {
     let snap = snapshot();
-    assert_eq!(answer(&snap, &context(), b""), Answer::Drop);
-    assert_eq!(answer(&snap, &context(), b"\x01\x02"), Answer::Drop);
+    assert_eq!(answer(&snap, &context(), b""), Action::Drop);
+    assert_eq!(answer(&snap, &context(), b"\x01\x02"), Action::Drop);
     let reply = decoded(answer(
         &snap,
         &context(),

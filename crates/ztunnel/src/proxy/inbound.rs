@@ -1,21 +1,30 @@
 //! Inbound: HBONE on 15008 inside the pod (mutual TLS presenting the pod's certificate,
-//! the peer's identity verified) and plaintext captured to 15006. Both check the pod's
-//! L4 authorization, then connect to the app inside the pod keeping the client's source
-//! address (`IP_TRANSPARENT`, mark 0x539, replies routed back by connmark 0x111). A live
-//! connection that a policy change forbids is closed. A target on one of ztunnel's own
-//! ports is refused (400) before anything else: connecting to it would loop back into
-//! ztunnel. Denials are counted always and logged at most once a second per kind.
+//! the peer's identity verified) and plaintext captured to 15006. Both open the
+//! connection's record at once, check the pod's L4 authorization ([`admit`]),
+//! then connect to the app inside the pod keeping the client's source address
+//! (`IP_TRANSPARENT`, mark 0x539, replies routed back by connmark 0x111). A live
+//! connection that a policy change forbids is closed; it is re-checked only when an
+//! update may change the decision. A target on one of ztunnel's own ports is refused
+//! (400) before anything else: connecting to it would loop back into ztunnel. What the
+//! peer hears (status, reset) comes from [`super::outcome`]; the record logs the result
+//! once (refusals at most once a second per reason).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::StatusCode;
 use identity::SpiffeId;
 use policy::{Decision, L4Request};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
 
-use super::{Pod, ProxyInputs, connect_from, reset};
-use crate::metrics::{ConnectionRecord, LogFields, TcpLabels};
+use super::error::{ProxyError, Side};
+use super::outcome;
+use super::pump::{self, Bytes, TcpMeter};
+use super::record::{ConnectionRecord, Direction, LogFields};
+use super::route::{Route, resolve};
+use super::trace::{TraceContext, connection_id};
+use super::{Pod, ProxyInputs, close, connect_from};
+use crate::metrics::TcpLabels;
 use crate::state::Snapshot;
 
 /// The HBONE handler of one pod.
@@ -27,124 +36,102 @@ pub struct Inbound {
     pub inputs: Arc<ProxyInputs>,
 }
 
-/// Why an inbound connection is not served.
-enum Refusal {
-    Status(StatusCode, String),
-    /// The target is one of ztunnel's own ports.
-    OwnPort(SocketAddr),
-}
-
-impl Refusal {
-    fn status(&self) -> StatusCode {
-        match self {
-            Self::Status(status, _) => *status,
-            Self::OwnPort(_) => StatusCode::BAD_REQUEST,
+/// Checks target and policy for a connection to pod `uid` (`name` for messages) from
+/// `peer` (None = plaintext) at `source` to `target`. Pure: the same inputs always give
+/// the same answer, so it is also the re-check of live connections.
+pub fn admit(
+    inputs: &ProxyInputs,
+    snap: &Snapshot,
+    uid: &str,
+    name: &str,
+    peer: Option<&SpiffeId>,
+    source: SocketAddr,
+    target: SocketAddr,
+) -> Result<(), ProxyError> {
+    if inputs.is_own_port(target.port()) {
+        return Err(ProxyError::OwnPort(target));
+    }
+    let Some(workload) = snap.workload(uid) else {
+        return Err(ProxyError::UnknownPod(uid.to_owned()));
+    };
+    if !workload.addresses.contains(&target.ip()) {
+        return Err(ProxyError::NotPodAddress {
+            target,
+            pod: name.to_owned(),
+        });
+    }
+    if workload.waypoint.is_some() {
+        let from_waypoint = match resolve(inputs, snap, target) {
+            Ok(Route::Hbone { identity, .. }) => Some(&identity) == peer,
+            _ => false,
+        };
+        if !from_waypoint {
+            return Err(ProxyError::MustPassWaypoint);
         }
     }
-
-    fn reason(&self) -> String {
-        match self {
-            Self::Status(_, reason) => reason.clone(),
-            Self::OwnPort(target) => format!(
-                "{target}: port {} is one of ztunnel's own listeners; refused so that it cannot loop",
-                target.port()
-            ),
-        }
+    let request = L4Request {
+        source_identity: peer,
+        source_ip: source.ip(),
+        destination_ip: target.ip(),
+        destination_port: target.port(),
+    };
+    let verdict = policy::evaluate(snap.policies_for(workload), &request);
+    for name in &verdict.dry_run_matches {
+        tracing::info!(policy = %name, %source, %target, "dry-run policy matched");
     }
-
-    /// The failure metric's reason label.
-    fn metric(&self) -> &'static str {
-        match self {
-            Self::Status(..) => "policy_denied",
-            Self::OwnPort(_) => "own_port",
-        }
+    match verdict.decision {
+        Decision::Allow { .. } => Ok(()),
+        Decision::Deny { by, reason } => Err(ProxyError::Denied { policy: by, reason }),
     }
 }
 
 impl Inbound {
-    /// Checks target and policy for a connection from `peer` (None = plaintext).
+    /// [`admit`] for this pod.
     fn admit(
         &self,
         snap: &Snapshot,
         peer: Option<&SpiffeId>,
         source: SocketAddr,
         target: SocketAddr,
-    ) -> Result<(), Refusal> {
-        if self.inputs.is_own_port(target.port()) {
-            return Err(Refusal::OwnPort(target));
-        }
-        let Some(workload) = snap.workload(&self.pod.uid) else {
-            return Err(Refusal::Status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("pod {} is not in the mesh state (yet)", self.pod.uid),
-            ));
-        };
-        if !workload.addresses.contains(&target.ip()) {
-            return Err(Refusal::Status(
-                StatusCode::BAD_REQUEST,
-                format!("{target} is not an address of pod {}", self.pod.name),
-            ));
-        }
-        if workload.waypoint.is_some() {
-            let waypoint_identity = crate::proxy::route::resolve(&self.inputs, snap, target);
-            let allowed = match &waypoint_identity {
-                crate::proxy::route::Route::Hbone { identity, .. } => Some(identity) == peer,
-                _ => false,
-            };
-            if !allowed {
-                return Err(Refusal::Status(
-                    StatusCode::UNAUTHORIZED,
-                    "traffic to this pod must pass its waypoint".into(),
-                ));
-            }
-        }
-        let request = L4Request {
-            source_identity: peer,
-            source_ip: source.ip(),
-            destination_ip: target.ip(),
-            destination_port: target.port(),
-        };
-        let verdict = policy::evaluate(snap.policies_for(workload), &request);
-        for name in &verdict.dry_run_matches {
-            tracing::info!(policy = %name, %source, %target, "dry-run policy matched");
-        }
-        match verdict.decision {
-            Decision::Allow { .. } => Ok(()),
-            Decision::Deny { by, reason } => Err(Refusal::Status(
-                StatusCode::UNAUTHORIZED,
-                format!("{reason} (policy {by})"),
-            )),
-        }
+    ) -> Result<(), ProxyError> {
+        admit(
+            &self.inputs,
+            snap,
+            &self.pod.uid,
+            &self.pod.name,
+            peer,
+            source,
+            target,
+        )
     }
 
-    /// Pumps bytes between the client side and the app until done, the pod is removed,
-    /// or a policy change forbids the connection.
-    async fn pump<F>(
+    /// Runs `copy` until it ends, the pod is removed, or an update that may change the
+    /// admission decision forbids the connection.
+    async fn until_revoked<F>(
         &self,
         copy: F,
         peer: Option<&SpiffeId>,
         source: SocketAddr,
         target: SocketAddr,
-    ) -> Result<(u64, u64), String>
+    ) -> Result<(), ProxyError>
     where
-        F: std::future::Future<Output = std::io::Result<(u64, u64)>>,
+        F: std::future::Future<Output = Result<(), ProxyError>>,
     {
-        let mut updates = self.inputs.store.subscribe();
-        let mut removed = self.pod.removed.clone();
-        tokio::pin!(copy);
+        let mut updates = self.inputs.store.subscribe_admission();
+        let removed = self.pod.removed();
+        tokio::pin!(copy, removed);
         loop {
             tokio::select! {
-                result = &mut copy => return result.map_err(|e| e.to_string()),
-                _ = removed.wait_for(|r| *r) => return Err("pod removed".into()),
+                result = &mut copy => return result,
+                () = &mut removed => return Err(ProxyError::PodRemoved),
                 changed = updates.changed() => {
                     if changed.is_err() {
-                        continue;
+                        // The store is gone (shutdown); stop re-checking.
+                        return copy.await;
                     }
                     let snap = self.inputs.store.load();
-                    if let Err(refusal) = self.admit(&snap, peer, source, target) {
-                        let reason = refusal.reason();
-                        tracing::info!(pod = %self.pod.name, %source, %target, reason, "closing a live connection the new policy forbids");
-                        return Err(format!("closed by policy change: {reason}"));
+                    if let Err(error) = self.admit(&snap, peer, source, target) {
+                        return Err(ProxyError::Revoked(Box::new(error)));
                     }
                 }
             }
@@ -154,40 +141,64 @@ impl Inbound {
 
 impl hbone::ConnectHandler for Inbound {
     async fn handle(&self, connect: hbone::IncomingConnect) {
+        let trace = TraceContext::continue_from(connect.headers.traceparent.as_deref());
+        let span = tracing::info_span!("conn", id = connection_id(), %trace);
+        self.tunnelled(connect, trace).instrument(span).await;
+    }
+}
+
+impl Inbound {
+    async fn tunnelled(&self, connect: hbone::IncomingConnect, trace: TraceContext) {
         let (peer, source, target) = (connect.peer.clone(), connect.peer_addr, connect.target);
         let snap = self.inputs.store.load();
-        if let Err(refusal) = self.admit(&snap, Some(&peer), source, target) {
-            let reason = refusal.reason();
-            self.inputs.metrics.failure("inbound", refusal.metric());
-            if let Some(suppressed) = self.inputs.logs.allow(refusal.metric()) {
-                tracing::info!(pod = %self.pod.name, src.identity = %peer, %source, %target, reason, suppressed, "inbound connection denied");
-            }
-            connect.refuse(refusal.status(), &reason);
-            return;
-        }
-        let mut record = self.record(&snap, Some(&peer), source, target);
+        let hbone_addr = SocketAddr::new(target.ip(), self.inputs.settings.hbone_port);
+        let record = self.open_record(
+            &snap,
+            Some(&peer),
+            source,
+            Some(hbone_addr),
+            Some(target),
+            trace,
+        );
+        let admitted = self.admit(&snap, Some(&peer), source, target);
         drop(snap);
-        let app = match connect_from(&self.pod.worker, target, Some(source)).await {
+        if let Err(error) = admitted {
+            connect.refuse(outcome::hbone_status(&error), &outcome::describe(&error));
+            return record.finish(Bytes::default(), Err(error));
+        }
+        let mut app = match connect_from(&self.pod.worker, target, Some(source)).await {
             Ok(app) => app,
-            Err(error) => {
-                self.inputs
-                    .metrics
-                    .failure("inbound", "upstream_unreachable");
-                let reason = format!("cannot reach the app at {target}: {error}");
-                record.finish(Err(reason.clone()));
-                connect.refuse(StatusCode::SERVICE_UNAVAILABLE, &reason);
-                return;
+            Err(source) => {
+                let error = ProxyError::Connect { target, source };
+                connect.refuse(outcome::hbone_status(&error), &outcome::describe(&error));
+                return record.finish(Bytes::default(), Err(error));
             }
         };
-        let Ok(stream) = connect.accept() else { return };
-        let mut app = app;
+        let stream = match connect.accept() {
+            Ok(stream) => stream,
+            Err(error) => {
+                let error = ProxyError::Io {
+                    side: Side::Downstream,
+                    source: std::io::Error::other(error),
+                };
+                close(app, outcome::Close::Reset);
+                return record.finish(Bytes::default(), Err(error));
+            }
+        };
+        let meter = hbone::Meter::default();
         let copy = async {
             let (r, w) = app.split();
-            hbone::copy_bidirectional(r, w, stream)
+            hbone::copy_bidirectional_metered(r, w, stream, &meter)
                 .await
-                .map(|t| (t.from_tunnel, t.to_tunnel))
+                .map(drop)
+                .map_err(|e| pump::hbone_error(e, Side::Upstream))
         };
-        record.finish(self.pump(copy, Some(&peer), source, target).await);
+        let result = self.until_revoked(copy, Some(&peer), source, target).await;
+        close(app, outcome::client_close(&result));
+        record.finish(
+            pump::hbone_bytes(meter.transferred(), Side::Upstream),
+            result,
+        );
     }
 }
 
@@ -196,59 +207,58 @@ pub async fn serve_plaintext(listener: TcpListener, inbound: Inbound) {
     loop {
         let (tcp, source) = hbone::accept::accept(&listener, &inbound.inputs.fd_reserve).await;
         let inbound = inbound.clone();
-        tokio::spawn(async move { inbound.plaintext(tcp, source).await });
+        let trace = TraceContext::new();
+        let span = tracing::info_span!("conn", id = connection_id(), %trace);
+        tokio::spawn(async move { inbound.plaintext(tcp, source, trace).await }.instrument(span));
     }
 }
 
 impl Inbound {
-    async fn plaintext(&self, tcp: TcpStream, source: SocketAddr) {
-        let target = match netns::socket::original_dst(&tcp) {
+    async fn plaintext(&self, tcp: TcpStream, source: SocketAddr, trace: TraceContext) {
+        let target = netns::socket::original_dst(&tcp).map_err(ProxyError::NoOriginalDestination);
+        let snap = self.inputs.store.load();
+        let dst = target.as_ref().ok().copied();
+        let record = self.open_record(&snap, None, source, dst, None, trace);
+        let admitted =
+            target.and_then(|target| self.admit(&snap, None, source, target).map(|()| target));
+        drop(snap);
+        let target = match admitted {
             Ok(target) => target,
             Err(error) => {
-                if let Some(suppressed) = self.inputs.logs.allow("inbound_no_original") {
-                    tracing::warn!(pod = %self.pod.name, %source, %error, suppressed, "plaintext inbound without an original destination");
-                }
-                return reset(tcp);
+                close(tcp, outcome::Close::Reset);
+                return record.finish(Bytes::default(), Err(error));
             }
         };
-        let snap = self.inputs.store.load();
-        if let Err(refusal) = self.admit(&snap, None, source, target) {
-            let reason = refusal.reason();
-            self.inputs.metrics.failure("inbound", refusal.metric());
-            if let Some(suppressed) = self.inputs.logs.allow(refusal.metric()) {
-                tracing::info!(pod = %self.pod.name, %source, %target, reason, suppressed, "inbound plaintext connection denied");
-            }
-            return reset(tcp);
-        }
-        let mut record = self.record(&snap, None, source, target);
-        drop(snap);
         let mut app = match connect_from(&self.pod.worker, target, Some(source)).await {
             Ok(app) => app,
-            Err(error) => {
-                if let Some(suppressed) = self.inputs.logs.allow("inbound_app_unreachable") {
-                    tracing::warn!(pod = %self.pod.name, %target, %error, suppressed, "cannot reach the app");
-                }
-                self.inputs
-                    .metrics
-                    .failure("inbound", "upstream_unreachable");
-                record.finish(Err(error.to_string()));
-                return reset(tcp);
+            Err(source) => {
+                close(tcp, outcome::Close::Reset);
+                return record.finish(
+                    Bytes::default(),
+                    Err(ProxyError::Connect { target, source }),
+                );
             }
         };
         let mut tcp = tcp;
-        let copy = async { tokio::io::copy_bidirectional(&mut tcp, &mut app).await };
-        record.finish(self.pump(copy, None, source, target).await);
+        let meter = TcpMeter::default();
+        let copy = pump::copy_tcp(&mut tcp, &mut app, &meter);
+        let result = self.until_revoked(copy, None, source, target).await;
+        let how = outcome::client_close(&result);
+        close(app, how);
+        close(tcp, how);
+        record.finish(meter.bytes(), result);
     }
-}
 
-impl Inbound {
-    /// Opens the telemetry record of an admitted connection (reporter `destination`).
-    fn record(
+    /// Opens the record of an inbound connection (reporter `destination`): `dst_addr` is
+    /// the address connected to (`:15008` for HBONE), `hbone_target` the tunnelled one.
+    fn open_record(
         &self,
         snap: &Snapshot,
         peer: Option<&SpiffeId>,
         source: SocketAddr,
-        target: SocketAddr,
+        dst_addr: Option<SocketAddr>,
+        hbone_target: Option<SocketAddr>,
+        trace: TraceContext,
     ) -> ConnectionRecord {
         let mut labels = TcpLabels {
             reporter: "destination".into(),
@@ -256,26 +266,35 @@ impl Inbound {
             response_flags: "-".into(),
             connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" }.into(),
             source_principal: peer.map(ToString::to_string).unwrap_or_default(),
+            destination_principal: self.pod.identity.to_string(),
             ..TcpLabels::default()
         };
         let mut log = LogFields {
-            direction: "inbound",
-            src_addr: source.to_string(),
-            src_identity: labels.source_principal.clone(),
-            dst_addr: target.to_string(),
-            dst_workload: self.pod.name.clone(),
-            dst_identity: self.pod.identity.to_string(),
+            src_addr: Some(source),
+            dst_addr,
+            dst_hbone_addr: hbone_target,
+            dst_identity: Some(self.pod.identity.to_string()),
             ..LogFields::default()
         };
         if let Some(src) = snap.workload_by_ip(source.ip()) {
             labels = labels.with_source(src);
-            log.src_workload = src.name.clone();
-            log.src_namespace = src.namespace.clone();
+            log.source(src);
+        }
+        if let Some(peer) = peer {
+            // The certificate is the truth about the source, whatever its address says.
+            labels.source_principal = peer.to_string();
+            log.source_identity(peer);
         }
         if let Some(me) = snap.workload(&self.pod.uid) {
             labels = labels.with_destination(me);
-            log.dst_namespace = me.namespace.clone();
+            log.destination(me);
         }
-        ConnectionRecord::open(self.inputs.metrics.clone(), labels, log)
+        ConnectionRecord::open(
+            self.inputs.metrics.clone(),
+            Direction::Inbound,
+            labels,
+            log,
+            trace,
+        )
     }
 }

@@ -1,222 +1,281 @@
 //! Outbound: the app's connection, captured to 15001 inside its pod, is resolved and
 //! sent through an HBONE tunnel presenting the pod's identity, or passed through as plain
-//! TCP when the destination is outside the mesh. Failures reset the app's connection at
-//! once, with the reason logged (a line per second per kind at most). A connection made
-//! straight to the listener (its original destination is the listener's own address) or
-//! to one of ztunnel's ports on a pod address is refused: forwarding it would loop.
+//! TCP when the destination is outside the mesh. A connection made straight to the
+//! listener (its original destination is the listener's own address) or to one of
+//! ztunnel's ports on a pod address is refused: forwarding it would loop.
+//!
+//! Each connection: accept → original destination → route → record opened → dial →
+//! pump → record finished; a failure at any step finishes the record with the typed
+//! error and closes the client as [`super::outcome`] says (a reset, or a SOCKS5 reply
+//! first). The mesh snapshot is released before the dial.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hbone::{ConnectRequest, HboneHeaders, PoolKey};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
 
+use super::error::{ProxyError, Side};
+use super::outcome::{self, Close};
+use super::pump::{self, Bytes, TcpMeter};
+use super::record::{ConnectionRecord, Direction, LogFields};
 use super::route::{Route, resolve};
-use super::{Pod, ProxyInputs, connect_from, reset};
-use crate::metrics::{ConnectionRecord, LogFields, TcpLabels};
+use super::trace::{TraceContext, connection_id};
+use super::{Pod, ProxyInputs, close, connect_from};
+use crate::metrics::TcpLabels;
+use crate::state::Snapshot;
 
 /// Serves the pod's outbound listener until it is closed or the pod removed.
 pub async fn serve(listener: TcpListener, pod: Arc<Pod>, inputs: Arc<ProxyInputs>) {
     loop {
         let (tcp, peer) = hbone::accept::accept(&listener, &inputs.fd_reserve).await;
         let (pod, inputs) = (pod.clone(), inputs.clone());
-        tokio::spawn(async move {
-            let mut removed = pod.removed.clone();
-            tokio::select! {
-                () = handle(tcp, peer, &pod, &inputs) => {}
-                _ = removed.wait_for(|r| *r) => {}
-            }
-        });
+        tokio::spawn(async move { handle(tcp, peer, &pod, &inputs).await });
     }
 }
 
 async fn handle(tcp: TcpStream, peer: SocketAddr, pod: &Pod, inputs: &ProxyInputs) {
     let _ = tcp.set_nodelay(true);
-    let original = match netns::socket::original_dst(&tcp) {
-        Ok(addr) => addr,
-        Err(error) => {
-            if let Some(suppressed) = inputs.logs.allow("outbound_no_original") {
-                tracing::warn!(pod = %pod.name, %peer, %error, suppressed, "outbound connection without an original destination (not captured?)");
+    let original = netns::socket::original_dst(&tcp)
+        .map_err(ProxyError::NoOriginalDestination)
+        .and_then(|original| {
+            // Not redirected: the app dialled the listener itself (only then is the
+            // original destination on an own port, so the common path pays no extra
+            // system call).
+            let direct = inputs.is_own_port(original.port())
+                && tcp.local_addr().is_ok_and(|local| local == original);
+            if direct {
+                Err(ProxyError::OwnPort(original))
+            } else {
+                Ok(original)
             }
-            inputs
-                .metrics
-                .failure("outbound", "no_original_destination");
-            return reset(tcp);
-        }
-    };
-    // Not redirected: the app dialled the listener itself (only then is the original
-    // destination on an own port, so the common path pays no extra system call).
-    if inputs.is_own_port(original.port()) && tcp.local_addr().is_ok_and(|local| local == original)
-    {
-        refuse_own_port(inputs, pod, peer, original);
-        return reset(tcp);
-    }
-    forward(tcp, peer, original, pod, inputs, Answer::Nothing).await;
+        });
+    forward(tcp, peer, original, pod, inputs, Client::Captured).await;
 }
 
-/// What the client expects to hear once its destination is reached (or not).
+/// The kind of client, which decides what it hears once its destination is reached (or
+/// not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Answer {
-    /// A captured connection: nothing; failure is a reset.
-    Nothing,
-    /// A SOCKS5 client: a reply with the outcome.
+pub(crate) enum Client {
+    /// A captured connection: nothing on success; failure is a reset.
+    Captured,
+    /// A SOCKS5 client: a reply with the outcome first.
     Socks5,
 }
 
-/// Sends `tcp` (from `peer`, for `original`) on its way as pod `pod`'s outbound traffic.
+/// Sends `tcp` (from `peer`, for `original`) on its way as pod `pod`'s outbound traffic,
+/// and reports it.
 pub(crate) async fn forward(
     tcp: TcpStream,
     peer: SocketAddr,
-    original: SocketAddr,
+    original: Result<SocketAddr, ProxyError>,
     pod: &Pod,
     inputs: &ProxyInputs,
-    answer: Answer,
+    client: Client,
 ) {
-    let snap = inputs.store.load();
-    let route = resolve(inputs, &snap, original);
-    let record = || {
-        let mut labels = TcpLabels {
-            reporter: "source".into(),
-            request_protocol: "tcp".into(),
-            response_flags: "-".into(),
-            ..TcpLabels::default()
-        };
-        let mut log = LogFields {
-            direction: "outbound",
-            src_addr: peer.to_string(),
-            src_workload: pod.name.clone(),
-            src_identity: pod.identity.to_string(),
-            dst_addr: original.to_string(),
-            ..LogFields::default()
-        };
-        if let Some(me) = snap.workload(&pod.uid) {
-            labels = labels.with_source(me);
-            log.src_namespace = me.namespace.clone();
-        }
-        if let Some(service) = snap.service_by_vip(original.ip()) {
-            labels.destination_service = service.hostname.clone();
-            labels.destination_service_name = service.name.clone();
-            labels.destination_service_namespace = service.namespace.clone();
-            log.dst_service = service.hostname.clone();
-        }
-        let destination = match &route {
-            Route::Hbone {
-                workload,
-                hbone_addr,
-                ..
-            } => {
-                labels.connection_security_policy = "mutual_tls".into();
-                log.dst_hbone_addr = hbone_addr.to_string();
-                snap.workload(workload)
+    let trace = TraceContext::new();
+    let span = tracing::info_span!("conn", id = connection_id(), %trace);
+    async move {
+        let snap = inputs.store.load();
+        let destination = original.as_ref().ok().copied();
+        let route = original.and_then(|original| resolve(inputs, &snap, original));
+        let record = open_record(inputs, &snap, pod, peer, destination, &route, trace);
+        drop(snap);
+        let mut tcp = tcp;
+        let meters = Meters::default();
+        let (bytes, result) = match route {
+            Ok(route) => {
+                let result = tokio::select! {
+                    result = connect_and_pump(&mut tcp, peer, route, pod, inputs, client, trace, &meters) => result,
+                    () = pod.removed() => Err(ProxyError::PodRemoved),
+                };
+                (meters.bytes(), result)
             }
-            Route::Passthrough(target) => {
-                labels.connection_security_policy = "none".into();
-                snap.workload_by_ip(target.ip())
-            }
-            Route::Refuse(_) | Route::OwnPort(_) => None,
+            Err(error) => (Bytes::default(), Err(error)),
         };
-        if let Some(dst) = destination {
-            labels = labels.with_destination(dst);
-            log.dst_workload = dst.name.clone();
-            log.dst_namespace = dst.namespace.clone();
-            log.dst_identity = dst.identity.to_string();
+        if client == Client::Socks5
+            && let Err(error) = &result
+            && !meters.replied.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            super::socks5::reply(&mut tcp, outcome::socks5_reply(error)).await;
         }
-        ConnectionRecord::open(inputs.metrics.clone(), labels, log)
-    };
-    match &route {
+        close(tcp, outcome::client_close(&result));
+        record.finish(bytes, result);
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The meters of whichever pump runs, and whether a SOCKS5 client got its success reply.
+#[derive(Debug, Default)]
+struct Meters {
+    hbone: hbone::Meter,
+    tcp: TcpMeter,
+    replied: std::sync::atomic::AtomicBool,
+}
+
+impl Meters {
+    fn bytes(&self) -> Bytes {
+        let tunnelled = pump::hbone_bytes(self.hbone.transferred(), Side::Downstream);
+        let plain = self.tcp.bytes();
+        Bytes {
+            sent: tunnelled.sent + plain.sent,
+            received: tunnelled.received + plain.received,
+        }
+    }
+}
+
+/// Dials the route (the tunnel, or the passthrough target), tells a SOCKS5 client it
+/// succeeded, and pumps bytes until both directions end.
+#[allow(clippy::too_many_arguments)]
+async fn connect_and_pump(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    route: Route,
+    pod: &Pod,
+    inputs: &ProxyInputs,
+    client: Client,
+    trace: TraceContext,
+    meters: &Meters,
+) -> Result<(), ProxyError> {
+    match route {
         Route::Hbone {
             hbone_addr,
             authority,
             identity,
-            workload,
+            ..
         } => {
             let key = PoolKey {
                 source: pod.identity.clone(),
-                destination: identity.clone(),
-                address: *hbone_addr,
+                destination: identity,
+                address: hbone_addr,
             };
             let request = ConnectRequest {
-                authority: *authority,
+                authority,
                 headers: HboneHeaders {
                     forwarded: Some(format!("for={}", peer.ip())),
+                    traceparent: Some(trace.traceparent()),
                     ..HboneHeaders::default()
                 },
             };
-            match pod.pool.connect(&key, &request).await {
-                Ok(stream) => {
-                    let mut record = record();
-                    drop(snap);
-                    let mut tcp = tcp;
-                    if answer == Answer::Socks5 && super::socks5::succeeded(&mut tcp).await.is_err()
-                    {
-                        return;
-                    }
-                    let (r, w) = tcp.split();
-                    let outcome = hbone::copy_bidirectional(r, w, stream)
-                        .await
-                        .map(|t| (t.to_tunnel, t.from_tunnel))
-                        .map_err(|e| e.to_string());
-                    record.finish(outcome);
-                }
+            let stream = match pod.pool.connect(&key, &request).await {
+                Ok(stream) => stream,
                 Err(error) => {
-                    inputs.endpoint_failed(authority.ip());
-                    inputs.metrics.failure("outbound", "tunnel_failed");
-                    if let Some(suppressed) = inputs.logs.allow("outbound_tunnel") {
-                        tracing::warn!(pod = %pod.name, %peer, dst = %original, dst.workload = %workload, %error, suppressed, "outbound tunnel refused");
+                    if error.is_transient() {
+                        inputs.endpoint_failed(authority.ip());
                     }
-                    fail(tcp, answer).await;
+                    return Err(error.into());
                 }
-            }
-        }
-        Route::Passthrough(target) => match connect_from(&pod.worker, *target, None).await {
-            Ok(mut upstream) => {
-                let mut record = record();
-                drop(snap);
-                let mut tcp = tcp;
-                if answer == Answer::Socks5 && super::socks5::succeeded(&mut tcp).await.is_err() {
-                    return;
-                }
-                let outcome = tokio::io::copy_bidirectional(&mut tcp, &mut upstream)
+            };
+            inputs.endpoint_recovered(authority.ip());
+            if client == Client::Socks5 {
+                meters
+                    .replied
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                super::socks5::succeeded(tcp)
                     .await
-                    .map_err(|e| e.to_string());
-                record.finish(outcome);
+                    .map_err(ProxyError::DownstreamClosed)?;
             }
-            Err(error) => {
-                inputs.endpoint_failed(target.ip());
-                inputs.metrics.failure("outbound", "upstream_unreachable");
-                if let Some(suppressed) = inputs.logs.allow("outbound_passthrough") {
-                    tracing::warn!(pod = %pod.name, %peer, dst = %target, %error, suppressed, "passthrough connect failed");
+            let (r, w) = tcp.split();
+            hbone::copy_bidirectional_metered(r, w, stream, &meters.hbone)
+                .await
+                .map(drop)
+                .map_err(|e| pump::hbone_error(e, Side::Downstream))
+        }
+        Route::Passthrough(target) => {
+            let mut upstream = match connect_from(&pod.worker, target, None).await {
+                Ok(upstream) => upstream,
+                Err(source) => {
+                    inputs.endpoint_failed(target.ip());
+                    return Err(ProxyError::Connect { target, source });
                 }
-                fail(tcp, answer).await;
+            };
+            inputs.endpoint_recovered(target.ip());
+            if client == Client::Socks5 {
+                meters
+                    .replied
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                super::socks5::succeeded(tcp)
+                    .await
+                    .map_err(ProxyError::DownstreamClosed)?;
             }
-        },
-        Route::Refuse(reason) => {
-            inputs.metrics.failure("outbound", "no_route");
-            if let Some(suppressed) = inputs.logs.allow("outbound_no_route") {
-                tracing::warn!(pod = %pod.name, %peer, dst = %original, reason, suppressed, "outbound connection refused");
-            }
-            fail(tcp, answer).await;
-        }
-        Route::OwnPort(target) => {
-            refuse_own_port(inputs, pod, peer, *target);
-            fail(tcp, answer).await;
+            let result = pump::copy_tcp(tcp, &mut upstream, &meters.tcp).await;
+            let how = match &result {
+                Err(ProxyError::Io {
+                    side: Side::Downstream,
+                    ..
+                }) => Close::Reset,
+                _ => Close::Fin,
+            };
+            close(upstream, how);
+            result
         }
     }
 }
 
-/// Counts and logs (gated) an outbound connection to one of ztunnel's own listeners.
-fn refuse_own_port(inputs: &ProxyInputs, pod: &Pod, peer: SocketAddr, target: SocketAddr) {
-    inputs.metrics.failure("outbound", "own_port");
-    if let Some(suppressed) = inputs.logs.allow("outbound_own_port") {
-        tracing::warn!(pod = %pod.name, %peer, dst = %target, suppressed, "outbound connection refused: the destination is one of ztunnel's own listeners (forwarding it would loop)");
+/// Opens the record of an outbound connection (reporter `source`) with what is known:
+/// the pod, the client, and where the route leads.
+fn open_record(
+    inputs: &ProxyInputs,
+    snap: &Snapshot,
+    pod: &Pod,
+    peer: SocketAddr,
+    original: Option<SocketAddr>,
+    route: &Result<Route, ProxyError>,
+    trace: TraceContext,
+) -> ConnectionRecord {
+    let mut labels = TcpLabels {
+        reporter: "source".into(),
+        request_protocol: "tcp".into(),
+        response_flags: "-".into(),
+        source_principal: pod.identity.to_string(),
+        ..TcpLabels::default()
+    };
+    let mut log = LogFields {
+        src_addr: Some(peer),
+        dst_addr: original,
+        ..LogFields::default()
+    };
+    log.source_identity(&pod.identity);
+    if let Some(me) = snap.workload(&pod.uid) {
+        labels = labels.with_source(me);
+        log.source(me);
     }
-}
-
-/// Tells the client its destination could not be reached: a reset, or a SOCKS5 failure
-/// reply first.
-async fn fail(mut tcp: TcpStream, answer: Answer) {
-    if answer == Answer::Socks5 {
-        super::socks5::failed(&mut tcp).await;
+    if let Some(service) = original.and_then(|o| snap.service_by_vip(o.ip())) {
+        labels.destination_service = service.hostname.clone();
+        labels.destination_service_name = service.name.clone();
+        labels.destination_service_namespace = service.namespace.clone();
+        log.dst_service = Some(service.hostname.clone());
     }
-    reset(tcp);
+    let destination = match route {
+        Ok(Route::Hbone {
+            workload,
+            hbone_addr,
+            authority,
+            ..
+        }) => {
+            labels.connection_security_policy = "mutual_tls".into();
+            log.dst_addr = Some(*hbone_addr);
+            log.dst_hbone_addr = Some(*authority);
+            snap.workload(workload)
+        }
+        Ok(Route::Passthrough(target)) => {
+            labels.connection_security_policy = "none".into();
+            log.dst_addr = Some(*target);
+            snap.workload_by_ip(target.ip())
+        }
+        Err(_) => None,
+    };
+    if let Some(dst) = destination {
+        labels = labels.with_destination(dst);
+        log.destination(dst);
+    }
+    ConnectionRecord::open(
+        inputs.metrics.clone(),
+        Direction::Outbound,
+        labels,
+        log,
+        trace,
+    )
 }

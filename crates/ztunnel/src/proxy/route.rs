@@ -1,13 +1,16 @@
 //! Where an outbound connection goes: the original destination resolved against the
 //! mesh state into a tunnel (to the destination pod or its waypoint), a plain
-//! passthrough, or a refusal with the reason.
+//! passthrough, or a typed refusal ([`ProxyError`]). Load balancing over a service's
+//! healthy endpoints is round robin per service, skipping endpoints whose connect failed
+//! recently (all of them are tried again when every one failed).
 
 use std::net::SocketAddr;
 
 use identity::SpiffeId;
 
 use super::ProxyInputs;
-use crate::state::{Gateway, Service, Snapshot, TunnelProtocol, Workload};
+use super::error::{NoRoute, ProxyError};
+use crate::state::{Service, Snapshot, TunnelProtocol, WaypointAddress, Workload};
 
 /// The decision for one outbound connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,27 +28,36 @@ pub enum Route {
     },
     /// Plain TCP to this address (destination outside the mesh).
     Passthrough(SocketAddr),
-    /// Refuse the connection.
-    Refuse(String),
-    /// Refuse: the destination is one of ztunnel's own listeners (a forwarding loop).
-    OwnPort(SocketAddr),
 }
 
-/// Resolves `original` (the app's destination) for a connection from this node. A route
-/// whose destination is one of ztunnel's own ports on a pod or loopback address is
-/// [`Route::OwnPort`].
-pub fn resolve(inputs: &ProxyInputs, snap: &Snapshot, original: SocketAddr) -> Route {
-    let route = resolve_unchecked(inputs, snap, original);
-    let target = match &route {
-        Route::Hbone { authority, .. } => Some(*authority),
-        Route::Passthrough(target) => Some(*target),
-        Route::Refuse(_) | Route::OwnPort(_) => None,
-    };
-    match target {
-        Some(target) if is_own_listener(inputs, snap, target) => Route::OwnPort(target),
-        _ if is_own_listener(inputs, snap, original) => Route::OwnPort(original),
-        _ => route,
+impl Route {
+    /// The address the connection is for: the tunnel's `:authority` or the passthrough
+    /// target.
+    pub fn target(&self) -> SocketAddr {
+        match self {
+            Self::Hbone { authority, .. } => *authority,
+            Self::Passthrough(target) => *target,
+        }
     }
+}
+
+/// Resolves `original` (the app's destination) for a connection from this node. A
+/// destination that is one of ztunnel's own ports on a pod or loopback address is
+/// [`ProxyError::OwnPort`].
+pub fn resolve(
+    inputs: &ProxyInputs,
+    snap: &Snapshot,
+    original: SocketAddr,
+) -> Result<Route, ProxyError> {
+    if is_own_listener(inputs, snap, original) {
+        return Err(ProxyError::OwnPort(original));
+    }
+    let route = resolve_unchecked(inputs, snap, original)?;
+    let target = route.target();
+    if is_own_listener(inputs, snap, target) {
+        return Err(ProxyError::OwnPort(target));
+    }
+    Ok(route)
 }
 
 /// Whether `addr` may be one of ztunnel's own listeners: one of its ports on a loopback,
@@ -57,13 +69,17 @@ pub(crate) fn is_own_listener(inputs: &ProxyInputs, snap: &Snapshot, addr: Socke
             || snap.workload_by_ip(addr.ip()).is_some())
 }
 
-fn resolve_unchecked(inputs: &ProxyInputs, snap: &Snapshot, original: SocketAddr) -> Route {
+fn resolve_unchecked(
+    inputs: &ProxyInputs,
+    snap: &Snapshot,
+    original: SocketAddr,
+) -> Result<Route, ProxyError> {
     if let Some(service) = snap.service_by_vip(original.ip()) {
         return via_service(inputs, snap, service, original);
     }
     match snap.workload_by_ip(original.ip()) {
         Some(workload) => to_workload(inputs, snap, workload, original),
-        None => Route::Passthrough(original),
+        None => Ok(Route::Passthrough(original)),
     }
 }
 
@@ -72,17 +88,17 @@ fn via_service(
     snap: &Snapshot,
     service: &Service,
     original: SocketAddr,
-) -> Route {
+) -> Result<Route, ProxyError> {
     let Some(mapping) = service
         .ports
         .iter()
         .find(|p| p.service_port == original.port())
     else {
-        return Route::Refuse(format!(
-            "service {} has no port {}",
-            service.key(),
-            original.port()
-        ));
+        return Err(NoRoute::ServicePort {
+            service: service.key(),
+            port: original.port(),
+        }
+        .into());
     };
     if let Some(waypoint) = &service.waypoint {
         return to_waypoint(snap, waypoint, original);
@@ -94,7 +110,7 @@ fn via_service(
         .filter(|w| w.healthy && !w.addresses.is_empty())
         .collect();
     if candidates.is_empty() {
-        return Route::Refuse(format!("service {key} has no healthy endpoints"));
+        return Err(ProxyError::NoHealthyUpstream(key));
     }
     let fresh: Vec<_> = candidates
         .iter()
@@ -106,7 +122,7 @@ fn via_service(
     } else {
         fresh
     };
-    let endpoint = pool[inputs.next_index() % pool.len()];
+    let endpoint = pool[snap.next_endpoint_index(&key) % pool.len()];
     let target_port = endpoint
         .services
         .get(&key)
@@ -120,7 +136,7 @@ fn via_service(
         .or(Some(mapping.target_port).filter(|p| *p != 0))
         .unwrap_or(mapping.service_port);
     let Some(ip) = endpoint.addresses.first() else {
-        return Route::Refuse(format!("endpoint {} has no address", endpoint.uid));
+        return Err(NoRoute::NoAddress(endpoint.uid.clone()).into());
     };
     to_workload(inputs, snap, endpoint, SocketAddr::new(*ip, target_port))
 }
@@ -130,11 +146,11 @@ fn to_workload(
     snap: &Snapshot,
     workload: &Workload,
     target: SocketAddr,
-) -> Route {
+) -> Result<Route, ProxyError> {
     if let Some(waypoint) = &workload.waypoint {
         return to_waypoint(snap, waypoint, target);
     }
-    match workload.protocol {
+    Ok(match workload.protocol {
         TunnelProtocol::Hbone => Route::Hbone {
             hbone_addr: SocketAddr::new(target.ip(), inputs.settings.hbone_port),
             authority: target,
@@ -142,42 +158,50 @@ fn to_workload(
             workload: workload.uid.clone(),
         },
         TunnelProtocol::None => Route::Passthrough(target),
-    }
+    })
 }
 
-fn to_waypoint(snap: &Snapshot, waypoint: &Gateway, authority: SocketAddr) -> Route {
+fn to_waypoint(
+    snap: &Snapshot,
+    waypoint: &WaypointAddress,
+    authority: SocketAddr,
+) -> Result<Route, ProxyError> {
     let address = match waypoint {
-        Gateway::Address(addr) => Some(*addr),
-        Gateway::Service { key, port } => snap
+        WaypointAddress::Address(addr) => Some(*addr),
+        WaypointAddress::Service { key, port } => snap
             .service(key)
             .and_then(|s| s.vips.first())
             .map(|vip| SocketAddr::new(*vip, *port)),
     };
     let Some(address) = address else {
-        return Route::Refuse(format!("waypoint {waypoint:?} cannot be resolved"));
+        let name = match waypoint {
+            WaypointAddress::Address(addr) => addr.to_string(),
+            WaypointAddress::Service { key, port } => format!("{key}:{port}"),
+        };
+        return Err(NoRoute::WaypointUnresolved(name).into());
     };
     // The waypoint's identity is that of the workload at its address (or backing its
     // service).
     let backing = snap
         .workload_by_ip(address.ip())
         .or_else(|| match waypoint {
-            Gateway::Service { key, .. } => snap.endpoints(key).first(),
-            Gateway::Address(_) => None,
+            WaypointAddress::Service { key, .. } => snap.endpoints(key).first(),
+            WaypointAddress::Address(_) => None,
         });
     let Some(backing) = backing else {
-        return Route::Refuse(format!("no workload backs waypoint {address}"));
+        return Err(NoRoute::WaypointUnbacked(address).into());
     };
     let hbone_addr = match waypoint {
-        Gateway::Address(addr) => *addr,
-        Gateway::Service { port, .. } => match backing.addresses.first() {
+        WaypointAddress::Address(addr) => *addr,
+        WaypointAddress::Service { port, .. } => match backing.addresses.first() {
             Some(ip) => SocketAddr::new(*ip, *port),
-            None => return Route::Refuse(format!("waypoint {} has no address", backing.uid)),
+            None => return Err(NoRoute::NoAddress(backing.uid.clone()).into()),
         },
     };
-    Route::Hbone {
+    Ok(Route::Hbone {
         hbone_addr,
         authority,
         identity: backing.identity.clone(),
         workload: backing.uid.clone(),
-    }
+    })
 }

@@ -4,8 +4,10 @@
 //! hostname from the mesh state (`reviews.shop.svc.cluster.local`), which resolves to the
 //! service's VIP.
 //!
-//! Refused, with the SOCKS reply code and a log line: other versions, clients that offer
-//! no "no authentication" method, commands other than `CONNECT`, unknown hostnames.
+//! Refused, with the SOCKS reply code and a log line (one per second per kind at most):
+//! other versions, clients that offer no "no authentication" method, commands other than
+//! `CONNECT`, unknown hostnames. After the handshake the connection is an outbound one
+//! like any other (record, route, reply codes from [`super::outcome::socks5_reply`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -14,7 +16,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::outbound::{Answer, forward};
+use super::outbound::{Client, forward};
+use super::outcome::socks5::{
+    ADDRESS_NOT_SUPPORTED, COMMAND_NOT_SUPPORTED, HOST_UNREACHABLE, SUCCEEDED,
+};
 use super::{Pod, ProxyInputs};
 
 /// How long a client may take to finish the SOCKS handshake.
@@ -24,11 +29,39 @@ const VERSION: u8 = 5;
 const NO_AUTH: u8 = 0;
 const NO_ACCEPTABLE_METHOD: u8 = 0xff;
 const CONNECT: u8 = 1;
-const SUCCEEDED: u8 = 0;
-const HOST_UNREACHABLE: u8 = 4;
-const CONNECTION_REFUSED: u8 = 5;
-const COMMAND_NOT_SUPPORTED: u8 = 7;
-const ADDRESS_NOT_SUPPORTED: u8 = 8;
+
+/// Why a SOCKS5 handshake was refused.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("SOCKS version {0} (only 5 is served)")]
+    Version(u8),
+    #[error("the client offers no \"no authentication\" method")]
+    NoMethod,
+    #[error("command {0} (only CONNECT is served)")]
+    Command(u8),
+    #[error("address type {0}")]
+    AddressType(u8),
+    #[error("{0:?} is not a service hostname in the mesh")]
+    UnknownHost(String),
+    #[error("the client went away: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the handshake took longer than {HANDSHAKE_TIMEOUT:?}")]
+    Timeout,
+}
+
+impl HandshakeError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Version(_) => "socks5_version",
+            Self::NoMethod => "socks5_method",
+            Self::Command(_) => "socks5_command",
+            Self::AddressType(_) => "socks5_address_type",
+            Self::UnknownHost(_) => "socks5_unknown_host",
+            Self::Io(_) => "socks5_io",
+            Self::Timeout => "socks5_timeout",
+        }
+    }
+}
 
 /// Serves SOCKS5 on `listener` for `pod`.
 pub async fn serve(listener: TcpListener, pod: Arc<Pod>, inputs: Arc<ProxyInputs>) {
@@ -37,55 +70,62 @@ pub async fn serve(listener: TcpListener, pod: Arc<Pod>, inputs: Arc<ProxyInputs
         let (pod, inputs) = (pod.clone(), inputs.clone());
         tokio::spawn(async move {
             let mut tcp = tcp;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut tcp, &inputs)).await {
-                Ok(Ok(target)) => forward(tcp, peer, target, &pod, &inputs, Answer::Socks5).await,
-                Ok(Err(reason)) => {
-                    tracing::info!(%peer, reason, "SOCKS5 request refused");
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut tcp, &inputs))
+                .await
+                .unwrap_or(Err(HandshakeError::Timeout));
+            match handshake {
+                Ok(target) => forward(tcp, peer, Ok(target), &pod, &inputs, Client::Socks5).await,
+                Err(refusal) => {
+                    inputs.metrics.failure("outbound", refusal.kind());
+                    if let Some(suppressed) = inputs.metrics.logs.allow(refusal.kind()) {
+                        tracing::info!(%peer, %refusal, suppressed, "SOCKS5 request refused");
+                    }
                 }
-                Err(_) => tracing::info!(%peer, "SOCKS5 handshake timed out"),
             }
         });
     }
 }
 
 /// Reads the greeting and the request; answers refusals itself.
-async fn handshake(tcp: &mut TcpStream, inputs: &ProxyInputs) -> Result<SocketAddr, String> {
-    let io = |e: std::io::Error| e.to_string();
+async fn handshake(
+    tcp: &mut TcpStream,
+    inputs: &ProxyInputs,
+) -> Result<SocketAddr, HandshakeError> {
     let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).await.map_err(io)?;
+    tcp.read_exact(&mut head).await?;
     if head[0] != VERSION {
-        return Err(format!("SOCKS version {} (only 5 is served)", head[0]));
+        return Err(HandshakeError::Version(head[0]));
     }
     let mut methods = vec![0u8; usize::from(head[1])];
-    tcp.read_exact(&mut methods).await.map_err(io)?;
+    tcp.read_exact(&mut methods).await?;
     if !methods.contains(&NO_AUTH) {
         let _ = tcp.write_all(&[VERSION, NO_ACCEPTABLE_METHOD]).await;
-        return Err("the client offers no \"no authentication\" method".into());
+        return Err(HandshakeError::NoMethod);
     }
-    tcp.write_all(&[VERSION, NO_AUTH]).await.map_err(io)?;
+    tcp.write_all(&[VERSION, NO_AUTH]).await?;
 
     let mut request = [0u8; 4];
-    tcp.read_exact(&mut request).await.map_err(io)?;
+    tcp.read_exact(&mut request).await?;
     if request[1] != CONNECT {
         reply(tcp, COMMAND_NOT_SUPPORTED).await;
-        return Err(format!("command {} (only CONNECT is served)", request[1]));
+        return Err(HandshakeError::Command(request[1]));
     }
     let ip = match request[3] {
         1 => {
             let mut b = [0u8; 4];
-            tcp.read_exact(&mut b).await.map_err(io)?;
+            tcp.read_exact(&mut b).await?;
             IpAddr::V4(Ipv4Addr::from(b))
         }
         4 => {
             let mut b = [0u8; 16];
-            tcp.read_exact(&mut b).await.map_err(io)?;
+            tcp.read_exact(&mut b).await?;
             IpAddr::V6(Ipv6Addr::from(b))
         }
         3 => {
             let mut len = [0u8; 1];
-            tcp.read_exact(&mut len).await.map_err(io)?;
+            tcp.read_exact(&mut len).await?;
             let mut name = vec![0u8; usize::from(len[0])];
-            tcp.read_exact(&mut name).await.map_err(io)?;
+            tcp.read_exact(&mut name).await?;
             let name = String::from_utf8_lossy(&name).into_owned();
             let snap = inputs.store.load();
             match snap
@@ -95,17 +135,17 @@ async fn handshake(tcp: &mut TcpStream, inputs: &ProxyInputs) -> Result<SocketAd
                 Some(vip) => vip,
                 None => {
                     reply(tcp, HOST_UNREACHABLE).await;
-                    return Err(format!("{name:?} is not a service hostname in the mesh"));
+                    return Err(HandshakeError::UnknownHost(name));
                 }
             }
         }
         other => {
             reply(tcp, ADDRESS_NOT_SUPPORTED).await;
-            return Err(format!("address type {other}"));
+            return Err(HandshakeError::AddressType(other));
         }
     };
     let mut port = [0u8; 2];
-    tcp.read_exact(&mut port).await.map_err(io)?;
+    tcp.read_exact(&mut port).await?;
     Ok(SocketAddr::new(ip, u16::from_be_bytes(port)))
 }
 
@@ -115,12 +155,8 @@ pub(crate) async fn succeeded(tcp: &mut TcpStream) -> std::io::Result<()> {
         .await
 }
 
-/// Sends the "connection refused" reply, best effort.
-pub(crate) async fn failed(tcp: &mut TcpStream) {
-    reply(tcp, CONNECTION_REFUSED).await;
-}
-
-async fn reply(tcp: &mut TcpStream, code: u8) {
+/// Sends a reply with `code` (a failure: [`super::outcome::socks5_reply`]), best effort.
+pub(crate) async fn reply(tcp: &mut TcpStream, code: u8) {
     let _ = tcp
         .write_all(&[VERSION, code, 0, 1, 0, 0, 0, 0, 0, 0])
         .await;

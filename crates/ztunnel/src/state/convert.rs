@@ -10,7 +10,7 @@ use policy::Policy;
 use xds::security as sec;
 use xds::workload as wire;
 
-use super::{Gateway, PortMapping, Service, TunnelProtocol, Workload};
+use super::{PortMapping, Service, TunnelProtocol, WaypointAddress, Workload};
 
 /// HBONE port used when a gateway does not say.
 const DEFAULT_HBONE_PORT: u16 = 15008;
@@ -190,7 +190,7 @@ fn ports(list: Vec<wire::Port>) -> Result<Vec<PortMapping>, String> {
         .collect()
 }
 
-fn gateway(g: wire::GatewayAddress) -> Result<Gateway, String> {
+fn gateway(g: wire::GatewayAddress) -> Result<WaypointAddress, String> {
     let port = match g.hbone_mtls_port {
         0 => DEFAULT_HBONE_PORT,
         p => u16::try_from(p).map_err(|_| format!("hbone_mtls_port {p} is not a port"))?,
@@ -198,9 +198,9 @@ fn gateway(g: wire::GatewayAddress) -> Result<Gateway, String> {
     match g.destination {
         Some(wire::gateway_address::Destination::Address(a)) => {
             let addr = ip(&a.address).ok_or("address: not an IP address")?;
-            Ok(Gateway::Address(SocketAddr::new(addr, port)))
+            Ok(WaypointAddress::Address(SocketAddr::new(addr, port)))
         }
-        Some(wire::gateway_address::Destination::Hostname(h)) => Ok(Gateway::Service {
+        Some(wire::gateway_address::Destination::Hostname(h)) => Ok(WaypointAddress::Service {
             key: format!("{}/{}", h.namespace, h.hostname),
             port,
         }),

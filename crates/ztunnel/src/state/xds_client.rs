@@ -77,19 +77,71 @@ impl XdsConfig {
 
 /// Why a session with the control plane ended, or a response was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum XdsError {
+pub enum SessionError {
     /// The stream could not be opened or broke.
-    #[error("{0}")]
-    Stream(String),
+    #[error(transparent)]
+    Transport(#[from] xds::XdsError),
     /// The response is of a type ztunnel did not subscribe to.
-    #[error("type {0} is not one ztunnel uses")]
+    #[error("type {0} is not one ztunnel uses; is the control plane a Bowline or Istio one?")]
     UnknownType(String),
     /// Some resources of a response were refused (NACKed); the rest were applied.
-    #[error("{}", .0.join("; "))]
-    Rejected(Vec<String>),
+    #[error("{}", join(.0))]
+    Rejected(Vec<Refused>),
     /// The resources are valid one by one but conflict together; nothing was applied.
     #[error("the update conflicts: {0}")]
     Conflict(#[from] StateError),
+}
+
+impl SessionError {
+    /// Whether the same again may succeed without the control plane's configuration
+    /// changing: a lost stream may, a refused update may not (the client still reconnects
+    /// with backoff; a refusal is for an operator to fix).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Transport(error) => error.is_retriable(),
+            Self::UnknownType(_) | Self::Rejected(_) | Self::Conflict(_) => false,
+        }
+    }
+}
+
+fn join(refused: &[Refused]) -> String {
+    refused
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One resource of a response that was refused, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct Refused {
+    /// The resource's xDS name.
+    pub name: String,
+    /// Why.
+    pub reason: ResourceError,
+}
+
+/// Why one resource was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// The resource carries no body.
+    #[error("no resource body")]
+    NoBody,
+    /// The body is not a message of its type.
+    #[error("cannot decode it as {type_url}: {source}")]
+    Decode {
+        /// The type it was sent as.
+        type_url: &'static str,
+        /// Why.
+        source: prost::DecodeError,
+    },
+    /// An `Address` that is neither a workload nor a service.
+    #[error("an Address with neither workload nor service")]
+    EmptyAddress,
+    /// It decodes, but is not valid (the field is named).
+    #[error(transparent)]
+    Invalid(#[from] StateError),
 }
 
 /// What the client holds: validated, by xDS name, and as received (for versions and the
@@ -186,8 +238,11 @@ pub async fn run_with_snapshot(
                 Ok(()) => {
                     tracing::info!(url = %config.url, ?retry_in, "xds: control plane closed the stream; reconnecting")
                 }
-                Err(error) => {
+                Err(error) if error.is_retriable() => {
                     tracing::warn!(url = %config.url, %error, ?retry_in, stale = store.is_stale(), "xds: no control plane; serving the last good state")
+                }
+                Err(error) => {
+                    tracing::error!(url = %config.url, %error, ?retry_in, stale = store.is_stale(), "xds: the control plane refuses this ztunnel; serving the last good state until that is fixed")
                 }
             }
             tokio::time::sleep(retry_in).await;
@@ -219,7 +274,7 @@ async fn load(path: &Path, store: &Store) -> Result<Option<Held>, SnapshotFileEr
     for response in &responses {
         held = match merge(&held, response) {
             Ok((next, errors)) if errors.is_empty() => next,
-            Ok((_, errors)) => return Err(refused(errors.join("; "))),
+            Ok((_, errors)) => return Err(refused(SessionError::Rejected(errors).to_string())),
             Err(error) => return Err(refused(error.to_string())),
         };
     }
@@ -256,7 +311,7 @@ async fn session(
     held: &mut Held,
     save: &tokio::sync::watch::Sender<Option<Arc<Contents>>>,
     answered: &mut bool,
-) -> Result<(), XdsError> {
+) -> Result<(), SessionError> {
     let subscriptions = TYPES
         .iter()
         .map(|t| ((*t).to_owned(), held.versions(t)))
@@ -267,12 +322,11 @@ async fn session(
         config.node(),
         subscriptions,
     )
-    .await
-    .map_err(XdsError::Stream)?;
+    .await?;
     tracing::info!(url = %config.url, "xds: connected");
     // The types the control plane answered on this stream.
     let mut confirmed = HashSet::new();
-    while let Some(response) = stream.next().await.map_err(XdsError::Stream)? {
+    while let Some(response) = stream.next().await? {
         *answered = true;
         let outcome = receive(held, &response, store);
         let accepted = match &outcome {
@@ -294,8 +348,7 @@ async fn session(
         }
         stream
             .answer(&response, error.map(|e| e.to_string()))
-            .await
-            .map_err(XdsError::Stream)?;
+            .await?;
     }
     Ok(())
 }
@@ -306,41 +359,37 @@ fn receive(
     held: &mut Held,
     response: &DeltaDiscoveryResponse,
     store: &Store,
-) -> Result<bool, (bool, XdsError)> {
+) -> Result<bool, (bool, SessionError)> {
     let (next, errors) = merge(held, response).map_err(|e| (false, e))?;
     if let Some(snapshot) = next.snapshot() {
-        let snapshot = snapshot.map_err(|e| (false, XdsError::Conflict(e)))?;
+        let snapshot = snapshot.map_err(|e| (false, SessionError::Conflict(e)))?;
         store.replace(snapshot);
     }
     *held = next;
     if errors.is_empty() {
         Ok(true)
     } else {
-        Err((true, XdsError::Rejected(errors)))
+        Err((true, SessionError::Rejected(errors)))
     }
 }
 
 /// `held` with one response merged in, and the resources refused (with why).
-fn merge(held: &Held, response: &DeltaDiscoveryResponse) -> Result<(Held, Vec<String>), XdsError> {
+fn merge(
+    held: &Held,
+    response: &DeltaDiscoveryResponse,
+) -> Result<(Held, Vec<Refused>), SessionError> {
     let Some(type_url) = TYPES.into_iter().find(|t| *t == response.type_url) else {
-        return Err(XdsError::UnknownType(response.type_url.clone()));
+        return Err(SessionError::UnknownType(response.type_url.clone()));
     };
     let mut next = held.clone();
     let mut errors = Vec::new();
     for resource in &response.resources {
-        let Some(any) = &resource.resource else {
-            errors.push(format!("{}: no resource body", resource.name));
-            continue;
-        };
-        let result = if type_url == xds::ADDRESS_TYPE_URL {
-            add_address(&mut next, &resource.name, &any.value)
-        } else {
-            sec::Authorization::decode(any.value.as_slice())
-                .map_err(|e| e.to_string())
-                .and_then(|a| convert::policy(a).map_err(|e| e.to_string()))
-                .map(|p| {
-                    next.policies.insert(resource.name.clone(), p);
-                })
+        let result = match &resource.resource {
+            None => Err(ResourceError::NoBody),
+            Some(any) if type_url == xds::ADDRESS_TYPE_URL => {
+                add_address(&mut next, &resource.name, &any.value)
+            }
+            Some(any) => add_policy(&mut next, &resource.name, &any.value),
         };
         match result {
             Ok(()) => {
@@ -349,7 +398,10 @@ fn merge(held: &Held, response: &DeltaDiscoveryResponse) -> Result<(Held, Vec<St
                     .or_default()
                     .insert(resource.name.clone(), Arc::new(resource.clone()));
             }
-            Err(e) => errors.push(format!("{}: {e}", resource.name)),
+            Err(reason) => errors.push(Refused {
+                name: resource.name.clone(),
+                reason,
+            }),
         }
     }
     for name in &response.removed_resources {
@@ -368,22 +420,36 @@ fn merge(held: &Held, response: &DeltaDiscoveryResponse) -> Result<(Held, Vec<St
 }
 
 /// Validates an `Address` (a workload or a service) into `next`.
-fn add_address(next: &mut Held, name: &str, bytes: &[u8]) -> Result<(), String> {
-    let address = wire::Address::decode(bytes).map_err(|e| e.to_string())?;
+fn add_address(next: &mut Held, name: &str, bytes: &[u8]) -> Result<(), ResourceError> {
+    let address = wire::Address::decode(bytes).map_err(|source| ResourceError::Decode {
+        type_url: xds::ADDRESS_TYPE_URL,
+        source,
+    })?;
     match address.r#type {
         Some(wire::address::Type::Workload(w)) => {
-            let w = convert::workload(w).map_err(|e| e.to_string())?;
+            let w = convert::workload(w)?;
             // A name that changed kind must not linger as the other kind.
             next.services.remove(name);
             next.workloads.insert(name.to_owned(), w);
         }
         Some(wire::address::Type::Service(s)) => {
-            let s = convert::service(s).map_err(|e| e.to_string())?;
+            let s = convert::service(s)?;
             next.workloads.remove(name);
             next.services.insert(name.to_owned(), s);
         }
-        None => return Err("an Address with neither workload nor service".into()),
+        None => return Err(ResourceError::EmptyAddress),
     }
+    Ok(())
+}
+
+/// Validates an `Authorization` into `next`.
+fn add_policy(next: &mut Held, name: &str, bytes: &[u8]) -> Result<(), ResourceError> {
+    let policy = sec::Authorization::decode(bytes).map_err(|source| ResourceError::Decode {
+        type_url: xds::AUTHORIZATION_TYPE_URL,
+        source,
+    })?;
+    next.policies
+        .insert(name.to_owned(), convert::policy(policy)?);
     Ok(())
 }
 

@@ -113,7 +113,7 @@ fn a_conflicting_update_changes_nothing() {
     );
     let (applied, error) = receive(&mut held, &clash, &store).unwrap_err();
     assert!(!applied);
-    assert!(matches!(error, XdsError::Conflict(_)), "{error}");
+    assert!(matches!(error, SessionError::Conflict(_)), "{error}");
     assert!(store.load().workload("shop/c").is_none());
     assert!(!held.versions(xds::ADDRESS_TYPE_URL).contains_key("shop/c"));
 }
@@ -210,4 +210,24 @@ fn reconnect_delays_grow_while_the_control_plane_is_away_and_restart_after_an_an
     );
     let after_answer = retry_delay(&mut backoff, true);
     assert!(after_answer <= RETRY_BASE * 3, "{after_answer:?}");
+}
+
+#[test]
+fn a_refused_resource_names_itself_and_why_and_waits_for_an_operator() {
+    let store = Store::default();
+    let mut held = synced(&store);
+    let empty = Resource {
+        name: "shop/e".into(),
+        ..Default::default()
+    };
+    let (_, error) = receive(
+        &mut held,
+        &response(xds::ADDRESS_TYPE_URL, vec![empty]),
+        &store,
+    )
+    .unwrap_err();
+    assert_eq!(error.to_string(), "shop/e: no resource body");
+    assert!(!error.is_retriable(), "the same update fails again");
+    let lost = SessionError::from(xds::XdsError::Stream(tonic::Status::unavailable("reset")));
+    assert!(lost.is_retriable(), "{lost}");
 }

@@ -9,6 +9,9 @@
 //! 4-stream throughput, 64-byte ping-pong RTT, HTTP/1.1 keep-alive request rate, new
 //! connections per second, and each ztunnel's peak RSS (with its anonymous and
 //! file-backed parts) and CPU time.
+//!
+//! Owns: the two-pod topology and the measurements. Must not: judge the figures (no
+//! thresholds) or leave namespaces or processes behind when it fails half-way.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -21,9 +24,10 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use hbone::bench::{median, percentile};
+use lab::topology::Fabric;
 
-use crate::topology::Fabric;
+use crate::load;
+use crate::stats::{median, percentile};
 
 const SINK: u16 = 9000;
 const ECHO: u16 = 9001;
@@ -34,7 +38,6 @@ const APP_PORTS: [u16; 4] = [SINK, ECHO, HTTP, CONNECT];
 const RELAY_A_OFFSET: u16 = 100;
 /// Relay B listens on the server pod's address at (app port + this).
 const RELAY_B_OFFSET: u16 = 200;
-const BULK_WRITE: usize = 256 * 1024;
 const ROUNDS: u32 = 2;
 
 /// Why the benchmark could not run.
@@ -435,7 +438,7 @@ async fn start_ztunnel(
     let agent = cni::zds::AgentSocket::bind(&socket_path)?;
     let log = std::fs::File::create(dir.join(format!("ztunnel-{node}.log")))?;
     let child = Child(
-        crate::process::ztunnel_command(binary, config, &socket_path, &dir.join("ca"), "warn")
+        lab::process::ztunnel_command(binary, config, &socket_path, &dir.join("ca"), "warn")
             .stderr(log)
             .spawn()?,
     );
@@ -478,7 +481,8 @@ async fn measure(
 ) -> Result<(), BenchError> {
     out.gbps.push(bulk(client, to(SINK), 1, slice).await?);
     out.gbps4.push(bulk(client, to(SINK), 4, slice).await?);
-    out.rtt.extend(ping_pong(client, to(ECHO), slice).await?);
+    out.rtt
+        .extend(load::ping_pong(dial(client, to(ECHO)).await?, slice).await?);
     out.rps.push(http_rate(client, to(HTTP), slice).await?);
     out.cps
         .push(connection_rate(client, to(CONNECT), slice).await?);
@@ -501,42 +505,14 @@ async fn bulk(
     let mut tasks = Vec::new();
     let started = Instant::now();
     for _ in 0..streams {
-        let mut tcp = dial(client, target).await?;
-        tasks.push(tokio::spawn(async move {
-            let buf = vec![0x5au8; BULK_WRITE];
-            let deadline = Instant::now() + slice;
-            while Instant::now() < deadline {
-                tcp.write_all(&buf).await?;
-            }
-            tcp.shutdown().await?;
-            let mut count = [0u8; 8];
-            tcp.read_exact(&mut count).await?;
-            Ok::<u64, std::io::Error>(u64::from_be_bytes(count))
-        }));
+        let tcp = dial(client, target).await?;
+        tasks.push(tokio::spawn(load::fill_sink(tcp, slice)));
     }
     let mut bytes = 0u64;
     for task in tasks {
         bytes += task.await.map_err(|e| setup(&e.to_string()))??;
     }
-    Ok(bytes as f64 * 8.0 / started.elapsed().as_secs_f64().max(1e-9) / 1e9)
-}
-
-async fn ping_pong(
-    client: &Namespace,
-    target: SocketAddr,
-    slice: Duration,
-) -> Result<Vec<f64>, BenchError> {
-    let mut tcp = dial(client, target).await?;
-    let (ping, mut pong) = ([0x42u8; 64], [0u8; 64]);
-    let mut rtts = Vec::new();
-    let deadline = Instant::now() + slice;
-    while Instant::now() < deadline {
-        let start = Instant::now();
-        tcp.write_all(&ping).await?;
-        tcp.read_exact(&mut pong).await?;
-        rtts.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    Ok(rtts)
+    Ok(load::gbps(bytes, started.elapsed()))
 }
 
 async fn http_rate(
@@ -606,30 +582,8 @@ async fn start_apps(ns: &Namespace, ip: IpAddr) -> Result<(), BenchError> {
     else {
         return Err(setup("listeners"));
     };
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = sink.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; BULK_WRITE];
-                let mut total = 0u64;
-                while let Ok(n) = tcp.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    total += n as u64;
-                }
-                let _ = tcp.write_all(&total.to_be_bytes()).await;
-            });
-        }
-    });
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = echo.accept().await {
-            let _ = tcp.set_nodelay(true);
-            tokio::spawn(async move {
-                let (mut r, mut w) = tcp.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    tokio::spawn(load::serve_sink(sink));
+    tokio::spawn(load::serve_echo(echo));
     tokio::spawn(async move {
         while let Ok((tcp, _)) = http.accept().await {
             let _ = tcp.set_nodelay(true);

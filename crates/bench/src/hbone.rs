@@ -8,22 +8,24 @@
 //! received, from the first write to the sink's answer after the half-close. Results are
 //! medians over rounds, reported as absolute figures and as ratios against the TCP
 //! baseline of the same run — never as a pass/fail threshold.
+//!
+//! Owns: the sink and the measurements. Must not: tune HBONE differently from what the
+//! mesh ships (it uses the default client and server settings).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::demo::{DemoError, DemoMesh, Forwarder, serve_echo};
-use crate::{ClientSettings, ConnectRequest, HboneHeaders, Pool, PoolKey};
+use hbone::{ClientSettings, ConnectRequest, H2Stream, HboneHeaders, Pool, PoolKey};
 
-/// Write size of the bulk phases.
-const BULK_WRITE: usize = 256 * 1024;
-/// Payload of a ping-pong round trip.
-const PING: usize = 64;
+use crate::demo::{DemoError, DemoMesh, Forwarder};
+use crate::load::{fill_sink, gbps, ping_pong, serve_echo, serve_sink};
+use crate::stats::{median, percentile};
+
 /// Each measure alternates with the others this many times.
 const ROUNDS: u32 = 3;
 
@@ -176,35 +178,12 @@ pub async fn run(phase: Duration) -> Result<HboneBenchReport, DemoError> {
     })
 }
 
-async fn open(
-    pool: &Pool,
-    key: &PoolKey,
-    target: SocketAddr,
-) -> Result<crate::H2Stream, DemoError> {
+async fn open(pool: &Pool, key: &PoolKey, target: SocketAddr) -> Result<H2Stream, DemoError> {
     let request = ConnectRequest {
         authority: target,
         headers: HboneHeaders::default(),
     };
     Ok(pool.connect(key, &request).await?)
-}
-
-/// Reads and discards; when the writer half-closes, answers with the byte count.
-async fn serve_sink(listener: TcpListener) {
-    while let Ok((mut tcp, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; BULK_WRITE];
-            let mut total = 0u64;
-            loop {
-                match tcp.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => total += n as u64,
-                    Err(_) => return,
-                }
-            }
-            let _ = tcp.write_all(&total.to_be_bytes()).await;
-            let _ = tcp.shutdown().await;
-        });
-    }
 }
 
 /// One bulk transfer: bytes the sink counted, from first write to the sink's answer.
@@ -216,60 +195,19 @@ struct Bulk {
 
 impl Bulk {
     fn gbps(self) -> f64 {
-        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e9
+        gbps(self.bytes, self.elapsed)
     }
 }
 
-/// Writes for `phase`, half-closes, and waits for the sink's byte count.
+/// Writes to the sink for `phase` and waits for its byte count.
 async fn bulk<S: AsyncRead + AsyncWrite + Unpin>(
-    mut io: S,
+    io: S,
     phase: Duration,
 ) -> Result<Bulk, DemoError> {
-    let buf = vec![0x5au8; BULK_WRITE];
     let started = Instant::now();
-    let deadline = started + phase;
-    while Instant::now() < deadline {
-        io.write_all(&buf).await?;
-    }
-    io.shutdown().await?;
-    let mut count = [0u8; 8];
-    io.read_exact(&mut count).await?;
+    let bytes = fill_sink(io, phase).await?;
     Ok(Bulk {
-        bytes: u64::from_be_bytes(count),
+        bytes,
         elapsed: started.elapsed(),
     })
-}
-
-/// 64-byte ping-pong for `phase`; the round trip times in microseconds.
-async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
-    mut io: S,
-    phase: Duration,
-) -> Result<Vec<f64>, DemoError> {
-    let ping = [0x42u8; PING];
-    let mut pong = [0u8; PING];
-    let mut rtts = Vec::with_capacity(100_000);
-    let deadline = Instant::now() + phase;
-    while Instant::now() < deadline {
-        let start = Instant::now();
-        io.write_all(&ping).await?;
-        io.read_exact(&mut pong).await?;
-        rtts.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    io.shutdown().await?;
-    Ok(rtts)
-}
-
-/// The median of `samples` (sorted in place).
-pub fn median(samples: &mut [f64]) -> f64 {
-    percentile(samples, 0.5)
-}
-
-/// The `q` quantile (0..=1) of `samples` (sorted in place); 0 when empty.
-pub fn percentile(samples: &mut [f64], q: f64) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    samples.sort_by(f64::total_cmp);
-    let index = ((samples.len() - 1) as f64 * q).round() as usize;
-    samples[index.min(samples.len() - 1)]
 }

@@ -5,6 +5,8 @@
 //! a kernel-to-user-to-kernel copy per hop: no TLS, no HTTP/2, no policy. Comparing the
 //! mesh with it separates what the extra processes cost on this machine from what our
 //! tunnel costs on top.
+//!
+//! Owns: the relay. Must not: do anything a plain copy loop would not (it is the floor).
 
 use std::io;
 use std::net::SocketAddr;

@@ -4,22 +4,27 @@
 //! bytes, throughput, connections used).
 //!
 //! Also home of [`Forwarder`], the simplest useful [`ConnectHandler`]: connect to the
-//! requested loopback target and pump bytes. The demo, the benchmark and the tests use it.
+//! requested loopback target and pump bytes. The demo, the HBONE benchmark and hbone's
+//! own tests use it.
+//!
+//! Owns: the demo's CA, identities, forwarder and byte-exact check. Must not: reach
+//! anything but loopback.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hbone::{
+    ClientSettings, ConnectHandler, ConnectRequest, HboneHeaders, IncomingConnect, Pool, PoolKey,
+    Server, ServerSettings, TlsSummary, copy_bidirectional,
+};
 use http::StatusCode;
 use identity::{CaConfig, CertificateAuthority, CertificateManager, ManagerConfig, SpiffeId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{
-    ClientSettings, ConnectHandler, ConnectRequest, HboneHeaders, IncomingConnect, Pool, PoolKey,
-    Server, ServerSettings, TlsSummary, copy_bidirectional,
-};
+use crate::load::serve_echo;
 
 /// What a [`Forwarder`] saw of one stream.
 #[derive(Debug, Clone)]
@@ -79,19 +84,6 @@ impl ConnectHandler for Forwarder {
         if let Err(error) = copy_bidirectional(read, write, stream).await {
             tracing::debug!(%target, %error, "forwarded stream ended with an error");
         }
-    }
-}
-
-/// Serves a TCP echo on `listener`: every byte back, half-close answered with half-close.
-pub async fn serve_echo(listener: TcpListener) {
-    while let Ok((mut tcp, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let (mut r, mut w) = tcp.split();
-            if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-                let _ = w.shutdown().await;
-            }
-        });
     }
 }
 
@@ -157,7 +149,7 @@ pub enum DemoError {
     Identity(#[from] identity::SpiffeIdError),
     /// Tunnel trouble.
     #[error(transparent)]
-    Hbone(#[from] crate::HboneError),
+    Hbone(#[from] hbone::HboneError),
     /// The echoed bytes differ from what was sent.
     #[error("stream {stream}: echoed bytes differ from what was sent at offset {offset}")]
     Corrupted {

@@ -5,6 +5,9 @@
 //! ACKed), then for a series of single-object changes applied through the API the time
 //! until every client has the change (p50/p99 over changes), the bytes one client is sent
 //! per change, and the control plane's peak RSS.
+//!
+//! Owns: the generated mesh, the simulated clients and the measurements. Must not: reach
+//! into the control plane's internals — it talks to the process over its API and ADS.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use xds::ads_client::AdsStream;
 
-use hbone::bench::{median, percentile};
+use crate::stats::{median, percentile};
 
 /// The scale.
 #[derive(Debug, Clone, Copy)]
@@ -197,7 +200,7 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
     let http = format!("http://127.0.0.1:{http_port}");
     loop {
         if matches!(
-            crate::cli::http("GET", &format!("{http}/ready"), None).await,
+            lab::client::http("GET", &format!("{http}/ready"), None).await,
             Ok((200, _))
         ) {
             break;
@@ -209,7 +212,7 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
     }
     let startup_ms = started.elapsed().as_secs_f64() * 1e3;
     let token =
-        crate::cli::read_token(&dir.join("state").join(control_plane::operator_token::FILE))?;
+        lab::client::read_token(&dir.join("state").join(control_plane::operator_token::FILE))?;
     let api = format!("http://127.0.0.1:{api_port}");
 
     // All clients at once.
@@ -256,7 +259,7 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
             )
         };
         let start = Instant::now();
-        let (status, answer) = crate::cli::request(
+        let (status, answer) = lab::client::request(
             None,
             "POST",
             &format!("{api}/api/apply"),
@@ -285,7 +288,7 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
         }
         latencies.push((last - start).as_secs_f64() * 1e3);
     }
-    let (rss, _) = crate::bench_l4::usage(guard.0.id()).map_err(|e| e.to_string())?;
+    let (rss, _) = crate::l4::usage(guard.0.id()).map_err(|e| e.to_string())?;
     for task in tasks {
         task.abort();
     }

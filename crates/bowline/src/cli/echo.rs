@@ -1,0 +1,61 @@
+//! `bowline echo` and `bowline call`: the demo app and the HTTP GET for pods without
+//! curl.
+//!
+//! Owns: these commands' flags and what they print. Must not: serve or call anything
+//! itself — that is the `echo` crate.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::terminated;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct EchoArgs {
+    /// HTTP port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Raw TCP echo port.
+    #[arg(long)]
+    tcp_port: Option<u16>,
+    /// URL to call on every request (repeatable); answers are included.
+    #[arg(long = "upstream")]
+    upstreams: Vec<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CallArgs {
+    /// `http://host[:port][/path]`.
+    url: String,
+    /// Seconds to wait.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+}
+
+/// `bowline echo`, until SIGTERM or Ctrl-C.
+pub(crate) async fn echo(args: EchoArgs) -> anyhow::Result<()> {
+    let config = echo::EchoConfig {
+        http_port: args.port,
+        tcp_port: args.tcp_port,
+        upstreams: args.upstreams,
+        bind: args.bind,
+    };
+    echo::run(config, terminated()).await?;
+    Ok(())
+}
+
+/// `bowline call URL`: prints the body; fails on a non-2xx status.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn call(args: CallArgs) -> anyhow::Result<()> {
+    let CallArgs { url, timeout } = args;
+    let timeout = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+    let (status, body) = echo::get(&url, timeout).await?;
+    print!("{body}");
+    if !(200..300).contains(&status) {
+        anyhow::bail!("{url} answered {status}");
+    }
+    Ok(())
+}

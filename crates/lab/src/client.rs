@@ -1,0 +1,106 @@
+//! One-shot HTTP/1.1 requests to the mesh's processes — from here or from inside a lab
+//! namespace, with the operator token when one is needed — and reading that token.
+//!
+//! Owns: the client the lab's readiness checks, `bowline status`, the operator commands
+//! and the benchmarks share. Must not: know what the answers mean; callers interpret them.
+
+use std::path::Path;
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// One HTTP/1.1 request; returns the status and body.
+pub async fn http(method: &str, url: &str, body: Option<String>) -> Result<(u16, String), String> {
+    http_in(None, method, url, body).await
+}
+
+/// One HTTP/1.1 request from inside network namespace `ns` (a lab's), or from here.
+pub async fn http_in(
+    ns: Option<&netns::Namespace>,
+    method: &str,
+    url: &str,
+    body: Option<String>,
+) -> Result<(u16, String), String> {
+    request(ns, method, url, body, None).await
+}
+
+/// One HTTP/1.1 request, with `Authorization: Bearer <token>` when a token is given.
+pub async fn request(
+    ns: Option<&netns::Namespace>,
+    method: &str,
+    url: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?} has no host:port"))?
+        .to_string();
+    let tcp = match ns {
+        None => tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| format!("cannot reach {authority}: {e}"))?,
+        Some(ns) => {
+            let target = authority.clone();
+            let std_tcp = ns
+                .run(move || {
+                    let addr: std::net::SocketAddr = target
+                        .parse()
+                        .map_err(|e| std::io::Error::other(format!("{target}: {e}")))?;
+                    let tcp = std::net::TcpStream::connect_timeout(
+                        &addr,
+                        std::time::Duration::from_secs(5),
+                    )?;
+                    tcp.set_nonblocking(true)?;
+                    Ok::<_, std::io::Error>(tcp)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot reach {authority} in {}: {e}", ns.name()))?;
+            tokio::net::TcpStream::from_std(std_tcp).map_err(|e| e.to_string())?
+        }
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("{authority}: {e}"))?;
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, &authority);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{authority}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{authority}: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The operator token in `file` (what the control plane wrote to
+/// `<state-dir>/operator-token`).
+pub fn read_token(file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        format!(
+            "the operator token {}: {e} (it is `operator-token` in the control plane's --state-dir)",
+            file.display()
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("the operator token {} is empty", file.display()));
+    }
+    Ok(token.to_owned())
+}
