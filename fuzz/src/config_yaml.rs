@@ -1,7 +1,7 @@
 //! The YAML a user writes, down every path that reads it: `bowline up -f` / `apply`
 //! ([`config::parse_documents`]: multi-document parse, strict typing, validation) and on
 //! to the control plane's compilation into xDS ([`control_plane::translate::translate`]);
-//! and ztunnel's own local mesh file ([`ztunnel::state::local::parse`]). The input is the
+//! and ztunnel's own local mesh file ([`ztunnel::state::file_source::parse`]). The input is the
 //! file's text (not UTF-8: refused before any parser, as `read_to_string` would).
 //!
 //! What the control plane compiles from resources the config crate accepted must be what
@@ -33,7 +33,7 @@ pub fn run(data: &[u8]) {
             check(&compiled);
         }
     }
-    if let Ok(snapshot) = ztunnel::state::local::parse(text, Path::new("fuzz-mesh.yaml")) {
+    if let Ok(snapshot) = ztunnel::state::file_source::parse(text, Path::new("fuzz-mesh.yaml")) {
         crate::xds_state::exercise(&snapshot);
     }
 }

@@ -123,7 +123,7 @@ services:
 
 /// [`MESH_YAML`] as a snapshot.
 pub fn mesh() -> ztunnel::state::Snapshot {
-    ztunnel::state::local::parse(MESH_YAML, std::path::Path::new("fuzz-mesh.yaml"))
+    ztunnel::state::file_source::parse(MESH_YAML, std::path::Path::new("fuzz-mesh.yaml"))
         .expect("the fixture mesh is valid")
 }
 

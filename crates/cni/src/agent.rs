@@ -75,7 +75,7 @@ pub enum AgentStartError {
     },
     /// The control plane address.
     #[error("control plane: {0}")]
-    ControlPlane(String),
+    ControlPlane(#[from] xds::XdsError),
 }
 
 /// Runs the agent until the task is dropped.
@@ -85,15 +85,13 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentStartError> {
             path: config.zds_socket.display().to_string(),
             source,
         })?;
-    xds::transport::channel(&config.xds_url, config.root_pem.as_deref())
-        .map_err(AgentStartError::ControlPlane)?;
+    xds::transport::lazy_channel(&config.xds_url, config.root_pem.as_deref())?;
     let reporter = Reporter::new(ReportConfig {
         node_name: config.node_name.clone(),
         url: config.status_url.clone(),
         root_pem: config.root_pem.clone(),
         token_file: config.token_file.clone(),
-    })
-    .map_err(AgentStartError::ControlPlane)?;
+    })?;
     let (reported, reported_rx) = watch::channel(None);
     let (sessions, sessions_rx) = watch::channel(0u64);
     tokio::spawn(report::run(reporter, reported_rx, sessions_rx));
@@ -108,7 +106,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentStartError> {
                         return;
                     }
                 }
-                Err(error) => tracing::warn!(%error, "a ztunnel failed to connect"),
+                Err(error) => {
+                    // Out of descriptors, usually: wait rather than spin on the error.
+                    tracing::warn!(%error, "a ztunnel failed to connect");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
         }
     });
@@ -364,7 +366,7 @@ async fn pods_session(
     config: &AgentConfig,
     pods: &watch::Sender<Option<BTreeMap<String, EnrolledPod>>>,
     sessions: &watch::Sender<u64>,
-) -> Result<(), String> {
+) -> Result<(), xds::XdsError> {
     let node = xds::core::Node {
         id: format!("cni~{}", config.node_name),
         ..Default::default()

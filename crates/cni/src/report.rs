@@ -72,10 +72,8 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter to `config.url`; fails on a malformed address or a TLS URL without a
     /// root.
-    pub fn new(config: ReportConfig) -> Result<Self, String> {
-        // Text for now: the agent's start error carries the control plane's as text.
-        let channel = xds::transport::lazy_channel(&config.url, config.root_pem.as_deref())
-            .map_err(String::from)?;
+    pub fn new(config: ReportConfig) -> Result<Self, xds::XdsError> {
+        let channel = xds::transport::lazy_channel(&config.url, config.root_pem.as_deref())?;
         Ok(Self {
             config,
             client: NodeAgentStatusClient::new(channel),

@@ -1,4 +1,4 @@
-//! The agent side of ZDS (PROTOCOLS.md): serve a unix `SOCK_SEQPACKET` socket, accept
+//! The agent side of ZDS (docs/protocols.md): serve a unix `SOCK_SEQPACKET` socket, accept
 //! ztunnel, read its hello, and send requests — `add` with the pod's netns descriptor,
 //! `keep`, `del`, `snapshot_sent` — each answered by an `Ack` whose error text (empty =
 //! success) is returned to the caller.

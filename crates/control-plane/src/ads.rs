@@ -218,6 +218,20 @@ struct Connection {
     sync_permits: HashMap<String, Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>>,
 }
 
+/// Why a client's ADS stream ended other than by the client closing it.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    /// The client's request stream failed.
+    #[error("stream error: {0}")]
+    Stream(#[from] Status),
+    /// The response channel is closed: the client went away.
+    #[error("client went away")]
+    ClientGone,
+    /// The client is further behind than the store's history: it must resync.
+    #[error("the client fell too far behind; closing the stream so it resyncs")]
+    TooFarBehind,
+}
+
 impl Connection {
     async fn run(mut self, mut inbound: Streaming<DeltaDiscoveryRequest>) {
         let (id, state) = self.ads.clients.add();
@@ -233,7 +247,7 @@ impl Connection {
                         }
                     }
                     Ok(None) => break None,
-                    Err(status) => break Some(format!("stream error: {status}")),
+                    Err(status) => break Some(StreamEnd::from(status)),
                 },
                 changed = updates.changed() => {
                     if changed.is_err() {
@@ -271,7 +285,7 @@ impl Connection {
         &mut self,
         request: DeltaDiscoveryRequest,
         state: &Arc<Mutex<ClientState>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StreamEnd> {
         if let Some(node) = &request.node
             && let Ok(mut s) = state.lock()
             && s.node_id.is_empty()
@@ -408,7 +422,7 @@ impl Connection {
         always: bool,
         forced: &HashSet<String>,
         state: &Arc<Mutex<ClientState>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StreamEnd> {
         let Some(current) = snapshot.resources(type_url) else {
             return Ok(());
         };
@@ -423,10 +437,7 @@ impl Connection {
                     self.ads
                         .store
                         .changes_since(type_url, at, snapshot.version)
-                        .ok_or_else(|| {
-                            "the client fell too far behind; closing the stream so it resyncs"
-                                .to_owned()
-                        })?
+                        .ok_or(StreamEnd::TooFarBehind)?
                 };
                 let changed = current
                     .keys()
@@ -526,11 +537,11 @@ impl Connection {
         self.nonce.to_string()
     }
 
-    async fn send(&self, response: DeltaDiscoveryResponse) -> Result<(), String> {
+    async fn send(&self, response: DeltaDiscoveryResponse) -> Result<(), StreamEnd> {
         self.tx
             .send(Ok(response))
             .await
-            .map_err(|_| "client went away".to_owned())
+            .map_err(|_| StreamEnd::ClientGone)
     }
 }
 

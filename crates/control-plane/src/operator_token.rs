@@ -88,7 +88,8 @@ impl OperatorToken {
             .map_err(|_| io(std::io::Error::other("no randomness available")))?;
         let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::create_dir_all(state_dir).map_err(io)?;
-        identity::private_file::write(&path, format!("{token}\n").as_bytes()).map_err(io)?;
+        // No trailing newline: a client may send the file verbatim as a header value.
+        identity::private_file::write(&path, token.as_bytes()).map_err(io)?;
         tracing::info!(file = %path.display(), "made the operator token for the management API");
         Ok(Self { token, path })
     }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Largest request body read (and counted); larger ones are answered 413.
 const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
@@ -82,21 +82,14 @@ pub(crate) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(
-                        Arc::clone(&builder),
-                        Arc::clone(&context),
-                        stream,
-                        peer,
-                    ));
-                }
-                Err(error) => {
-                    // Usually out of file descriptors; pause rather than spin.
-                    warn!(%error, "cannot accept an HTTP connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (stream, peer) = hbone::accept::accept(&listener, &crate::FD_RESERVE) => {
+                connections.spawn(serve_connection(
+                    Arc::clone(&builder),
+                    Arc::clone(&context),
+                    stream,
+                    peer,
+                ));
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }

@@ -27,6 +27,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::info;
 
+/// The process's spare descriptor, shared by both accept loops: at the descriptor limit
+/// new connections are refused at once instead of the loops spinning
+/// ([`hbone::accept`]).
+static FD_RESERVE: std::sync::LazyLock<hbone::FdReserve> =
+    std::sync::LazyLock::new(hbone::FdReserve::default);
+
 pub use client::get;
 pub use error::EchoError;
 

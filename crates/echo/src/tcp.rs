@@ -3,12 +3,11 @@
 //! Must not: interpret the bytes in any way.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Accepts connections forever; each is echoed by a task owned by this loop, so aborting
 /// the loop closes them all.
@@ -16,16 +15,9 @@ pub(crate) async fn accept_loop(listener: TcpListener) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(echo(stream, peer));
-                }
-                Err(error) => {
-                    // Usually out of file descriptors; pause rather than spin.
-                    warn!(%error, "cannot accept a TCP echo connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (stream, peer) = hbone::accept::accept(&listener, &crate::FD_RESERVE) => {
+                connections.spawn(echo(stream, peer));
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }

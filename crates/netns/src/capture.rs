@@ -1,4 +1,4 @@
-//! The capture rules of PROTOCOLS.md, installed inside a pod's namespace.
+//! The capture rules of docs/protocols.md, installed inside a pod's namespace.
 //!
 //! Outbound TCP from the app is redirected to ztunnel's 15001, inbound TCP (except HBONE
 //! on 15008) to 15006, DNS to 15053 when the DNS proxy is on. Packets ztunnel sends itself

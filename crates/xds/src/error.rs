@@ -74,14 +74,6 @@ impl XdsError {
     }
 }
 
-/// Transitional, for callers that still carry errors as text (the node agent's session
-/// loop): the operator message.
-impl From<XdsError> for String {
-    fn from(error: XdsError) -> Self {
-        error.to_string()
-    }
-}
-
 /// Codes after which the same request can only fail again until someone acts.
 fn retriable(code: Code) -> bool {
     !matches!(

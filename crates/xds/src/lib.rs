@@ -5,7 +5,7 @@
 //! capture reports (`bowline.agent.v1`).
 //!
 //! The `.proto` files under `proto/` are our own, written from the facts in
-//! PROTOCOLS.md; `build.rs` compiles them with protox and prost (services with tonic).
+//! docs/protocols.md; `build.rs` compiles them with protox and prost (services with tonic).
 //! The delta ADS envelope comes from `envoy-types` ([`discovery`]). Owns: the messages and
 //! their type URLs, and the client side's channel, stream and their errors ([`XdsError`]). Must not: know what the fields mean for policy or routing — that is
 //! for the crates that consume them.
@@ -214,12 +214,6 @@ pub mod transport {
             endpoint
         };
         Ok(endpoint.connect_lazy())
-    }
-
-    /// Transitional: [`lazy_channel`] with its error as text, for callers not yet on
-    /// [`XdsError`] (the node agent's start-up check). New code uses [`lazy_channel`].
-    pub fn channel(url: &str, root_pem: Option<&str>) -> Result<Channel, String> {
-        lazy_channel(url, root_pem).map_err(String::from)
     }
 }
 

@@ -18,7 +18,7 @@ use identity::{
 use crate::admin::{self, AdminState, LogLevelSetter, Surface};
 use crate::inpod::{PodInfo, PodPorts, Pods};
 use crate::proxy::{ProxyInputs, ProxySettings};
-use crate::state::{Store, local};
+use crate::state::{Store, file_source};
 
 /// Where pod listeners live.
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ pub enum StartError {
     Ca(#[from] identity::CaError),
     /// The configuration file is unusable.
     #[error(transparent)]
-    Config(#[from] local::LocalConfigError),
+    Config(#[from] file_source::FileSourceError),
     /// An operator surface could not listen.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -152,7 +152,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = Arc::new(Store::default());
     let watcher = match &config.state {
         StateSource::File(file) => {
-            local::watch(file.clone(), store.clone(), Duration::from_secs(1))?
+            file_source::watch(file.clone(), store.clone(), Duration::from_secs(1))?
         }
         StateSource::Xds(xds) => {
             // Settings are checked now; reachability is the client's to retry.

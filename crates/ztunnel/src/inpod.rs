@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use identity::SpiffeId;
 use netns::NetnsWorker;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::dns::{self, DnsContext};
@@ -79,6 +80,14 @@ pub enum PodError {
     /// The identity is not valid.
     #[error(transparent)]
     Identity(#[from] identity::SpiffeIdError),
+}
+
+/// A pod's listeners, bound inside its namespace.
+struct PodListeners {
+    outbound: TcpListener,
+    plaintext: TcpListener,
+    hbone: TcpListener,
+    dns: Option<(tokio::net::UdpSocket, TcpListener)>,
 }
 
 struct Running {
@@ -156,25 +165,60 @@ impl Pods {
         let identity = SpiffeId::new(&self.inputs.settings.trust_domain, &info.namespace, sa)?;
         let name = format!("{}/{}", info.namespace, info.name);
         let worker = NetnsWorker::start(netns, &info.uid)?;
+        let listeners = self.bind(&worker, &name).await?;
+        self.prefetch_certificate(&identity, &name);
+        let (removed_tx, removed_rx) = tokio::sync::watch::channel(false);
+        let pool = hbone::Pool::with_dialer(
+            self.inputs.manager.clone(),
+            self.inputs.settings.pool.clone(),
+            Arc::new(PodDialer {
+                worker: worker.clone(),
+            }),
+        );
+        let pod = Arc::new(Pod {
+            uid: info.uid.clone(),
+            name: name.clone(),
+            identity,
+            worker,
+            pool,
+            removed: removed_rx,
+        });
+        let tasks = self.serve(&pod, listeners, &info.namespace);
+        tracing::info!(pod = %name, uid = %info.uid, dns = self.inputs.settings.dns.enabled, "pod enrolled: listening in its namespace");
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(
+                info.uid,
+                Running {
+                    pod,
+                    tasks,
+                    removed: removed_tx,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Binds the pod's listeners inside its namespace, with `SO_REUSEPORT` so a ztunnel
+    /// taking the pod over from another binds at once.
+    async fn bind(&self, worker: &NetnsWorker, name: &str) -> Result<PodListeners, PodError> {
+        let failed = |addr| {
+            move |source| PodError::Listen {
+                pod: name.to_owned(),
+                addr,
+                source,
+            }
+        };
         let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
-        let mut listeners = Vec::new();
-        for port in [
-            self.ports.outbound,
-            self.ports.inbound_plaintext,
-            self.ports.hbone,
-        ] {
-            let addr = any(port);
-            let bound = worker
+        let listen = |addr: SocketAddr| async move {
+            worker
                 .run(move || netns::socket::listen_shared(addr))
                 .await?
                 .and_then(netns::socket::into_tokio)
-                .map_err(|source| PodError::Listen {
-                    pod: name.clone(),
-                    addr,
-                    source,
-                })?;
-            listeners.push(bound);
-        }
+                .map_err(failed(addr))
+        };
+        let outbound = listen(any(self.ports.outbound)).await?;
+        let plaintext = listen(any(self.ports.inbound_plaintext)).await?;
+        let hbone = listen(any(self.ports.hbone)).await?;
         let dns = if self.inputs.settings.dns.enabled {
             let addr = SocketAddr::from(([127, 0, 0, 1], self.ports.dns));
             let sockets = worker
@@ -191,75 +235,72 @@ impl Pods {
                         netns::socket::into_tokio(tcp)?,
                     ))
                 })
-                .map_err(|source| PodError::Listen {
-                    pod: name.clone(),
-                    addr,
-                    source,
-                })?;
+                .map_err(failed(addr))?;
             Some(sockets)
         } else {
             None
         };
-        // The certificate is fetched eagerly, in the background, so the first connection
-        // does not wait for it and the node agent's hand-over does not wait either (a
-        // connection arriving first waits on the same fetch); after a restart it comes
-        // from the certificate cache when there is one, and a failure is retried by the
-        // manager in the background. Readiness reports pods whose certificate is missing.
-        {
-            let manager = self.inputs.manager.clone();
-            let identity = identity.clone();
-            let name = name.clone();
-            tokio::spawn(async move {
-                if let Err(error) = manager.fetch(&identity).await {
-                    tracing::warn!(pod = %name, %error, "no certificate yet; retrying in the background");
-                }
-            });
-        }
-        let (removed_tx, removed_rx) = tokio::sync::watch::channel(false);
-        let pool = hbone::Pool::with_dialer(
-            self.inputs.manager.clone(),
-            self.inputs.settings.pool.clone(),
-            Arc::new(PodDialer {
-                worker: worker.clone(),
-            }),
-        );
-        let pod = Arc::new(Pod {
-            uid: info.uid.clone(),
-            name: name.clone(),
-            identity: identity.clone(),
-            worker,
-            pool,
-            removed: removed_rx,
+        Ok(PodListeners {
+            outbound,
+            plaintext,
+            hbone,
+            dns,
+        })
+    }
+
+    /// Fetches the pod's certificate eagerly, in the background, so the first
+    /// connection does not wait for it and the node agent's hand-over does not wait
+    /// either (a connection arriving first waits on the same fetch); after a restart it
+    /// comes from the certificate cache when there is one, and a failure is retried by
+    /// the manager in the background. Readiness reports pods whose certificate is
+    /// missing.
+    fn prefetch_certificate(&self, identity: &SpiffeId, name: &str) {
+        let manager = self.inputs.manager.clone();
+        let identity = identity.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = manager.fetch(&identity).await {
+                tracing::warn!(pod = %name, %error, "no certificate yet; retrying in the background");
+            }
         });
+    }
+
+    /// Starts the pod's serving tasks: outbound, inbound plaintext, HBONE, DNS.
+    fn serve(
+        &self,
+        pod: &Arc<Pod>,
+        listeners: PodListeners,
+        namespace: &str,
+    ) -> Vec<JoinHandle<()>> {
         let inbound_handler = Inbound {
             pod: pod.clone(),
             inputs: self.inputs.clone(),
         };
-        let mut listeners = listeners.into_iter();
-        let (Some(out), Some(plain), Some(hbone_listener)) =
-            (listeners.next(), listeners.next(), listeners.next())
-        else {
-            // Three listeners were pushed above.
-            return Ok(());
-        };
         let server = hbone::Server::new(
-            identity,
+            pod.identity.clone(),
             self.inputs.manager.clone(),
             inbound_handler.clone(),
             hbone::ServerSettings::default(),
         )
         .with_fd_reserve(self.inputs.fd_reserve.clone());
         let mut tasks = vec![
-            tokio::spawn(outbound::serve(out, pod.clone(), self.inputs.clone())),
-            tokio::spawn(inbound::serve_plaintext(plain, inbound_handler)),
-            tokio::spawn(server.serve(hbone_listener)),
+            tokio::spawn(outbound::serve(
+                listeners.outbound,
+                pod.clone(),
+                self.inputs.clone(),
+            )),
+            tokio::spawn(inbound::serve_plaintext(
+                listeners.plaintext,
+                inbound_handler,
+            )),
+            tokio::spawn(server.serve(listeners.hbone)),
         ];
-        if let Some((udp, tcp)) = dns {
+        if let Some((udp, tcp)) = listeners.dns {
             let context = Arc::new(DnsContext::new(
                 self.inputs.store.clone(),
                 self.inputs.settings.dns.clone(),
-                &info.namespace,
-                &name,
+                namespace,
+                &pod.name,
             ));
             tasks.push(tokio::spawn(dns::serve_udp(udp, context.clone())));
             tasks.push(tokio::spawn(dns::serve_tcp(
@@ -268,18 +309,7 @@ impl Pods {
                 self.inputs.fd_reserve.clone(),
             )));
         }
-        tracing::info!(pod = %name, uid = %info.uid, dns = self.inputs.settings.dns.enabled, "pod enrolled: listening in its namespace");
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(
-                info.uid,
-                Running {
-                    pod,
-                    tasks,
-                    removed: removed_tx,
-                },
-            );
-        }
-        Ok(())
+        tasks
     }
 
     /// Stops serving a pod: listeners close and its live connections end.

@@ -8,8 +8,9 @@
 //! Every connection gets a [`record::ConnectionRecord`] when it is accepted and ends with
 //! a typed result ([`error::ProxyError`]); what each party hears — HBONE status, reset
 //! or FIN, SOCKS5 reply, response flags, metric reason — is decided in one module,
-//! [`outcome`]. Each connection runs in a span `conn{id, trace}`; the trace id travels
-//! to the peer ztunnel in the `CONNECT`'s `traceparent`.
+//! [`outcome`]. Each connection runs in a debug-level span `conn{id, trace}` and its
+//! access-log line carries the trace id, which travels to the peer ztunnel in the
+//! `CONNECT`'s `traceparent`.
 //!
 //! ztunnel never forwards to one of its own listeners: a destination that is one of its
 //! ports on a pod (or loopback) address, or a captured connection whose original

@@ -4,14 +4,14 @@
 //! builds a whole new snapshot and swaps it in, so readers on the data path never block
 //! and never see half an update. Indexes: workload by uid and by IP, service by VIP and by
 //! hostname, endpoints by service, policies by scope (global, namespace, selector) so a
-//! connection's policy lookup touches only what can apply. Sources (the local file, [`local`], or the control
+//! connection's policy lookup touches only what can apply. Sources (the local file, [`file_source`], or the control
 //! plane's xDS, [`xds_client`]) hand in wire resources; [`convert`] validates them into
 //! this model with errors that name the resource and field. With xDS, the resources held
 //! are also kept on disk ([`snapshot_file`]) so a restart while the control plane is away
 //! serves them at once, marked stale.
 
 pub mod convert;
-pub mod local;
+pub mod file_source;
 pub mod snapshot_file;
 pub mod xds_client;
 

@@ -108,8 +108,8 @@ async fn l4_policy_admits_the_allowed_principal_and_refuses_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_policy_change_closes_a_live_connection_it_forbids() {
-    if !root_or_skip("a_policy_change_closes_a_live_connection_it_forbids") {
+async fn a_policy_change_closes_a_live_connection_it_forbids_and_reports_its_bytes() {
+    if !root_or_skip("a_policy_change_closes_a_live_connection_it_forbids_and_reports_its_bytes") {
         return;
     }
     let mesh = shop("[]").await;
@@ -127,6 +127,17 @@ async fn a_policy_change_closes_a_live_connection_it_forbids() {
         closes_soon(&mut tcp).await,
         "the forbidden connection must be closed promptly"
     );
+    // Its record says why, with the bytes it carried: the greeting ("10.1.0.2\n")
+    // travelled from the app before the policy changed.
+    let revoked = mesh
+        .metric_line(|l| {
+            l.starts_with("istio_tcp_received_bytes_total{")
+                && l.contains("reporter=\"destination\"")
+                && l.contains("response_flags=\"RBAC\"")
+        })
+        .await;
+    let bytes: u64 = revoked.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(bytes >= 9, "{revoked}");
     // New connections are refused too.
     assert!(refused(&mesh, FRONTEND, addr("10.2.0.2:8080")).await);
 }
@@ -285,11 +296,9 @@ async fn metrics_access_log_and_config_dump_describe_the_mesh() {
     assert!(admin.ready().is_ok(), "{:?}", admin.ready());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_on_different_nodes_talk_through_both_ztunnels() {
-    if !root_or_skip("pods_on_different_nodes_talk_through_both_ztunnels") {
-        return;
-    }
+/// The shop on two nodes, only frontend allowed: frontend and rogue on the first node,
+/// reviews (app on 8080) on the second; both agents have sent their snapshots.
+async fn two_nodes() -> Mesh {
     let mut mesh = Mesh::start(&config(ONLY_FRONTEND)).await;
     mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
     mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
@@ -297,13 +306,22 @@ async fn pods_on_different_nodes_talk_through_both_ztunnels() {
     mesh.pod("shop", "rogue-0", "rogue", "10.4.0.2");
     mesh.app(REVIEWS, 8080).await;
     mesh.start_second_node().await;
-    // frontend and rogue on the first node, reviews on the second.
     mesh.enrol(FRONTEND).await.unwrap();
     mesh.enrol(ROGUE).await.unwrap();
     mesh.enrol_on_second_node(REVIEWS).await.unwrap();
     mesh.agent.snapshot_sent().await.unwrap();
-    let (second, agent) = mesh.second.as_ref().unwrap();
+    let (_, agent) = mesh.second.as_ref().unwrap();
     agent.snapshot_sent().await.unwrap();
+    mesh
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_different_nodes_talk_through_both_ztunnels() {
+    if !root_or_skip("pods_on_different_nodes_talk_through_both_ztunnels") {
+        return;
+    }
+    let mesh = two_nodes().await;
+    let (second, _) = mesh.second.as_ref().unwrap();
     assert_eq!(second.uids(), ["shop/reviews-0"]);
     assert!(!mesh.pods.contains("shop/reviews-0"));
 
@@ -654,17 +672,20 @@ impl Captured {
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(&format!(" {key}="))? + key.len() + 2;
     let rest = &line[start..];
-    let end = if rest.starts_with('"') {
-        rest[1..].find('"').map(|i| i + 2)?
+    let end = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.find('"').map(|i| i + 2)?
     } else {
         rest.find(' ').unwrap_or(rest.len())
     };
     Some(&rest[..end])
 }
 
-/// The trace id of a line logged inside a connection span (`conn{id=… trace=…}`).
+/// The trace id of an access-log line (`trace=<32 hex>`).
 fn trace_of(line: &str) -> &str {
-    let start = line.find("trace=").expect("line inside a connection span") + 6;
+    let start = line
+        .find(" trace=")
+        .expect("an access-log line carries its trace")
+        + 7;
     &line[start..start + 32]
 }
 
@@ -674,25 +695,7 @@ async fn both_ztunnels_log_one_line_per_connection_joined_by_the_trace_id() {
         return;
     }
     let (logs, _guard) = Captured::start();
-    let mut mesh = Mesh::start(&config(ONLY_FRONTEND)).await;
-    mesh.pod("shop", "frontend-0", "frontend", "10.1.0.2");
-    mesh.pod("shop", "reviews-0", "reviews", "10.2.0.2");
-    mesh.pod("legacy", "legacy-0", "default", "10.3.0.2");
-    mesh.pod("shop", "rogue-0", "rogue", "10.4.0.2");
-    mesh.app(REVIEWS, 8080).await;
-    mesh.start_second_node().await;
-    mesh.enrol(FRONTEND).await.unwrap();
-    mesh.enrol(ROGUE).await.unwrap();
-    mesh.enrol_on_second_node(REVIEWS).await.unwrap();
-    mesh.agent.snapshot_sent().await.unwrap();
-    mesh.second
-        .as_ref()
-        .unwrap()
-        .1
-        .snapshot_sent()
-        .await
-        .unwrap();
-
+    let mesh = two_nodes().await;
     let tcp = mesh
         .dial(Some(FRONTEND), addr("10.96.0.10:9080"))
         .await
@@ -757,58 +760,16 @@ async fn both_ztunnels_log_one_line_per_connection_joined_by_the_trace_id() {
             .contains("authorization policy"),
         "the source side says why: {out}"
     );
-    let text = mesh.inputs.metrics.encode();
-    let closed = text
-        .lines()
-        .find(|l| {
+    let closed = mesh
+        .metric_line(|l| {
             l.starts_with("istio_tcp_connections_closed_total{")
                 && l.contains("source_workload=\"rogue-0\"")
         })
-        .unwrap_or_else(|| panic!("no closed series for the refused connection: {text}"));
+        .await;
     assert!(closed.contains("response_flags=\"UF\""), "{closed}");
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("istio_tcp_connections_opened_total{")
-                && l.contains("source_workload=\"rogue-0\"")),
-        "{text}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_closed_by_a_policy_change_still_reports_its_bytes() {
-    if !root_or_skip("a_connection_closed_by_a_policy_change_still_reports_its_bytes") {
-        return;
-    }
-    let mesh = shop("[]").await;
-    let (mut tcp, seen) = greeted(&mesh, FRONTEND, addr("10.2.0.2:8080")).await;
-    assert_eq!(seen, "10.1.0.2");
-    let deny_frontend = r#"
-  - name: no-frontend
-    namespace: shop
-    scope: Namespace
-    action: Deny
-    rules: [{clauses: [{matches: [{principals: [cluster.local/ns/shop/sa/frontend]}]}]}]
-"#;
-    mesh.reconfigure(&config(deny_frontend)).await;
-    assert!(closes_soon(&mut tcp).await);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        let text = mesh.inputs.metrics.encode();
-        let line = text
-            .lines()
-            .find(|l| {
-                l.starts_with("istio_tcp_received_bytes_total{")
-                    && l.contains("reporter=\"destination\"")
-                    && l.contains("response_flags=\"RBAC\"")
-            })
-            .map(str::to_owned);
-        match line {
-            Some(line) => break line,
-            None if tokio::time::Instant::now() > deadline => panic!("no revoked record: {text}"),
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-    // The greeting ("10.1.0.2\n") travelled from the app before the policy changed.
-    let bytes: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(bytes >= 9, "{line}");
+    mesh.metric_line(|l| {
+        l.starts_with("istio_tcp_connections_opened_total{")
+            && l.contains("source_workload=\"rogue-0\"")
+    })
+    .await;
 }

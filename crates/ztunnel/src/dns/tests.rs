@@ -6,7 +6,7 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
 use super::*;
-use crate::state::local;
+use crate::state::file_source;
 
 const MESH: &str = r#"
 workloads:
@@ -43,7 +43,7 @@ services:
 "#;
 
 fn snapshot() -> Snapshot {
-    local::parse(MESH, Path::new("mesh.yaml")).unwrap()
+    file_source::parse(MESH, Path::new("mesh.yaml")).unwrap()
 }
 
 fn found(ips: &[&str]) -> Resolution {

@@ -1,4 +1,4 @@
-//! The ztunnel side of the node agent protocol (ZDS, PROTOCOLS.md): connect, say hello,
+//! The ztunnel side of the node agent protocol (ZDS, docs/protocols.md): connect, say hello,
 //! then answer every request with an `Ack` (empty error = success).
 //!
 //! On each (re)connection the agent sends every pod it knows (`add` with the netns fd, or
@@ -31,6 +31,26 @@ pub enum ZdsError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Why one agent request was refused; its text goes back in the `Ack`.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Not a `WorkloadRequest`.
+    #[error("undecodable WorkloadRequest: {0}")]
+    Undecodable(#[from] prost::DecodeError),
+    /// A request without a payload.
+    #[error("empty WorkloadRequest")]
+    Empty,
+    /// `add` without the namespace descriptor it must carry.
+    #[error("add {0} came without a netns descriptor")]
+    NoNetns(String),
+    /// The pod could not be served.
+    #[error(transparent)]
+    Pod(#[from] crate::inpod::PodError),
+    /// `keep` for a pod this ztunnel does not serve.
+    #[error("keep {0}: this ztunnel does not serve that pod; send add")]
+    NotServed(String),
 }
 
 /// Connects to the agent at `path` and serves it forever, reconnecting with backoff.
@@ -76,14 +96,14 @@ pub async fn session(path: &Path, pods: &Pods) -> Result<(), ZdsError> {
         }
         let result = match zds::WorkloadRequest::decode(&buf[..len]) {
             Ok(request) => handle(request, fd, pods, &mut mentioned, &mut in_snapshot).await,
-            Err(error) => Err(format!("undecodable WorkloadRequest: {error}")),
+            Err(error) => Err(RequestError::from(error)),
         };
         if let Err(reason) = &result {
-            tracing::warn!(reason, "node agent request refused");
+            tracing::warn!(%reason, "node agent request refused");
         }
         let ack = zds::WorkloadResponse {
             payload: Some(zds::workload_response::Payload::Ack(zds::Ack {
-                error: result.err().unwrap_or_default(),
+                error: result.err().map(|e| e.to_string()).unwrap_or_default(),
             })),
         };
         socket.send(&ack.encode_to_vec(), None).await.map_err(io)?;
@@ -96,12 +116,11 @@ async fn handle(
     pods: &Pods,
     mentioned: &mut HashSet<String>,
     in_snapshot: &mut bool,
-) -> Result<(), String> {
+) -> Result<(), RequestError> {
     use zds::workload_request::Payload;
     match request.payload {
         Some(Payload::Add(add)) => {
-            let fd =
-                fd.ok_or_else(|| format!("add {} came without a netns descriptor", add.uid))?;
+            let fd = fd.ok_or_else(|| RequestError::NoNetns(add.uid.clone()))?;
             let info = add.workload_info.unwrap_or_default();
             let uid = add.uid.clone();
             pods.add(
@@ -113,8 +132,7 @@ async fn handle(
                 },
                 fd,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             mentioned.insert(uid);
             Ok(())
         }
@@ -123,10 +141,7 @@ async fn handle(
                 mentioned.insert(keep.uid);
                 Ok(())
             } else {
-                Err(format!(
-                    "keep {}: this ztunnel does not serve that pod; send add",
-                    keep.uid
-                ))
+                Err(RequestError::NotServed(keep.uid))
             }
         }
         Some(Payload::Del(del)) => {
@@ -141,6 +156,6 @@ async fn handle(
             }
             Ok(())
         }
-        None => Err("empty WorkloadRequest".into()),
+        None => Err(RequestError::Empty),
     }
 }

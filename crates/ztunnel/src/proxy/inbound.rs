@@ -142,7 +142,7 @@ impl Inbound {
 impl hbone::ConnectHandler for Inbound {
     async fn handle(&self, connect: hbone::IncomingConnect) {
         let trace = TraceContext::continue_from(connect.headers.traceparent.as_deref());
-        let span = tracing::info_span!("conn", id = connection_id(), %trace);
+        let span = tracing::debug_span!("conn", id = connection_id(), %trace);
         self.tunnelled(connect, trace).instrument(span).await;
     }
 }
@@ -208,7 +208,7 @@ pub async fn serve_plaintext(listener: TcpListener, inbound: Inbound) {
         let (tcp, source) = hbone::accept::accept(&listener, &inbound.inputs.fd_reserve).await;
         let inbound = inbound.clone();
         let trace = TraceContext::new();
-        let span = tracing::info_span!("conn", id = connection_id(), %trace);
+        let span = tracing::debug_span!("conn", id = connection_id(), %trace);
         tokio::spawn(async move { inbound.plaintext(tcp, source, trace).await }.instrument(span));
     }
 }

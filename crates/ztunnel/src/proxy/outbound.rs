@@ -75,7 +75,7 @@ pub(crate) async fn forward(
     client: Client,
 ) {
     let trace = TraceContext::new();
-    let span = tracing::info_span!("conn", id = connection_id(), %trace);
+    let span = tracing::debug_span!("conn", id = connection_id(), %trace);
     async move {
         let snap = inputs.store.load();
         let destination = original.as_ref().ok().copied();
@@ -169,14 +169,7 @@ async fn connect_and_pump(
                 }
             };
             inputs.endpoint_recovered(authority.ip());
-            if client == Client::Socks5 {
-                meters
-                    .replied
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                super::socks5::succeeded(tcp)
-                    .await
-                    .map_err(ProxyError::DownstreamClosed)?;
-            }
+            reached(tcp, client, meters).await?;
             let (r, w) = tcp.split();
             hbone::copy_bidirectional_metered(r, w, stream, &meters.hbone)
                 .await
@@ -192,14 +185,7 @@ async fn connect_and_pump(
                 }
             };
             inputs.endpoint_recovered(target.ip());
-            if client == Client::Socks5 {
-                meters
-                    .replied
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                super::socks5::succeeded(tcp)
-                    .await
-                    .map_err(ProxyError::DownstreamClosed)?;
-            }
+            reached(tcp, client, meters).await?;
             let result = pump::copy_tcp(tcp, &mut upstream, &meters.tcp).await;
             let how = match &result {
                 Err(ProxyError::Io {
@@ -212,6 +198,19 @@ async fn connect_and_pump(
             result
         }
     }
+}
+
+/// The destination is reached: a SOCKS5 client hears so (captured clients hear nothing).
+async fn reached(tcp: &mut TcpStream, client: Client, meters: &Meters) -> Result<(), ProxyError> {
+    if client == Client::Socks5 {
+        meters
+            .replied
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        super::socks5::succeeded(tcp)
+            .await
+            .map_err(ProxyError::DownstreamClosed)?;
+    }
+    Ok(())
 }
 
 /// Opens the record of an outbound connection (reporter `source`) with what is known:

@@ -6,8 +6,10 @@
 //!   connection failed part-way;
 //! - `ztunnel_connection_failures_total{direction,reason}` for every error;
 //! - one access-log line in Istio's shape (`src.workload="client-1" … dst.addr=…:15008
-//!   dst.hbone_addr=…:8080`), inside the connection's span (`conn{id, trace}`), so the
-//!   two ztunnels' lines for one connection share the trace id. Errors log at most one
+//!   dst.hbone_addr=…:8080`) with the connection's `trace` id, which both ztunnels' lines
+//!   for one connection share. (The span `conn{id, trace}` around a connection's other
+//!   lines is at debug level: at info, spans for thousands of connections would keep
+//!   tracing's span slab allocated after they close.) Errors log at most one
 //!   line per second per reason (with the count of the rest), so a flood of refusals
 //!   cannot flood the log; successes always log;
 //! - the live-connection count drain waits on.
@@ -209,6 +211,7 @@ impl ConnectionRecord {
             bytes_sent = bytes.sent,
             bytes_recv = bytes.received,
             duration,
+            trace = %self.trace,
             response_flags = (flags != "-").then_some(flags),
             error,
             suppressed,

@@ -9,89 +9,36 @@ use super::error::{NoRoute, ProxyError};
 use super::inbound::admit;
 use super::route::{Route, resolve};
 use super::{ProxyInputs, ProxySettings};
-use crate::state::{Snapshot, Store, local};
+use crate::state::{Snapshot, Store, file_source};
 
 const MESH: &str = r#"
 workloads:
-  - uid: shop/client-0
-    name: client-0
-    namespace: shop
-    serviceAccount: client
-    addresses: [10.1.0.2]
-    protocol: HBONE
-  - uid: shop/reviews-0
-    name: reviews-0
-    namespace: shop
-    serviceAccount: reviews
-    addresses: [10.2.0.2]
-    protocol: HBONE
-    services:
-      shop/reviews.shop.svc.cluster.local: [{servicePort: 9080, targetPort: 8080}]
-  - uid: shop/reviews-1
-    name: reviews-1
-    namespace: shop
-    serviceAccount: reviews
-    addresses: [10.2.0.3]
-    protocol: HBONE
-    services:
-      shop/reviews.shop.svc.cluster.local: [{servicePort: 9080, targetPort: 8080}]
-  - uid: shop/ratings-0
-    name: ratings-0
-    namespace: shop
-    addresses: [10.2.0.4]
-    protocol: HBONE
-    status: Unhealthy
-    services:
-      shop/ratings.shop.svc.cluster.local: [{servicePort: 9080}]
-  - uid: shop/legacy-0
-    name: legacy-0
-    namespace: shop
-    addresses: [10.2.0.5]
-  - uid: shop/db-0
-    name: db-0
-    namespace: shop
-    serviceAccount: db
-    addresses: [10.2.0.6]
-    protocol: HBONE
-    authorizationPolicies: [shop/db-only-reviews]
-  - uid: shop/waypoint-0
-    name: waypoint-0
-    namespace: shop
-    serviceAccount: waypoint
-    addresses: [10.2.0.9]
-    protocol: HBONE
-  - uid: shop/payments-0
-    name: payments-0
-    namespace: shop
-    serviceAccount: payments
-    addresses: [10.2.0.7]
-    protocol: HBONE
-    waypoint: {address: 10.2.0.9, port: 15008}
+  - {uid: shop/client-0, name: client-0, namespace: shop, serviceAccount: client, addresses: [10.1.0.2], protocol: HBONE}
+  - {uid: shop/reviews-0, name: reviews-0, namespace: shop, serviceAccount: reviews, addresses: [10.2.0.2], protocol: HBONE,
+     services: {shop/reviews.shop.svc.cluster.local: [{servicePort: 9080, targetPort: 8080}]}}
+  - {uid: shop/reviews-1, name: reviews-1, namespace: shop, serviceAccount: reviews, addresses: [10.2.0.3], protocol: HBONE,
+     services: {shop/reviews.shop.svc.cluster.local: [{servicePort: 9080, targetPort: 8080}]}}
+  - {uid: shop/ratings-0, name: ratings-0, namespace: shop, addresses: [10.2.0.4], protocol: HBONE, status: Unhealthy,
+     services: {shop/ratings.shop.svc.cluster.local: [{servicePort: 9080}]}}
+  - {uid: shop/legacy-0, name: legacy-0, namespace: shop, addresses: [10.2.0.5]}
+  - {uid: shop/db-0, name: db-0, namespace: shop, serviceAccount: db, addresses: [10.2.0.6], protocol: HBONE,
+     authorizationPolicies: [shop/db-only-reviews]}
+  - {uid: shop/waypoint-0, name: waypoint-0, namespace: shop, serviceAccount: waypoint, addresses: [10.2.0.9], protocol: HBONE}
+  - {uid: shop/payments-0, name: payments-0, namespace: shop, serviceAccount: payments, addresses: [10.2.0.7], protocol: HBONE,
+     waypoint: {address: 10.2.0.9, port: 15008}}
 services:
-  - name: reviews
-    namespace: shop
-    hostname: reviews.shop.svc.cluster.local
-    vips: [10.96.0.10]
-    ports: [{servicePort: 9080, targetPort: 8080}]
-  - name: ratings
-    namespace: shop
-    hostname: ratings.shop.svc.cluster.local
-    vips: [10.96.0.11]
-    ports: [{servicePort: 9080, targetPort: 8080}]
+  - {name: reviews, namespace: shop, hostname: reviews.shop.svc.cluster.local, vips: [10.96.0.10],
+     ports: [{servicePort: 9080, targetPort: 8080}]}
+  - {name: ratings, namespace: shop, hostname: ratings.shop.svc.cluster.local, vips: [10.96.0.11],
+     ports: [{servicePort: 9080, targetPort: 8080}]}
 policies:
-  - name: db-only-reviews
-    namespace: shop
-    scope: WorkloadSelector
-    action: Allow
-    rules:
-      - clauses:
-          - matches:
-              - principals: [{exact: cluster.local/ns/shop/sa/reviews}]
+  - {name: db-only-reviews, namespace: shop, scope: WorkloadSelector, action: Allow,
+     rules: [{clauses: [{matches: [{principals: [{exact: cluster.local/ns/shop/sa/reviews}]}]}]}]}
 "#;
 
 fn setup() -> (ProxyInputs, Arc<Snapshot>) {
     let store = Arc::new(Store::default());
-    store.replace(local::parse(MESH, Path::new("mesh.yaml")).unwrap());
+    store.replace(file_source::parse(MESH, Path::new("mesh.yaml")).unwrap());
     let ca = test_support::TestCa::new();
     let inputs = ProxyInputs::new(store.clone(), ca.manager(), ProxySettings::default());
     (inputs, store.load())
@@ -330,15 +277,15 @@ fn a_pod_behind_a_waypoint_admits_only_the_waypoint() {
 #[test]
 fn only_updates_that_can_change_admission_wake_live_connections() {
     let store = Store::default();
-    store.replace(local::parse(MESH, Path::new("mesh.yaml")).unwrap());
+    store.replace(file_source::parse(MESH, Path::new("mesh.yaml")).unwrap());
     let mut admission = store.subscribe_admission();
     admission.mark_unchanged();
     // Endpoint churn: a pod becomes unhealthy.
     let churn = MESH.replacen("status: Unhealthy", "status: Healthy", 1);
-    store.replace(local::parse(&churn, Path::new("mesh.yaml")).unwrap());
+    store.replace(file_source::parse(&churn, Path::new("mesh.yaml")).unwrap());
     assert!(!admission.has_changed().unwrap());
     // A policy change.
     let policy = churn.replace("sa/reviews}", "sa/client}");
-    store.replace(local::parse(&policy, Path::new("mesh.yaml")).unwrap());
+    store.replace(file_source::parse(&policy, Path::new("mesh.yaml")).unwrap());
     assert!(admission.has_changed().unwrap());
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::local::{self, LocalConfigError};
+use super::file_source::{self, FileSourceError};
 use super::*;
 
 const GOOD: &str = r#"
@@ -62,8 +62,8 @@ policies:
                 notSourceIps: [10.1.0.0/16]
 "#;
 
-fn parse(text: &str) -> Result<Snapshot, LocalConfigError> {
-    local::parse(text, Path::new("mesh.yaml"))
+fn parse(text: &str) -> Result<Snapshot, FileSourceError> {
+    file_source::parse(text, Path::new("mesh.yaml"))
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn json_works_too() {
 fn a_bad_address_is_refused_with_its_line_and_column() {
     let text = GOOD.replace("addresses: [10.2.0.3]", "addresses: [10.2.0.300]");
     let err = parse(&text).unwrap_err();
-    let LocalConfigError::Parse {
+    let FileSourceError::Parse {
         line,
         column,
         reason,
@@ -163,7 +163,7 @@ async fn a_bad_edit_keeps_the_last_good_state_and_a_good_edit_applies() {
     std::fs::write(&file, GOOD).unwrap();
     let store = Arc::new(Store::default());
     let mut updates = store.subscribe();
-    let task = local::watch(file.clone(), store.clone(), Duration::from_millis(20)).unwrap();
+    let task = file_source::watch(file.clone(), store.clone(), Duration::from_millis(20)).unwrap();
     assert!(store.load().workload("shop/frontend-0").is_some());
     updates.mark_unchanged();
 
@@ -195,6 +195,7 @@ fn a_broken_file_at_start_is_an_error() {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let err = local::watch(file, Arc::new(Store::default()), Duration::from_secs(1)).unwrap_err();
-    assert!(matches!(err, LocalConfigError::Parse { .. }), "{err}");
+    let err =
+        file_source::watch(file, Arc::new(Store::default()), Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(err, FileSourceError::Parse { .. }), "{err}");
 }

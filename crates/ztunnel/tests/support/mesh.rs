@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use ztunnel::inpod::{PodPorts, Pods};
 use ztunnel::proxy::{ProxyInputs, ProxySettings};
-use ztunnel::state::{Store, local};
+use ztunnel::state::{Store, file_source};
 
 /// Where the test ztunnel's state comes from.
 enum Feed<'a> {
@@ -111,7 +111,8 @@ impl Mesh {
             Feed::File(config) => {
                 let file = dir.path().join("mesh.yaml");
                 std::fs::write(&file, config).unwrap();
-                let watcher = local::watch(file, store.clone(), Duration::from_millis(50)).unwrap();
+                let watcher =
+                    file_source::watch(file, store.clone(), Duration::from_millis(50)).unwrap();
                 (watcher, ca.manager())
             }
             Feed::ControlPlane { xds, manager } => (
@@ -390,6 +391,24 @@ pub(crate) async fn greeted(mesh: &Mesh, from: usize, target: SocketAddr) -> (Tc
     let mut line = String::new();
     BufReader::new(&mut tcp).read_line(&mut line).await.unwrap();
     (tcp, line.trim().to_owned())
+}
+
+impl Mesh {
+    /// The first line of this node's metrics that `matches`, waiting (bounded) for it.
+    pub(crate) async fn metric_line(&self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.inputs.metrics.encode();
+            if let Some(line) = text.lines().find(|l| matches(l)) {
+                return line.to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no such metric line in:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Whether `tcp` is closed by the other side within five seconds.

@@ -1,5 +1,5 @@
 //! The local configuration file (`bowline ztunnel --config FILE`): workloads, services and
-//! policies in YAML (or JSON), in the compiled form of PROTOCOLS.md with friendlier
+//! policies in YAML (or JSON), in the compiled form of docs/protocols.md with friendlier
 //! spelling (IP addresses as text, camelCase keys).
 //!
 //! The file is turned into the same wire resources the control plane would send and goes
@@ -23,7 +23,7 @@ use super::{Snapshot, Store};
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum LocalConfigError {
+pub enum FileSourceError {
     /// The file could not be read.
     #[error("{file}: {source}")]
     Read {
@@ -58,18 +58,18 @@ pub enum LocalConfigError {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalConfig {
+struct FileConfig {
     #[serde(default)]
-    workloads: Vec<LocalWorkload>,
+    workloads: Vec<FileWorkload>,
     #[serde(default)]
-    services: Vec<LocalService>,
+    services: Vec<FileService>,
     #[serde(default)]
-    policies: Vec<LocalPolicy>,
+    policies: Vec<FilePolicy>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalWorkload {
+struct FileWorkload {
     uid: String,
     name: String,
     namespace: String,
@@ -82,14 +82,14 @@ struct LocalWorkload {
     #[serde(default)]
     addresses: Vec<IpAddr>,
     #[serde(default)]
-    protocol: LocalProtocol,
-    waypoint: Option<LocalGateway>,
+    protocol: FileProtocol,
+    waypoint: Option<FileGateway>,
     #[serde(default)]
-    services: BTreeMap<String, Vec<LocalPort>>,
+    services: BTreeMap<String, Vec<FilePort>>,
     #[serde(default)]
     authorization_policies: Vec<String>,
     #[serde(default)]
-    status: LocalStatus,
+    status: FileStatus,
     #[serde(default)]
     canonical_name: String,
     #[serde(default)]
@@ -102,14 +102,14 @@ struct LocalWorkload {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
-enum LocalProtocol {
+enum FileProtocol {
     #[default]
     None,
     Hbone,
 }
 
 #[derive(Debug, Default, Deserialize)]
-enum LocalStatus {
+enum FileStatus {
     #[default]
     Healthy,
     Unhealthy,
@@ -117,7 +117,7 @@ enum LocalStatus {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalGateway {
+struct FileGateway {
     address: Option<IpAddr>,
     /// `namespace/hostname` of the waypoint's service.
     service: Option<String>,
@@ -127,7 +127,7 @@ struct LocalGateway {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalPort {
+struct FilePort {
     service_port: u16,
     #[serde(default)]
     target_port: u16,
@@ -135,33 +135,33 @@ struct LocalPort {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalService {
+struct FileService {
     name: String,
     namespace: String,
     hostname: String,
     #[serde(default)]
     vips: Vec<IpAddr>,
     #[serde(default)]
-    ports: Vec<LocalPort>,
-    waypoint: Option<LocalGateway>,
+    ports: Vec<FilePort>,
+    waypoint: Option<FileGateway>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalPolicy {
+struct FilePolicy {
     name: String,
     namespace: String,
     #[serde(default)]
-    scope: LocalScope,
-    action: LocalAction,
+    scope: FileScope,
+    action: FileAction,
     #[serde(default)]
-    rules: Vec<LocalRule>,
+    rules: Vec<FileRule>,
     #[serde(default)]
     dry_run: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
-enum LocalScope {
+enum FileScope {
     #[default]
     Global,
     Namespace,
@@ -169,53 +169,53 @@ enum LocalScope {
 }
 
 #[derive(Debug, Deserialize)]
-enum LocalAction {
+enum FileAction {
     Allow,
     Deny,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalRule {
+struct FileRule {
     #[serde(default)]
-    clauses: Vec<LocalClause>,
+    clauses: Vec<FileClause>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalClause {
-    matches: Vec<LocalMatch>,
+struct FileClause {
+    matches: Vec<FileMatch>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct LocalMatch {
-    namespaces: Vec<LocalString>,
-    not_namespaces: Vec<LocalString>,
-    principals: Vec<LocalString>,
-    not_principals: Vec<LocalString>,
+struct FileMatch {
+    namespaces: Vec<FileString>,
+    not_namespaces: Vec<FileString>,
+    principals: Vec<FileString>,
+    not_principals: Vec<FileString>,
     source_ips: Vec<IpNet>,
     not_source_ips: Vec<IpNet>,
     destination_ips: Vec<IpNet>,
     not_destination_ips: Vec<IpNet>,
     destination_ports: Vec<u16>,
     not_destination_ports: Vec<u16>,
-    service_accounts: Vec<LocalServiceAccount>,
-    not_service_accounts: Vec<LocalServiceAccount>,
+    service_accounts: Vec<FileServiceAccount>,
+    not_service_accounts: Vec<FileServiceAccount>,
 }
 
 /// `shop` (exact), or one of `{exact: …}`, `{prefix: …}`, `{suffix: …}`,
 /// `{presence: {}}`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum LocalString {
+enum FileString {
     Plain(String),
-    Structured(LocalStringMatch),
+    Structured(FileStringMatch),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalStringMatch {
+struct FileStringMatch {
     exact: Option<String>,
     prefix: Option<String>,
     suffix: Option<String>,
@@ -228,26 +228,26 @@ struct Empty {}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LocalServiceAccount {
+struct FileServiceAccount {
     namespace: String,
     service_account: String,
 }
 
 /// Parses and validates a configuration text; `file` names it in errors.
-pub fn parse(text: &str, file: &Path) -> Result<Snapshot, LocalConfigError> {
-    let config: LocalConfig = serde_norway::from_str(text).map_err(|e| {
+pub fn parse(text: &str, file: &Path) -> Result<Snapshot, FileSourceError> {
+    let config: FileConfig = serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((0, 0));
-        LocalConfigError::Parse {
+        FileSourceError::Parse {
             file: file.to_path_buf(),
             line,
             column,
             reason: e.to_string(),
         }
     })?;
-    let invalid = |path: String, reason: String| LocalConfigError::Invalid {
+    let invalid = |path: String, reason: String| FileSourceError::Invalid {
         file: file.to_path_buf(),
         path,
         reason,
@@ -283,8 +283,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Snapshot, LocalConfigError> {
 }
 
 /// Reads and parses `file`.
-pub fn load(file: &Path) -> Result<Snapshot, LocalConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| LocalConfigError::Read {
+pub fn load(file: &Path) -> Result<Snapshot, FileSourceError> {
+    let text = std::fs::read_to_string(file).map_err(|source| FileSourceError::Read {
         file: file.to_path_buf(),
         source,
     })?;
@@ -299,8 +299,8 @@ pub fn watch(
     file: PathBuf,
     store: Arc<Store>,
     interval: Duration,
-) -> Result<tokio::task::JoinHandle<()>, LocalConfigError> {
-    let text = std::fs::read_to_string(&file).map_err(|source| LocalConfigError::Read {
+) -> Result<tokio::task::JoinHandle<()>, FileSourceError> {
+    let text = std::fs::read_to_string(&file).map_err(|source| FileSourceError::Read {
         file: file.clone(),
         source,
     })?;
@@ -332,7 +332,7 @@ pub fn watch(
     }))
 }
 
-impl LocalWorkload {
+impl FileWorkload {
     fn into_wire(self) -> wire::Workload {
         wire::Workload {
             uid: self.uid,
@@ -347,22 +347,22 @@ impl LocalWorkload {
                 .map(|a| ip_bytes(a).into())
                 .collect(),
             tunnel_protocol: match self.protocol {
-                LocalProtocol::None => wire::TunnelProtocol::None,
-                LocalProtocol::Hbone => wire::TunnelProtocol::Hbone,
+                FileProtocol::None => wire::TunnelProtocol::None,
+                FileProtocol::Hbone => wire::TunnelProtocol::Hbone,
             } as i32,
-            waypoint: self.waypoint.map(LocalGateway::into_wire),
+            waypoint: self.waypoint.map(FileGateway::into_wire),
             services: self
                 .services
                 .into_iter()
                 .map(|(k, ports)| {
-                    let ports = ports.into_iter().map(LocalPort::into_wire).collect();
+                    let ports = ports.into_iter().map(FilePort::into_wire).collect();
                     (k, wire::PortList { ports })
                 })
                 .collect(),
             authorization_policies: self.authorization_policies,
             status: match self.status {
-                LocalStatus::Healthy => wire::WorkloadStatus::Healthy,
-                LocalStatus::Unhealthy => wire::WorkloadStatus::Unhealthy,
+                FileStatus::Healthy => wire::WorkloadStatus::Healthy,
+                FileStatus::Unhealthy => wire::WorkloadStatus::Unhealthy,
             } as i32,
             canonical_name: self.canonical_name,
             canonical_revision: self.canonical_revision,
@@ -373,7 +373,7 @@ impl LocalWorkload {
     }
 }
 
-impl LocalGateway {
+impl FileGateway {
     fn into_wire(self) -> wire::GatewayAddress {
         use wire::gateway_address::Destination;
         let destination = match (self.address, self.service) {
@@ -397,7 +397,7 @@ impl LocalGateway {
     }
 }
 
-impl LocalPort {
+impl FilePort {
     fn into_wire(self) -> wire::Port {
         wire::Port {
             service_port: u32::from(self.service_port),
@@ -407,7 +407,7 @@ impl LocalPort {
     }
 }
 
-impl LocalService {
+impl FileService {
     fn into_wire(self) -> wire::Service {
         wire::Service {
             name: self.name,
@@ -421,26 +421,26 @@ impl LocalService {
                     ..Default::default()
                 })
                 .collect(),
-            ports: self.ports.into_iter().map(LocalPort::into_wire).collect(),
-            waypoint: self.waypoint.map(LocalGateway::into_wire),
+            ports: self.ports.into_iter().map(FilePort::into_wire).collect(),
+            waypoint: self.waypoint.map(FileGateway::into_wire),
             ..Default::default()
         }
     }
 }
 
-impl LocalPolicy {
+impl FilePolicy {
     fn into_wire(self) -> sec::Authorization {
         sec::Authorization {
             name: self.name,
             namespace: self.namespace,
             scope: match self.scope {
-                LocalScope::Global => sec::Scope::Global,
-                LocalScope::Namespace => sec::Scope::Namespace,
-                LocalScope::WorkloadSelector => sec::Scope::WorkloadSelector,
+                FileScope::Global => sec::Scope::Global,
+                FileScope::Namespace => sec::Scope::Namespace,
+                FileScope::WorkloadSelector => sec::Scope::WorkloadSelector,
             } as i32,
             action: match self.action {
-                LocalAction::Allow => sec::Action::Allow,
-                LocalAction::Deny => sec::Action::Deny,
+                FileAction::Allow => sec::Action::Allow,
+                FileAction::Deny => sec::Action::Deny,
             } as i32,
             rules: self
                 .rules
@@ -450,7 +450,7 @@ impl LocalPolicy {
                         .clauses
                         .into_iter()
                         .map(|c| sec::Clause {
-                            matches: c.matches.into_iter().map(LocalMatch::into_wire).collect(),
+                            matches: c.matches.into_iter().map(FileMatch::into_wire).collect(),
                         })
                         .collect(),
                 })
@@ -461,9 +461,9 @@ impl LocalPolicy {
     }
 }
 
-impl LocalMatch {
+impl FileMatch {
     fn into_wire(self) -> sec::Match {
-        let strings = |v: Vec<LocalString>| v.into_iter().map(LocalString::into_wire).collect();
+        let strings = |v: Vec<FileString>| v.into_iter().map(FileString::into_wire).collect();
         let nets = |v: Vec<IpNet>| {
             v.into_iter()
                 .map(|n| sec::Address {
@@ -473,7 +473,7 @@ impl LocalMatch {
                 .collect()
         };
         let ports = |v: Vec<u16>| v.into_iter().map(u32::from).collect();
-        let accounts = |v: Vec<LocalServiceAccount>| {
+        let accounts = |v: Vec<FileServiceAccount>| {
             v.into_iter()
                 .map(|a| sec::ServiceAccountMatch {
                     namespace: a.namespace,
@@ -499,7 +499,7 @@ impl LocalMatch {
     }
 }
 
-impl LocalString {
+impl FileString {
     /// A match with none or several kinds set becomes a wire match without a type, which
     /// validation refuses with its path.
     fn into_wire(self) -> sec::StringMatch {
