@@ -341,8 +341,10 @@ fn plaintext_never_leaves_an_enrolled_pod_and_callers_keep_their_address() {
 }
 
 #[test]
-fn a_namespace_is_enrolled_live_and_a_policy_applies_without_restarts() {
-    if !root_or_skip("a_namespace_is_enrolled_live_and_a_policy_applies_without_restarts") {
+fn a_namespace_is_enrolled_live_and_policies_apply_without_restarts_l7_ones_failing_closed() {
+    if !root_or_skip(
+        "a_namespace_is_enrolled_live_and_policies_apply_without_restarts_l7_ones_failing_closed",
+    ) {
         return;
     }
     let lab = Lab::new("t5live", &mesh());
@@ -390,11 +392,41 @@ fn a_namespace_is_enrolled_live_and_a_policy_applies_without_restarts() {
     .unwrap();
     let out = lab.bowline(&["apply", "--name", &lab.name, "-f", deny.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lab.call("shop/client", "http://server.shop/").0 {
-        assert!(Instant::now() < deadline, "the policy was never enforced");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let reachable = |want: bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lab.call("shop/client", "http://server.shop/").0 != want {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    reachable(false, "the policy was never enforced");
+    let out = lab.bowline(&["delete", "--name", &lab.name, "-f", deny.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    reachable(true, "the deleted policy still applies");
+
+    // An L7 policy attached through a waypoint ("GET only" on the service): no waypoint
+    // enforces it, so the service's traffic is refused rather than allowed, and apply
+    // says why; deleting the policy lets the traffic through again.
+    let l7 = lab.dir.path().join("get-only.yaml");
+    std::fs::write(
+        &l7,
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: server}]\n  action: ALLOW\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n",
+    )
+    .unwrap();
+    let out = lab.bowline(&["apply", "--name", &lab.name, "-f", l7.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("fail closed"),
+        "apply says why: {}",
+        text(&out)
+    );
+    reachable(
+        false,
+        "an L7 policy no waypoint enforces must not allow everything",
+    );
+    let out = lab.bowline(&["delete", "--name", &lab.name, "-f", l7.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    reachable(true, "the deleted L7 policy still refuses");
 }
 
 #[test]

@@ -335,9 +335,11 @@ pub struct AuthorizationPolicySpec {
     /// Which pods (none: the namespace, or the mesh in the root namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<Selector>,
-    /// Policies attached to a waypoint (enforced by it, not by ztunnel).
+    /// What the policy is attached to through a waypoint (a Service, the waypoint's
+    /// Gateway, or GatewayClass `istio-waypoint` mesh-wide) — enforced by a waypoint, not
+    /// by ztunnel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub target_refs: Vec<serde_json::Value>,
+    pub target_refs: Vec<TargetRef>,
     /// `ALLOW` (default) or `DENY`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
@@ -345,6 +347,26 @@ pub struct AuthorizationPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<Vec<AuthorizationRule>>,
 }
+
+/// A policy's `targetRefs` entry (Istio's `PolicyTargetReference`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetRef {
+    /// API group: `""` (core) for a Service, `gateway.networking.k8s.io` for a Gateway or
+    /// GatewayClass.
+    #[serde(default)]
+    pub group: String,
+    /// `Service`, `Gateway` or `GatewayClass`.
+    pub kind: String,
+    /// The target's name.
+    pub name: String,
+    /// The target's namespace: the policy's own (the only one allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The Gateway API group.
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 
 /// A rule: `from`, `to` and `when` are AND-ed; entries of each are OR-ed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

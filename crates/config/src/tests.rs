@@ -129,6 +129,26 @@ fn meaning_errors_name_the_field_and_the_fix() {
             "only waypoints",
         ),
         (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {selector: {matchLabels: {app: x}}, targetRefs: [{kind: Service, name: x}]}\n",
+            "spec.targetRefs",
+            "not both",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {targetRefs: [{kind: Deployment, group: apps, name: x}]}\n",
+            "spec.targetRefs[0].kind",
+            "target a Service",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {targetRefs: [{kind: GatewayClass, group: gateway.networking.k8s.io, name: nginx}]}\n",
+            "spec.targetRefs[0].name",
+            "istio-waypoint",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: shop}\nspec: {targetRefs: [{kind: Service, name: x, namespace: other}]}\n",
+            "spec.targetRefs[0].namespace",
+            "its own namespace",
+        ),
+        (
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: Shop}\n",
             "metadata.name",
             "not a valid name",

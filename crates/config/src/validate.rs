@@ -197,6 +197,63 @@ fn known_condition(key: &str) -> bool {
         || key.starts_with("experimental.")
 }
 
+/// `targetRefs`: a Service (core group), a Gateway, or GatewayClass `istio-waypoint`, in
+/// the policy's own namespace; never together with a selector.
+fn target_refs(policy: &AuthorizationPolicy) -> Result<(), Invalid> {
+    let spec = &policy.spec;
+    if spec.target_refs.is_empty() {
+        return Ok(());
+    }
+    if spec.selector.is_some() {
+        return invalid(
+            "spec.targetRefs",
+            "a policy has either a selector (enforced by ztunnel) or targetRefs (enforced by a waypoint), not both",
+        );
+    }
+    for (i, target) in spec.target_refs.iter().enumerate() {
+        let at = |field: &str| format!("spec.targetRefs[{i}].{field}");
+        match (target.group.as_str(), target.kind.as_str()) {
+            ("" | "core", "Service") => {}
+            (crate::resources::GATEWAY_API_GROUP, "Gateway") => {}
+            (crate::resources::GATEWAY_API_GROUP, "GatewayClass") => {
+                if target.name != crate::resources::WAYPOINT_CLASS {
+                    return invalid(
+                        at("name"),
+                        format!(
+                            "{:?}: the only GatewayClass a policy can target is {:?} (every waypoint)",
+                            target.name,
+                            crate::resources::WAYPOINT_CLASS
+                        ),
+                    );
+                }
+            }
+            (group, kind) => {
+                return invalid(
+                    at("kind"),
+                    format!(
+                        "{kind:?} in group {group:?}: target a Service (group \"\"), a Gateway or GatewayClass {:?} (group {:?})",
+                        crate::resources::WAYPOINT_CLASS,
+                        crate::resources::GATEWAY_API_GROUP
+                    ),
+                );
+            }
+        }
+        dns_name(&target.name, &at("name"))?;
+        if let Some(namespace) = &target.namespace
+            && namespace != policy.metadata.namespace()
+        {
+            return invalid(
+                at("namespace"),
+                format!(
+                    "{namespace:?}: a policy can only target objects in its own namespace ({:?})",
+                    policy.metadata.namespace()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn authorization(policy: &AuthorizationPolicy) -> Result<(), Invalid> {
     let spec = &policy.spec;
     match spec.action.as_deref() {
@@ -209,6 +266,7 @@ fn authorization(policy: &AuthorizationPolicy) -> Result<(), Invalid> {
         }
         Some(other) => return invalid("spec.action", format!("{other:?}: use ALLOW or DENY")),
     }
+    target_refs(policy)?;
     if let Some(dry) = policy.metadata.annotations.get(DRY_RUN)
         && !matches!(dry.as_str(), "true" | "false")
     {

@@ -235,7 +235,7 @@ pub fn translate<R: AsResource>(
 /// Which namespaces a change of these objects can affect: `None` when it can affect any
 /// (gateways, peer authentication, mesh-wide policies, a waypoint's service), else the
 /// set (empty when nothing that is translated changed).
-pub fn affected_namespaces<'a, R>(
+pub fn affected_namespaces<'a, R: AsResource>(
     changed: impl IntoIterator<Item = &'a ObjectKey>,
     objects: &BTreeMap<ObjectKey, R>,
     settings: &MeshSettings,
@@ -246,6 +246,16 @@ pub fn affected_namespaces<'a, R>(
         match key.kind {
             Kind::Gateway | Kind::PeerAuthentication => return None,
             Kind::AuthorizationPolicy if key.namespace == settings.root_namespace => return None,
+            // A policy attached through a waypoint can target pods in other namespaces
+            // (those bound to its Gateway).
+            Kind::AuthorizationPolicy
+                if objects.get(key).is_some_and(|o| {
+                    matches!(o.resource(), Resource::AuthorizationPolicy(p)
+                        if p.spec.target_refs.iter().any(|t| t.kind != "Service"))
+                }) =>
+            {
+                return None;
+            }
             Kind::Service => {
                 let is_waypoint = objects.contains_key(&ObjectKey {
                     kind: Kind::Gateway,
@@ -494,6 +504,7 @@ fn workload_resource(
     }
 
     let mut policies: BTreeSet<String> = authz::selecting(index, pod).collect();
+    policies.extend(authz::unenforced_for(index, pod));
     policies.extend(peer.for_pod(index, pod));
     let ready = !matches!(pod.status.phase.as_deref(), Some("Pending"));
     let trust_domain = &index.settings.trust_domain;

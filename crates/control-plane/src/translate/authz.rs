@@ -6,7 +6,13 @@
 //! Strings: `*` → presence, `*x` → suffix, `x*` → prefix, else exact. Rules that need HTTP
 //! attributes: omitted from an ALLOW policy (they can never match at L4); in a DENY
 //! policy the HTTP part is taken as matching, so the rule denies more. Both are reported.
-//! Policies attached to a waypoint (`targetRefs`) are for the waypoint, not ztunnel.
+//! Policies attached to a waypoint (`targetRefs`) are for a waypoint, and Bowline has no
+//! waypoint yet: such a policy **fails closed**. It compiles to a deny-all policy
+//! (`<ns>/l7-unenforced~<name>`) listed on every pod it targets — the pods of the targeted
+//! Service, of the services (and workloads) bound to the targeted Gateway, or of every
+//! waypoint-bound service for GatewayClass `istio-waypoint` in the root namespace — and
+//! the status says so. Istio skips such a policy when no waypoint runs, turning a "GET
+//! only" policy into allow-all; Bowline refuses the traffic instead.
 
 use config::resources::{self as k8s, DRY_RUN};
 use config::validate::{L4_CONDITION_KEYS, ip_block, port_number};
@@ -25,11 +31,7 @@ pub(super) fn policies(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&s
             policy.metadata.name
         );
         if !policy.spec.target_refs.is_empty() {
-            out.report(
-                object,
-                "attached to a waypoint (targetRefs): enforced by the waypoint, not by ztunnel"
-                    .into(),
-            );
+            fail_closed(index, policy, object, out);
             continue;
         }
         let compiled = compile(index, policy, &object, out);
@@ -38,6 +40,137 @@ pub(super) fn policies(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&s
             std::sync::Arc::new(compiled),
         );
     }
+}
+
+/// The name of the deny-all policy that stands in for L7 policy `name` while no waypoint
+/// enforces it (`~` cannot appear in a Kubernetes name, so it never clashes).
+fn unenforced_name(name: &str) -> String {
+    format!("l7-unenforced~{name}")
+}
+
+/// Compiles a `targetRefs` policy to the deny-all stand-in and says why.
+fn fail_closed(
+    index: &Index<'_>,
+    policy: &k8s::AuthorizationPolicy,
+    object: String,
+    out: &mut Compiled,
+) {
+    let namespace = policy.metadata.namespace();
+    let targets: Vec<String> = policy
+        .spec
+        .target_refs
+        .iter()
+        .map(|t| format!("{} {}", t.kind, t.name))
+        .collect();
+    let targets = targets.join(", ");
+    let mesh_wide_elsewhere = namespace != index.settings.root_namespace
+        && policy
+            .spec
+            .target_refs
+            .iter()
+            .any(|t| t.kind == "GatewayClass");
+    if mesh_wide_elsewhere {
+        out.report(
+            object.clone(),
+            format!(
+                "targets GatewayClass {} outside the root namespace {}: that part has no effect (as in Istio); move the policy to {} to apply it to every waypoint",
+                k8s::WAYPOINT_CLASS,
+                index.settings.root_namespace,
+                index.settings.root_namespace
+            ),
+        );
+    }
+    out.report(
+        object,
+        format!(
+            "attached through a waypoint ({targets}), and Bowline has no waypoint to enforce L7 policy yet: traffic to the targeted pods is refused (fail closed) until one does; delete the policy to allow it again"
+        ),
+    );
+    let name = unenforced_name(&policy.metadata.name);
+    out.authorizations.insert(
+        format!("{namespace}/{name}"),
+        std::sync::Arc::new(sec::Authorization {
+            name,
+            namespace: namespace.to_owned(),
+            scope: sec::Scope::WorkloadSelector as i32,
+            action: sec::Action::Deny as i32,
+            // One rule without clauses matches every connection.
+            rules: vec![sec::Rule::default()],
+            dry_run: policy
+                .metadata
+                .annotations
+                .get(DRY_RUN)
+                .is_some_and(|v| v == "true"),
+            ..Default::default()
+        }),
+    );
+}
+
+/// Keys of the fail-closed stand-ins of the `targetRefs` policies that target `pod` (see
+/// the module docs).
+pub(super) fn unenforced_for<'a>(
+    index: &'a Index<'_>,
+    pod: &'a k8s::Pod,
+) -> impl Iterator<Item = String> + 'a {
+    index
+        .policies
+        .iter()
+        .filter(|p| !p.spec.target_refs.is_empty())
+        .filter(move |p| targets_pod(index, p, pod))
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace(),
+                unenforced_name(&p.metadata.name)
+            )
+        })
+}
+
+fn targets_pod(index: &Index<'_>, policy: &k8s::AuthorizationPolicy, pod: &k8s::Pod) -> bool {
+    let namespace = policy.metadata.namespace();
+    let root = namespace == index.settings.root_namespace;
+    let selecting = || {
+        index
+            .services_by_namespace
+            .get(pod.metadata.namespace())
+            .into_iter()
+            .flatten()
+            .filter(|service| selects(service, pod))
+    };
+    policy
+        .spec
+        .target_refs
+        .iter()
+        .any(|target| match target.kind.as_str() {
+            "Service" => {
+                pod.metadata.namespace() == namespace
+                    && selecting().any(|service| service.metadata.name == target.name)
+            }
+            "Gateway" => {
+                let bound_to_it = |waypoint: Option<(String, String)>| {
+                    waypoint.is_some_and(|(ns, name)| ns == namespace && name == target.name)
+                };
+                bound_to_it(super::waypoint::requested_by(index, &pod.metadata))
+                    || selecting()
+                        .any(|s| bound_to_it(super::waypoint::requested_by(index, &s.metadata)))
+            }
+            "GatewayClass" => {
+                root && (super::waypoint::requested_by(index, &pod.metadata).is_some()
+                    || selecting()
+                        .any(|s| super::waypoint::requested_by(index, &s.metadata).is_some()))
+            }
+            _ => false,
+        })
+}
+
+/// Whether `service` selects `pod` (same namespace, non-empty selector, all labels).
+fn selects(service: &k8s::Service, pod: &k8s::Pod) -> bool {
+    let selector = &service.spec.selector;
+    service.metadata.namespace() == pod.metadata.namespace()
+        && !selector.is_empty()
+        && selector
+            .iter()
+            .all(|(k, v)| pod.metadata.labels.get(k) == Some(v))
 }
 
 /// Keys of the selector-scoped policies that select `pod` (its namespace's and the root

@@ -288,12 +288,62 @@ fn l7_rules_are_omitted_from_allow_and_widened_in_deny_with_a_status() {
 }
 
 #[test]
-fn waypoint_policies_and_dry_run_are_handled_as_istio_does() {
+fn a_policy_attached_through_a_waypoint_fails_closed_while_no_waypoint_enforces_it() {
     let c = compile(&policy_yaml(
-        "  targetRefs: [{kind: Service, group: \"\", name: reviews}]\n  rules: [{}]\n",
+        "  targetRefs: [{kind: Service, group: \"\", name: reviews}]\n  action: ALLOW\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n",
     ));
+    // Not compiled as an L4 policy (that would drop the HTTP rule and allow nothing, or
+    // everything): a deny-all stand-in on the targeted service's pods instead.
     assert!(!c.authorizations.contains_key("shop/p"));
-    assert!(c.status["AuthorizationPolicy shop/p"][0].contains("waypoint"));
+    let stand_in = &c.authorizations["shop/l7-unenforced~p"];
+    assert_eq!(stand_in.action, sec::Action::Deny as i32);
+    assert_eq!(stand_in.scope, sec::Scope::WorkloadSelector as i32);
+    assert_eq!(stand_in.rules, [sec::Rule { clauses: vec![] }]);
+    assert!(
+        workload(&c, "shop", "reviews-0")
+            .authorization_policies
+            .contains(&"shop/l7-unenforced~p".to_owned())
+    );
+    // Pods the service does not select are not affected.
+    assert!(
+        workload(&c, "shop", "opted-out")
+            .authorization_policies
+            .is_empty()
+    );
+    let status = &c.status["AuthorizationPolicy shop/p"];
+    assert!(
+        status.iter().any(|m| m.contains("refused (fail closed)")),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn a_policy_attached_to_a_waypoint_gateway_fails_closed_for_what_is_bound_to_it() {
+    // The namespace asks for waypoint `waypoint` (which does not exist yet).
+    let shop = shop_with(fixtures::shop_namespace().label(k8s::USE_WAYPOINT, "waypoint"));
+    let c = compile(&format!(
+        "{shop}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]\n  action: DENY\n  rules: [{{to: [{{operation: {{methods: [POST]}}}}]}}]\n"
+    ));
+    assert!(
+        workload(&c, "shop", "reviews-0")
+            .authorization_policies
+            .contains(&"shop/l7-unenforced~p".to_owned())
+    );
+    // A mesh-wide target outside the root namespace is reported as having no effect.
+    let elsewhere = compile(&policy_yaml(
+        "  targetRefs: [{kind: GatewayClass, group: gateway.networking.k8s.io, name: istio-waypoint}]\n",
+    ));
+    assert!(
+        elsewhere.status["AuthorizationPolicy shop/p"]
+            .iter()
+            .any(|m| m.contains("outside the root namespace")),
+        "{:?}",
+        elsewhere.status
+    );
+}
+
+#[test]
+fn dry_run_policies_are_marked_dry_run() {
     let dry = compile(&policy_yaml("  rules: [{}]\n").replace(
         "metadata: {name: p, namespace: shop}",
         "metadata: {name: p, namespace: shop, annotations: {istio.io/dry-run: \"true\"}}",

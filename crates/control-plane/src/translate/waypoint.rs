@@ -61,12 +61,7 @@ fn bind(
     out: &mut Compiled,
 ) -> Option<wire::GatewayAddress> {
     let namespace = meta.namespace();
-    let (name, waypoint_namespace) = requested(&meta.labels, namespace).or_else(|| {
-        index
-            .namespace_labels(namespace)
-            .and_then(|labels| requested(labels, namespace))
-    })?;
-    let name = name?;
+    let (waypoint_namespace, name) = requested_by(index, meta)?;
     let Some(gateway) = index
         .gateways
         .get(&(waypoint_namespace.as_str(), name.as_str()))
@@ -135,6 +130,18 @@ fn bind(
         )),
         hbone_mtls_port: WAYPOINT_HBONE_PORT,
     })
+}
+
+/// The waypoint (`(namespace, name)`) an object asks for with its own or its namespace's
+/// labels, whether or not the binding succeeds; `None` when it asks for none or opts out.
+pub(super) fn requested_by(index: &Index<'_>, meta: &k8s::ObjectMeta) -> Option<(String, String)> {
+    let namespace = meta.namespace();
+    let (name, waypoint_namespace) = requested(&meta.labels, namespace).or_else(|| {
+        index
+            .namespace_labels(namespace)
+            .and_then(|labels| requested(labels, namespace))
+    })?;
+    Some((waypoint_namespace, name?))
 }
 
 /// `Some((Some(name), namespace))` when the labels bind a waypoint, `Some((None, _))` when
