@@ -74,6 +74,14 @@ impl Compiled {
         self.status.entry(object).or_default().push(message);
     }
 
+    /// Adds a compiled policy under its key `namespace/name`.
+    fn insert_authorization(&mut self, policy: xds::security::Authorization) {
+        self.authorizations.insert(
+            format!("{}/{}", policy.namespace, policy.name),
+            Arc::new(policy),
+        );
+    }
+
     /// The workload with this uid.
     pub fn workload(&self, uid: &str) -> Option<&wire::Workload> {
         match self.addresses.get(uid)?.as_ref().r#type.as_ref()? {

@@ -35,10 +35,7 @@ pub(super) fn policies(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&s
             continue;
         }
         let compiled = compile(index, policy, &object, out);
-        out.authorizations.insert(
-            format!("{}/{}", compiled.namespace, compiled.name),
-            std::sync::Arc::new(compiled),
-        );
+        out.insert_authorization(compiled);
     }
 }
 
@@ -86,24 +83,39 @@ fn fail_closed(
             "attached through a waypoint ({targets}), and Bowline has no waypoint to enforce L7 policy yet: traffic to the targeted pods is refused (fail closed) until one does; delete the policy to allow it again"
         ),
     );
-    let name = unenforced_name(&policy.metadata.name);
-    out.authorizations.insert(
-        format!("{namespace}/{name}"),
-        std::sync::Arc::new(sec::Authorization {
-            name,
-            namespace: namespace.to_owned(),
-            scope: sec::Scope::WorkloadSelector as i32,
-            action: sec::Action::Deny as i32,
-            // One rule without clauses matches every connection.
-            rules: vec![sec::Rule::default()],
-            dry_run: policy
-                .metadata
-                .annotations
-                .get(DRY_RUN)
-                .is_some_and(|v| v == "true"),
-            ..Default::default()
-        }),
+    // One rule without clauses matches every connection.
+    let mut stand_in = deny_selected(
+        namespace,
+        unenforced_name(&policy.metadata.name),
+        vec![sec::Rule::default()],
     );
+    stand_in.dry_run = dry_run(policy);
+    out.insert_authorization(stand_in);
+}
+
+/// A DENY policy for the pods that list it (scope WORKLOAD_SELECTOR).
+pub(super) fn deny_selected(
+    namespace: &str,
+    name: String,
+    rules: Vec<sec::Rule>,
+) -> sec::Authorization {
+    sec::Authorization {
+        name,
+        namespace: namespace.to_owned(),
+        scope: sec::Scope::WorkloadSelector as i32,
+        action: sec::Action::Deny as i32,
+        rules,
+        ..Default::default()
+    }
+}
+
+/// Whether the policy carries `istio.io/dry-run: "true"`.
+fn dry_run(policy: &k8s::AuthorizationPolicy) -> bool {
+    policy
+        .metadata
+        .annotations
+        .get(DRY_RUN)
+        .is_some_and(|v| v == "true")
 }
 
 /// Keys of the fail-closed stand-ins of the `targetRefs` policies that target `pod` (see
@@ -253,11 +265,7 @@ fn compile(
             sec::Action::Allow
         } as i32,
         rules,
-        dry_run: policy
-            .metadata
-            .annotations
-            .get(DRY_RUN)
-            .is_some_and(|v| v == "true"),
+        dry_run: dry_run(policy),
         ..Default::default()
     }
 }

@@ -45,17 +45,11 @@ impl PeerPolicies {
         let root = index.settings.root_namespace.clone();
         let any = !index.peer_authentications.is_empty();
         if any {
-            out.authorizations.insert(
-                format!("{root}/{STATIC_STRICT}"),
-                std::sync::Arc::new(sec::Authorization {
-                    name: STATIC_STRICT.into(),
-                    namespace: root.clone(),
-                    scope: sec::Scope::WorkloadSelector as i32,
-                    action: sec::Action::Deny as i32,
-                    rules: vec![no_identity_rule(Vec::new(), Vec::new())],
-                    ..Default::default()
-                }),
-            );
+            out.insert_authorization(super::authz::deny_selected(
+                &root,
+                STATIC_STRICT.into(),
+                vec![no_identity_rule(Vec::new(), Vec::new())],
+            ));
         }
         for peer in &index.peer_authentications {
             if peer.spec.port_level_mtls.is_empty() || peer.spec.selector.is_none() {
@@ -88,17 +82,7 @@ impl PeerPolicies {
                     .map(|p| no_identity_rule(vec![u32::from(p)], Vec::new()))
                     .collect()
             };
-            out.authorizations.insert(
-                format!("{namespace}/{name}"),
-                std::sync::Arc::new(sec::Authorization {
-                    name,
-                    namespace: namespace.to_owned(),
-                    scope: sec::Scope::WorkloadSelector as i32,
-                    action: sec::Action::Deny as i32,
-                    rules,
-                    ..Default::default()
-                }),
-            );
+            out.insert_authorization(super::authz::deny_selected(namespace, name, rules));
         }
         Self { any, root }
     }
