@@ -62,6 +62,9 @@ impl Drop for Lab {
     }
 }
 
+/// Enrols namespace `plain` in the ambient mesh.
+const ENROL_PLAIN: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain, labels: {istio.io/dataplane-mode: ambient}}\n";
+
 impl Lab {
     fn new(name: &str, manifest: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -89,6 +92,16 @@ impl Lab {
     fn up(&self) -> Output {
         let manifests = self.dir.path().to_str().unwrap().to_owned();
         self.bowline(&["up", "-f", &manifests, "--name", &self.name, "--detach"])
+    }
+
+    /// `bowline VERB --name LAB -f FILE` (`apply` or `delete`) on `FILE` in the lab's
+    /// directory, writing `yaml` to it first when given.
+    fn config(&self, verb: &str, file: &str, yaml: Option<&str>) -> Output {
+        let path = self.dir.path().join(file);
+        if let Some(yaml) = yaml {
+            std::fs::write(&path, yaml).unwrap();
+        }
+        self.bowline(&[verb, "--name", &self.name, "-f", path.to_str().unwrap()])
     }
 
     /// Runs `bowline call URL` inside pod `pod`; returns (success, stdout).
@@ -359,9 +372,7 @@ fn a_namespace_is_enrolled_live_and_policies_apply_without_restarts_l7_ones_fail
             .to_owned()
     };
     let before = text(&lab.bowline(&["status", "--name", &lab.name]));
-    let enrol = lab.dir.path().join("enrol.yaml");
-    std::fs::write(&enrol, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain, labels: {istio.io/dataplane-mode: ambient}}\n").unwrap();
-    let out = lab.bowline(&["apply", "--name", &lab.name, "-f", enrol.to_str().unwrap()]);
+    let out = lab.config("apply", "enrol.yaml", Some(ENROL_PLAIN));
     assert_eq!(text(&out).trim(), "Namespace plain configured");
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
@@ -384,13 +395,8 @@ fn a_namespace_is_enrolled_live_and_policies_apply_without_restarts_l7_ones_fail
     assert!(ok, "{body}");
 
     // A DENY for the client's identity, applied live.
-    let deny = lab.dir.path().join("deny.yaml");
-    std::fs::write(
-        &deny,
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-default, namespace: shop}\nspec:\n  selector: {matchLabels: {app: server}}\n  action: DENY\n  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/default]}}]}]\n",
-    )
-    .unwrap();
-    let out = lab.bowline(&["apply", "--name", &lab.name, "-f", deny.to_str().unwrap()]);
+    let deny = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-default, namespace: shop}\nspec:\n  selector: {matchLabels: {app: server}}\n  action: DENY\n  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/default]}}]}]\n";
+    let out = lab.config("apply", "deny.yaml", Some(deny));
     assert!(out.status.success(), "{}", text(&out));
     let reachable = |want: bool, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -400,20 +406,15 @@ fn a_namespace_is_enrolled_live_and_policies_apply_without_restarts_l7_ones_fail
         }
     };
     reachable(false, "the policy was never enforced");
-    let out = lab.bowline(&["delete", "--name", &lab.name, "-f", deny.to_str().unwrap()]);
+    let out = lab.config("delete", "deny.yaml", None);
     assert!(out.status.success(), "{}", text(&out));
     reachable(true, "the deleted policy still applies");
 
     // An L7 policy attached through a waypoint ("GET only" on the service): no waypoint
     // enforces it, so the service's traffic is refused rather than allowed, and apply
     // says why; deleting the policy lets the traffic through again.
-    let l7 = lab.dir.path().join("get-only.yaml");
-    std::fs::write(
-        &l7,
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: server}]\n  action: ALLOW\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n",
-    )
-    .unwrap();
-    let out = lab.bowline(&["apply", "--name", &lab.name, "-f", l7.to_str().unwrap()]);
+    let l7 = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: server}]\n  action: ALLOW\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n";
+    let out = lab.config("apply", "get-only.yaml", Some(l7));
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("fail closed"),
@@ -424,7 +425,7 @@ fn a_namespace_is_enrolled_live_and_policies_apply_without_restarts_l7_ones_fail
         false,
         "an L7 policy no waypoint enforces must not allow everything",
     );
-    let out = lab.bowline(&["delete", "--name", &lab.name, "-f", l7.to_str().unwrap()]);
+    let out = lab.config("delete", "get-only.yaml", None);
     assert!(out.status.success(), "{}", text(&out));
     reachable(true, "the deleted L7 policy still refuses");
 }
@@ -664,9 +665,7 @@ fn a_pod_enrolled_while_its_node_agent_is_down_stays_reachable_and_joins_the_mes
 
     // plain/outsider (on node-2) is enrolled live; the control plane tells the other
     // node's ztunnel so, but keeps it plaintext: nobody has captured it.
-    let enrol = lab.dir.path().join("enrol.yaml");
-    std::fs::write(&enrol, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain, labels: {istio.io/dataplane-mode: ambient}}\n").unwrap();
-    let out = lab.bowline(&["apply", "--name", &lab.name, "-f", enrol.to_str().unwrap()]);
+    let out = lab.config("apply", "enrol.yaml", Some(ENROL_PLAIN));
     assert_eq!(text(&out).trim(), "Namespace plain configured");
     let sent = || {
         let dump = lab.debug("/debug/config_dump?proxy=node-1");

@@ -228,19 +228,17 @@ pub async fn run(
         Some(applied_file),
         operator_token,
     );
-    let (http, task) = http_api::spawn_public(config.http_addr, state.clone())
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.http_addr,
-            source,
-        })?;
+    let listen = |surface, addr| {
+        let state = state.clone();
+        async move {
+            http_api::spawn(surface, addr, state)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })
+        }
+    };
+    let (http, task) = listen(http_api::Surface::Public, config.http_addr).await?;
     tasks.push(task);
-    let (api, task) = http_api::spawn_management(config.api_addr, state)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.api_addr,
-            source,
-        })?;
+    let (api, task) = listen(http_api::Surface::Management, config.api_addr).await?;
     tasks.push(task);
     let bound = Bound {
         xds_plaintext,

@@ -76,30 +76,30 @@ impl HttpState {
     }
 }
 
-/// Binds the public listener on `addr` and serves in the background; returns the bound
-/// address.
-pub async fn spawn_public(
-    addr: SocketAddr,
-    state: HttpState,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let fd_reserve = state.fd_reserve.clone();
-    http_surface::spawn(addr, fd_reserve, move |req| {
-        let state = state.clone();
-        async move { public_route(&state, req) }
-    })
-    .await
+/// The control plane's two HTTP listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Metrics and readiness, read-only (15014).
+    Public,
+    /// Debug, apply and delete, behind the operator token (127.0.0.1:15015).
+    Management,
 }
 
-/// Binds the management listener on `addr` and serves in the background; returns the
-/// bound address.
-pub async fn spawn_management(
+/// Binds `surface` on `addr` and serves it in the background; returns the bound address.
+pub async fn spawn(
+    surface: Surface,
     addr: SocketAddr,
     state: HttpState,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let fd_reserve = state.fd_reserve.clone();
     http_surface::spawn(addr, fd_reserve, move |req| {
         let state = state.clone();
-        async move { management::route(&state, req).await }
+        async move {
+            match surface {
+                Surface::Public => public_route(&state, req),
+                Surface::Management => management::route(&state, req).await,
+            }
+        }
     })
     .await
 }

@@ -265,15 +265,12 @@ impl Inbound {
             request_protocol: "tcp".into(),
             response_flags: "-".into(),
             connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" }.into(),
-            source_principal: peer.map(ToString::to_string).unwrap_or_default(),
-            destination_principal: self.pod.identity.to_string(),
             ..TcpLabels::default()
         };
         let mut log = LogFields {
             src_addr: Some(source),
             dst_addr,
             dst_hbone_addr: hbone_target,
-            dst_identity: Some(self.pod.identity.to_string()),
             ..LogFields::default()
         };
         if let Some(src) = snap.workload_by_ip(source.ip()) {
@@ -285,9 +282,15 @@ impl Inbound {
             labels.source_principal = peer.to_string();
             log.source_identity(peer);
         }
-        if let Some(me) = snap.workload(&self.pod.uid) {
-            labels = labels.with_destination(me);
-            log.destination(me);
+        match snap.workload(&self.pod.uid) {
+            Some(me) => {
+                labels = labels.with_destination(me);
+                log.destination(me);
+            }
+            None => {
+                labels.destination_principal = self.pod.identity.to_string();
+                log.dst_identity = Some(labels.destination_principal.clone());
+            }
         }
         ConnectionRecord::open(
             self.inputs.metrics.clone(),

@@ -228,7 +228,6 @@ fn open_record(
         reporter: "source".into(),
         request_protocol: "tcp".into(),
         response_flags: "-".into(),
-        source_principal: pod.identity.to_string(),
         ..TcpLabels::default()
     };
     let mut log = LogFields {
@@ -236,10 +235,15 @@ fn open_record(
         dst_addr: original,
         ..LogFields::default()
     };
-    log.source_identity(&pod.identity);
-    if let Some(me) = snap.workload(&pod.uid) {
-        labels = labels.with_source(me);
-        log.source(me);
+    match snap.workload(&pod.uid) {
+        Some(me) => {
+            labels = labels.with_source(me);
+            log.source(me);
+        }
+        None => {
+            labels.source_principal = pod.identity.to_string();
+            log.source_identity(&pod.identity);
+        }
     }
     if let Some(service) = original.and_then(|o| snap.service_by_vip(o.ip())) {
         labels.destination_service = service.hostname.clone();
