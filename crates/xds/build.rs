@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/istio/workload/zds/zds.proto",
         "proto/istio/v1/auth/ca.proto",
         "proto/bowline/agent/v1/status.proto",
+        "proto/bowline/l7/v1/authorization.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
@@ -22,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // JSON for debug dumps: addresses as text, extensions left out.
         .type_attribute(".istio.workload", "#[derive(serde::Serialize)]")
         .type_attribute(".istio.security", "#[derive(serde::Serialize)]")
+        .type_attribute(".bowline.l7", "#[derive(serde::Serialize)]")
         .field_attribute(
             ".istio.workload.Workload.addresses",
             "#[serde(serialize_with = \"crate::json::ips\")]",

@@ -3,7 +3,8 @@
 //!
 //! Owns: flags, their names, defaults and help text, and turning them into the
 //! configuration of the crate that does the work. Must not: do that work — each area
-//! module calls into `ztunnel`, `control-plane`, `cni`, `lab`, `echo` or `bench`.
+//! module calls into `ztunnel`, `waypoint`, `control-plane`, `cni`, `lab`, `echo` or
+//! `bench`.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ mod cni;
 mod control_plane;
 mod echo;
 mod lab;
+mod waypoint;
 mod ztunnel;
 
 /// Bowline — a sidecar-less (ambient) service mesh.
@@ -39,6 +41,11 @@ pub(crate) enum Command {
     /// The per-node L4 proxy: mTLS, identity, L4 policy and telemetry for the pods of
     /// this node.
     Ztunnel(Box<ztunnel::ZtunnelArgs>),
+    /// Waypoints, the L7 proxies: run one (what a waypoint's pod runs).
+    Waypoint {
+        #[command(subcommand)]
+        command: waypoint::WaypointCommand,
+    },
     /// Bring up a whole ambient mesh on this host: nodes and pods as network namespaces,
     /// the control plane, a ztunnel and a node agent per node, the pods' processes.
     Up(lab::UpArgs),
@@ -54,7 +61,8 @@ pub(crate) enum Command {
     /// Keep a command running: restart it a second after it exits; SIGTERM stops both
     /// (the lab runs its components this way).
     Supervise(lab::SuperviseArgs),
-    /// One HTTP GET (for pods without curl): prints the body; fails on a non-2xx status.
+    /// One HTTP request (GET unless -X; for pods without curl): prints the body; fails on a
+    /// non-2xx status.
     Call(echo::CallArgs),
     /// The node agent: captures this node's enrolled pods and hands them to ztunnel.
     Cni(cni::CniArgs),
@@ -80,6 +88,7 @@ impl Command {
         matches!(
             self,
             Command::Ztunnel(_)
+                | Command::Waypoint { .. }
                 | Command::HboneDemo(_)
                 | Command::Bench {
                     which: bench::Bench::Hbone { .. }
@@ -96,6 +105,7 @@ pub(crate) async fn dispatch(
     match command {
         Command::Ztunnel(args) => ztunnel::run(*args, set_level).await,
         Command::ControlPlane(args) => control_plane::run(*args).await,
+        Command::Waypoint { command } => waypoint::run(command).await,
         Command::Apply(args) => apply::run(args, false).await,
         Command::Delete(args) => apply::run(args, true).await,
         Command::ZtunnelConfig(args) => ztunnel::config(args).await,

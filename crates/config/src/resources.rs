@@ -755,5 +755,11 @@ pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
 pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
 /// The Gateway class of waypoints.
 pub const WAYPOINT_CLASS: &str = "istio-waypoint";
+/// Label on a waypoint's pods (and its Service): the Gateway they belong to.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+/// Label on the objects the waypoint controller made for a Gateway.
+pub const MANAGED_LABEL: &str = "gateway.istio.io/managed";
+/// Value of [`MANAGED_LABEL`] on a waypoint's objects.
+pub const MANAGED_BY_MESH: &str = "istio.io-mesh-controller";
 /// Annotation making an AuthorizationPolicy report-only.
 pub const DRY_RUN: &str = "istio.io/dry-run";

@@ -129,6 +129,16 @@ fn meaning_errors_name_the_field_and_the_fix() {
             "only waypoints",
         ),
         (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}, {name: web, port: 80, protocol: HTTP}]}\n",
+            "spec.listeners[1]",
+            "web (80/HTTP): a waypoint takes exactly one listener",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: istio-waypoint}\n",
+            "spec.listeners",
+            "needs its listener",
+        ),
+        (
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {selector: {matchLabels: {app: x}}, targetRefs: [{kind: Service, name: x}]}\n",
             "spec.targetRefs",
             "not both",

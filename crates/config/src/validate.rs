@@ -160,6 +160,30 @@ fn gateway_spec(gateway: &Gateway) -> Result<(), Invalid> {
             ),
         );
     }
+    // A waypoint has one listener, the HBONE one its ztunnels tunnel to.
+    match gateway.spec.listeners.as_slice() {
+        [only] if only.port == 15008 && only.protocol == "HBONE" => {}
+        [] => {
+            return invalid(
+                "spec.listeners",
+                "a waypoint needs its listener: {name: mesh, port: 15008, protocol: HBONE}",
+            );
+        }
+        listeners => {
+            let (i, other) = listeners
+                .iter()
+                .enumerate()
+                .find(|(_, l)| l.port != 15008 || l.protocol != "HBONE")
+                .unwrap_or((1, &listeners[1]));
+            return invalid(
+                format!("spec.listeners[{i}]"),
+                format!(
+                    "{} ({}/{}): a waypoint takes exactly one listener, {{name: mesh, port: 15008, protocol: HBONE}}; remove the others",
+                    other.name, other.port, other.protocol
+                ),
+            );
+        }
+    }
     if let Some(for_) = gateway.metadata.labels.get(WAYPOINT_FOR)
         && !matches!(for_.as_str(), "service" | "workload" | "all" | "none")
     {

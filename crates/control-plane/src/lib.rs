@@ -4,7 +4,8 @@
 //! Owns: the versioned config store and its sources, translation to Istio's workload API
 //! ([`translate`], pure), the delta ADS server, the CA service, the node agents' capture
 //! reports ([`capture_status`]), the apply API behind the operator token
-//! ([`operator_token`]) and the operator surfaces ([`http_api`]). Must not: carry
+//! ([`operator_token`]) and the operator surfaces ([`http_api`]), and what a waypoint Gateway deploys
+//! ([`waypoints`]). Must not: carry
 //! data-plane traffic.
 
 #![forbid(unsafe_code)]
@@ -19,3 +20,4 @@ pub mod operator_token;
 pub mod store;
 pub mod tokens;
 pub mod translate;
+pub mod waypoints;

@@ -131,8 +131,30 @@ impl Delta {
     }
 }
 
-/// Recent versions' deltas (addresses, authorizations), oldest first.
-type History = std::collections::VecDeque<(u64, Arc<(Delta, Delta)>)>;
+/// What changed in each served type between two versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deltas {
+    /// `istio.workload.Address`.
+    pub addresses: Delta,
+    /// `istio.security.Authorization`.
+    pub authorizations: Delta,
+    /// `bowline.l7.v1.Authorization`.
+    pub l7_authorizations: Delta,
+}
+
+impl Deltas {
+    fn of(&self, type_url: &str) -> Option<&Delta> {
+        match type_url {
+            xds::ADDRESS_TYPE_URL => Some(&self.addresses),
+            xds::AUTHORIZATION_TYPE_URL => Some(&self.authorizations),
+            xds::L7_AUTHORIZATION_TYPE_URL => Some(&self.l7_authorizations),
+            _ => None,
+        }
+    }
+}
+
+/// Recent versions' deltas, oldest first.
+type History = std::collections::VecDeque<(u64, Arc<Deltas>)>;
 
 /// How many versions of deltas are kept for clients that fall behind.
 const DELTA_HISTORY: usize = 256;
@@ -153,8 +175,10 @@ pub struct Snapshot {
     pub addresses: PublishedSet,
     /// `istio.security.Authorization` resources, encoded.
     pub authorizations: PublishedSet,
-    /// Changes from the previous version: (addresses, authorizations).
-    pub delta: (Delta, Delta),
+    /// `bowline.l7.v1.Authorization` resources (for waypoints), encoded.
+    pub l7_authorizations: PublishedSet,
+    /// Changes from the previous version.
+    pub delta: Deltas,
 }
 
 impl Snapshot {
@@ -163,6 +187,7 @@ impl Snapshot {
         match type_url {
             xds::ADDRESS_TYPE_URL => Some(&self.addresses),
             xds::AUTHORIZATION_TYPE_URL => Some(&self.authorizations),
+            xds::L7_AUTHORIZATION_TYPE_URL => Some(&self.l7_authorizations),
             _ => None,
         }
     }
@@ -437,10 +462,16 @@ impl Store {
             &current.compiled.authorizations,
             &current.authorizations,
         );
-        let delta = (
-            Delta::between(&current.addresses, &addresses),
-            Delta::between(&current.authorizations, &authorizations),
+        let l7_authorizations = publish(
+            &compiled.l7_authorizations,
+            &current.compiled.l7_authorizations,
+            &current.l7_authorizations,
         );
+        let delta = Deltas {
+            addresses: Delta::between(&current.addresses, &addresses),
+            authorizations: Delta::between(&current.authorizations, &authorizations),
+            l7_authorizations: Delta::between(&current.l7_authorizations, &l7_authorizations),
+        };
         let version = current.version + 1;
         history.push_back((version, Arc::new(delta.clone())));
         if history.len() > DELTA_HISTORY {
@@ -450,6 +481,7 @@ impl Store {
             version,
             addresses,
             authorizations,
+            l7_authorizations,
             objects,
             captured,
             compiled,
@@ -480,10 +512,7 @@ impl Store {
             if *version != next || *version > to {
                 break;
             }
-            merged.then(match type_url {
-                xds::ADDRESS_TYPE_URL => &delta.0,
-                _ => &delta.1,
-            });
+            merged.then(delta.of(type_url)?);
             next += 1;
         }
         (next > to).then_some(merged)

@@ -12,12 +12,15 @@
 //! Gateway's `istio.io/waypoint-for`; AuthorizationPolicies compile to L4 clauses (ALLOW
 //! rules needing HTTP attributes are omitted, DENY rules drop their HTTP conditions and so
 //! match more); PeerAuthentication STRICT becomes a DENY-without-identity policy listed on
-//! the workloads it covers. Whatever could only be partly enforced is reported in
+//! the workloads it covers; policies attached through a waypoint (`targetRefs`) compile to
+//! Bowline's own `bowline.l7.v1.Authorization` for waypoints, with L4 stand-ins on the
+//! targeted pods (see [`authz`]). Whatever could only be partly enforced is reported in
 //! [`Compiled::status`]. What a change takes away from running pods (capture, policy) is
 //! found by comparing two compiled versions ([`warnings`]).
 
 mod authz;
 mod capture;
+mod l7;
 mod peer;
 mod warnings;
 mod waypoint;
@@ -65,6 +68,8 @@ pub struct Compiled {
     pub addresses: BTreeMap<String, Arc<wire::Address>>,
     /// `istio.security.Authorization` by `namespace/name`.
     pub authorizations: BTreeMap<String, Arc<xds::security::Authorization>>,
+    /// `bowline.l7.v1.Authorization` (policies for waypoints) by `namespace/name`.
+    pub l7_authorizations: BTreeMap<String, Arc<xds::l7::Authorization>>,
     /// Messages about resources applied partly or not at all, by object.
     pub status: BTreeMap<String, Vec<String>>,
 }
@@ -77,6 +82,14 @@ impl Compiled {
     /// Adds a compiled policy under its key `namespace/name`.
     fn insert_authorization(&mut self, policy: xds::security::Authorization) {
         self.authorizations.insert(
+            format!("{}/{}", policy.namespace, policy.name),
+            Arc::new(policy),
+        );
+    }
+
+    /// Adds a compiled waypoint policy under its key `namespace/name`.
+    fn insert_l7_authorization(&mut self, policy: xds::l7::Authorization) {
+        self.l7_authorizations.insert(
             format!("{}/{}", policy.namespace, policy.name),
             Arc::new(policy),
         );
@@ -278,6 +291,15 @@ pub fn affected_namespaces<'a, R: AsResource>(
             Kind::Namespace => {
                 namespaces.insert(key.name.clone());
             }
+            // A waypoint's pod coming or going changes how the policies attached
+            // through it are enforced, wherever the pods it serves are.
+            Kind::Pod
+                if objects
+                    .keys()
+                    .any(|k| k.kind == Kind::Gateway && k.namespace == key.namespace) =>
+            {
+                return None;
+            }
             Kind::Pod | Kind::AuthorizationPolicy => {
                 namespaces.insert(key.namespace.clone());
             }
@@ -314,6 +336,13 @@ pub fn translate_namespaces<R: AsResource>(
     for (name, policy) in &previous.authorizations {
         if keep(name) {
             out.authorizations
+                .entry(name.clone())
+                .or_insert_with(|| policy.clone());
+        }
+    }
+    for (name, policy) in &previous.l7_authorizations {
+        if keep(name) {
+            out.l7_authorizations
                 .entry(name.clone())
                 .or_insert_with(|| policy.clone());
         }
@@ -518,8 +547,11 @@ fn workload_resource(
     let trust_domain = &index.settings.trust_domain;
     let uid = pod_uid(&index.settings.cluster_id, namespace, &meta.name);
     let node = pod.spec.node_name.clone().unwrap_or_default();
-    // HBONE only where a ztunnel really receives the pod's traffic: its agent said so.
-    let hbone = enrolled && captured.contains(&node, &uid);
+    // HBONE only where a ztunnel really receives the pod's traffic (its agent said so),
+    // and for a waypoint, which terminates HBONE itself and is never captured.
+    let waypoint_pod = crate::waypoints::gateway_of(pod).is_some();
+    let enrolled = enrolled && !waypoint_pod;
+    let hbone = waypoint_pod || (enrolled && captured.contains(&node, &uid));
     Some(wire::Workload {
         uid,
         name: meta.name.clone(),

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 GET over plain TCP, for upstream calls, tests and the CLI.
+//! A minimal HTTP/1.1 request (GET by default) over plain TCP, for upstream calls, tests
+//! and the CLI.
 //!
 //! Must not grow into a general client: no TLS, no redirects, no pooling, no retries —
 //! each call is one fresh connection, so what it reports is what that connection saw.
@@ -23,8 +24,18 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// `timeout` bounds the whole exchange: connecting, sending, and reading the full body
 /// (at most 16 MiB). A body that is not UTF-8 is returned lossily converted.
 pub async fn get(url: &str, timeout: Duration) -> Result<(u16, String), EchoError> {
+    call("GET", url, &[], timeout).await
+}
+
+/// [`get`] with another method and extra request headers (`name`, `value`); no body.
+pub async fn call(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<(u16, String), EchoError> {
     let target = Target::parse(url)?;
-    match tokio::time::timeout(timeout, fetch(url, &target)).await {
+    match tokio::time::timeout(timeout, fetch(method, url, headers, &target)).await {
         Ok(result) => result,
         Err(_elapsed) => Err(EchoError::Timeout {
             url: url.to_owned(),
@@ -33,7 +44,12 @@ pub async fn get(url: &str, timeout: Duration) -> Result<(u16, String), EchoErro
     }
 }
 
-async fn fetch(url: &str, target: &Target) -> Result<(u16, String), EchoError> {
+async fn fetch(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    target: &Target,
+) -> Result<(u16, String), EchoError> {
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|source| EchoError::Connect {
@@ -56,9 +72,15 @@ async fn fetch(url: &str, target: &Target) -> Result<(u16, String), EchoError> {
         }
     }));
 
-    let request = Request::get(target.path.as_str())
+    let mut request = Request::builder()
+        .method(method)
+        .uri(target.path.as_str())
         .header(HOST, target.authority.as_str())
-        .header(USER_AGENT, "bowline-echo")
+        .header(USER_AGENT, "bowline-echo");
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|error| EchoError::BadUrl {
             url: url.to_owned(),

@@ -33,7 +33,7 @@ use tracing::info;
 static FD_RESERVE: std::sync::LazyLock<hbone::FdReserve> =
     std::sync::LazyLock::new(hbone::FdReserve::default);
 
-pub use client::get;
+pub use client::{call, get};
 pub use error::EchoError;
 
 /// Settings of the echo app.

@@ -8,6 +8,8 @@ use xds::security::string_match::MatchType;
 
 use super::*;
 
+mod l7;
+
 fn id(ns: &str, sa: &str) -> SpiffeId {
     SpiffeId::new("cluster.local", ns, sa).unwrap()
 }

@@ -49,9 +49,17 @@ pub mod bowline {
             include!(concat!(env!("OUT_DIR"), "/bowline.agent.v1.rs"));
         }
     }
+    /// `bowline.l7`.
+    pub mod l7 {
+        /// `bowline.l7.v1`: waypoint resources (L7 authorization).
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/bowline.l7.v1.rs"));
+        }
+    }
 }
 
 pub use bowline::agent::v1 as agent;
+pub use bowline::l7::v1 as l7;
 pub use istio::v1::auth as ca;
 
 /// The workload extension (`Workload.extensions[].name`) by which the control plane asks a
@@ -122,6 +130,8 @@ pub fn ip_to_bytes(ip: std::net::IpAddr) -> Vec<u8> {
 pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 /// Type URL of authorization resources.
 pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
+/// Type URL of waypoint authorization resources (Bowline's own, waypoints only).
+pub const L7_AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/bowline.l7.v1.Authorization";
 
 #[cfg(test)]
 mod tests {

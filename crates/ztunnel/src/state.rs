@@ -209,7 +209,7 @@ impl Snapshot {
                     .entry(policy.namespace.clone())
                     .or_default()
                     .push(policy.clone()),
-                Scope::WorkloadSelector => {}
+                Scope::WorkloadSelector | Scope::Targets => {}
             }
             if snap.policies.insert(key.clone(), policy).is_some() {
                 return Err(StateError::conflict(&key, "policy defined twice".into()));

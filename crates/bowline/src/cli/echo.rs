@@ -30,6 +30,12 @@ pub(crate) struct EchoArgs {
 pub(crate) struct CallArgs {
     /// `http://host[:port][/path]`.
     url: String,
+    /// The method.
+    #[arg(short = 'X', long, default_value = "GET")]
+    method: String,
+    /// An extra request header, `NAME: VALUE` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
     /// Seconds to wait.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
@@ -50,9 +56,22 @@ pub(crate) async fn echo(args: EchoArgs) -> anyhow::Result<()> {
 /// `bowline call URL`: prints the body; fails on a non-2xx status.
 #[allow(clippy::print_stdout)]
 pub(crate) async fn call(args: CallArgs) -> anyhow::Result<()> {
-    let CallArgs { url, timeout } = args;
+    let CallArgs {
+        url,
+        method,
+        headers,
+        timeout,
+    } = args;
     let timeout = Duration::try_from_secs_f64(timeout).context("--timeout")?;
-    let (status, body) = echo::get(&url, timeout).await?;
+    let headers = headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                .with_context(|| format!("--header {h:?}: write NAME: VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (status, body) = echo::call(&method, &url, &headers, timeout).await?;
     print!("{body}");
     if !(200..300).contains(&status) {
         anyhow::bail!("{url} answered {status}");

@@ -31,7 +31,7 @@ pub(super) fn policies(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&s
             policy.metadata.name
         );
         if !policy.spec.target_refs.is_empty() {
-            fail_closed(index, policy, object, out);
+            attached(index, policy, object, out);
             continue;
         }
         let compiled = compile(index, policy, &object, out);
@@ -45,28 +45,31 @@ fn unenforced_name(name: &str) -> String {
     format!("l7-unenforced~{name}")
 }
 
-/// Compiles a `targetRefs` policy to the deny-all stand-in and says why.
-fn fail_closed(
+/// The name of the policy that, while waypoint `namespace/waypoint` enforces L7 policy
+/// `name`, refuses every connection to the targeted pods that does not come from it.
+fn via_waypoint_name(name: &str, (namespace, waypoint): (&str, &str)) -> String {
+    format!("l7-via~{name}~{namespace}~{waypoint}")
+}
+
+/// A `targetRefs` policy: the L7 resource for waypoints, and the L4 stand-ins that make it
+/// the only way in — "only from the waypoint" on pods whose waypoint runs, deny-all on the
+/// others (see the module docs).
+fn attached(
     index: &Index<'_>,
     policy: &k8s::AuthorizationPolicy,
     object: String,
     out: &mut Compiled,
 ) {
     let namespace = policy.metadata.namespace();
-    let targets: Vec<String> = policy
-        .spec
-        .target_refs
-        .iter()
-        .map(|t| format!("{} {}", t.kind, t.name))
-        .collect();
-    let targets = targets.join(", ");
-    let mesh_wide_elsewhere = namespace != index.settings.root_namespace
+    let name = &policy.metadata.name;
+    let root = namespace == index.settings.root_namespace;
+    if !root
         && policy
             .spec
             .target_refs
             .iter()
-            .any(|t| t.kind == "GatewayClass");
-    if mesh_wide_elsewhere {
+            .any(|t| t.kind == "GatewayClass")
+    {
         out.report(
             object.clone(),
             format!(
@@ -77,20 +80,113 @@ fn fail_closed(
             ),
         );
     }
-    out.report(
-        object,
-        format!(
-            "attached through a waypoint ({targets}), and Bowline has no waypoint to enforce L7 policy yet: traffic to the targeted pods is refused (fail closed) until one does; delete the policy to allow it again"
-        ),
-    );
+    let l7 = super::l7::authorization(index, policy, &object, out);
+    out.insert_l7_authorization(l7);
+
+    let dry_run = dry_run(policy);
     // One rule without clauses matches every connection.
-    let mut stand_in = deny_selected(
-        namespace,
-        unenforced_name(&policy.metadata.name),
-        vec![sec::Rule::default()],
-    );
-    stand_in.dry_run = dry_run(policy);
-    out.insert_authorization(stand_in);
+    let mut deny_all = deny_selected(namespace, unenforced_name(name), vec![sec::Rule::default()]);
+    deny_all.dry_run = dry_run;
+    out.insert_authorization(deny_all);
+    let mut missing = Vec::new();
+    for waypoint in waypoints_through(index, policy) {
+        let (w_ns, w_name) = (waypoint.0.as_str(), waypoint.1.as_str());
+        if !super::waypoint::running(index, w_ns, w_name) {
+            missing.push(format!("{w_ns}/{w_name}"));
+            continue;
+        }
+        let principal = format!("{}/ns/{w_ns}/sa/{w_name}", index.settings.trust_domain);
+        let only_waypoint = sec::Rule {
+            clauses: vec![sec::Clause {
+                matches: vec![sec::Match {
+                    not_principals: vec![string_match(&principal)],
+                    ..Default::default()
+                }],
+            }],
+        };
+        let mut stand_in = deny_selected(
+            namespace,
+            via_waypoint_name(name, (w_ns, w_name)),
+            vec![only_waypoint],
+        );
+        stand_in.dry_run = dry_run;
+        out.insert_authorization(stand_in);
+    }
+    let targets: Vec<String> = policy
+        .spec
+        .target_refs
+        .iter()
+        .map(|t| format!("{} {}", t.kind, t.name))
+        .collect();
+    let targets = targets.join(", ");
+    if !missing.is_empty() {
+        out.report(
+            object.clone(),
+            format!(
+                "attached through waypoint(s) {} that are not running: traffic to the pods they would serve is refused (fail closed) until they run (`bowline waypoint apply -n NS`); delete the policy to allow it again",
+                missing.join(", ")
+            ),
+        );
+    }
+    let unbound = policy
+        .spec
+        .target_refs
+        .iter()
+        .filter(|t| t.kind == "Service")
+        .filter(|t| {
+            index
+                .services_by_namespace
+                .get(namespace)
+                .into_iter()
+                .flatten()
+                .find(|s| s.metadata.name == t.name)
+                .is_none_or(|s| super::waypoint::requested_by(index, &s.metadata).is_none())
+        });
+    let unbound: Vec<String> = unbound.map(|t| t.name.clone()).collect();
+    if !unbound.is_empty() {
+        out.report(
+            object,
+            format!(
+                "attached ({targets}) but Service {} uses no waypoint (istio.io/use-waypoint): traffic to its pods is refused (fail closed) until one is bound; delete the policy to allow it again",
+                unbound.join(", ")
+            ),
+        );
+    }
+}
+
+/// The waypoints through which a `targetRefs` policy applies: the targeted Services'
+/// waypoints, the targeted Gateways, every Gateway for GatewayClass in the root namespace.
+fn waypoints_through(
+    index: &Index<'_>,
+    policy: &k8s::AuthorizationPolicy,
+) -> std::collections::BTreeSet<(String, String)> {
+    let namespace = policy.metadata.namespace();
+    let root = namespace == index.settings.root_namespace;
+    let mut out = std::collections::BTreeSet::new();
+    for target in &policy.spec.target_refs {
+        match target.kind.as_str() {
+            "Service" => out.extend(
+                index
+                    .services_by_namespace
+                    .get(namespace)
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s.metadata.name == target.name)
+                    .filter_map(|s| super::waypoint::requested_by(index, &s.metadata)),
+            ),
+            "Gateway" => {
+                out.insert((namespace.to_owned(), target.name.clone()));
+            }
+            "GatewayClass" if root => out.extend(
+                index
+                    .gateways
+                    .keys()
+                    .map(|(ns, name)| ((*ns).to_owned(), (*name).to_owned())),
+            ),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A DENY policy for the pods that list it (scope WORKLOAD_SELECTOR).
@@ -110,7 +206,7 @@ pub(super) fn deny_selected(
 }
 
 /// Whether the policy carries `istio.io/dry-run: "true"`.
-fn dry_run(policy: &k8s::AuthorizationPolicy) -> bool {
+pub(super) fn dry_run(policy: &k8s::AuthorizationPolicy) -> bool {
     policy
         .metadata
         .annotations
@@ -118,8 +214,8 @@ fn dry_run(policy: &k8s::AuthorizationPolicy) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-/// Keys of the fail-closed stand-ins of the `targetRefs` policies that target `pod` (see
-/// the module docs).
+/// Keys of the stand-ins of the `targetRefs` policies that target `pod`: "only from the
+/// waypoint" where the waypoint the policy applies through runs, deny-all otherwise.
 pub(super) fn unenforced_for<'a>(
     index: &'a Index<'_>,
     pod: &'a k8s::Pod,
@@ -128,17 +224,26 @@ pub(super) fn unenforced_for<'a>(
         .policies
         .iter()
         .filter(|p| !p.spec.target_refs.is_empty())
-        .filter(move |p| targets_pod(index, p, pod))
-        .map(|p| {
-            format!(
-                "{}/{}",
-                p.metadata.namespace(),
-                unenforced_name(&p.metadata.name)
-            )
+        .filter_map(move |p| {
+            let through = waypoint_for_pod(index, p, pod)?;
+            let name = &p.metadata.name;
+            let stand_in = match through {
+                Some((ns, waypoint)) if super::waypoint::running(index, &ns, &waypoint) => {
+                    via_waypoint_name(name, (&ns, &waypoint))
+                }
+                _ => unenforced_name(name),
+            };
+            Some(format!("{}/{stand_in}", p.metadata.namespace()))
         })
 }
 
-fn targets_pod(index: &Index<'_>, policy: &k8s::AuthorizationPolicy, pod: &k8s::Pod) -> bool {
+/// Whether `policy` targets `pod`: `None` when not; `Some(waypoint)` when it does, with
+/// the waypoint through which it applies (`None` when the pod's traffic has none).
+fn waypoint_for_pod(
+    index: &Index<'_>,
+    policy: &k8s::AuthorizationPolicy,
+    pod: &k8s::Pod,
+) -> Option<Option<(String, String)>> {
     let namespace = policy.metadata.namespace();
     let root = namespace == index.settings.root_namespace;
     let selecting = || {
@@ -149,29 +254,26 @@ fn targets_pod(index: &Index<'_>, policy: &k8s::AuthorizationPolicy, pod: &k8s::
             .flatten()
             .filter(|service| selects(service, pod))
     };
+    let requested = |meta: &k8s::ObjectMeta| super::waypoint::requested_by(index, meta);
+    let own_or_services =
+        || requested(&pod.metadata).or_else(|| selecting().find_map(|s| requested(&s.metadata)));
     policy
         .spec
         .target_refs
         .iter()
-        .any(|target| match target.kind.as_str() {
-            "Service" => {
-                pod.metadata.namespace() == namespace
-                    && selecting().any(|service| service.metadata.name == target.name)
-            }
+        .find_map(|target| match target.kind.as_str() {
+            "Service" if pod.metadata.namespace() == namespace => selecting()
+                .find(|service| service.metadata.name == target.name)
+                .map(|service| requested(&service.metadata)),
             "Gateway" => {
-                let bound_to_it = |waypoint: Option<(String, String)>| {
-                    waypoint.is_some_and(|(ns, name)| ns == namespace && name == target.name)
-                };
-                bound_to_it(super::waypoint::requested_by(index, &pod.metadata))
-                    || selecting()
-                        .any(|s| bound_to_it(super::waypoint::requested_by(index, &s.metadata)))
+                let it = (namespace.to_owned(), target.name.clone());
+                let bound = |w: Option<(String, String)>| w.as_ref() == Some(&it);
+                (bound(requested(&pod.metadata))
+                    || selecting().any(|s| bound(requested(&s.metadata))))
+                .then_some(Some(it))
             }
-            "GatewayClass" => {
-                root && (super::waypoint::requested_by(index, &pod.metadata).is_some()
-                    || selecting()
-                        .any(|s| super::waypoint::requested_by(index, &s.metadata).is_some()))
-            }
-            _ => false,
+            "GatewayClass" if root => own_or_services().map(Some),
+            _ => None,
         })
 }
 
@@ -293,13 +395,9 @@ fn clauses(
             ],
             l7,
         );
-        sec::Match {
-            destination_ports: ports(&op.ports),
-            not_destination_ports: ports(&op.not_ports),
-            ..Default::default()
-        }
+        to_l4(op)
     });
-    clauses.extend(any_of(to.collect()));
+    clauses.extend(any_of(to.collect()).map(|matches| sec::Clause { matches }));
     let from = rule.from.iter().map(|from| {
         let s = &from.source;
         note_l7(
@@ -312,56 +410,76 @@ fn clauses(
             ],
             l7,
         );
-        sec::Match {
-            namespaces: strings(&s.namespaces),
-            not_namespaces: strings(&s.not_namespaces),
-            principals: strings(&s.principals),
-            not_principals: strings(&s.not_principals),
-            source_ips: addresses(&s.ip_blocks),
-            not_source_ips: addresses(&s.not_ip_blocks),
-            service_accounts: accounts(&s.service_accounts, namespace),
-            not_service_accounts: accounts(&s.not_service_accounts, namespace),
-            ..Default::default()
-        }
+        from_l4(s, namespace)
     });
     let from: Vec<sec::Match> = from.collect();
-    clauses.extend(any_of(from));
+    clauses.extend(any_of(from).map(|matches| sec::Clause { matches }));
     for condition in &rule.when {
-        if !L4_CONDITION_KEYS.contains(&condition.key.as_str()) {
-            l7.push(format!("when {}", condition.key));
-            continue;
+        match condition_l4(condition) {
+            Some(m) => clauses.push(sec::Clause { matches: vec![m] }),
+            None => l7.push(format!("when {}", condition.key)),
         }
-        let (values, not_values) = (&condition.values, &condition.not_values);
-        let m = match condition.key.as_str() {
-            "source.ip" => sec::Match {
-                source_ips: addresses(values),
-                not_source_ips: addresses(not_values),
-                ..Default::default()
-            },
-            "destination.ip" => sec::Match {
-                destination_ips: addresses(values),
-                not_destination_ips: addresses(not_values),
-                ..Default::default()
-            },
-            "destination.port" => sec::Match {
-                destination_ports: ports(values),
-                not_destination_ports: ports(not_values),
-                ..Default::default()
-            },
-            "source.namespace" => sec::Match {
-                namespaces: strings(values),
-                not_namespaces: strings(not_values),
-                ..Default::default()
-            },
-            _ => sec::Match {
-                principals: strings(values),
-                not_principals: strings(not_values),
-                ..Default::default()
-            },
-        };
-        clauses.push(sec::Clause { matches: vec![m] });
     }
     clauses
+}
+
+/// The L4 part of a `to.operation`: its ports.
+pub(super) fn to_l4(op: &k8s::Operation) -> sec::Match {
+    sec::Match {
+        destination_ports: ports(&op.ports),
+        not_destination_ports: ports(&op.not_ports),
+        ..Default::default()
+    }
+}
+
+/// The L4 part of a `from.source`: identities and peer addresses.
+pub(super) fn from_l4(s: &k8s::Source, namespace: &str) -> sec::Match {
+    sec::Match {
+        namespaces: strings(&s.namespaces),
+        not_namespaces: strings(&s.not_namespaces),
+        principals: strings(&s.principals),
+        not_principals: strings(&s.not_principals),
+        source_ips: addresses(&s.ip_blocks),
+        not_source_ips: addresses(&s.not_ip_blocks),
+        service_accounts: accounts(&s.service_accounts, namespace),
+        not_service_accounts: accounts(&s.not_service_accounts, namespace),
+        ..Default::default()
+    }
+}
+
+/// A `when` condition on an L4 key as a match; `None` for other keys.
+pub(super) fn condition_l4(condition: &k8s::Condition) -> Option<sec::Match> {
+    if !L4_CONDITION_KEYS.contains(&condition.key.as_str()) {
+        return None;
+    }
+    let (values, not_values) = (&condition.values, &condition.not_values);
+    Some(match condition.key.as_str() {
+        "source.ip" => sec::Match {
+            source_ips: addresses(values),
+            not_source_ips: addresses(not_values),
+            ..Default::default()
+        },
+        "destination.ip" => sec::Match {
+            destination_ips: addresses(values),
+            not_destination_ips: addresses(not_values),
+            ..Default::default()
+        },
+        "destination.port" => sec::Match {
+            destination_ports: ports(values),
+            not_destination_ports: ports(not_values),
+            ..Default::default()
+        },
+        "source.namespace" => sec::Match {
+            namespaces: strings(values),
+            not_namespaces: strings(not_values),
+            ..Default::default()
+        },
+        _ => sec::Match {
+            principals: strings(values),
+            not_principals: strings(not_values),
+            ..Default::default()
+        },
+    })
 }
 
 /// Records the HTTP-only fields (of `section`) that are set.
@@ -373,11 +491,11 @@ fn note_l7(section: &str, fields: &[(&str, &Vec<String>)], l7: &mut Vec<String>)
     }
 }
 
-/// The clause "any of `matches`", or none when the list is empty or one entry has no L4
-/// condition (it matches anything, so the whole list does).
-fn any_of(matches: Vec<sec::Match>) -> Option<sec::Clause> {
-    let always = matches.iter().any(|m| *m == sec::Match::default());
-    (!matches.is_empty() && !always).then_some(sec::Clause { matches })
+/// "Any of `matches`" as a clause's list, or `None` when the list is empty or one entry
+/// has no condition (it matches anything, so the whole list does).
+pub(super) fn any_of<M: Default + PartialEq>(matches: Vec<M>) -> Option<Vec<M>> {
+    let always = matches.iter().any(|m| *m == M::default());
+    (!matches.is_empty() && !always).then_some(matches)
 }
 
 /// Istio's string forms: `*` any (present), `*x` suffix, `x*` prefix, else exact.
@@ -397,7 +515,7 @@ pub(super) fn string_match(value: &str) -> sec::StringMatch {
     }
 }
 
-fn strings(values: &[String]) -> Vec<sec::StringMatch> {
+pub(super) fn strings(values: &[String]) -> Vec<sec::StringMatch> {
     values.iter().map(|v| string_match(v)).collect()
 }
 
@@ -409,7 +527,7 @@ fn ports(values: &[String]) -> Vec<u32> {
         .collect()
 }
 
-fn addresses(values: &[String]) -> Vec<sec::Address> {
+pub(super) fn addresses(values: &[String]) -> Vec<sec::Address> {
     values
         .iter()
         .filter_map(|v| ip_block(v))

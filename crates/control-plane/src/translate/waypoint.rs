@@ -6,18 +6,16 @@
 //! its Service (the waypoint is only reachable once it does). A binding that fails is
 //! reported, and the object gets no waypoint.
 
-use config::resources::{self as k8s, Labels, USE_WAYPOINT, USE_WAYPOINT_NAMESPACE, WAYPOINT_FOR};
+use config::resources::{
+    self as k8s, GATEWAY_NAME_LABEL, Labels, MANAGED_LABEL, USE_WAYPOINT, USE_WAYPOINT_NAMESPACE,
+    WAYPOINT_FOR,
+};
 use xds::workload as wire;
 
 use super::{Compiled, Index};
 
 /// HBONE port of waypoints.
-const WAYPOINT_HBONE_PORT: u32 = 15008;
-
-/// Label on a waypoint's own pods.
-const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
-/// Label on a waypoint's own Service.
-const MANAGED_LABEL: &str = "gateway.istio.io/managed";
+const WAYPOINT_HBONE_PORT: u32 = crate::waypoints::HBONE_PORT as u32;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Traffic {
@@ -130,6 +128,23 @@ fn bind(
         )),
         hbone_mtls_port: WAYPOINT_HBONE_PORT,
     })
+}
+
+/// Whether waypoint `namespace/name` is running: its Gateway and Service exist and one of
+/// its pods has an address and is neither pending nor finished. (In the lab, pods are
+/// started before this is true and the lab waits for the waypoint's readiness probe.)
+pub(super) fn running(index: &Index<'_>, namespace: &str, name: &str) -> bool {
+    index.gateways.contains_key(&(namespace, name))
+        && index.service_exists(namespace, name)
+        && index.pods.iter().any(|pod| {
+            pod.metadata.namespace() == namespace
+                && crate::waypoints::gateway_of(pod) == Some(name)
+                && !super::pod_addresses(pod).is_empty()
+                && !matches!(
+                    pod.status.phase.as_deref(),
+                    Some("Pending" | "Succeeded" | "Failed")
+                )
+        })
 }
 
 /// The waypoint (`(namespace, name)`) an object asks for with its own or its namespace's

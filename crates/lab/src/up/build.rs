@@ -59,14 +59,13 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
     // arrive after their capture.
     progress("waiting for every component to be ready");
     build.wait_for_components().await?;
-    for r in &plan.rest {
-        if let Resource::Gateway(g) = r {
-            progress(&format!(
-                "Gateway {}/{}: accepted; no waypoint implementation yet, so nothing is redirected to it",
-                g.metadata.namespace(),
-                g.metadata.name
-            ));
-        }
+    if plan
+        .pods
+        .iter()
+        .any(|(p, _, _)| control_plane::waypoints::gateway_of(p).is_some())
+    {
+        progress("waiting for waypoints to be ready");
+        build.wait_for_waypoints(&plan).await?;
     }
     Ok(build.state)
 }
@@ -376,6 +375,9 @@ impl<'a> Build<'a> {
             ("POD_NAME".into(), pod.metadata.name.clone()),
             ("POD_NAMESPACE".into(), pod.metadata.namespace().to_owned()),
         ];
+        if control_plane::waypoints::gateway_of(pod).is_some() {
+            env.extend(self.waypoint_env(pod));
+        }
         env.extend(
             container
                 .env
@@ -396,6 +398,60 @@ impl<'a> Build<'a> {
             pod_ns.to_owned(),
         ));
         self.save()
+    }
+
+    /// What a waypoint's pod is given to reach the control plane: its addresses, the mesh
+    /// root and its node's token (the CA grants it the identities of that node's pods,
+    /// the waypoint's among them).
+    fn waypoint_env(&self, pod: &k8s::Pod) -> Vec<(String, String)> {
+        let node = pod.spec.node_name.clone().unwrap_or_default();
+        let token = self.dir.join("nodes").join(format!("{node}.token"));
+        let root = self.control_plane_state().join("ca/root-cert.pem");
+        vec![
+            ("BOWLINE_LOG".into(), "info".into()),
+            (
+                "BOWLINE_XDS_ADDRESS".into(),
+                format!("http://{CONTROL_PLANE_IP}:15010"),
+            ),
+            (
+                "BOWLINE_CA_ADDRESS".into(),
+                format!("https://{CONTROL_PLANE_IP}:15012"),
+            ),
+            ("BOWLINE_CA_ROOT".into(), root.display().to_string()),
+            ("BOWLINE_TOKEN_FILE".into(), token.display().to_string()),
+            (
+                "INSTANCE_IP".into(),
+                pod.status.pod_ip.clone().unwrap_or_default(),
+            ),
+        ]
+    }
+
+    /// Every waypoint's pod answers its readiness probe.
+    async fn wait_for_waypoints(&self, plan: &Plan) -> Result<(), LabError> {
+        for (pod, _, _) in &plan.pods {
+            if control_plane::waypoints::gateway_of(pod).is_none() {
+                continue;
+            }
+            let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+            let Some((pod_ns, _, _)) = self.state.pods.get(&key) else {
+                continue;
+            };
+            let ns = Namespace::existing(pod_ns);
+            wait_http(&ns, "http://127.0.0.1:15021/healthz/ready", READY_WITHIN)
+                .await
+                .map_err(|e| {
+                    LabError::Invalid(format!(
+                        "waypoint pod {key} is not ready: {e}; see {}",
+                        self.log(&format!(
+                            "pod-{}-{}-waypoint.log",
+                            pod.metadata.namespace(),
+                            pod.metadata.name
+                        ))
+                        .display()
+                    ))
+                })?;
+        }
+        Ok(())
     }
 
     /// Every enrolled pod has its capture rules, and every ztunnel holds it as HBONE.

@@ -88,6 +88,7 @@ pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
             .map_err(|e| LabError::Invalid(e.to_string()))?;
         all.extend(docs);
     }
+    deploy_waypoints(&mut all);
     let mut nodes: Vec<(String, ipnet_lite::Cidr)> = Vec::new();
     for (i, r) in all.iter().enumerate() {
         if let Resource::Node(node) = r {
@@ -165,10 +166,7 @@ pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
                             .iter()
                             .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
                 });
-                let is_waypoint = service
-                    .metadata
-                    .labels
-                    .contains_key("gateway.istio.io/managed");
+                let is_waypoint = service.metadata.labels.contains_key(k8s::MANAGED_LABEL);
                 if !selects && !is_waypoint {
                     return invalid(format!(
                         "Service {key} selects no pod of this lab (selector {:?}); fix the selector or the pods' labels",
@@ -199,4 +197,35 @@ pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
         rest,
         all,
     })
+}
+
+/// Plays the waypoint controller: every waypoint Gateway gets the pod and Service it
+/// deploys ([`control_plane::waypoints::deployment`]), unless the manifests already hold
+/// a pod of that Gateway (or a Service of its name), which then stand as written.
+fn deploy_waypoints(all: &mut Vec<Resource>) {
+    let mut deployed = Vec::new();
+    for r in all.iter() {
+        let Resource::Gateway(gateway) = r else {
+            continue;
+        };
+        let ns = gateway.metadata.namespace();
+        let name = gateway.metadata.name.as_str();
+        let has_pod = all.iter().any(|r| {
+            matches!(r, Resource::Pod(p)
+            if p.metadata.namespace() == ns
+                && control_plane::waypoints::gateway_of(p) == Some(name))
+        });
+        let has_service = all.iter().any(|r| {
+            matches!(r, Resource::Service(s)
+            if s.metadata.namespace() == ns && s.metadata.name == name)
+        });
+        let deployment = control_plane::waypoints::deployment(gateway);
+        if !has_pod {
+            deployed.push(Resource::Pod(deployment.pod));
+        }
+        if !has_service {
+            deployed.push(Resource::Service(deployment.service));
+        }
+    }
+    all.extend(deployed);
 }

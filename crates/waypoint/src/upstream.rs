@@ -1,0 +1,337 @@
+//! Where a request goes and how it gets there: the original destination (a service VIP or
+//! a pod address, from the tunnel's `:authority`) resolved to one endpoint — round robin
+//! over the service's healthy endpoints, the target port from the endpoint's own mapping
+//! — then reached over HBONE from the pool under the waypoint's identity (or plain TCP for
+//! an endpoint outside the mesh). HTTP connections to an endpoint are kept and reused:
+//! HTTP/1.1 one request at a time per connection, HTTP/2 multiplexed, per original
+//! client (the tunnel carries it).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use hbone::{ConnectRequest, HboneHeaders, Pool, PoolKey};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use identity::SpiffeId;
+use tokio::io::{AsyncRead, AsyncWrite};
+use ztunnel::state::{Service, Snapshot, TunnelProtocol, Workload};
+
+/// Body of requests sent upstream.
+pub type RequestBody = BoxBody<Bytes, hyper::Error>;
+
+/// Why no endpoint was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Neither a service VIP nor a pod address this waypoint knows.
+    #[error("{0} is neither a service nor a workload in the mesh")]
+    UnknownDestination(SocketAddr),
+    /// The service has no such port.
+    #[error("service {service} has no port {port}")]
+    ServicePort {
+        /// `namespace/hostname`.
+        service: String,
+        /// The port asked for.
+        port: u16,
+    },
+    /// The service has no healthy endpoint with an address.
+    #[error("service {0} has no healthy endpoint")]
+    NoHealthyUpstream(String),
+}
+
+/// The chosen endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The destination service, when the request was for one.
+    pub service: Option<Arc<Service>>,
+    /// The workload.
+    pub workload: Arc<Workload>,
+    /// `ip:port` on the workload.
+    pub addr: SocketAddr,
+}
+
+/// The service behind `original`, if it is a VIP.
+pub fn service_of(snap: &Snapshot, original: SocketAddr) -> Option<Arc<Service>> {
+    snap.service_by_vip(original.ip()).cloned()
+}
+
+/// Picks the endpoint for `original`.
+pub fn choose(snap: &Snapshot, original: SocketAddr) -> Result<Endpoint, RouteError> {
+    let Some(service) = snap.service_by_vip(original.ip()) else {
+        return match snap.workload_by_ip(original.ip()) {
+            Some(workload) => Ok(Endpoint {
+                service: None,
+                workload: workload.clone(),
+                addr: original,
+            }),
+            None => Err(RouteError::UnknownDestination(original)),
+        };
+    };
+    let key = service.key();
+    let Some(mapping) = service
+        .ports
+        .iter()
+        .find(|p| p.service_port == original.port())
+    else {
+        return Err(RouteError::ServicePort {
+            service: key,
+            port: original.port(),
+        });
+    };
+    let candidates: Vec<&Arc<Workload>> = snap
+        .endpoints(&key)
+        .iter()
+        .filter(|w| w.healthy && !w.addresses.is_empty())
+        .collect();
+    if candidates.is_empty() {
+        return Err(RouteError::NoHealthyUpstream(key));
+    }
+    let workload = candidates[snap.next_endpoint_index(&key) % candidates.len()];
+    let port = workload
+        .services
+        .get(&key)
+        .and_then(|ports| {
+            ports
+                .iter()
+                .find(|p| p.service_port == mapping.service_port)
+        })
+        .map(|p| p.target_port)
+        .filter(|p| *p != 0)
+        .or(Some(mapping.target_port).filter(|p| *p != 0))
+        .unwrap_or(mapping.service_port);
+    let Some(ip) = workload.addresses.first() else {
+        return Err(RouteError::NoHealthyUpstream(key));
+    };
+    Ok(Endpoint {
+        service: Some(service.clone()),
+        workload: workload.clone(),
+        addr: SocketAddr::new(*ip, port),
+    })
+}
+
+/// A byte stream to an endpoint.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Why an endpoint could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The HBONE tunnel failed (connect, TLS, or the peer refused the stream).
+    #[error("HBONE to {addr}: {source}")]
+    Tunnel {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        source: hbone::HboneError,
+    },
+    /// Plain TCP failed.
+    #[error("TCP to {addr}: {source}")]
+    Tcp {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP handshake on the new stream failed.
+    #[error("HTTP to {addr}: {source}")]
+    Http {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        source: hyper::Error,
+    },
+}
+
+/// Connects to endpoints: HBONE from the pool under the waypoint's identity.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    /// The waypoint's identity.
+    pub identity: SpiffeId,
+    /// HBONE connections.
+    pub pool: Pool,
+    /// The HBONE port of ztunnels.
+    pub hbone_port: u16,
+}
+
+impl Connector {
+    /// A stream to `endpoint` carrying `client` as the original source (`forwarded`).
+    pub async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        client: IpAddr,
+    ) -> Result<Box<dyn Io>, ConnectError> {
+        let addr = endpoint.addr;
+        match endpoint.workload.protocol {
+            TunnelProtocol::Hbone => {
+                let key = PoolKey {
+                    source: self.identity.clone(),
+                    destination: endpoint.workload.identity.clone(),
+                    address: SocketAddr::new(addr.ip(), self.hbone_port),
+                };
+                let request = ConnectRequest {
+                    authority: addr,
+                    headers: HboneHeaders {
+                        forwarded: Some(format!("for={}", forwarded_ip(client))),
+                        ..HboneHeaders::default()
+                    },
+                };
+                let stream = self
+                    .pool
+                    .connect(&key, &request)
+                    .await
+                    .map_err(|source| ConnectError::Tunnel { addr, source })?;
+                Ok(Box::new(stream))
+            }
+            TunnelProtocol::None => {
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|source| ConnectError::Tcp { addr, source })?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+        }
+    }
+}
+
+/// `for=` takes IPv6 addresses in brackets and quotes (RFC 7239).
+fn forwarded_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+/// An HTTP connection to an endpoint.
+#[derive(Debug)]
+enum Sender {
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+/// Which HTTP version to speak to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// HTTP/1.1.
+    H1,
+    /// HTTP/2 (prior knowledge).
+    H2,
+}
+
+/// Connections are shared by requests to the same endpoint, in the same HTTP version, for
+/// the same original client (the tunnel under them carries it in `forwarded`).
+type Key = (SocketAddr, Version, IpAddr);
+
+/// Most idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE_H1: usize = 64;
+
+/// Upstream HTTP connections, kept for reuse.
+#[derive(Debug, Default)]
+pub struct HttpClients {
+    idle: DashMap<Key, Vec<Sender>>,
+}
+
+impl HttpClients {
+    /// Sends `request` to `endpoint`, on a kept connection when one is free, else on a new
+    /// one through `connector`.
+    pub async fn send(
+        &self,
+        connector: &Connector,
+        endpoint: &Endpoint,
+        client: IpAddr,
+        version: Version,
+        request: http::Request<RequestBody>,
+    ) -> Result<http::Response<Incoming>, SendError> {
+        let key = (endpoint.addr, version, client);
+        let mut sender = match self.checkout(&key) {
+            Some(sender) => sender,
+            None => {
+                let io = connector
+                    .connect(endpoint, client)
+                    .await
+                    .map_err(SendError::Connect)?;
+                handshake(io, version, endpoint.addr)
+                    .await
+                    .map_err(SendError::Connect)?
+            }
+        };
+        let response = match &mut sender {
+            Sender::H1(s) => s.send_request(request).await,
+            Sender::H2(s) => s.send_request(request).await,
+        };
+        // HTTP/1.1: ready again once the response body is read; a later checkout skips it
+        // until then. HTTP/2: shared at once.
+        self.checkin(key, sender);
+        response.map_err(SendError::Request)
+    }
+
+    fn checkout(&self, key: &Key) -> Option<Sender> {
+        let mut idle = self.idle.get_mut(key)?;
+        idle.retain(|s| match s {
+            Sender::H1(s) => !s.is_closed(),
+            Sender::H2(s) => !s.is_closed(),
+        });
+        let i = idle.iter().position(|s| match s {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        })?;
+        Some(match &idle[i] {
+            Sender::H2(s) => Sender::H2(s.clone()),
+            Sender::H1(_) => idle.swap_remove(i),
+        })
+    }
+
+    fn checkin(&self, key: Key, sender: Sender) {
+        let mut idle = self.idle.entry(key).or_default();
+        match sender {
+            // One shared handle per HTTP/2 connection is enough.
+            Sender::H2(_) if !idle.is_empty() => {}
+            Sender::H1(_) if idle.len() >= MAX_IDLE_H1 => {}
+            sender => idle.push(sender),
+        }
+    }
+}
+
+/// Why a request got no response from upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The endpoint could not be reached.
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// The endpoint closed or broke the connection before answering.
+    #[error("upstream: {0}")]
+    Request(hyper::Error),
+}
+
+async fn handshake(
+    io: Box<dyn Io>,
+    version: Version,
+    addr: SocketAddr,
+) -> Result<Sender, ConnectError> {
+    let io = TokioIo::new(io);
+    let error = |source| ConnectError::Http { addr, source };
+    match version {
+        Version::H1 => {
+            let (sender, conn) = http1::handshake(io).await.map_err(error)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
+                }
+            });
+            Ok(Sender::H1(sender))
+        }
+        Version::H2 => {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(error)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            Ok(Sender::H2(sender))
+        }
+    }
+}
