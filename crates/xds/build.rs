@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/istio/v1/auth/ca.proto",
         "proto/bowline/agent/v1/status.proto",
         "proto/bowline/l7/v1/authorization.proto",
+        "proto/bowline/l7/v1/route.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

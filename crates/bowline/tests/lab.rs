@@ -1117,3 +1117,132 @@ fn a_ztunnel_restarted_while_the_control_plane_is_away_serves_its_pods_from_its_
     let (ok, body) = lab.call("shop/client", "http://server.shop/");
     assert!(ok, "{body}");
 }
+
+/// [`mesh`] with waypoint `shop/waypoint` (a Gateway: the lab deploys it), bound to
+/// service `server`; `neighbour` is not bound.
+fn mesh_with_waypoint() -> String {
+    use test_support::fixtures::{Port, Service};
+    let bound = Service::new("server", "shop")
+        .label("istio.io/use-waypoint", "waypoint")
+        .selector("app", "server")
+        .port(Port::new(80).target("8080"));
+    mesh().replace(
+        &Service::new("server", "shop")
+            .selector("app", "server")
+            .port(Port::new(80).target("8080"))
+            .to_string(),
+        &bound.to_string(),
+    ) + "\n---\n"
+        + WAYPOINT_GATEWAY
+        + "\n"
+}
+
+/// The waypoint Gateway of [`mesh_with_waypoint`].
+const WAYPOINT_GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: shop}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]";
+
+/// `istio_requests_total` of the waypoint (reporter `waypoint`) for `response_code`.
+fn waypoint_requests(lab: &Lab, response_code: &str) -> u64 {
+    let (status, body) = lab
+        .request_from(
+            "p-shop-waypoint-0",
+            "GET",
+            "http://127.0.0.1:15020/stats/prometheus",
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter(|l| l.contains("reporter=\"waypoint\""))
+        .filter(|l| l.contains("destination_service_name=\"server\""))
+        .filter(|l| l.contains(&format!("response_code=\"{response_code}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targeted_pods() {
+    if !root_or_skip(
+        "a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targeted_pods",
+    ) {
+        return;
+    }
+    let lab = Lab::new("t5wp", &mesh_with_waypoint());
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    // Pods come before services in the status; services have VIPs of 10.96.0.0/16.
+    let address = |object: &str, vip: bool| -> String {
+        status
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(object))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .find(|ip| ip.starts_with("10.96.") == vip)
+            .unwrap_or_else(|| panic!("{object} in {status}"))
+            .to_owned()
+    };
+    let (waypoint_ip, server_ip) = (address("shop/waypoint-0", false), address("shop/server", false));
+    let (server, neighbour) = (address("shop/server", true), address("shop/neighbour", true));
+    let client = "p-shop-client";
+    let call = |method: &str, url: &str| lab.request_from(client, method, url, None, None);
+
+    // The bound service's traffic passes the waypoint (the server sees it as the peer, and
+    // its request metrics move); the unbound one's does not.
+    let before = waypoint_requests(&lab, "200");
+    let (code, body) = call("GET", &format!("http://{server}:80/")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        echoed["peer"].as_str().unwrap().starts_with(&format!("{waypoint_ip}:")),
+        "the server is called by the waypoint: {body}"
+    );
+    assert!(waypoint_requests(&lab, "200") > before, "waypoint metrics moved");
+    let (code, body) = call("GET", &format!("http://{neighbour}:80/")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        !echoed["peer"].as_str().unwrap().starts_with(&format!("{waypoint_ip}:")),
+        "an unbound service is called directly: {body}"
+    );
+
+    // L7 policy through the waypoint: GET only, and never /admin.
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: server}]\n  action: ALLOW\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: shop}\nspec:\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]\n  action: DENY\n  rules: [{to: [{operation: {paths: [\"/admin*\"]}}]}]\n";
+    let out = lab.config("apply", "l7.yaml", Some(policy));
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = call("POST", &format!("http://{server}:80/")).unwrap();
+        if code == 403 {
+            assert_eq!(body, "RBAC: access denied");
+            break;
+        }
+        assert!(Instant::now() < deadline, "POST still answered {code}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(call("GET", &format!("http://{server}:80/")).unwrap().0, 200);
+    let (code, body) = call("GET", &format!("http://{server}:80/admin/users")).unwrap();
+    assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
+    assert!(waypoint_requests(&lab, "403") >= 2);
+    // Around the waypoint, straight to the pod: refused, whatever the method.
+    assert!(
+        call("GET", &format!("http://{server_ip}:8080/")).is_err(),
+        "a targeted pod accepts only its waypoint"
+    );
+
+    // The Gateway deleted: nothing enforces the policy, so the service is refused (fail
+    // closed) rather than opened, and apply says why.
+    let gateway = lab.config("delete", "gateway.yaml", Some(WAYPOINT_GATEWAY));
+    assert!(gateway.status.success(), "{}", text(&gateway));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call("GET", &format!("http://{server}:80/")).is_ok_and(|(code, _)| code == 200) {
+        assert!(Instant::now() < deadline, "still served without its waypoint");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = lab.config("apply", "l7.yaml", None);
+    assert!(
+        text(&again).contains("fail closed"),
+        "apply says why: {}",
+        text(&again)
+    );
+}

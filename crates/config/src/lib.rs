@@ -1,8 +1,9 @@
 //! What users write: Kubernetes-style YAML for the mesh — core `Node`, `Namespace`,
-//! `ServiceAccount`, `Pod`, `Service`; Gateway API `Gateway` (class `istio-waypoint`);
-//! Istio `AuthorizationPolicy` and `PeerAuthentication`. `VirtualService`, `HTTPRoute`,
+//! `ServiceAccount`, `Pod`, `Service`; Gateway API `Gateway` (class `istio-waypoint`) and,
+//! GAMMA style (attached to a Service or a waypoint's Gateway), `HTTPRoute` and
+//! `GRPCRoute`; Istio `AuthorizationPolicy` and `PeerAuthentication`. `VirtualService`,
 //! `RequestAuthentication`, `DestinationRule` and `ServiceEntry` are parsed and kept for
-//! the waypoint.
+//! the waypoint, their `spec` as written.
 //!
 //! Owns: the resource types ([`resources`]), multi-document parsing ([`parse`]) within
 //! [`limits`] (documents, nesting depth, scalar size, values) and validation

@@ -191,11 +191,12 @@ fn parse_one(mut value: Value) -> Result<Resource, Failure> {
             Kind::Gateway => Resource::Gateway(strict(value)?),
             Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(strict(value)?),
             Kind::PeerAuthentication => Resource::PeerAuthentication(strict(value)?),
+            Kind::HTTPRoute => Resource::HttpRoute(strict(value)?),
+            Kind::GRPCRoute => Resource::GrpcRoute(strict(value)?),
             Kind::RequestAuthentication
             | Kind::VirtualService
             | Kind::DestinationRule
-            | Kind::ServiceEntry
-            | Kind::HTTPRoute => Resource::Opaque(kind, strict(value)?),
+            | Kind::ServiceEntry => Resource::Opaque(kind, strict(value)?),
         })
     };
     typed(value).map_err(|(_, path, message)| (name_hint, path, message))

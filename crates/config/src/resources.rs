@@ -1,11 +1,15 @@
 //! The resource types, as users write them. Only the fields Bowline acts on exist here;
 //! `deny_unknown_fields` makes anything else a located error instead of a silent no-op.
 //! Bookkeeping metadata a Kubernetes export carries (`uid`, `resourceVersion`,
-//! `generation`, `creationTimestamp`) is accepted.
+//! `generation`, `creationTimestamp`) is accepted. The Gateway API routes ([`HttpRoute`],
+//! [`GrpcRoute`] and their parts) live in a submodule of their own, re-exported here.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+mod routes;
+pub use routes::*;
 
 /// Labels and annotations.
 pub type Labels = BTreeMap<String, String>;
@@ -532,6 +536,7 @@ pub enum Kind {
     DestinationRule,
     ServiceEntry,
     HTTPRoute,
+    GRPCRoute,
 }
 
 impl Kind {
@@ -545,6 +550,8 @@ impl Kind {
                 "gateway.networking.k8s.io/v1",
                 "gateway.networking.k8s.io/v1beta1",
             ],
+            // GRPCRoute went from v1alpha2 straight to v1; it never had a v1beta1.
+            Kind::GRPCRoute => &["gateway.networking.k8s.io/v1"],
             Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
                 &["security.istio.io/v1", "security.istio.io/v1beta1"]
             }
@@ -562,7 +569,7 @@ impl Kind {
     }
 
     /// Every kind, for messages.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Namespace,
         Kind::Node,
         Kind::ServiceAccount,
@@ -576,6 +583,7 @@ impl Kind {
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::HTTPRoute,
+        Kind::GRPCRoute,
     ];
 
     /// The kind named `name`.
@@ -621,6 +629,8 @@ pub enum Resource {
     Gateway(Gateway),
     AuthorizationPolicy(AuthorizationPolicy),
     PeerAuthentication(PeerAuthentication),
+    HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
     /// A kind kept for the waypoint.
     Opaque(Kind, Opaque),
 }
@@ -658,6 +668,8 @@ impl Resource {
             Resource::Gateway(_) => Kind::Gateway,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::HttpRoute(_) => Kind::HTTPRoute,
+            Resource::GrpcRoute(_) => Kind::GRPCRoute,
             Resource::Opaque(kind, _) => *kind,
         }
     }
@@ -673,6 +685,8 @@ impl Resource {
             Resource::Gateway(r) => &r.metadata,
             Resource::AuthorizationPolicy(r) => &r.metadata,
             Resource::PeerAuthentication(r) => &r.metadata,
+            Resource::HttpRoute(r) => &r.metadata,
+            Resource::GrpcRoute(r) => &r.metadata,
             Resource::Opaque(_, r) => &r.metadata,
         }
     }
@@ -731,6 +745,8 @@ impl Resource {
             Resource::Gateway(r) => serde_json::to_value(r),
             Resource::AuthorizationPolicy(r) => serde_json::to_value(r),
             Resource::PeerAuthentication(r) => serde_json::to_value(r),
+            Resource::HttpRoute(r) => serde_json::to_value(r),
+            Resource::GrpcRoute(r) => serde_json::to_value(r),
             Resource::Opaque(_, r) => serde_json::to_value(r),
         };
         let mut value = body.unwrap_or(serde_json::Value::Null);

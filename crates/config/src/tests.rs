@@ -169,10 +169,606 @@ fn meaning_errors_name_the_field_and_the_fix() {
             "\"ambient\"",
         ),
     ];
+    let cases = cases
+        .into_iter()
+        .map(|(text, path, hint)| (text.to_owned(), path, hint))
+        .chain(route_refusals());
     for (text, path, hint) in cases {
-        let e = error(text);
+        let e = error(&text);
         assert_eq!(e.path, path, "{e}");
         assert!(e.message.contains(hint), "{e}");
+    }
+}
+
+/// An `HTTPRoute` in `shop` attached to the `reviews` Service with `spec`'s other fields.
+fn http_route(spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: shop}}\nspec: {{parentRefs: [{{group: \"\", kind: Service, name: reviews}}], {spec}}}\n"
+    )
+}
+
+/// An `HTTPRoute` as [`http_route`] with one rule.
+fn http_rule(rule: &str) -> String {
+    http_route(&format!("rules: [{rule}]"))
+}
+
+/// A `GRPCRoute` in `shop` attached to the `ratings` Service with one rule.
+fn grpc_rule(rule: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: shop}}\nspec: {{parentRefs: [{{group: \"\", kind: Service, name: ratings}}], rules: [{rule}]}}\n"
+    )
+}
+
+/// One refused route per rule of `validate::routes`: the text, the field, a fragment of
+/// the message.
+fn route_refusals() -> Vec<(String, &'static str, &'static str)> {
+    const BACKEND: &str = "backendRefs: [{name: reviews-v1, port: 9080}]";
+    vec![
+        // parentRefs
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {rules: [{backendRefs: [{name: reviews, port: 9080}]}]}\n".into(),
+            "spec.parentRefs",
+            "a route needs a parent",
+        ),
+        (
+            http_rule("{}").replace("kind: Service, name: reviews", "kind: Deployment, name: reviews"),
+            "spec.parentRefs[0].kind",
+            "attaches to a Service (group \"\", kind: Service) or a waypoint's Gateway",
+        ),
+        (
+            http_rule("{}").replace("group: \"\", kind: Service", "group: apps, kind: Service"),
+            "spec.parentRefs[0].group",
+            "group \"apps\" does not go with kind Service: write group \"\" for a Service",
+        ),
+        (
+            http_rule("{}").replace("kind: Service, name: reviews", "name: waypoint"),
+            "spec.parentRefs[0].group",
+            "does not go with kind Gateway",
+        ),
+        (
+            http_rule("{}").replace("name: reviews}", "name: reviews, namespace: Other}"),
+            "spec.parentRefs[0].namespace",
+            "not a valid name",
+        ),
+        // hostnames
+        (
+            http_route("hostnames: [Reviews.Shop]"),
+            "spec.hostnames[0]",
+            "not a host name",
+        ),
+        (
+            http_route("hostnames: [10.0.0.1]"),
+            "spec.hostnames[0]",
+            "is an IP address",
+        ),
+        // rule names
+        (
+            http_route("rules: [{name: a}, {name: a}]"),
+            "spec.rules[1].name",
+            "rule names are unique in a route",
+        ),
+        // matches
+        (
+            http_rule("{matches: [{path: {type: Exact, value: reviews}}]}"),
+            "spec.rules[0].matches[0].path.value",
+            "a path starts with `/`",
+        ),
+        (
+            http_rule("{matches: [{path: {value: /api//v1}}]}"),
+            "spec.rules[0].matches[0].path.value",
+            "a path match is a normalised path",
+        ),
+        (
+            http_rule("{matches: [{path: {type: Suffix, value: /x}}]}"),
+            "spec.rules[0].matches[0].path.type",
+            "use Exact, PathPrefix or RegularExpression",
+        ),
+        (
+            http_rule("{matches: [{path: {type: RegularExpression, value: \"/api/(v1\"}}]}"),
+            "spec.rules[0].matches[0].path.value",
+            "not a regular expression Bowline can use (RE2 syntax): unclosed group",
+        ),
+        (
+            http_rule("{matches: [{headers: [{type: RegularExpression, name: x-user, value: \"[a-z\"}]}]}"),
+            "spec.rules[0].matches[0].headers[0].value",
+            "not a regular expression",
+        ),
+        (
+            http_rule("{matches: [{queryParams: [{type: RegularExpression, name: page, value: \"*\"}]}]}"),
+            "spec.rules[0].matches[0].queryParams[0].value",
+            "not a regular expression",
+        ),
+        (
+            http_rule("{matches: [{headers: [{name: \"x user\", value: a}]}]}"),
+            "spec.rules[0].matches[0].headers[0].name",
+            "not an HTTP header name",
+        ),
+        (
+            http_rule("{matches: [{headers: [{type: Prefix, name: x-user, value: a}]}]}"),
+            "spec.rules[0].matches[0].headers[0].type",
+            "use Exact or RegularExpression",
+        ),
+        (
+            http_rule("{matches: [{method: FETCH}]}"),
+            "spec.rules[0].matches[0].method",
+            "use one of GET, HEAD, POST",
+        ),
+        // backendRefs
+        (
+            http_rule("{backendRefs: [{kind: Deployment, name: reviews-v1, port: 9080}]}"),
+            "spec.rules[0].backendRefs[0].kind",
+            "Bowline routes to Services only",
+        ),
+        (
+            http_rule("{backendRefs: [{group: apps, name: reviews-v1, port: 9080}]}"),
+            "spec.rules[0].backendRefs[0].group",
+            "core group",
+        ),
+        (
+            http_rule("{backendRefs: [{name: reviews-v1}]}"),
+            "spec.rules[0].backendRefs[0].port",
+            "give the port of Service",
+        ),
+        (
+            http_rule("{backendRefs: [{name: reviews-v1, namespace: Canary, port: 9080}]}"),
+            "spec.rules[0].backendRefs[0].namespace",
+            "not a valid name",
+        ),
+        (
+            http_rule("{backendRefs: [{name: reviews-v1, port: 9080, weight: 1000001}]}"),
+            "spec.rules[0].backendRefs[0].weight",
+            "weights are 0-1000000",
+        ),
+        // filters
+        (
+            http_rule("{filters: [{type: RequestHeaderModifier, responseHeaderModifier: {remove: [x]}}]}"),
+            "spec.rules[0].filters[0].requestHeaderModifier",
+            "missing: a filter of type RequestHeaderModifier",
+        ),
+        (
+            http_rule("{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [x]}, urlRewrite: {hostname: a}}]}"),
+            "spec.rules[0].filters[0].urlRewrite",
+            "takes only requestHeaderModifier; put urlRewrite in a filter of its own, of type URLRewrite",
+        ),
+        (
+            http_rule("{filters: [{type: CORS}]}"),
+            "spec.rules[0].filters[0].type",
+            "use one of RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror",
+        ),
+        (
+            http_rule("{filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}, {type: URLRewrite, urlRewrite: {hostname: a}}]}"),
+            "spec.rules[0].filters[1]",
+            "a RequestRedirect and a URLRewrite cannot be used together",
+        ),
+        (
+            http_rule("{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 308}}]}"),
+            "spec.rules[0].filters[0].requestRedirect.statusCode",
+            "301 (moved permanently) or 302",
+        ),
+        (
+            http_rule("{filters: [{type: RequestRedirect, requestRedirect: {scheme: ftp}}]}"),
+            "spec.rules[0].filters[0].requestRedirect.scheme",
+            "use http or https",
+        ),
+        (
+            http_rule(&format!("{{filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https}}}}], {BACKEND}}}")),
+            "spec.rules[0].filters[0]",
+            "its rule has no backendRefs",
+        ),
+        (
+            http_rule("{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [a]}}, {type: RequestHeaderModifier, requestHeaderModifier: {remove: [b]}}]}"),
+            "spec.rules[0].filters[1].type",
+            "RequestHeaderModifier is given twice",
+        ),
+        (
+            http_rule("{matches: [{path: {type: Exact, value: /v1}}], filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}]}"),
+            "spec.rules[0].filters[0].urlRewrite.path.replacePrefixMatch",
+            "needs exactly one match, of type PathPrefix",
+        ),
+        (
+            http_rule("{filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replacePrefixMatch: /v2}}}]}"),
+            "spec.rules[0].filters[0].urlRewrite.path.replaceFullPath",
+            "missing: a path of type ReplaceFullPath",
+        ),
+        (
+            http_rule("{filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]}"),
+            "spec.rules[0].filters[0].extensionRef",
+            "Bowline has no extension filters",
+        ),
+        (
+            http_rule("{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: \"a\\r\\nx-admin: 1\"}]}}]}"),
+            "spec.rules[0].filters[0].requestHeaderModifier.set[0].value",
+            "cannot hold control characters",
+        ),
+        (
+            http_rule("{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 9080}, percent: 150}}]}"),
+            "spec.rules[0].filters[0].requestMirror.percent",
+            "0-100",
+        ),
+        (
+            http_rule("{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow}}}]}"),
+            "spec.rules[0].filters[0].requestMirror.backendRef.port",
+            "give the port of Service",
+        ),
+        (
+            http_rule(&format!("{{{BACKEND}, filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{remove: [x]}}}}]}}").replace("port: 9080}", "port: 9080, filters: [{type: CORS}]}")),
+            "spec.rules[0].backendRefs[0].filters[0].type",
+            "use one of",
+        ),
+        // timeouts and retries
+        (
+            http_rule("{timeouts: {request: 1.5s}}"),
+            "spec.rules[0].timeouts.request",
+            "not a Gateway API duration",
+        ),
+        (
+            http_rule("{timeouts: {request: 10s, backendRequest: 1m}}"),
+            "spec.rules[0].timeouts.backendRequest",
+            "\"1m\" is longer than the request timeout \"10s\"",
+        ),
+        (
+            http_rule("{retry: {codes: [503, 200]}}"),
+            "spec.rules[0].retry.codes[1]",
+            "use codes 400-599",
+        ),
+        (
+            http_rule("{retry: {attempts: 11}}"),
+            "spec.rules[0].retry.attempts",
+            "at most 10 — each retry sends the request again",
+        ),
+        (
+            http_rule("{retry: {attempts: 2, backoff: 1x}}"),
+            "spec.rules[0].retry.backoff",
+            "not a Gateway API duration",
+        ),
+        // GRPCRoute
+        (
+            grpc_rule("{matches: [{method: {type: Exact}}]}"),
+            "spec.rules[0].matches[0].method",
+            "give service, method or both",
+        ),
+        (
+            grpc_rule("{matches: [{method: {service: \"\", method: GetRating}}]}"),
+            "spec.rules[0].matches[0].method.service",
+            "not a gRPC service name",
+        ),
+        (
+            grpc_rule("{matches: [{method: {service: shop.v1.Ratings, method: Get-Rating}}]}"),
+            "spec.rules[0].matches[0].method.method",
+            "not a gRPC method name",
+        ),
+        (
+            grpc_rule("{matches: [{method: {type: RegularExpression, method: \"Get(\"}}]}"),
+            "spec.rules[0].matches[0].method.method",
+            "not a regular expression",
+        ),
+        (
+            grpc_rule("{matches: [{method: {type: Prefix, method: Get}}]}"),
+            "spec.rules[0].matches[0].method.type",
+            "use Exact or RegularExpression",
+        ),
+        (
+            grpc_rule("{matches: [{headers: [{name: \"x:tenant\", value: a}]}]}"),
+            "spec.rules[0].matches[0].headers[0].name",
+            "not an HTTP header name",
+        ),
+        (
+            grpc_rule("{filters: [{type: RequestRedirect}]}"),
+            "spec.rules[0].filters[0].type",
+            "\"RequestRedirect\": use one of RequestHeaderModifier, ResponseHeaderModifier, RequestMirror",
+        ),
+        (
+            grpc_rule("{backendRefs: [{name: ratings-v2, weight: 1}]}"),
+            "spec.rules[0].backendRefs[0].port",
+            "give the port of Service",
+        ),
+    ]
+}
+
+/// `kubectl get httproute reviews -n shop -o yaml`: a canary (90/10) for everyone, and
+/// testers (header `x-canary: "true"` under `/api`) on the canary with a header set.
+const REVIEWS_ROUTE: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews
+  namespace: shop
+  uid: 0b6a6c3e-1d2f-4c55-9a51-7f0e8c1d2a3b
+  resourceVersion: "48213"
+  generation: 3
+  creationTimestamp: "2025-05-01T10:00:00Z"
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: "{}"
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: reviews
+    port: 9080
+  hostnames:
+  - reviews.shop.svc.cluster.local
+  rules:
+  - name: testers
+    matches:
+    - path:
+        type: PathPrefix
+        value: /api
+      headers:
+      - name: x-canary
+        value: "true"
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: x-route
+          value: canary
+        add:
+        - name: x-trace
+          value: "1"
+        remove:
+        - x-debug
+    backendRefs:
+    - name: reviews-v2
+      namespace: shop-canary
+      port: 9080
+  - name: canary
+    matches:
+    - path:
+        type: PathPrefix
+        value: /
+    backendRefs:
+    - group: ""
+      kind: Service
+      name: reviews-v1
+      port: 9080
+      weight: 90
+    - name: reviews-v2
+      namespace: shop-canary
+      port: 9080
+      weight: 10
+    timeouts:
+      request: 10s
+      backendRequest: 2s
+    retry:
+      attempts: 3
+      codes: [502, 503]
+      backoff: 100ms
+status:
+  parents:
+  - parentRef:
+      group: ""
+      kind: Service
+      name: reviews
+      port: 9080
+    controllerName: istio.io/gateway-controller
+    conditions:
+    - type: Accepted
+      status: "True"
+      reason: Accepted
+      message: Route was valid
+      observedGeneration: 3
+      lastTransitionTime: "2025-05-01T10:00:01Z"
+"#;
+
+/// What `to_json` writes parses back to the same resource.
+fn round_trips(resource: &Resource) {
+    let json = serde_json::to_string(&resource.to_json()).unwrap();
+    let again = parse_documents(&json, "dump.json").unwrap();
+    assert_eq!(again, [resource.clone()], "{json}");
+}
+
+#[test]
+fn an_http_route_exported_with_kubectl_parses_typed_and_round_trips() {
+    use crate::resources::{RouteParent, Timeouts};
+    use crate::validate::gateway_duration;
+    use std::time::Duration;
+
+    let resources = parse_documents(REVIEWS_ROUTE, "reviews-route.yaml").unwrap();
+    let [Resource::HttpRoute(route)] = resources.as_slice() else {
+        panic!("one HTTPRoute: {resources:?}")
+    };
+    assert_eq!(resources[0].key().to_string(), "HTTPRoute shop/reviews");
+    let spec = &route.spec;
+    assert_eq!(spec.parent_refs[0].parent(), Some(RouteParent::Service));
+    assert_eq!(spec.parent_refs[0].namespace_or("shop"), "shop");
+    assert_eq!(spec.parent_refs[0].port, Some(9080));
+
+    let testers = &spec.rules[0];
+    assert_eq!(testers.name.as_deref(), Some("testers"));
+    let path = testers.matches[0].path.as_ref().unwrap();
+    assert_eq!(
+        (path.effective_type(), path.effective_value()),
+        ("PathPrefix", "/api")
+    );
+    let header = &testers.matches[0].headers[0];
+    assert_eq!(
+        (
+            header.effective_type(),
+            header.name.as_str(),
+            header.value.as_str()
+        ),
+        ("Exact", "x-canary", "true")
+    );
+    let modifier = testers.filters[0].request_header_modifier.as_ref().unwrap();
+    assert_eq!(testers.filters[0].type_, "RequestHeaderModifier");
+    assert_eq!(
+        (
+            modifier.set[0].name.as_str(),
+            modifier.set[0].value.as_str()
+        ),
+        ("x-route", "canary")
+    );
+    assert_eq!(modifier.add[0].value, "1");
+    assert_eq!(modifier.remove, ["x-debug"]);
+    assert_eq!(testers.backend_refs[0].effective_weight(), 1);
+    assert_eq!(
+        testers.backend_refs[0].namespace.as_deref(),
+        Some("shop-canary")
+    );
+
+    let canary = &spec.rules[1];
+    let weights: Vec<(&str, u32)> = canary
+        .backend_refs
+        .iter()
+        .map(|b| (b.name.as_str(), b.effective_weight()))
+        .collect();
+    assert_eq!(weights, [("reviews-v1", 90), ("reviews-v2", 10)]);
+    let Some(Timeouts {
+        request: Some(request),
+        backend_request: Some(backend_request),
+    }) = &canary.timeouts
+    else {
+        panic!("timeouts: {:?}", canary.timeouts)
+    };
+    assert_eq!(gateway_duration(request), Some(Duration::from_secs(10)));
+    assert_eq!(
+        gateway_duration(backend_request),
+        Some(Duration::from_secs(2))
+    );
+    let retry = canary.retry.as_ref().unwrap();
+    assert_eq!(
+        (retry.attempts, retry.codes.as_slice()),
+        (Some(3), &[502, 503][..])
+    );
+    assert_eq!(
+        gateway_duration(retry.backoff.as_deref().unwrap()),
+        Some(Duration::from_millis(100))
+    );
+
+    // The status is kept as exported.
+    let status = route.status.as_ref().unwrap();
+    assert_eq!(
+        status["parents"][0]["controllerName"],
+        "istio.io/gateway-controller"
+    );
+    let json = resources[0].to_json();
+    assert_eq!(
+        (&json["apiVersion"], &json["kind"]),
+        (
+            &serde_json::json!("gateway.networking.k8s.io/v1"),
+            &serde_json::json!("HTTPRoute")
+        )
+    );
+    round_trips(&resources[0]);
+}
+
+#[test]
+fn a_grpc_route_through_a_waypoint_parses_typed_and_round_trips() {
+    use crate::resources::RouteParent;
+
+    let text = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: ratings, namespace: shop}
+spec:
+  parentRefs:
+  - {group: gateway.networking.k8s.io, kind: Gateway, name: waypoint, sectionName: mesh}
+  - {name: waypoint, namespace: shop-canary}
+  hostnames: ["*.shop.svc.cluster.local"]
+  rules:
+  - matches:
+    - method: {service: shop.v1.Ratings, method: GetRating}
+      headers: [{name: x-tenant, value: gold}]
+    - method: {type: RegularExpression, service: 'shop\.v1\..*'}
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: x-served-by, value: ratings-v2}]}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: ratings-shadow, port: 9090}, percent: 5}
+    backendRefs:
+    - {name: ratings-v2, port: 9090, weight: 1}
+    - name: ratings-v1
+      port: 9090
+      weight: 0
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {add: [{name: x-legacy, value: "yes"}]}
+status: {parents: "whatever a controller wrote: kept, not read"}
+"#;
+    let resources = parse_documents(text, "ratings-route.yaml").unwrap();
+    let [Resource::GrpcRoute(route)] = resources.as_slice() else {
+        panic!("one GRPCRoute: {resources:?}")
+    };
+    assert_eq!(resources[0].key().to_string(), "GRPCRoute shop/ratings");
+    let spec = &route.spec;
+    // An omitted kind and group are a Gateway's, as in the Gateway API.
+    let parents: Vec<_> = spec.parent_refs.iter().map(|p| p.parent()).collect();
+    assert_eq!(
+        parents,
+        [Some(RouteParent::Gateway), Some(RouteParent::Gateway)]
+    );
+    assert_eq!(spec.parent_refs[1].namespace_or("shop"), "shop-canary");
+    let rule = &spec.rules[0];
+    let exact = rule.matches[0].method.as_ref().unwrap();
+    assert_eq!(
+        (
+            exact.effective_type(),
+            exact.service.as_deref(),
+            exact.method.as_deref()
+        ),
+        ("Exact", Some("shop.v1.Ratings"), Some("GetRating"))
+    );
+    assert_eq!(rule.matches[0].headers[0].name, "x-tenant");
+    let pattern = rule.matches[1].method.as_ref().unwrap();
+    assert_eq!(pattern.effective_type(), "RegularExpression");
+    assert_eq!(pattern.method, None);
+    let mirror = rule.filters[1].request_mirror.as_ref().unwrap();
+    assert_eq!(
+        (mirror.backend_ref.name.as_str(), mirror.percent),
+        ("ratings-shadow", Some(5))
+    );
+    assert_eq!(rule.backend_refs[1].effective_weight(), 0);
+    assert_eq!(
+        rule.backend_refs[1].filters[0].type_,
+        "RequestHeaderModifier"
+    );
+    assert!(route.status.is_some());
+    round_trips(&resources[0]);
+}
+
+#[test]
+fn route_fields_and_versions_bowline_does_not_read_are_refused() {
+    let e = error(&http_rule("{sessionPersistence: {type: Cookie}}"));
+    assert_eq!(e.path, "spec.rules[0].sessionPersistence", "{e}");
+    assert!(e.message.contains("Bowline refuses fields"), "{e}");
+    let e = error(&grpc_rule("{timeouts: {request: 1s}}"));
+    assert_eq!(e.path, "spec.rules[0].timeouts", "{e}");
+    let e = error(&grpc_rule("{}").replace("/v1\n", "/v1beta1\n"));
+    assert_eq!(e.path, "apiVersion", "{e}");
+    assert!(
+        e.message
+            .contains("GRPCRoute is read as gateway.networking.k8s.io/v1,"),
+        "{e}"
+    );
+    // HTTPRoute is served as v1beta1 too.
+    let v1beta1 = http_rule("{}").replace("/v1\n", "/v1beta1\n");
+    assert_eq!(parse_documents(&v1beta1, "x").unwrap().len(), 1);
+}
+
+#[test]
+fn gateway_durations_parse_as_the_gateway_api_writes_them() {
+    use crate::validate::gateway_duration;
+    use std::time::Duration;
+
+    let ms = Duration::from_millis;
+    for (text, expected) in [
+        ("10s", Some(ms(10_000))),
+        ("1m30s", Some(ms(90_000))),
+        ("500ms", Some(ms(500))),
+        ("0s", Some(Duration::ZERO)),
+        ("1h1m1s1ms", Some(ms(3_661_001))),
+        ("99999h", Some(Duration::from_secs(99_999 * 3600))),
+        ("1s1s", Some(ms(2_000))),
+        ("", None),
+        ("10", None),
+        ("1.5s", None),
+        ("-1s", None),
+        ("100000s", None),
+        ("1h1m1s1ms1h", None),
+        ("1d", None),
+        ("10 s", None),
+        ("s", None),
+        ("1msms", None),
+    ] {
+        assert_eq!(gateway_duration(text), expected, "{text:?}");
     }
 }
 

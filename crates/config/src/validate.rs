@@ -1,11 +1,15 @@
 //! Meaning checks beyond the shape: names, addresses, ports, modes, actions and
-//! condition keys. Each failure names the field and says what would be accepted.
+//! condition keys; routes' parents, matches, filters, backends and durations (in a
+//! submodule of their own). Each failure names the field and says what would be accepted.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::resources::*;
+
+mod routes;
+pub use routes::{HTTP_METHODS, MAX_RETRY_ATTEMPTS, gateway_duration};
 
 /// `(field path, message)`.
 pub(crate) type Invalid = (String, String);
@@ -23,6 +27,8 @@ pub(crate) fn resource(resource: &Resource) -> Result<(), Invalid> {
         Resource::Gateway(gateway) => gateway_spec(gateway),
         Resource::AuthorizationPolicy(policy) => authorization(policy),
         Resource::PeerAuthentication(peer) => peer_authentication(peer),
+        Resource::HttpRoute(route) => routes::http_route(route),
+        Resource::GrpcRoute(route) => routes::grpc_route(route),
         Resource::Node(node) => match &node.spec.pod_cidr {
             Some(cidr) if cidr.parse::<IpNet>().is_err() => {
                 invalid("spec.podCIDR", format!("{cidr:?} is not a CIDR"))

@@ -26,6 +26,7 @@ mod warnings;
 mod waypoint;
 
 pub use capture::{Captured, pod_of_uid};
+pub use waypoint::requested_with as waypoint_requested;
 pub use warnings::warnings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -187,7 +188,11 @@ impl<'a> Index<'a> {
                     }
                 }
                 Resource::PeerAuthentication(p) => index.peer_authentications.push(p),
-                Resource::Node(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => {}
+                Resource::Node(_)
+                | Resource::ServiceAccount(_)
+                | Resource::HttpRoute(_)
+                | Resource::GrpcRoute(_)
+                | Resource::Opaque(..) => {}
             }
         }
         index
@@ -309,7 +314,8 @@ pub fn affected_namespaces<'a, R: AsResource>(
             | Kind::VirtualService
             | Kind::DestinationRule
             | Kind::ServiceEntry
-            | Kind::HTTPRoute => {}
+            | Kind::HTTPRoute
+            | Kind::GRPCRoute => {}
         }
     }
     Some(namespaces)

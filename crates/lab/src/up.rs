@@ -33,7 +33,9 @@ mod plan;
 mod status;
 
 pub use build::up;
-pub use status::{LabStatus, NodeStatus, PodStatus, Process, operator_token_file, status};
+pub use status::{
+    LabStatus, NodeStatus, PodStatus, Process, WaypointStatus, operator_token_file, status,
+};
 
 /// The control plane's address on the router's loopback.
 pub const CONTROL_PLANE_IP: &str = "10.255.0.1";

@@ -345,6 +345,7 @@ impl Display for Container {
 pub struct Service {
     name: String,
     namespace: String,
+    labels: Vec<(String, String)>,
     selector: Vec<(String, String)>,
     cluster_ip: Option<String>,
     ports: Vec<Port>,
@@ -356,10 +357,18 @@ impl Service {
         Self {
             name: name.into(),
             namespace: namespace.into(),
+            labels: Vec::new(),
             selector: Vec::new(),
             cluster_ip: None,
             ports: Vec::new(),
         }
+    }
+
+    /// Adds a label (`istio.io/use-waypoint`…).
+    #[must_use]
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
     }
 
     /// Adds a selector label.
@@ -402,9 +411,13 @@ impl Display for Service {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {}, namespace: {}}}",
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {}, namespace: {}",
             self.name, self.namespace
         )?;
+        if !self.labels.is_empty() {
+            write!(f, ", labels: {}", map(&self.labels))?;
+        }
+        f.write_str("}")?;
         let mut spec = Vec::new();
         if !self.selector.is_empty() {
             spec.push(format!("selector: {}", map(&self.selector)));

@@ -12,7 +12,8 @@
 //! A request goes through named phases, each a module: [`inbound`] (accept the tunnel:
 //! who, to where, which protocol) → [`request`] (authorize, route, forward, respond, log)
 //! → [`upstream`] (endpoint choice and the HBONE connection to it). [`policies`] keeps the
-//! L7 policies from the control plane, [`metrics`] the telemetry, [`admin`] the operator
+//! L7 policies and route tables from the control plane ([`routes`]: matching and
+//! backends), [`metrics`] the telemetry, [`admin`] the operator
 //! surfaces and [`app`] wires them and drains on shutdown.
 
 #![forbid(unsafe_code)]
@@ -23,4 +24,5 @@ pub mod inbound;
 pub mod metrics;
 pub mod policies;
 pub mod request;
+pub mod routes;
 pub mod upstream;

@@ -1,7 +1,10 @@
-//! The L7 policies a waypoint enforces: `bowline.l7.v1.Authorization` over delta ADS
-//! (wildcard), each validated into a [`policy::Policy`] — a bad one is NACKed with its
-//! field and the previous version stays. The set is swapped whole (readers never block);
-//! on disconnect the last good set keeps serving and the client reconnects with backoff.
+//! What a waypoint gets beside the mesh state: its L7 policies
+//! (`bowline.l7.v1.Authorization`, validated into [`policy::Policy`]) and the route tables
+//! of the services it serves (`bowline.l7.v1.RouteTable`, validated into
+//! [`crate::routes::Table`]), both over one delta ADS stream (wildcard). A resource that
+//! fails validation is NACKed with its field and its previous version stays. Each set is
+//! swapped whole (readers never block); on disconnect the last good sets keep serving and
+//! the client reconnects with backoff.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +17,20 @@ use xds::ads_client::AdsStream;
 use xds::backoff::Backoff;
 use xds::discovery::DeltaDiscoveryResponse;
 
-/// The policies in force.
+use crate::routes::Table;
+
+/// The types this client asks for.
+const TYPES: [&str; 2] = [xds::L7_AUTHORIZATION_TYPE_URL, xds::ROUTE_TABLE_TYPE_URL];
+
+/// Route tables by (namespace, service).
+pub type RouteTables = HashMap<(String, String), Arc<Table>>;
+
+/// The L7 configuration in force.
 #[derive(Debug, Default)]
 pub struct PolicyStore {
     current: ArcSwap<Vec<Arc<Policy>>>,
-    loaded: AtomicBool,
+    routes: ArcSwap<RouteTables>,
+    answered: [AtomicBool; 2],
 }
 
 impl PolicyStore {
@@ -27,14 +39,14 @@ impl PolicyStore {
         self.current.load_full()
     }
 
-    /// Whether the control plane has answered once.
-    pub fn loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
+    /// Every route table held.
+    pub fn routes(&self) -> Arc<RouteTables> {
+        self.routes.load_full()
     }
 
-    fn replace(&self, policies: Vec<Arc<Policy>>) {
-        self.current.store(Arc::new(policies));
-        self.loaded.store(true, Ordering::Release);
+    /// Whether the control plane has answered both types once.
+    pub fn loaded(&self) -> bool {
+        self.answered.iter().all(|a| a.load(Ordering::Acquire))
     }
 
     /// The policies that apply to a request through waypoint `gateway` to `service`
@@ -51,12 +63,54 @@ impl PolicyStore {
     }
 }
 
-/// Why one response was (partly) refused.
+/// Why one resource was refused.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {reason}")]
 struct Refused {
     name: String,
     reason: String,
+}
+
+/// A held route table: (version, table, (namespace, service)).
+type HeldTable = (String, Arc<Table>, (String, String));
+
+/// What is held: per type, name → (version, validated resource).
+#[derive(Debug, Default)]
+struct Held {
+    policies: HashMap<String, (String, Arc<Policy>)>,
+    routes: HashMap<String, HeldTable>,
+}
+
+impl Held {
+    fn versions(&self, type_url: &str) -> HashMap<String, String> {
+        if type_url == xds::ROUTE_TABLE_TYPE_URL {
+            self.routes
+                .iter()
+                .map(|(n, (v, _, _))| (n.clone(), v.clone()))
+                .collect()
+        } else {
+            self.policies
+                .iter()
+                .map(|(n, (v, _))| (n.clone(), v.clone()))
+                .collect()
+        }
+    }
+
+    fn publish(&self, store: &PolicyStore, type_url: &str) {
+        if type_url == xds::ROUTE_TABLE_TYPE_URL {
+            let tables = self
+                .routes
+                .values()
+                .map(|(_, table, key)| (key.clone(), table.clone()))
+                .collect();
+            store.routes.store(Arc::new(tables));
+            store.answered[1].store(true, Ordering::Release);
+        } else {
+            let policies = self.policies.values().map(|(_, p)| p.clone()).collect();
+            store.current.store(Arc::new(policies));
+            store.answered[0].store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Runs the client until the task is dropped.
@@ -65,17 +119,16 @@ pub async fn run(
     node: xds::core::Node,
     store: Arc<PolicyStore>,
 ) {
-    let mut held: HashMap<String, (String, Arc<Policy>)> = HashMap::new();
+    let mut held = Held::default();
     let mut backoff = Backoff::new(
         ztunnel::state::xds_client::RETRY_BASE,
         ztunnel::state::xds_client::RETRY_CAP,
     );
     loop {
-        let versions = held
+        let subscriptions = TYPES
             .iter()
-            .map(|(name, (version, _))| (name.clone(), version.clone()))
+            .map(|t| ((*t).to_owned(), held.versions(t)))
             .collect();
-        let subscriptions = vec![(xds::L7_AUTHORIZATION_TYPE_URL.to_owned(), versions)];
         let result = async {
             let mut stream = AdsStream::open(
                 &config.url,
@@ -87,14 +140,15 @@ pub async fn run(
             while let Some(response) = stream.next().await? {
                 backoff.reset();
                 let refused = merge(&mut held, &response);
-                let policies = held.values().map(|(_, p)| p.clone()).collect();
-                store.replace(policies);
+                if TYPES.contains(&response.type_url.as_str()) {
+                    held.publish(&store, &response.type_url);
+                }
                 let error = (!refused.is_empty()).then(|| {
                     let list: Vec<String> = refused.iter().map(ToString::to_string).collect();
                     list.join("; ")
                 });
                 if let Some(error) = &error {
-                    tracing::warn!(%error, "xds: rejected L7 policies (NACK); keeping their previous versions");
+                    tracing::warn!(type_url = %response.type_url, %error, "xds: rejected waypoint resources (NACK); keeping their previous versions");
                 }
                 stream.answer(&response, error).await?;
             }
@@ -103,12 +157,9 @@ pub async fn run(
         .await;
         let retry_in = backoff.next_delay();
         match result {
-            Ok(()) => tracing::info!(
-                ?retry_in,
-                "xds: control plane closed the L7 stream; reconnecting"
-            ),
+            Ok(()) => tracing::info!(?retry_in, "xds: control plane closed the waypoint stream; reconnecting"),
             Err(error) => {
-                tracing::warn!(%error, ?retry_in, "xds: no control plane for L7 policies; serving the last good ones")
+                tracing::warn!(%error, ?retry_in, "xds: no control plane for waypoint config; serving the last good one")
             }
         }
         tokio::time::sleep(retry_in).await;
@@ -116,42 +167,58 @@ pub async fn run(
 }
 
 /// Takes `response` into `held`; the refused resources (kept at their previous version).
-fn merge(
-    held: &mut HashMap<String, (String, Arc<Policy>)>,
-    response: &DeltaDiscoveryResponse,
-) -> Vec<Refused> {
+fn merge(held: &mut Held, response: &DeltaDiscoveryResponse) -> Vec<Refused> {
+    let routes = match response.type_url.as_str() {
+        xds::ROUTE_TABLE_TYPE_URL => true,
+        xds::L7_AUTHORIZATION_TYPE_URL => false,
+        other => {
+            return vec![Refused {
+                name: other.to_owned(),
+                reason: "a type this waypoint did not ask for".into(),
+            }];
+        }
+    };
     let mut refused = Vec::new();
-    if response.type_url != xds::L7_AUTHORIZATION_TYPE_URL {
-        refused.push(Refused {
-            name: response.type_url.clone(),
-            reason: "a type this waypoint did not ask for".into(),
-        });
-        return refused;
-    }
     for resource in &response.resources {
-        let decoded = resource
-            .resource
-            .as_ref()
-            .ok_or_else(|| "no body".to_owned())
-            .and_then(|any| {
-                xds::l7::Authorization::decode(any.value.as_ref()).map_err(|e| e.to_string())
-            })
-            .and_then(|wire| Policy::try_from(wire).map_err(|e| e.to_string()));
-        match decoded {
-            Ok(policy) => {
-                held.insert(
-                    resource.name.clone(),
-                    (resource.version.clone(), Arc::new(policy)),
-                );
-            }
-            Err(reason) => refused.push(Refused {
+        let Some(any) = resource.resource.as_ref() else {
+            refused.push(Refused {
                 name: resource.name.clone(),
-                reason,
-            }),
+                reason: "no body".into(),
+            });
+            continue;
+        };
+        let name = resource.name.clone();
+        let version = resource.version.clone();
+        let taken = if routes {
+            xds::l7::RouteTable::decode(any.value.as_ref())
+                .map_err(|e| e.to_string())
+                .and_then(|wire| {
+                    let key = (wire.namespace.clone(), wire.service.clone());
+                    Table::try_from(wire)
+                        .map(|t| (key, t))
+                        .map_err(|e| e.to_string())
+                })
+                .map(|(key, table)| {
+                    held.routes.insert(name.clone(), (version, Arc::new(table), key));
+                })
+        } else {
+            xds::l7::Authorization::decode(any.value.as_ref())
+                .map_err(|e| e.to_string())
+                .and_then(|wire| Policy::try_from(wire).map_err(|e| e.to_string()))
+                .map(|policy| {
+                    held.policies.insert(name.clone(), (version, Arc::new(policy)));
+                })
+        };
+        if let Err(reason) = taken {
+            refused.push(Refused { name, reason });
         }
     }
     for name in &response.removed_resources {
-        held.remove(name);
+        if routes {
+            held.routes.remove(name);
+        } else {
+            held.policies.remove(name);
+        }
     }
     refused
 }
@@ -161,16 +228,16 @@ mod tests {
     use super::*;
     use xds::discovery::Resource;
 
-    fn response(resources: Vec<(&str, Vec<u8>)>, removed: Vec<&str>) -> DeltaDiscoveryResponse {
+    fn response(type_url: &str, resources: Vec<(&str, Vec<u8>)>, removed: Vec<&str>) -> DeltaDiscoveryResponse {
         DeltaDiscoveryResponse {
-            type_url: xds::L7_AUTHORIZATION_TYPE_URL.into(),
+            type_url: type_url.into(),
             resources: resources
                 .into_iter()
                 .map(|(name, value)| Resource {
                     name: name.into(),
                     version: "1".into(),
                     resource: Some(xds::google::protobuf::Any {
-                        type_url: xds::L7_AUTHORIZATION_TYPE_URL.into(),
+                        type_url: type_url.into(),
                         value,
                     }),
                     ..Default::default()
@@ -197,17 +264,33 @@ mod tests {
 
     #[test]
     fn a_bad_policy_is_refused_by_name_and_the_good_ones_stay() {
-        let mut held = HashMap::new();
-        let refused = merge(&mut held, &response(vec![("shop/a", policy("a"))], vec![]));
+        let t = xds::L7_AUTHORIZATION_TYPE_URL;
+        let mut held = Held::default();
+        let refused = merge(&mut held, &response(t, vec![("shop/a", policy("a"))], vec![]));
         assert!(refused.is_empty(), "{refused:?}");
-        let refused = merge(
-            &mut held,
-            &response(vec![("shop/b", b"garbage\xff".to_vec())], vec![]),
-        );
+        let refused = merge(&mut held, &response(t, vec![("shop/b", b"garbage\xff".to_vec())], vec![]));
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].name, "shop/b");
-        assert!(held.contains_key("shop/a") && !held.contains_key("shop/b"));
-        merge(&mut held, &response(vec![], vec!["shop/a"]));
-        assert!(held.is_empty());
+        assert!(held.policies.contains_key("shop/a") && !held.policies.contains_key("shop/b"));
+        merge(&mut held, &response(t, vec![], vec!["shop/a"]));
+        assert!(held.policies.is_empty());
+    }
+
+    #[test]
+    fn route_tables_are_kept_by_service_and_a_bad_one_is_refused() {
+        let t = xds::ROUTE_TABLE_TYPE_URL;
+        let table = xds::l7::RouteTable {
+            namespace: "shop".into(),
+            service: "reviews".into(),
+            entries: vec![],
+        };
+        let mut held = Held::default();
+        assert!(merge(&mut held, &response(t, vec![("shop/reviews", table.encode_to_vec())], vec![])).is_empty());
+        let bad = xds::l7::RouteTable::default().encode_to_vec();
+        assert_eq!(merge(&mut held, &response(t, vec![("shop/x", bad)], vec![])).len(), 1);
+        let store = PolicyStore::default();
+        held.publish(&store, t);
+        assert!(store.routes().contains_key(&("shop".to_owned(), "reviews".to_owned())));
+        assert!(!store.loaded(), "policies have not answered yet");
     }
 }

@@ -5,9 +5,14 @@
 //! buffering, `Upgrade` passed through) → **respond and log** (Istio's request metrics and
 //! one access-log line when the response body ends, or when the client goes away).
 //!
+//! Routing: a service with a route table (HTTPRoute/GRPCRoute) goes by its first matching
+//! entry — redirect answered here, or a weighted backend with header changes, rewrite,
+//! mirrors (bodyless requests), timeouts (request and per attempt) and retries (bodyless
+//! requests, another endpoint each time); a service without one goes to its own endpoints.
+//!
 //! Every local answer comes from one mapping ([`Refusal`]): no route 404 `NR`, no healthy
 //! endpoint 503 `UH`, connect failure 503 `UF`, upstream reset before a response 503 `UC`,
-//! denied 403. Opaque TCP tunnels ([`tcp`]) are authorized on what L4 can see and pumped.
+//! timeout 504 `UT`, denied 403. Opaque TCP tunnels ([`tcp`]) are authorized on what L4 can see and pumped.
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
@@ -33,6 +38,7 @@ use crate::app::Shared;
 use crate::inbound::Tunnel;
 use crate::metrics::RequestLabels;
 use crate::policies::PolicyStore;
+use crate::routes::{self, Action, Backend, PathRewrite, RequestView};
 use crate::upstream::{self, Endpoint, Io, RouteError, SendError, Version};
 
 /// Body of responses sent downstream.
@@ -90,6 +96,10 @@ pub enum Refusal {
     ConnectFailed(String),
     /// The endpoint reset the connection before answering.
     UpstreamReset(String),
+    /// No response within the route's timeout.
+    Timeout(String),
+    /// The matched rule has no backend with weight.
+    NoBackend(String),
 }
 
 impl Refusal {
@@ -111,6 +121,12 @@ impl Refusal {
                 "UC",
                 "upstream reset before response",
             ),
+            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "UT", "upstream request timeout"),
+            Self::NoBackend(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "NR",
+                "the route has no backend",
+            ),
         }
     }
 
@@ -120,7 +136,9 @@ impl Refusal {
             Self::NoRoute(d)
             | Self::NoHealthyUpstream(d)
             | Self::ConnectFailed(d)
-            | Self::UpstreamReset(d) => d.clone(),
+            | Self::UpstreamReset(d)
+            | Self::Timeout(d)
+            | Self::NoBackend(d) => d.clone(),
         }
     }
 }
@@ -129,7 +147,9 @@ impl From<RouteError> for Refusal {
     fn from(error: RouteError) -> Self {
         match error {
             RouteError::NoHealthyUpstream(_) => Self::NoHealthyUpstream(error.to_string()),
-            RouteError::UnknownDestination(_) | RouteError::ServicePort { .. } => {
+            RouteError::UnknownDestination(_)
+            | RouteError::ServicePort { .. }
+            | RouteError::UnknownBackend(_) => {
                 Self::NoRoute(error.to_string())
             }
         }
@@ -182,9 +202,17 @@ async fn handle(
         return local(shared, exchange, &refusal);
     }
     // Route.
-    let endpoint = match upstream::choose(&snap, tunnel.target) {
-        Ok(endpoint) => endpoint,
-        Err(error) => return local(shared, exchange, &error.into()),
+    let route = match route(shared, &snap, tunnel, service.as_deref(), &req) {
+        Ok(route) => route,
+        Err(refusal) => return local(shared, exchange, &refusal),
+    };
+    if let Some(action) = &route.action
+        && let Some(redirect) = &action.redirect
+    {
+        return redirected(shared, exchange, &req, redirect, route.matched_prefix.as_deref());
+    }
+    let Some(endpoint) = route.endpoint.clone() else {
+        return local(shared, exchange, &Refusal::NoRoute("no endpoint".into()));
     };
     exchange.upstream = Some(endpoint.addr);
     exchange.labels.peers =
@@ -196,33 +224,298 @@ async fn handle(
         Version::H1
     };
     let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let request = prepare(req, &exchange, version, upgrade.is_some());
-    let response = shared
-        .clients
-        .send(
-            &shared.connector,
-            &endpoint,
-            tunnel.client,
-            version,
-            request,
-        )
-        .await;
-    let mut response = match response {
+    let mut request = prepare(req, &exchange, version, upgrade.is_some());
+    if let Some(action) = &route.action {
+        shape(&mut request, action, route.backend.as_ref(), route.matched_prefix.as_deref());
+        mirror(shared, tunnel, &snap, action, &request, version);
+    }
+    let mut response = match forward(shared, tunnel, &snap, &route, endpoint.clone(), version, request).await {
         Ok(response) => response,
-        Err(SendError::Connect(error)) => {
-            return local(shared, exchange, &Refusal::ConnectFailed(error.to_string()));
-        }
-        Err(SendError::Request(error)) => {
-            return local(shared, exchange, &Refusal::UpstreamReset(error.to_string()));
-        }
+        Err(refusal) => return local(shared, exchange, &refusal),
     };
+    if let Some(action) = &route.action {
+        action.response_headers.apply(response.headers_mut());
+        if let Some(backend) = &route.backend {
+            backend.response_headers.apply(response.headers_mut());
+        }
+    }
     if let Some(downstream) = upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
         let upstream = hyper::upgrade::on(&mut response);
-        tokio::spawn(pump_upgraded(downstream, upstream, endpoint.clone()));
+        tokio::spawn(pump_upgraded(downstream, upstream, endpoint));
     }
     respond(shared, exchange, response)
+}
+
+/// Where a request goes: its route's rule (if the service has routes) and the endpoint.
+struct Routed {
+    action: Option<Arc<Action>>,
+    backend: Option<Backend>,
+    matched_prefix: Option<String>,
+    /// `None` only for a redirect.
+    endpoint: Option<Endpoint>,
+}
+
+/// The route phase: the destination service's route table decides when it has one (no
+/// matching entry: 404); otherwise the service's own endpoints, as Istio does.
+fn route(
+    shared: &Shared,
+    snap: &Snapshot,
+    tunnel: &Tunnel,
+    service: Option<&ztunnel::state::Service>,
+    req: &Request<Incoming>,
+) -> Result<Routed, Refusal> {
+    let tables = shared.policies.routes();
+    let table = service.and_then(|s| tables.get(&(s.namespace.clone(), s.name.clone())));
+    let Some(table) = table else {
+        let endpoint = upstream::choose(snap, tunnel.target)?;
+        return Ok(Routed {
+            action: None,
+            backend: None,
+            matched_prefix: None,
+            endpoint: Some(endpoint),
+        });
+    };
+    let view = RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let Some(entry) = table.find(&view) else {
+        return Err(Refusal::NoRoute(format!(
+            "no route of {} matches",
+            service.map_or_else(String::new, |s| s.hostname.clone())
+        )));
+    };
+    let action = entry.action.clone();
+    let matched_prefix = entry.matcher.matched_prefix().map(str::to_owned);
+    if action.redirect.is_some() {
+        // Answered here; no endpoint is called.
+        return Ok(Routed {
+            action: Some(action),
+            backend: None,
+            matched_prefix,
+            endpoint: None,
+        });
+    }
+    let Some(backend) = action.backend(random()).cloned() else {
+        return Err(Refusal::NoBackend(format!("{} rule {}", entry.route, entry.rule)));
+    };
+    let endpoint = upstream::choose_backend(snap, &backend.target.key, backend.target.port)?;
+    Ok(Routed {
+        action: Some(action),
+        backend: Some(backend),
+        matched_prefix,
+        endpoint: Some(endpoint),
+    })
+}
+
+/// The rule's request filters: header changes (rule, then backend), then the rewrite.
+fn shape(
+    request: &mut Request<upstream::RequestBody>,
+    action: &Action,
+    backend: Option<&Backend>,
+    matched_prefix: Option<&str>,
+) {
+    action.request_headers.apply(request.headers_mut());
+    if let Some(backend) = backend {
+        backend.request_headers.apply(request.headers_mut());
+    }
+    let Some((hostname, path)) = &action.rewrite else {
+        return;
+    };
+    if let Some(host) = hostname
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
+    if let Some(path) = path {
+        let new_path = rewritten(request.uri().path(), path, matched_prefix);
+        let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        if let Ok(uri) = format!("{new_path}{query}").parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+}
+
+fn rewritten(path: &str, rewrite: &PathRewrite, matched_prefix: Option<&str>) -> String {
+    match rewrite {
+        PathRewrite::Full(full) => full.clone(),
+        PathRewrite::Prefix(with) => routes::replace_prefix(path, matched_prefix.unwrap_or(""), with),
+    }
+}
+
+/// The redirect a rule answers with.
+fn redirected(
+    shared: &Arc<Shared>,
+    mut exchange: Exchange,
+    req: &Request<Incoming>,
+    redirect: &routes::Redirect,
+    matched_prefix: Option<&str>,
+) -> Response<ResponseBody> {
+    let host = req
+        .uri()
+        .host()
+        .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(strip_port))
+        .unwrap_or_default();
+    let scheme = if redirect.scheme.is_empty() { "http" } else { redirect.scheme.as_str() };
+    let hostname = if redirect.hostname.is_empty() { host } else { redirect.hostname.as_str() };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = match redirect.port {
+        0 => String::new(),
+        p if p == default_port => String::new(),
+        p => format!(":{p}"),
+    };
+    let path = redirect.path.as_ref().map_or_else(
+        || req.uri().path().to_owned(),
+        |p| rewritten(req.uri().path(), p, matched_prefix),
+    );
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!("{scheme}://{hostname}{port}{path}{query}");
+    exchange.labels.response_code = redirect.status.as_u16().to_string();
+    exchange.detail = Some(format!("redirect to {location}"));
+    let body = http_body_util::Empty::new().map_err(|never| match never {});
+    let mut response = Response::new(finishing(shared, exchange, body));
+    *response.status_mut() = redirect.status;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Copies a bodyless request to the rule's mirrors (their answers are dropped).
+fn mirror(
+    shared: &Arc<Shared>,
+    tunnel: &Tunnel,
+    snap: &Snapshot,
+    action: &Action,
+    request: &Request<upstream::RequestBody>,
+    version: Version,
+) {
+    if action.mirrors.is_empty() || !request.body().is_end_stream() {
+        return;
+    }
+    for (target, percent) in &action.mirrors {
+        if random() % 100 >= u64::from(*percent) {
+            continue;
+        }
+        let Ok(endpoint) = upstream::choose_backend(snap, &target.key, target.port) else {
+            continue;
+        };
+        let copy = replay(request);
+        let (shared, client) = (shared.clone(), tunnel.client);
+        tokio::spawn(async move {
+            match shared.clients.send(&shared.connector, &endpoint, client, version, copy).await {
+                Ok(response) => {
+                    // Read and drop the answer so the connection can be reused.
+                    let _ = response.into_body().collect().await;
+                }
+                Err(error) => tracing::debug!(upstream = %endpoint.addr, %error, "mirror failed"),
+            }
+        });
+    }
+}
+
+/// A bodyless copy of `request`.
+fn replay(request: &Request<upstream::RequestBody>) -> Request<upstream::RequestBody> {
+    let mut copy = Request::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Sends to the routed endpoint, under the rule's timeouts and retries. Retries (another
+/// endpoint each time) happen for connect failures and the configured statuses, only for
+/// requests without a body (a streamed body cannot be sent twice).
+async fn forward(
+    shared: &Shared,
+    tunnel: &Tunnel,
+    snap: &Snapshot,
+    route: &Routed,
+    first: Endpoint,
+    version: Version,
+    request: Request<upstream::RequestBody>,
+) -> Result<Response<Incoming>, Refusal> {
+    let action = route.action.as_deref();
+    let retry = action.and_then(|a| a.retry.as_ref());
+    let per_try = action.and_then(|a| a.backend_timeout);
+    let total = action.and_then(|a| a.request_timeout);
+    let attempts = async {
+        let replayable = retry.is_some() && request.body().is_end_stream();
+        let template = replayable.then(|| replay(&request));
+        let mut request = Some(request);
+        let mut endpoint = first;
+        let mut attempt = 0u32;
+        loop {
+            let this = match request.take() {
+                Some(first) => first,
+                None => match &template {
+                    Some(t) => replay(t),
+                    None => return Err(Refusal::UpstreamReset("no request to retry".into())),
+                },
+            };
+            let sent = shared
+                .clients
+                .send(&shared.connector, &endpoint, tunnel.client, version, this);
+            let outcome = match per_try {
+                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                    Ok(outcome) => outcome.map_err(Refusal::from),
+                    Err(_) => Err(Refusal::Timeout(format!("no response within {limit:?}"))),
+                },
+                None => sent.await.map_err(Refusal::from),
+            };
+            let retriable = match &outcome {
+                Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
+                Err(Refusal::ConnectFailed(_) | Refusal::Timeout(_)) => retry.is_some(),
+                Err(_) => false,
+            };
+            let more = retry.is_some_and(|r| attempt < r.attempts) && template.is_some();
+            if !(retriable && more) {
+                return outcome;
+            }
+            attempt += 1;
+            if let Some(r) = retry {
+                tokio::time::sleep(r.backoff).await;
+            }
+            if let Some(backend) = &route.backend
+                && let Ok(next) = upstream::choose_backend(snap, &backend.target.key, backend.target.port)
+            {
+                endpoint = next;
+            }
+            tracing::debug!(attempt, upstream = %endpoint.addr, "retrying");
+        }
+    };
+    match total {
+        Some(limit) => tokio::time::timeout(limit, attempts)
+            .await
+            .unwrap_or_else(|_| Err(Refusal::Timeout(format!("no response within {limit:?}")))),
+        None => attempts.await,
+    }
+}
+
+impl From<SendError> for Refusal {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::Connect(e) => Self::ConnectFailed(e.to_string()),
+            SendError::Request(e) => Self::UpstreamReset(e.to_string()),
+        }
+    }
+}
+
+/// A uniform random number (for weights and mirror percentages).
+fn random() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
 }
 
 /// Decides the request against the L7 policies that apply through this waypoint.
@@ -583,13 +876,7 @@ async fn pump_upgraded(
 
 /// A fresh `x-request-id` (UUID-shaped, random).
 fn new_request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let random = |salt: u64| {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ salt);
-        hasher.finish()
-    };
-    let (a, b) = (random(0), random(u64::MAX));
+    let (a, b) = (random(), random());
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
         a >> 32,

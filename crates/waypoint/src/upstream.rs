@@ -37,6 +37,9 @@ pub enum RouteError {
         /// The port asked for.
         port: u16,
     },
+    /// A route's backend is no service the waypoint knows.
+    #[error("backend service {0} is not in the mesh")]
+    UnknownBackend(String),
     /// The service has no healthy endpoint with an address.
     #[error("service {0} has no healthy endpoint")]
     NoHealthyUpstream(String),
@@ -70,16 +73,22 @@ pub fn choose(snap: &Snapshot, original: SocketAddr) -> Result<Endpoint, RouteEr
             None => Err(RouteError::UnknownDestination(original)),
         };
     };
+    choose_in(snap, service, original.port())
+}
+
+/// Picks an endpoint of backend `key` (`namespace/hostname`) on service port `port`.
+pub fn choose_backend(snap: &Snapshot, key: &str, port: u16) -> Result<Endpoint, RouteError> {
+    match snap.service(key) {
+        Some(service) => choose_in(snap, service, port),
+        None => Err(RouteError::UnknownBackend(key.to_owned())),
+    }
+}
+
+/// Round robin over the healthy endpoints of `service`, for its port `port`.
+fn choose_in(snap: &Snapshot, service: &Arc<Service>, port: u16) -> Result<Endpoint, RouteError> {
     let key = service.key();
-    let Some(mapping) = service
-        .ports
-        .iter()
-        .find(|p| p.service_port == original.port())
-    else {
-        return Err(RouteError::ServicePort {
-            service: key,
-            port: original.port(),
-        });
+    let Some(mapping) = service.ports.iter().find(|p| p.service_port == port) else {
+        return Err(RouteError::ServicePort { service: key, port });
     };
     let candidates: Vec<&Arc<Workload>> = snap
         .endpoints(&key)

@@ -51,7 +51,7 @@ pub mod bowline {
     }
     /// `bowline.l7`.
     pub mod l7 {
-        /// `bowline.l7.v1`: waypoint resources (L7 authorization).
+        /// `bowline.l7.v1`: waypoint resources (L7 authorization, route tables).
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/bowline.l7.v1.rs"));
         }
@@ -132,6 +132,8 @@ pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
 /// Type URL of waypoint authorization resources (Bowline's own, waypoints only).
 pub const L7_AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/bowline.l7.v1.Authorization";
+/// Type URL of waypoint route tables (Bowline's own, waypoints only).
+pub const ROUTE_TABLE_TYPE_URL: &str = "type.googleapis.com/bowline.l7.v1.RouteTable";
 
 #[cfg(test)]
 mod tests {

@@ -153,11 +153,23 @@ fn render_status(status: &lab::up::LabStatus) -> String {
     }
     if !status.waypoints.is_empty() {
         out.push_str("\nWAYPOINTS\n");
-        for gateway in &status.waypoints {
-            let _ = writeln!(
-                out,
-                "  {gateway:<28} accepted; no waypoint implementation yet, nothing is redirected"
-            );
+        for waypoint in &status.waypoints {
+            let bound = if waypoint.bound.is_empty() {
+                "nothing bound".to_owned()
+            } else {
+                format!("bound: {}", waypoint.bound.join(", "))
+            };
+            let _ = writeln!(out, "  {:<28} {bound}", waypoint.gateway);
+            if waypoint.pods.is_empty() {
+                let _ = writeln!(out, "    no pod: not running (traffic bound to it is refused)");
+            }
+            for (pod, ip, node, ready) in &waypoint.pods {
+                let ready = match ready {
+                    Ok(()) => "ready".to_owned(),
+                    Err(why) => format!("NOT READY: {why}"),
+                };
+                let _ = writeln!(out, "    {pod:<26} {ip:<14} {node:<12} {ready}");
+            }
         }
     }
     out.push_str("\nPROCESSES\n");

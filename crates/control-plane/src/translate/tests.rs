@@ -342,6 +342,90 @@ fn a_policy_attached_to_a_waypoint_gateway_fails_closed_for_what_is_bound_to_it(
     );
 }
 
+/// The shop bound to waypoint `shop/waypoint`, with the Gateway and what it deploys
+/// (its pod placed and addressed, as the lab does, when `running`).
+fn shop_with_waypoint(running: bool) -> String {
+    let shop = shop_with(fixtures::shop_namespace().label(k8s::USE_WAYPOINT, "waypoint"));
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: shop}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
+    let deployment = match config::parse_documents(gateway, "gw.yaml").unwrap().remove(0) {
+        Resource::Gateway(g) => crate::waypoints::deployment(&g),
+        other => panic!("{other:?}"),
+    };
+    let mut pod = deployment.pod;
+    pod.spec.node_name = Some("node-1".into());
+    pod.status.pod_ip = Some("10.1.0.9".into());
+    let mut service = deployment.service;
+    service.spec.cluster_ip = Some("10.96.0.50".into());
+    let json = |r: Resource| serde_json::to_string(&r.to_json()).unwrap();
+    let pod = if running {
+        format!("---\n{}\n", json(Resource::Pod(pod)))
+    } else {
+        String::new()
+    };
+    format!(
+        "{shop}---\n{gateway}---\n{}\n{pod}",
+        json(Resource::Service(service))
+    )
+}
+
+#[test]
+fn a_policy_attached_through_a_running_waypoint_goes_to_it_and_its_pods_accept_only_the_waypoint()
+{
+    let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: reviews}]\n  rules: [{to: [{operation: {methods: [GET], paths: [\"/api/*\"]}}], when: [{key: \"request.headers[x-user]\", values: [alice]}]}]\n";
+    let c = compile(&format!("{}{policy}", shop_with_waypoint(true)));
+    // The waypoint gets the policy with its HTTP attributes.
+    let l7 = &c.l7_authorizations["shop/p"];
+    assert_eq!(l7.targets.len(), 1);
+    assert_eq!(l7.targets[0].kind, xds::l7::target::Kind::Service as i32);
+    assert_eq!((l7.targets[0].namespace.as_str(), l7.targets[0].name.as_str()), ("shop", "reviews"));
+    let to = &l7.rules[0].clauses[0].matches[0];
+    assert_eq!(to.methods.len(), 1);
+    assert_eq!(to.paths.len(), 1);
+    assert_eq!(l7.rules[0].clauses[1].matches[0].headers[0].name, "x-user");
+    // It converts into the engine's model (what the waypoint does with it).
+    let model = policy::Policy::try_from((**l7).clone()).unwrap();
+    assert!(model.applies_through(("shop", "waypoint"), Some(("shop", "reviews"))));
+    // The targeted pods accept only the waypoint's identity, instead of nothing.
+    let reviews = workload(&c, "shop", "reviews-0");
+    let via = "shop/l7-via~p~shop~waypoint".to_owned();
+    assert!(reviews.authorization_policies.contains(&via), "{:?}", reviews.authorization_policies);
+    assert!(!reviews.authorization_policies.contains(&"shop/l7-unenforced~p".to_owned()));
+    let only = &c.authorizations[&via];
+    assert_eq!(only.action, sec::Action::Deny as i32);
+    let m = &only.rules[0].clauses[0].matches[0];
+    assert_eq!(m.not_principals, [authz::string_match("cluster.local/ns/shop/sa/waypoint")]);
+    // The waypoint's own pod: HBONE (it terminates tunnels), never captured, unbound.
+    let waypoint = workload(&c, "shop", "waypoint-0");
+    assert_eq!(waypoint.tunnel_protocol, wire::TunnelProtocol::Hbone as i32);
+    assert!(waypoint.extensions.is_empty());
+    assert!(waypoint.waypoint.is_none());
+    assert_eq!(waypoint.service_account, "waypoint");
+    // Without its pod the waypoint is not running: back to deny-all.
+    let gone = compile(&format!("{}{policy}", shop_with_waypoint(false)));
+    assert!(
+        workload(&gone, "shop", "reviews-0")
+            .authorization_policies
+            .contains(&"shop/l7-unenforced~p".to_owned())
+    );
+}
+
+#[test]
+fn an_allow_rule_the_waypoint_cannot_check_allows_nothing_and_says_so() {
+    let yaml = format!(
+        "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]\n  rules: [{{from: [{{source: {{requestPrincipals: [\"*\"]}}}}]}}]\n",
+        shop_with_waypoint(true)
+    );
+    let c = compile(&yaml);
+    assert!(c.l7_authorizations["shop/p"].rules.is_empty());
+    assert!(
+        c.status["AuthorizationPolicy shop/p"]
+            .iter()
+            .any(|m| m.contains("JWT") && m.contains("allows nothing")),
+        "{:?}",
+        c.status
+    );
+}
+
 #[test]
 fn dry_run_policies_are_marked_dry_run() {
     let dry = compile(&policy_yaml("  rules: [{}]\n").replace(

@@ -150,15 +150,19 @@ pub(super) fn running(index: &Index<'_>, namespace: &str, name: &str) -> bool {
 /// The waypoint (`(namespace, name)`) an object asks for with its own or its namespace's
 /// labels, whether or not the binding succeeds; `None` when it asks for none or opts out.
 pub(super) fn requested_by(index: &Index<'_>, meta: &k8s::ObjectMeta) -> Option<(String, String)> {
-    let namespace = meta.namespace();
-    let (name, waypoint_namespace) = requested(&meta.labels, namespace).or_else(|| {
-        index
-            .namespace_labels(namespace)
-            .and_then(|labels| requested(labels, namespace))
-    })?;
-    Some((waypoint_namespace, name?))
+    requested_with(meta, index.namespace_labels(meta.namespace()))
 }
 
+/// [`requested_by`], given the labels of the object's namespace.
+pub fn requested_with(
+    meta: &k8s::ObjectMeta,
+    namespace_labels: Option<&Labels>,
+) -> Option<(String, String)> {
+    let namespace = meta.namespace();
+    let (name, waypoint_namespace) = requested(&meta.labels, namespace)
+        .or_else(|| namespace_labels.and_then(|labels| requested(labels, namespace)))?;
+    Some((waypoint_namespace, name?))
+}
 /// `Some((Some(name), namespace))` when the labels bind a waypoint, `Some((None, _))` when
 /// they opt out (`none`), `None` when they say nothing.
 fn requested(labels: &Labels, own_namespace: &str) -> Option<(Option<String>, String)> {

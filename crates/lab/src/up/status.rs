@@ -25,8 +25,8 @@ pub struct LabStatus {
     pub pods: Vec<PodStatus>,
     /// Services: `ns/name` → VIP.
     pub services: BTreeMap<String, String>,
-    /// Gateways (`ns/name`) the control plane holds.
-    pub waypoints: Vec<String>,
+    /// Waypoints: the Gateways the control plane holds, their pods and what is bound.
+    pub waypoints: Vec<WaypointStatus>,
     /// Processes started: (what, pid, how it is now).
     pub processes: Vec<(String, u32, Process)>,
     /// The router namespace, where the control plane's API is reachable.
@@ -46,6 +46,17 @@ pub struct NodeStatus {
     pub ip: String,
     /// Ready (with the ztunnel's note, e.g. `stale…`), or why not.
     pub ztunnel: Result<String, String>,
+}
+
+/// A waypoint: its pods (with their readiness probe's answer) and what asks for it.
+#[derive(Debug, Clone)]
+pub struct WaypointStatus {
+    /// `ns/name` of the Gateway.
+    pub gateway: String,
+    /// Its pods: (`ns/name`, address, node, ready or why not).
+    pub pods: Vec<(String, String, String, Result<(), String>)>,
+    /// Services and pods (`Kind ns/name`) that ask for it (`istio.io/use-waypoint`).
+    pub bound: Vec<String>,
 }
 
 /// A pod, where it runs, and whether it is in the mesh.
@@ -83,7 +94,7 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
     let resources = control_plane_objects(&state).await;
     let mut namespace_labels = BTreeMap::new();
     let mut pods = BTreeMap::new();
-    let mut waypoints = Vec::new();
+    let mut gateways = Vec::new();
     for r in resources.iter().flatten() {
         match r {
             Resource::Namespace(n) => {
@@ -96,11 +107,12 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
                 );
             }
             Resource::Gateway(g) => {
-                waypoints.push(format!("{}/{}", g.metadata.namespace(), g.metadata.name));
+                gateways.push((g.metadata.namespace().to_owned(), g.metadata.name.clone()));
             }
             _ => {}
         }
     }
+    let waypoints = waypoints(&state, &gateways, resources.as_deref().unwrap_or_default(), &namespace_labels).await;
     let held = advertised(&state).await;
     let pods = state
         .pods
@@ -175,4 +187,55 @@ async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
         text.push('\n');
     }
     config::parse_documents(&text, "control plane").ok()
+}
+
+/// Each Gateway's pods (asked for readiness) and what asks for it.
+async fn waypoints(
+    state: &LabState,
+    gateways: &[(String, String)],
+    resources: &[Resource],
+    namespace_labels: &BTreeMap<String, config::resources::Labels>,
+) -> Vec<WaypointStatus> {
+    let mut out = Vec::new();
+    for (namespace, name) in gateways {
+        let mut pods = Vec::new();
+        for r in resources {
+            let Resource::Pod(pod) = r else { continue };
+            if pod.metadata.namespace() != namespace
+                || control_plane::waypoints::gateway_of(pod) != Some(name.as_str())
+            {
+                continue;
+            }
+            let key = format!("{namespace}/{}", pod.metadata.name);
+            let Some((ns, ip, node)) = state.pods.get(&key) else {
+                pods.push((key, "-".into(), "-".into(), Err("not running in this lab".into())));
+                continue;
+            };
+            let ready = health::waypoint(ns).await;
+            pods.push((key, ip.clone(), node.clone(), ready));
+        }
+        let bound = resources
+            .iter()
+            .filter_map(|r| {
+                let (kind, meta) = match r {
+                    Resource::Service(s) => ("Service", &s.metadata),
+                    Resource::Pod(p) => ("Pod", &p.metadata),
+                    _ => return None,
+                };
+                let wanted = control_plane::translate::waypoint_requested(
+                    meta,
+                    namespace_labels.get(meta.namespace()),
+                )?;
+                (wanted == (namespace.clone(), name.clone()) && meta.name != *name
+                    && !meta.labels.contains_key(config::resources::GATEWAY_NAME_LABEL))
+                .then(|| format!("{kind} {}/{}", meta.namespace(), meta.name))
+            })
+            .collect();
+        out.push(WaypointStatus {
+            gateway: format!("{namespace}/{name}"),
+            pods,
+            bound,
+        });
+    }
+    out
 }
