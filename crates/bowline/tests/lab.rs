@@ -1182,8 +1182,14 @@ fn a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targe
             .unwrap_or_else(|| panic!("{object} in {status}"))
             .to_owned()
     };
-    let (waypoint_ip, server_ip) = (address("shop/waypoint-0", false), address("shop/server", false));
-    let (server, neighbour) = (address("shop/server", true), address("shop/neighbour", true));
+    let (waypoint_ip, server_ip) = (
+        address("shop/waypoint-0", false),
+        address("shop/server", false),
+    );
+    let (server, neighbour) = (
+        address("shop/server", true),
+        address("shop/neighbour", true),
+    );
     let client = "p-shop-client";
     let call = |method: &str, url: &str| lab.request_from(client, method, url, None, None);
 
@@ -1194,15 +1200,24 @@ fn a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targe
     assert_eq!(code, 200, "{body}");
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(
-        echoed["peer"].as_str().unwrap().starts_with(&format!("{waypoint_ip}:")),
+        echoed["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{waypoint_ip}:")),
         "the server is called by the waypoint: {body}"
     );
-    assert!(waypoint_requests(&lab, "200") > before, "waypoint metrics moved");
+    assert!(
+        waypoint_requests(&lab, "200") > before,
+        "waypoint metrics moved"
+    );
     let (code, body) = call("GET", &format!("http://{neighbour}:80/")).unwrap();
     assert_eq!(code, 200, "{body}");
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(
-        !echoed["peer"].as_str().unwrap().starts_with(&format!("{waypoint_ip}:")),
+        !echoed["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{waypoint_ip}:")),
         "an unbound service is called directly: {body}"
     );
 
@@ -1217,7 +1232,10 @@ fn a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targe
             assert_eq!(body, "RBAC: access denied");
             break;
         }
-        assert!(Instant::now() < deadline, "POST still answered {code}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "POST still answered {code}: {body}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(call("GET", &format!("http://{server}:80/")).unwrap().0, 200);
@@ -1236,7 +1254,10 @@ fn a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targe
     assert!(gateway.status.success(), "{}", text(&gateway));
     let deadline = Instant::now() + Duration::from_secs(10);
     while call("GET", &format!("http://{server}:80/")).is_ok_and(|(code, _)| code == 200) {
-        assert!(Instant::now() < deadline, "still served without its waypoint");
+        assert!(
+            Instant::now() < deadline,
+            "still served without its waypoint"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let again = lab.config("apply", "l7.yaml", None);
@@ -1245,4 +1266,171 @@ fn a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targe
         "apply says why: {}",
         text(&again)
     );
+}
+
+/// [`mesh_with_waypoint`] plus `server-v2` (a second version of `server`, its own
+/// service) and `flaky`: a service bound to the waypoint with one live and one dead
+/// replica (its pod runs no server).
+fn mesh_for_routes() -> String {
+    use test_support::fixtures::{self, Container, Pod, Port, Service};
+    let service = |name: &str| {
+        Service::new(name, "shop")
+            .selector("app", name)
+            .port(Port::new(80).target("8080"))
+    };
+    mesh_with_waypoint()
+        + "\n---\n"
+        + &fixtures::documents(&[
+            &Pod::new("server-v2", "shop")
+                .label("app", "server-v2")
+                .node("node-2")
+                .container(Container::echo(8080)),
+            &service("server-v2"),
+            &Pod::new("flaky-live", "shop")
+                .label("app", "flaky")
+                .node("node-2")
+                .container(Container::echo(8080)),
+            &Pod::new("flaky-dead", "shop")
+                .label("app", "flaky")
+                .node("node-1")
+                .container(Container::new("idle").command(&["sleep", "infinity"])),
+            &service("flaky").label("istio.io/use-waypoint", "waypoint"),
+        ])
+}
+
+/// Routes on `server`: a header match, a redirect, a rewrite with a header, a timeout, a
+/// 90/10 split; and retries on `flaky`.
+const ROUTES: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: server, namespace: shop}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: server}]
+  rules:
+    - matches: [{headers: [{name: x-version, value: v2}]}]
+      backendRefs: [{name: server-v2, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}, statusCode: 301}
+    - matches: [{path: {type: PathPrefix, value: /rewrite}}]
+      filters:
+        - type: URLRewrite
+          urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /rewritten}}
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: x-routed, value: \"yes\"}]}
+      backendRefs: [{name: server, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /delay}}]
+      timeouts: {request: 300ms}
+      backendRefs: [{name: server, port: 80}]
+    - backendRefs:
+        - {name: server, port: 80, weight: 90}
+        - {name: server-v2, port: 80, weight: 10}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: flaky, namespace: shop}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: flaky}]
+  rules:
+    - retry: {attempts: 2, codes: [503], backoff: 10ms}
+      backendRefs: [{name: flaky, port: 80}]
+";
+
+#[test]
+fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_retry() {
+    if !root_or_skip(
+        "http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_retry",
+    ) {
+        return;
+    }
+    let lab = Lab::new("t5rt", &mesh_for_routes());
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let vip = |service: &str| -> String {
+        status
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(service))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .find(|ip| ip.starts_with("10.96."))
+            .unwrap_or_else(|| panic!("{service} in {status}"))
+            .to_owned()
+    };
+    let (server, flaky) = (vip("shop/server"), vip("shop/flaky"));
+    let call = |method: &str, path: &str, vip: &str| {
+        lab.request_from(
+            "p-shop-client",
+            method,
+            &format!("http://{vip}:80{path}"),
+            None,
+            None,
+        )
+        .unwrap()
+    };
+    let pod_of = |body: &str| -> String {
+        let echoed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        echoed["pod"].as_str().unwrap_or("-").to_owned()
+    };
+    // Without a route, a dead replica fails about half the calls.
+    let failed = (0..20)
+        .filter(|_| call("GET", "/", &flaky).0 != 200)
+        .count();
+    assert!(failed > 0, "the dead replica is called without retries");
+
+    let out = lab.config("apply", "routes.yaml", Some(ROUTES));
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call("GET", "/old/x", &server).0 != 301 {
+        assert!(Instant::now() < deadline, "routes never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // 90/10 over 500 requests: v2 gets 50 ± 7 in expectation; allow five deviations.
+    let mut v2 = 0;
+    for _ in 0..500 {
+        let (code, body) = call("GET", "/", &server);
+        assert_eq!(code, 200, "{body}");
+        if pod_of(&body) == "server-v2" {
+            v2 += 1;
+        }
+    }
+    assert!(
+        (15..=90).contains(&v2),
+        "server-v2 got {v2} of 500 (weight 10%)"
+    );
+
+    // A header match sends everything to v2.
+    let out = lab.bowline(&[
+        "exec",
+        "--name",
+        &lab.name,
+        "shop/client",
+        "--",
+        "bowline",
+        "call",
+        "-H",
+        "x-version: v2",
+        &format!("http://{server}:80/"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(pod_of(&String::from_utf8_lossy(&out.stdout)), "server-v2");
+
+    // A rewrite with a header: the server sees the new path and the header.
+    let (code, body) = call("GET", "/rewrite/abc?q=1", &server);
+    assert_eq!(code, 200, "{body}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echoed["path"], "/rewritten/abc?q=1", "{body}");
+    assert_eq!(echoed["headers"]["x-routed"], "yes", "{body}");
+
+    // The timeout: a slow answer is 504, a quick one passes.
+    let (code, body) = call("GET", "/delay/2000", &server);
+    assert_eq!((code, body.as_str()), (504, "upstream request timeout"));
+    assert_eq!(call("GET", "/delay/10", &server).0, 200);
+
+    // Retries turn the dead replica's failures into answers from the live one.
+    for _ in 0..20 {
+        let (code, body) = call("GET", "/", &flaky);
+        assert_eq!(code, 200, "retried: {body}");
+        assert_eq!(pod_of(&body), "flaky-live");
+    }
 }

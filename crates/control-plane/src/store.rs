@@ -140,6 +140,8 @@ pub struct Deltas {
     pub authorizations: Delta,
     /// `bowline.l7.v1.Authorization`.
     pub l7_authorizations: Delta,
+    /// `bowline.l7.v1.RouteTable`.
+    pub route_tables: Delta,
 }
 
 impl Deltas {
@@ -148,6 +150,7 @@ impl Deltas {
             xds::ADDRESS_TYPE_URL => Some(&self.addresses),
             xds::AUTHORIZATION_TYPE_URL => Some(&self.authorizations),
             xds::L7_AUTHORIZATION_TYPE_URL => Some(&self.l7_authorizations),
+            xds::ROUTE_TABLE_TYPE_URL => Some(&self.route_tables),
             _ => None,
         }
     }
@@ -177,6 +180,8 @@ pub struct Snapshot {
     pub authorizations: PublishedSet,
     /// `bowline.l7.v1.Authorization` resources (for waypoints), encoded.
     pub l7_authorizations: PublishedSet,
+    /// `bowline.l7.v1.RouteTable` resources (for waypoints), encoded.
+    pub route_tables: PublishedSet,
     /// Changes from the previous version.
     pub delta: Deltas,
 }
@@ -188,6 +193,7 @@ impl Snapshot {
             xds::ADDRESS_TYPE_URL => Some(&self.addresses),
             xds::AUTHORIZATION_TYPE_URL => Some(&self.authorizations),
             xds::L7_AUTHORIZATION_TYPE_URL => Some(&self.l7_authorizations),
+            xds::ROUTE_TABLE_TYPE_URL => Some(&self.route_tables),
             _ => None,
         }
     }
@@ -467,10 +473,16 @@ impl Store {
             &current.compiled.l7_authorizations,
             &current.l7_authorizations,
         );
+        let route_tables = publish(
+            &compiled.route_tables,
+            &current.compiled.route_tables,
+            &current.route_tables,
+        );
         let delta = Deltas {
             addresses: Delta::between(&current.addresses, &addresses),
             authorizations: Delta::between(&current.authorizations, &authorizations),
             l7_authorizations: Delta::between(&current.l7_authorizations, &l7_authorizations),
+            route_tables: Delta::between(&current.route_tables, &route_tables),
         };
         let version = current.version + 1;
         history.push_back((version, Arc::new(delta.clone())));
@@ -482,6 +494,7 @@ impl Store {
             addresses,
             authorizations,
             l7_authorizations,
+            route_tables,
             objects,
             captured,
             compiled,

@@ -22,12 +22,13 @@ mod authz;
 mod capture;
 mod l7;
 mod peer;
+mod routes;
 mod warnings;
 mod waypoint;
 
 pub use capture::{Captured, pod_of_uid};
-pub use waypoint::requested_with as waypoint_requested;
 pub use warnings::warnings;
+pub use waypoint::requested_with as waypoint_requested;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -71,6 +72,8 @@ pub struct Compiled {
     pub authorizations: BTreeMap<String, Arc<xds::security::Authorization>>,
     /// `bowline.l7.v1.Authorization` (policies for waypoints) by `namespace/name`.
     pub l7_authorizations: BTreeMap<String, Arc<xds::l7::Authorization>>,
+    /// `bowline.l7.v1.RouteTable` (HTTP routes for waypoints) by `namespace/service`.
+    pub route_tables: BTreeMap<String, Arc<xds::l7::RouteTable>>,
     /// Messages about resources applied partly or not at all, by object.
     pub status: BTreeMap<String, Vec<String>>,
 }
@@ -138,6 +141,8 @@ pub(crate) struct Index<'a> {
     pub(crate) services: Vec<&'a k8s::Service>,
     pub(crate) gateways: BTreeMap<(&'a str, &'a str), &'a k8s::Gateway>,
     pub(crate) policies: Vec<&'a k8s::AuthorizationPolicy>,
+    pub(crate) http_routes: Vec<&'a k8s::HttpRoute>,
+    pub(crate) grpc_routes: Vec<&'a k8s::GrpcRoute>,
     pub(crate) peer_authentications: Vec<&'a k8s::PeerAuthentication>,
     /// Services by namespace (pods are only selected by services of their namespace).
     pub(crate) services_by_namespace: BTreeMap<&'a str, Vec<&'a k8s::Service>>,
@@ -154,6 +159,8 @@ impl<'a> Index<'a> {
             services: Vec::new(),
             gateways: BTreeMap::new(),
             policies: Vec::new(),
+            http_routes: Vec::new(),
+            grpc_routes: Vec::new(),
             peer_authentications: Vec::new(),
             services_by_namespace: BTreeMap::new(),
             selector_policies: BTreeMap::new(),
@@ -188,11 +195,9 @@ impl<'a> Index<'a> {
                     }
                 }
                 Resource::PeerAuthentication(p) => index.peer_authentications.push(p),
-                Resource::Node(_)
-                | Resource::ServiceAccount(_)
-                | Resource::HttpRoute(_)
-                | Resource::GrpcRoute(_)
-                | Resource::Opaque(..) => {}
+                Resource::HttpRoute(r) => index.http_routes.push(r),
+                Resource::GrpcRoute(r) => index.grpc_routes.push(r),
+                Resource::Node(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => {}
             }
         }
         index
@@ -270,7 +275,11 @@ pub fn affected_namespaces<'a, R: AsResource>(
     let mut namespaces = std::collections::BTreeSet::new();
     for key in changed {
         match key.kind {
-            Kind::Gateway | Kind::PeerAuthentication => return None,
+            // Routes can attach to a waypoint (every service bound to it) and name
+            // backends anywhere.
+            Kind::Gateway | Kind::PeerAuthentication | Kind::HTTPRoute | Kind::GRPCRoute => {
+                return None;
+            }
             Kind::AuthorizationPolicy if key.namespace == settings.root_namespace => return None,
             // A policy attached through a waypoint can target pods in other namespaces
             // (those bound to its Gateway).
@@ -313,9 +322,7 @@ pub fn affected_namespaces<'a, R: AsResource>(
             | Kind::RequestAuthentication
             | Kind::VirtualService
             | Kind::DestinationRule
-            | Kind::ServiceEntry
-            | Kind::HTTPRoute
-            | Kind::GRPCRoute => {}
+            | Kind::ServiceEntry => {}
         }
     }
     Some(namespaces)
@@ -351,6 +358,13 @@ pub fn translate_namespaces<R: AsResource>(
             out.l7_authorizations
                 .entry(name.clone())
                 .or_insert_with(|| policy.clone());
+        }
+    }
+    for (name, table) in &previous.route_tables {
+        if keep(name) {
+            out.route_tables
+                .entry(name.clone())
+                .or_insert_with(|| table.clone());
         }
     }
     for (object, messages) in &previous.status {
@@ -399,6 +413,7 @@ fn compile<R: AsResource>(
     }
     let peer = peer::PeerPolicies::new(&index, &mut out);
     authz::policies(&index, &mut out, &wanted);
+    routes::tables(&index, &mut out, &wanted);
     for pod in &index.pods {
         if !wanted(pod.metadata.namespace()) {
             continue;

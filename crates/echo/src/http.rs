@@ -172,6 +172,11 @@ async fn answer(
         Ok(status) => status,
         Err(error) => return Ok(error_response(StatusCode::BAD_REQUEST, &error)),
     };
+    match delay_from_path(parts.uri.path()) {
+        Ok(Some(delay)) => tokio::time::sleep(delay).await,
+        Ok(None) => {}
+        Err(error) => return Ok(error_response(StatusCode::BAD_REQUEST, &error)),
+    }
 
     let mut headers = Map::new();
     for (name, value) in &parts.headers {
@@ -266,6 +271,18 @@ fn status_from_path(path: &str) -> Result<StatusCode, String> {
         .filter(|code| (200..=599).contains(code))
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or_else(|| format!("use /status/<code> with a code from 200 to 599, not {code:?}"))
+}
+
+/// `/delay/<ms>` answers after that many milliseconds (at most a minute).
+fn delay_from_path(path: &str) -> Result<Option<std::time::Duration>, String> {
+    let Some(ms) = path.strip_prefix("/delay/") else {
+        return Ok(None);
+    };
+    ms.parse::<u64>()
+        .ok()
+        .filter(|ms| *ms <= 60_000)
+        .map(|ms| Some(std::time::Duration::from_millis(ms)))
+        .ok_or_else(|| format!("use /delay/<ms> with at most 60000 ms, not {ms:?}"))
 }
 
 fn error_response(status: StatusCode, error: &str) -> Response<Full<Bytes>> {

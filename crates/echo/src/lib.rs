@@ -2,11 +2,12 @@
 //!
 //! It answers every HTTP request (HTTP/1.1 and HTTP/2 cleartext with prior knowledge, on
 //! one port) with a JSON description of what it saw — who it is, the TCP peer, the
-//! request — and, when configured, the answers of upstream URLs it calls on the way. A
-//! second port echoes raw TCP bytes. Tests and demos use it to see what the mesh did to
+//! request — and, when configured, the answers of upstream URLs it calls on the way.
+//! `/status/<code>` answers with that status, `/delay/<ms>` after that long. A second port
+//! echoes raw TCP bytes. Tests and demos use it to see what the mesh did to
 //! their traffic.
 //!
-//! Owns: the echo servers and a minimal HTTP/1.1 GET client ([`get`]). Must not: contain
+//! Owns: the echo servers and a minimal HTTP/1.1 client ([`get`], [`call`]). Must not: contain
 //! mesh logic of any kind (no HBONE, no identity, no policy, no redirection) — it is the
 //! plain application the mesh carries, and must behave the same with or without the mesh.
 

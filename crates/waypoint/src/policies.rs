@@ -157,7 +157,10 @@ pub async fn run(
         .await;
         let retry_in = backoff.next_delay();
         match result {
-            Ok(()) => tracing::info!(?retry_in, "xds: control plane closed the waypoint stream; reconnecting"),
+            Ok(()) => tracing::info!(
+                ?retry_in,
+                "xds: control plane closed the waypoint stream; reconnecting"
+            ),
             Err(error) => {
                 tracing::warn!(%error, ?retry_in, "xds: no control plane for waypoint config; serving the last good one")
             }
@@ -199,14 +202,16 @@ fn merge(held: &mut Held, response: &DeltaDiscoveryResponse) -> Vec<Refused> {
                         .map_err(|e| e.to_string())
                 })
                 .map(|(key, table)| {
-                    held.routes.insert(name.clone(), (version, Arc::new(table), key));
+                    held.routes
+                        .insert(name.clone(), (version, Arc::new(table), key));
                 })
         } else {
             xds::l7::Authorization::decode(any.value.as_ref())
                 .map_err(|e| e.to_string())
                 .and_then(|wire| Policy::try_from(wire).map_err(|e| e.to_string()))
                 .map(|policy| {
-                    held.policies.insert(name.clone(), (version, Arc::new(policy)));
+                    held.policies
+                        .insert(name.clone(), (version, Arc::new(policy)));
                 })
         };
         if let Err(reason) = taken {
@@ -228,7 +233,11 @@ mod tests {
     use super::*;
     use xds::discovery::Resource;
 
-    fn response(type_url: &str, resources: Vec<(&str, Vec<u8>)>, removed: Vec<&str>) -> DeltaDiscoveryResponse {
+    fn response(
+        type_url: &str,
+        resources: Vec<(&str, Vec<u8>)>,
+        removed: Vec<&str>,
+    ) -> DeltaDiscoveryResponse {
         DeltaDiscoveryResponse {
             type_url: type_url.into(),
             resources: resources
@@ -266,9 +275,15 @@ mod tests {
     fn a_bad_policy_is_refused_by_name_and_the_good_ones_stay() {
         let t = xds::L7_AUTHORIZATION_TYPE_URL;
         let mut held = Held::default();
-        let refused = merge(&mut held, &response(t, vec![("shop/a", policy("a"))], vec![]));
+        let refused = merge(
+            &mut held,
+            &response(t, vec![("shop/a", policy("a"))], vec![]),
+        );
         assert!(refused.is_empty(), "{refused:?}");
-        let refused = merge(&mut held, &response(t, vec![("shop/b", b"garbage\xff".to_vec())], vec![]));
+        let refused = merge(
+            &mut held,
+            &response(t, vec![("shop/b", b"garbage\xff".to_vec())], vec![]),
+        );
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].name, "shop/b");
         assert!(held.policies.contains_key("shop/a") && !held.policies.contains_key("shop/b"));
@@ -285,12 +300,25 @@ mod tests {
             entries: vec![],
         };
         let mut held = Held::default();
-        assert!(merge(&mut held, &response(t, vec![("shop/reviews", table.encode_to_vec())], vec![])).is_empty());
+        assert!(
+            merge(
+                &mut held,
+                &response(t, vec![("shop/reviews", table.encode_to_vec())], vec![])
+            )
+            .is_empty()
+        );
         let bad = xds::l7::RouteTable::default().encode_to_vec();
-        assert_eq!(merge(&mut held, &response(t, vec![("shop/x", bad)], vec![])).len(), 1);
+        assert_eq!(
+            merge(&mut held, &response(t, vec![("shop/x", bad)], vec![])).len(),
+            1
+        );
         let store = PolicyStore::default();
         held.publish(&store, t);
-        assert!(store.routes().contains_key(&("shop".to_owned(), "reviews".to_owned())));
+        assert!(
+            store
+                .routes()
+                .contains_key(&("shop".to_owned(), "reviews".to_owned()))
+        );
         assert!(!store.loaded(), "policies have not answered yet");
     }
 }

@@ -121,7 +121,11 @@ impl Refusal {
                 "UC",
                 "upstream reset before response",
             ),
-            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "UT", "upstream request timeout"),
+            Self::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "UT",
+                "upstream request timeout",
+            ),
             Self::NoBackend(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "NR",
@@ -147,9 +151,8 @@ impl From<RouteError> for Refusal {
     fn from(error: RouteError) -> Self {
         match error {
             RouteError::NoHealthyUpstream(_) => Self::NoHealthyUpstream(error.to_string()),
-            RouteError::UnknownDestination(_)
-            | RouteError::ServicePort { .. }
-            | RouteError::UnknownBackend(_) => {
+            RouteError::UnknownBackend(_) => Self::NoBackend(error.to_string()),
+            RouteError::UnknownDestination(_) | RouteError::ServicePort { .. } => {
                 Self::NoRoute(error.to_string())
             }
         }
@@ -209,7 +212,13 @@ async fn handle(
     if let Some(action) = &route.action
         && let Some(redirect) = &action.redirect
     {
-        return redirected(shared, exchange, &req, redirect, route.matched_prefix.as_deref());
+        return redirected(
+            shared,
+            exchange,
+            &req,
+            redirect,
+            route.matched_prefix.as_deref(),
+        );
     }
     let Some(endpoint) = route.endpoint.clone() else {
         return local(shared, exchange, &Refusal::NoRoute("no endpoint".into()));
@@ -226,10 +235,25 @@ async fn handle(
     let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let mut request = prepare(req, &exchange, version, upgrade.is_some());
     if let Some(action) = &route.action {
-        shape(&mut request, action, route.backend.as_ref(), route.matched_prefix.as_deref());
+        shape(
+            &mut request,
+            action,
+            route.backend.as_ref(),
+            route.matched_prefix.as_deref(),
+        );
         mirror(shared, tunnel, &snap, action, &request, version);
     }
-    let mut response = match forward(shared, tunnel, &snap, &route, endpoint.clone(), version, request).await {
+    let mut response = match forward(
+        shared,
+        tunnel,
+        &snap,
+        &route,
+        endpoint.clone(),
+        version,
+        request,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(refusal) => return local(shared, exchange, &refusal),
     };
@@ -301,7 +325,10 @@ fn route(
         });
     }
     let Some(backend) = action.backend(random()).cloned() else {
-        return Err(Refusal::NoBackend(format!("{} rule {}", entry.route, entry.rule)));
+        return Err(Refusal::NoBackend(format!(
+            "{} rule {}",
+            entry.route, entry.rule
+        )));
     };
     let endpoint = upstream::choose_backend(snap, &backend.target.key, backend.target.port)?;
     Ok(Routed {
@@ -333,7 +360,11 @@ fn shape(
     }
     if let Some(path) = path {
         let new_path = rewritten(request.uri().path(), path, matched_prefix);
-        let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        let query = request
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         if let Ok(uri) = format!("{new_path}{query}").parse() {
             *request.uri_mut() = uri;
         }
@@ -343,7 +374,9 @@ fn shape(
 fn rewritten(path: &str, rewrite: &PathRewrite, matched_prefix: Option<&str>) -> String {
     match rewrite {
         PathRewrite::Full(full) => full.clone(),
-        PathRewrite::Prefix(with) => routes::replace_prefix(path, matched_prefix.unwrap_or(""), with),
+        PathRewrite::Prefix(with) => {
+            routes::replace_prefix(path, matched_prefix.unwrap_or(""), with)
+        }
     }
 }
 
@@ -358,10 +391,23 @@ fn redirected(
     let host = req
         .uri()
         .host()
-        .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(strip_port))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(strip_port)
+        })
         .unwrap_or_default();
-    let scheme = if redirect.scheme.is_empty() { "http" } else { redirect.scheme.as_str() };
-    let hostname = if redirect.hostname.is_empty() { host } else { redirect.hostname.as_str() };
+    let scheme = if redirect.scheme.is_empty() {
+        "http"
+    } else {
+        redirect.scheme.as_str()
+    };
+    let hostname = if redirect.hostname.is_empty() {
+        host
+    } else {
+        redirect.hostname.as_str()
+    };
     let default_port = if scheme == "https" { 443 } else { 80 };
     let port = match redirect.port {
         0 => String::new(),
@@ -372,7 +418,11 @@ fn redirected(
         || req.uri().path().to_owned(),
         |p| rewritten(req.uri().path(), p, matched_prefix),
     );
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let location = format!("{scheme}://{hostname}{port}{path}{query}");
     exchange.labels.response_code = redirect.status.as_u16().to_string();
     exchange.detail = Some(format!("redirect to {location}"));
@@ -407,7 +457,11 @@ fn mirror(
         let copy = replay(request);
         let (shared, client) = (shared.clone(), tunnel.client);
         tokio::spawn(async move {
-            match shared.clients.send(&shared.connector, &endpoint, client, version, copy).await {
+            match shared
+                .clients
+                .send(&shared.connector, &endpoint, client, version, copy)
+                .await
+            {
                 Ok(response) => {
                     // Read and drop the answer so the connection can be reused.
                     let _ = response.into_body().collect().await;
@@ -462,9 +516,10 @@ async fn forward(
                     None => return Err(Refusal::UpstreamReset("no request to retry".into())),
                 },
             };
-            let sent = shared
-                .clients
-                .send(&shared.connector, &endpoint, tunnel.client, version, this);
+            let sent =
+                shared
+                    .clients
+                    .send(&shared.connector, &endpoint, tunnel.client, version, this);
             let outcome = match per_try {
                 Some(limit) => match tokio::time::timeout(limit, sent).await {
                     Ok(outcome) => outcome.map_err(Refusal::from),
@@ -473,7 +528,9 @@ async fn forward(
                 None => sent.await.map_err(Refusal::from),
             };
             let retriable = match &outcome {
-                Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
+                Ok(response) => {
+                    retry.is_some_and(|r| r.codes.contains(&response.status().as_u16()))
+                }
                 Err(Refusal::ConnectFailed(_) | Refusal::Timeout(_)) => retry.is_some(),
                 Err(_) => false,
             };
@@ -486,7 +543,8 @@ async fn forward(
                 tokio::time::sleep(r.backoff).await;
             }
             if let Some(backend) = &route.backend
-                && let Ok(next) = upstream::choose_backend(snap, &backend.target.key, backend.target.port)
+                && let Ok(next) =
+                    upstream::choose_backend(snap, &backend.target.key, backend.target.port)
             {
                 endpoint = next;
             }

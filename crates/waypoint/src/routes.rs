@@ -229,9 +229,10 @@ impl Matcher {
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| m.matches(v))
             })
-            && self.query.iter().all(|(name, m)| {
-                query_value(r.query, name).is_some_and(|v| m.matches(v))
-            })
+            && self
+                .query
+                .iter()
+                .all(|(name, m)| query_value(r.query, name).is_some_and(|v| m.matches(v)))
     }
 
     /// The prefix this match took off the path (for prefix rewrites).
@@ -285,7 +286,10 @@ impl TryFrom<wire::RouteTable> for Table {
             reason,
         };
         if w.namespace.is_empty() || w.service.is_empty() {
-            return Err(err("service".into(), "namespace and service are required".into()));
+            return Err(err(
+                "service".into(),
+                "namespace and service are required".into(),
+            ));
         }
         // Entries of one rule share its action.
         let mut actions: HashMap<(String, u32), Arc<Action>> = HashMap::new();
@@ -298,10 +302,10 @@ impl TryFrom<wire::RouteTable> for Table {
             let action = match actions.get(&key) {
                 Some(action) => action.clone(),
                 None => {
-                    let action = Arc::new(
-                        action(e.action.unwrap_or_default())
-                            .map_err(|(field, reason)| err(at(&format!("action.{field}")), reason))?,
-                    );
+                    let action =
+                        Arc::new(action(e.action.unwrap_or_default()).map_err(
+                            |(field, reason)| err(at(&format!("action.{field}")), reason),
+                        )?);
                     actions.insert(key, action.clone());
                     action
                 }
@@ -357,7 +361,12 @@ fn matcher(m: wire::RouteMatch) -> Result<Matcher, Invalid> {
         .query_params
         .iter()
         .enumerate()
-        .map(|(i, q)| Ok((q.name.clone(), value_match(q, &format!("query_params[{i}]"))?)))
+        .map(|(i, q)| {
+            Ok((
+                q.name.clone(),
+                value_match(q, &format!("query_params[{i}]"))?,
+            ))
+        })
         .collect::<Result<_, Invalid>>()?;
     let method = if m.method.is_empty() {
         None
@@ -443,12 +452,25 @@ fn action(a: wire::RouteAction) -> Result<Action, Invalid> {
     let redirect = match a.redirect {
         None => None,
         Some(r) => Some(Redirect {
-            status: http::StatusCode::from_u16(if r.status_code == 0 { 302 } else { r.status_code as u16 })
-                .ok()
-                .filter(|s| s.is_redirection())
-                .ok_or_else(|| ("redirect.status_code".to_owned(), format!("{} is not a redirect", r.status_code)))?,
-            port: u16::try_from(r.port)
-                .map_err(|_| ("redirect.port".to_owned(), format!("{} is not a port", r.port)))?,
+            status: http::StatusCode::from_u16(if r.status_code == 0 {
+                302
+            } else {
+                r.status_code as u16
+            })
+            .ok()
+            .filter(|s| s.is_redirection())
+            .ok_or_else(|| {
+                (
+                    "redirect.status_code".to_owned(),
+                    format!("{} is not a redirect", r.status_code),
+                )
+            })?,
+            port: u16::try_from(r.port).map_err(|_| {
+                (
+                    "redirect.port".to_owned(),
+                    format!("{} is not a port", r.port),
+                )
+            })?,
             scheme: r.scheme,
             hostname: r.hostname,
             path: path_rewrite(r.path),
@@ -464,7 +486,12 @@ fn action(a: wire::RouteAction) -> Result<Action, Invalid> {
         .mirrors
         .into_iter()
         .enumerate()
-        .map(|(i, m)| Ok((backend_ref(m.backend, &format!("mirrors[{i}].backend"))?, m.percent.min(100))))
+        .map(|(i, m)| {
+            Ok((
+                backend_ref(m.backend, &format!("mirrors[{i}].backend"))?,
+                m.percent.min(100),
+            ))
+        })
         .collect::<Result<_, Invalid>>()?;
     let backends = a
         .backends
@@ -482,7 +509,11 @@ fn action(a: wire::RouteAction) -> Result<Action, Invalid> {
         .collect::<Result<_, Invalid>>()?;
     let retry = a.retry.filter(|r| r.attempts > 0).map(|r| Retry {
         attempts: r.attempts.min(10),
-        codes: r.codes.iter().filter_map(|c| u16::try_from(*c).ok()).collect(),
+        codes: r
+            .codes
+            .iter()
+            .filter_map(|c| u16::try_from(*c).ok())
+            .collect(),
         backoff: Duration::from_millis(r.backoff_ms),
     });
     let action = Action {
@@ -503,7 +534,11 @@ fn action(a: wire::RouteAction) -> Result<Action, Invalid> {
 mod tests {
     use super::*;
 
-    fn entry(path: (wire::path_match::Kind, &str), method: &str, backend: &str) -> wire::RouteEntry {
+    fn entry(
+        path: (wire::path_match::Kind, &str),
+        method: &str,
+        backend: &str,
+    ) -> wire::RouteEntry {
         wire::RouteEntry {
             route: "HTTPRoute shop/r".into(),
             rule: 0,
@@ -544,9 +579,20 @@ mod tests {
         .unwrap()
     }
 
-    fn backend_for(t: &Table, method: &str, path: &str, query: Option<&str>, headers: &HeaderMap) -> Option<String> {
+    fn backend_for(
+        t: &Table,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<String> {
         let method = http::Method::from_bytes(method.as_bytes()).unwrap();
-        let view = RequestView { method: &method, path, query, headers };
+        let view = RequestView {
+            method: &method,
+            path,
+            query,
+            headers,
+        };
         t.find(&view)
             .and_then(|e| e.action.backend(0))
             .map(|b| b.target.name.clone())
@@ -562,13 +608,32 @@ mod tests {
             entry((Kind::Regex, "/static/.*\\.css"), "", "css"),
         ]);
         let none = HeaderMap::new();
-        assert_eq!(backend_for(&t, "GET", "/api/login", None, &none).as_deref(), Some("login"));
-        assert_eq!(backend_for(&t, "POST", "/api/v1", None, &none).as_deref(), Some("writes"));
-        assert_eq!(backend_for(&t, "GET", "/api/v1", None, &none).as_deref(), Some("api"));
-        assert_eq!(backend_for(&t, "GET", "/api", None, &none).as_deref(), Some("api"));
+        assert_eq!(
+            backend_for(&t, "GET", "/api/login", None, &none).as_deref(),
+            Some("login")
+        );
+        assert_eq!(
+            backend_for(&t, "POST", "/api/v1", None, &none).as_deref(),
+            Some("writes")
+        );
+        assert_eq!(
+            backend_for(&t, "GET", "/api/v1", None, &none).as_deref(),
+            Some("api")
+        );
+        assert_eq!(
+            backend_for(&t, "GET", "/api", None, &none).as_deref(),
+            Some("api")
+        );
         assert_eq!(backend_for(&t, "GET", "/apis", None, &none), None);
-        assert_eq!(backend_for(&t, "GET", "/static/a.css", None, &none).as_deref(), Some("css"));
-        assert_eq!(backend_for(&t, "GET", "/static/a.css.map", None, &none), None, "regexes match the whole path");
+        assert_eq!(
+            backend_for(&t, "GET", "/static/a.css", None, &none).as_deref(),
+            Some("css")
+        );
+        assert_eq!(
+            backend_for(&t, "GET", "/static/a.css.map", None, &none),
+            None,
+            "regexes match the whole path"
+        );
     }
 
     #[test]
@@ -585,12 +650,24 @@ mod tests {
             name: "v".into(),
             value: "2|3".into(),
         });
-        let t = table(vec![e, entry((wire::path_match::Kind::Prefix, "/"), "", "stable")]);
+        let t = table(vec![
+            e,
+            entry((wire::path_match::Kind::Prefix, "/"), "", "stable"),
+        ]);
         let mut canary = HeaderMap::new();
         canary.insert("x-canary", HeaderValue::from_static("yes"));
-        assert_eq!(backend_for(&t, "GET", "/", Some("a=1&v=3"), &canary).as_deref(), Some("canary"));
-        assert_eq!(backend_for(&t, "GET", "/", Some("v=4"), &canary).as_deref(), Some("stable"));
-        assert_eq!(backend_for(&t, "GET", "/", Some("v=2"), &HeaderMap::new()).as_deref(), Some("stable"));
+        assert_eq!(
+            backend_for(&t, "GET", "/", Some("a=1&v=3"), &canary).as_deref(),
+            Some("canary")
+        );
+        assert_eq!(
+            backend_for(&t, "GET", "/", Some("v=4"), &canary).as_deref(),
+            Some("stable")
+        );
+        assert_eq!(
+            backend_for(&t, "GET", "/", Some("v=2"), &HeaderMap::new()).as_deref(),
+            Some("stable")
+        );
     }
 
     #[test]
@@ -604,13 +681,18 @@ mod tests {
         action.backends.push(v2);
         let t = table(vec![e]);
         let action = &t.entries[0].action;
-        let v2 = (0..1000u64).filter(|roll| action.backend(*roll).unwrap().target.name == "v2").count();
+        let v2 = (0..1000u64)
+            .filter(|roll| action.backend(*roll).unwrap().target.name == "v2")
+            .count();
         assert_eq!(v2, 100);
     }
 
     #[test]
     fn prefix_rewrites_keep_the_rest_of_the_path() {
-        assert_eq!(replace_prefix("/api/v1/users", "/api", "/v2"), "/v2/v1/users");
+        assert_eq!(
+            replace_prefix("/api/v1/users", "/api", "/v2"),
+            "/v2/v1/users"
+        );
         assert_eq!(replace_prefix("/api", "/api", "/"), "/");
         assert_eq!(replace_prefix("/api/x", "/api", "/"), "/x");
         assert_eq!(replace_prefix("/api/x", "/api", "/new/"), "/new/x");

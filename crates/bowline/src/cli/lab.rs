@@ -161,7 +161,10 @@ fn render_status(status: &lab::up::LabStatus) -> String {
             };
             let _ = writeln!(out, "  {:<28} {bound}", waypoint.gateway);
             if waypoint.pods.is_empty() {
-                let _ = writeln!(out, "    no pod: not running (traffic bound to it is refused)");
+                let _ = writeln!(
+                    out,
+                    "    no pod: not running (traffic bound to it is refused)"
+                );
             }
             for (pod, ip, node, ready) in &waypoint.pods {
                 let ready = match ready {

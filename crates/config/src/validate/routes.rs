@@ -82,7 +82,7 @@ pub(super) fn grpc_route(route: &GrpcRoute) -> Result<(), Invalid> {
             if let Some(method) = &matched.method {
                 grpc_method(method, &format!("{at}.method"))?;
             }
-            header_matches(&matched.headers, &format!("{at}.headers"))?;
+            header_matches(&matched.headers, "header", &format!("{at}.headers"))?;
         }
         grpc_filters(&rule.filters, &at)?;
         for (b, backend) in rule.backend_refs.iter().enumerate() {
@@ -226,8 +226,12 @@ fn http_rule(rule: &HttpRouteRule, at: &str) -> Result<(), Invalid> {
         if let Some(path) = &matched.path {
             path_match(path, &format!("{at}.path"))?;
         }
-        header_matches(&matched.headers, &format!("{at}.headers"))?;
-        header_matches(&matched.query_params, &format!("{at}.queryParams"))?;
+        header_matches(&matched.headers, "header", &format!("{at}.headers"))?;
+        header_matches(
+            &matched.query_params,
+            "query parameter",
+            &format!("{at}.queryParams"),
+        )?;
         if let Some(method) = &matched.method
             && !HTTP_METHODS.contains(&method.as_str())
         {
@@ -386,10 +390,11 @@ fn path_match(path: &PathMatch, at: &str) -> Result<(), Invalid> {
     }
 }
 
-fn header_matches(matches: &[HeaderMatch], at: &str) -> Result<(), Invalid> {
+/// Header or query parameter (`what`) matches.
+fn header_matches(matches: &[HeaderMatch], what: &str, at: &str) -> Result<(), Invalid> {
     for (i, matched) in matches.iter().enumerate() {
         let at = format!("{at}[{i}]");
-        header_name(&matched.name, &format!("{at}.name"))?;
+        token(&matched.name, what, &format!("{at}.name"))?;
         match matched.effective_type() {
             "Exact" => {}
             "RegularExpression" => regex(&matched.value, &format!("{at}.value"))?,
@@ -424,8 +429,13 @@ fn regex(pattern: &str, at: &str) -> Result<(), Invalid> {
     )
 }
 
-/// An RFC 9110 field name (`token`).
+/// An HTTP header name: an RFC 9110 `token`.
 fn header_name(name: &str, at: &str) -> Result<(), Invalid> {
+    token(name, "header", at)
+}
+
+/// A `token`, the Gateway API's `HTTPHeaderName` (for query parameter names too).
+fn token(name: &str, what: &str, at: &str) -> Result<(), Invalid> {
     let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if !name.is_empty() && name.chars().all(tchar) {
         return Ok(());
@@ -433,7 +443,7 @@ fn header_name(name: &str, at: &str) -> Result<(), Invalid> {
     invalid(
         at,
         format!(
-            "{name:?} is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~; no spaces or colons)"
+            "{name:?} is not an HTTP {what} name (letters, digits and !#$%&'*+-.^_`|~; no spaces or colons)"
         ),
     )
 }

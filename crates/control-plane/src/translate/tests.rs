@@ -347,7 +347,10 @@ fn a_policy_attached_to_a_waypoint_gateway_fails_closed_for_what_is_bound_to_it(
 fn shop_with_waypoint(running: bool) -> String {
     let shop = shop_with(fixtures::shop_namespace().label(k8s::USE_WAYPOINT, "waypoint"));
     let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: shop}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
-    let deployment = match config::parse_documents(gateway, "gw.yaml").unwrap().remove(0) {
+    let deployment = match config::parse_documents(gateway, "gw.yaml")
+        .unwrap()
+        .remove(0)
+    {
         Resource::Gateway(g) => crate::waypoints::deployment(&g),
         other => panic!("{other:?}"),
     };
@@ -369,15 +372,20 @@ fn shop_with_waypoint(running: bool) -> String {
 }
 
 #[test]
-fn a_policy_attached_through_a_running_waypoint_goes_to_it_and_its_pods_accept_only_the_waypoint()
-{
+fn a_policy_attached_through_a_running_waypoint_goes_to_it_and_its_pods_accept_only_the_waypoint() {
     let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: reviews}]\n  rules: [{to: [{operation: {methods: [GET], paths: [\"/api/*\"]}}], when: [{key: \"request.headers[x-user]\", values: [alice]}]}]\n";
     let c = compile(&format!("{}{policy}", shop_with_waypoint(true)));
     // The waypoint gets the policy with its HTTP attributes.
     let l7 = &c.l7_authorizations["shop/p"];
     assert_eq!(l7.targets.len(), 1);
     assert_eq!(l7.targets[0].kind, xds::l7::target::Kind::Service as i32);
-    assert_eq!((l7.targets[0].namespace.as_str(), l7.targets[0].name.as_str()), ("shop", "reviews"));
+    assert_eq!(
+        (
+            l7.targets[0].namespace.as_str(),
+            l7.targets[0].name.as_str()
+        ),
+        ("shop", "reviews")
+    );
     let to = &l7.rules[0].clauses[0].matches[0];
     assert_eq!(to.methods.len(), 1);
     assert_eq!(to.paths.len(), 1);
@@ -388,12 +396,23 @@ fn a_policy_attached_through_a_running_waypoint_goes_to_it_and_its_pods_accept_o
     // The targeted pods accept only the waypoint's identity, instead of nothing.
     let reviews = workload(&c, "shop", "reviews-0");
     let via = "shop/l7-via~p~shop~waypoint".to_owned();
-    assert!(reviews.authorization_policies.contains(&via), "{:?}", reviews.authorization_policies);
-    assert!(!reviews.authorization_policies.contains(&"shop/l7-unenforced~p".to_owned()));
+    assert!(
+        reviews.authorization_policies.contains(&via),
+        "{:?}",
+        reviews.authorization_policies
+    );
+    assert!(
+        !reviews
+            .authorization_policies
+            .contains(&"shop/l7-unenforced~p".to_owned())
+    );
     let only = &c.authorizations[&via];
     assert_eq!(only.action, sec::Action::Deny as i32);
     let m = &only.rules[0].clauses[0].matches[0];
-    assert_eq!(m.not_principals, [authz::string_match("cluster.local/ns/shop/sa/waypoint")]);
+    assert_eq!(
+        m.not_principals,
+        [authz::string_match("cluster.local/ns/shop/sa/waypoint")]
+    );
     // The waypoint's own pod: HBONE (it terminates tunnels), never captured, unbound.
     let waypoint = workload(&c, "shop", "waypoint-0");
     assert_eq!(waypoint.tunnel_protocol, wire::TunnelProtocol::Hbone as i32);
@@ -424,6 +443,157 @@ fn an_allow_rule_the_waypoint_cannot_check_allows_nothing_and_says_so() {
         "{:?}",
         c.status
     );
+}
+
+#[test]
+fn routes_of_a_waypoint_bound_service_compile_into_its_table_in_precedence_order() {
+    let routes = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: canary, namespace: shop}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: reviews}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /api}}]
+      backendRefs:
+        - {name: reviews, port: 9080, weight: 90}
+        - {name: reviews-v2, port: 9080, weight: 10}
+      timeouts: {request: 2s, backendRequest: 500ms}
+      retry: {attempts: 2, codes: [503], backoff: 100ms}
+    - matches: [{path: {type: Exact, value: /api/login}, headers: [{name: X-User, value: alice}]}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: x-routed, value: login}]}
+      backendRefs: [{name: reviews, port: 9080}]
+    - filters:
+        - type: RequestRedirect
+          requestRedirect: {hostname: elsewhere.example, statusCode: 301}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: unbound, namespace: legacy}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: old}]
+  rules: [{backendRefs: [{name: old, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: old, namespace: legacy}
+spec: {selector: {app: old}, ports: [{port: 80}]}
+";
+    let c = compile(&format!("{}{routes}", shop_with_waypoint(true)));
+    let table = &c.route_tables["shop/reviews"];
+    let kinds: Vec<(i32, &str)> = table
+        .entries
+        .iter()
+        .map(|e| {
+            let p = e.r#match.as_ref().unwrap().path.as_ref().unwrap();
+            (p.kind, p.value.as_str())
+        })
+        .collect();
+    use xds::l7::path_match::Kind;
+    // Exact first, then the longest prefix, then the catch-all rule.
+    assert_eq!(
+        kinds,
+        [
+            (Kind::Exact as i32, "/api/login"),
+            (Kind::Prefix as i32, "/api"),
+            (Kind::Prefix as i32, "/")
+        ]
+    );
+    let login = &table.entries[0];
+    assert_eq!(login.r#match.as_ref().unwrap().headers[0].name, "x-user");
+    let canary = table.entries[1].action.as_ref().unwrap();
+    let weights: Vec<(String, u32)> = canary
+        .backends
+        .iter()
+        .map(|b| (b.backend.as_ref().unwrap().hostname.clone(), b.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("reviews.shop.svc.cluster.local".to_owned(), 90),
+            ("reviews-v2.shop.svc.cluster.local".to_owned(), 10)
+        ]
+    );
+    assert_eq!(
+        (canary.request_timeout_ms, canary.backend_timeout_ms),
+        (2000, 500)
+    );
+    assert_eq!(canary.retry.as_ref().unwrap().codes, [503]);
+    let redirect = table.entries[2]
+        .action
+        .as_ref()
+        .unwrap()
+        .redirect
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (redirect.hostname.as_str(), redirect.status_code),
+        ("elsewhere.example", 301)
+    );
+    // The waypoint accepts it as it is.
+    waypoint_accepts(table);
+    // A missing backend and a service without a waypoint are reported.
+    let canary_status = &c.status["HTTPRoute shop/canary"];
+    assert!(
+        canary_status
+            .iter()
+            .any(|m| m.contains("reviews-v2 does not exist")),
+        "{canary_status:?}"
+    );
+    assert!(!c.route_tables.contains_key("legacy/old"));
+    assert!(
+        c.status["HTTPRoute legacy/unbound"]
+            .iter()
+            .any(|m| m.contains("uses no waypoint")),
+        "{:?}",
+        c.status
+    );
+}
+
+/// The route table passes the waypoint's own validation (what it does with it).
+fn waypoint_accepts(table: &xds::l7::RouteTable) {
+    // The waypoint crate is not a dependency here; its rules are checked there. What
+    // the control plane must guarantee: every backend names a hostname and a port.
+    for entry in &table.entries {
+        for backend in &entry.action.as_ref().unwrap().backends {
+            let b = backend.backend.as_ref().unwrap();
+            assert!(!b.hostname.is_empty() && b.port != 0, "{b:?}");
+        }
+    }
+}
+
+#[test]
+fn grpc_methods_become_paths() {
+    let route = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: shop}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: reviews}]
+  rules:
+    - matches: [{method: {service: shop.Reviews, method: Get}}]
+      backendRefs: [{name: reviews, port: 9080}]
+    - matches: [{method: {service: shop.Reviews}}]
+      backendRefs: [{name: reviews, port: 9080}]
+";
+    let c = compile(&format!("{}{route}", shop_with_waypoint(true)));
+    let paths: Vec<String> = c.route_tables["shop/reviews"]
+        .entries
+        .iter()
+        .map(|e| {
+            e.r#match
+                .as_ref()
+                .unwrap()
+                .path
+                .as_ref()
+                .unwrap()
+                .value
+                .clone()
+        })
+        .collect();
+    assert_eq!(paths, ["/shop.Reviews/Get", "/shop.Reviews"]);
 }
 
 #[test]

@@ -29,7 +29,9 @@ pub(super) async fn ztunnel(ns: &str) -> Result<String, String> {
 
 /// A waypoint's readiness probe (15021) in its pod's namespace `ns`.
 pub(super) async fn waypoint(ns: &str) -> Result<(), String> {
-    ready(ns, "http://127.0.0.1:15021/healthz/ready").await.map(|_| ())
+    ready(ns, "http://127.0.0.1:15021/healthz/ready")
+        .await
+        .map(|_| ())
 }
 
 async fn ready(ns: &str, url: &str) -> Result<String, String> {

@@ -112,7 +112,13 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
             _ => {}
         }
     }
-    let waypoints = waypoints(&state, &gateways, resources.as_deref().unwrap_or_default(), &namespace_labels).await;
+    let waypoints = waypoints(
+        &state,
+        &gateways,
+        resources.as_deref().unwrap_or_default(),
+        &namespace_labels,
+    )
+    .await;
     let held = advertised(&state).await;
     let pods = state
         .pods
@@ -208,7 +214,12 @@ async fn waypoints(
             }
             let key = format!("{namespace}/{}", pod.metadata.name);
             let Some((ns, ip, node)) = state.pods.get(&key) else {
-                pods.push((key, "-".into(), "-".into(), Err("not running in this lab".into())));
+                pods.push((
+                    key,
+                    "-".into(),
+                    "-".into(),
+                    Err("not running in this lab".into()),
+                ));
                 continue;
             };
             let ready = health::waypoint(ns).await;
@@ -226,8 +237,11 @@ async fn waypoints(
                     meta,
                     namespace_labels.get(meta.namespace()),
                 )?;
-                (wanted == (namespace.clone(), name.clone()) && meta.name != *name
-                    && !meta.labels.contains_key(config::resources::GATEWAY_NAME_LABEL))
+                (wanted == (namespace.clone(), name.clone())
+                    && meta.name != *name
+                    && !meta
+                        .labels
+                        .contains_key(config::resources::GATEWAY_NAME_LABEL))
                 .then(|| format!("{kind} {}/{}", meta.namespace(), meta.name))
             })
             .collect();
