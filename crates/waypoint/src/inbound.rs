@@ -61,9 +61,8 @@ impl ConnectHandler for Handler {
             return;
         }
         let snap = shared.state.load();
-        if let Err(error @ RouteError::UnknownDestination(_)) =
-            upstream::choose(&snap, connect.target)
-        {
+        if !upstream::known(&snap, connect.target) {
+            let error = RouteError::UnknownDestination(connect.target);
             tracing::info!(peer = %connect.peer, target = %connect.target, %error, "tunnel refused");
             connect.refuse(StatusCode::BAD_REQUEST, &error.to_string());
             return;

@@ -61,6 +61,12 @@ pub fn service_of(snap: &Snapshot, original: SocketAddr) -> Option<Arc<Service>>
     snap.service_by_vip(original.ip()).cloned()
 }
 
+/// Whether `original` is a service VIP or a workload address of the mesh (without
+/// choosing an endpoint: that would move the round robin).
+pub fn known(snap: &Snapshot, original: SocketAddr) -> bool {
+    snap.service_by_vip(original.ip()).is_some() || snap.workload_by_ip(original.ip()).is_some()
+}
+
 /// Picks the endpoint for `original`.
 pub fn choose(snap: &Snapshot, original: SocketAddr) -> Result<Endpoint, RouteError> {
     let Some(service) = snap.service_by_vip(original.ip()) else {
