@@ -41,7 +41,7 @@ pub(crate) enum Command {
     /// The per-node L4 proxy: mTLS, identity, L4 policy and telemetry for the pods of
     /// this node.
     Ztunnel(Box<ztunnel::ZtunnelArgs>),
-    /// Waypoints, the L7 proxies: run one (what a waypoint's pod runs).
+    /// Waypoints, the L7 proxies: apply, list, status, delete (in a lab), run one.
     Waypoint {
         #[command(subcommand)]
         command: waypoint::WaypointCommand,
@@ -61,6 +61,9 @@ pub(crate) enum Command {
     /// Keep a command running: restart it a second after it exits; SIGTERM stops both
     /// (the lab runs its components this way).
     Supervise(lab::SuperviseArgs),
+    /// The lab's waypoint controller (started by `up`): deploys the pods of waypoint
+    /// Gateways applied later and removes those whose Gateway is deleted.
+    LabController(lab::LabName),
     /// One HTTP request (GET unless -X; for pods without curl): prints the body; fails on a
     /// non-2xx status.
     Call(echo::CallArgs),
@@ -115,6 +118,7 @@ pub(crate) async fn dispatch(
         Command::Status(args) => lab::status(args).await,
         Command::Echo(args) => echo::echo(args).await,
         Command::Supervise(args) => lab::supervise(args).await,
+        Command::LabController(args) => lab::controller(args).await,
         Command::Call(args) => echo::call(args).await,
         Command::Cni(args) => cni::run(args).await,
         Command::HboneDemo(args) => bench::hbone_demo(args).await,

@@ -1434,3 +1434,87 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
         assert_eq!(pod_of(&body), "flaky-live");
     }
 }
+
+#[test]
+fn a_waypoint_applied_live_is_deployed_bound_and_removed_with_its_gateway() {
+    if !root_or_skip("a_waypoint_applied_live_is_deployed_bound_and_removed_with_its_gateway") {
+        return;
+    }
+    let lab = Lab::new("t5wpa", &mesh());
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    let out = lab.bowline(&[
+        "waypoint",
+        "apply",
+        "-n",
+        "plain",
+        "--enroll-namespace",
+        "--wait",
+        "--lab",
+        &lab.name,
+    ]);
+    assert!(out.status.success(), "waypoint apply: {}", text(&out));
+    assert!(
+        text(&out).contains("waypoint plain/waypoint is ready"),
+        "{}",
+        text(&out)
+    );
+    let out = lab.bowline(&[
+        "waypoint", "status", "-n", "plain", "-o", "json", "--lab", &lab.name,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["pods"][0]["ready"], true, "{status}");
+    assert_eq!(
+        status["bound"],
+        serde_json::json!(["Service plain/outsider"])
+    );
+    let waypoint_ip = status["pods"][0]["address"].as_str().unwrap().to_owned();
+    // The bound service's traffic now passes the new waypoint.
+    let (ok, body) = lab.call("shop/client", "http://outsider.plain/");
+    assert!(ok, "{body}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        echoed["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{waypoint_ip}:")),
+        "called through the waypoint: {body}"
+    );
+    // Applying it again is harmless; a different one needs --overwrite.
+    let again = lab.bowline(&["waypoint", "apply", "-n", "plain", "--lab", &lab.name]);
+    assert!(again.status.success(), "{}", text(&again));
+    let other = lab.bowline(&[
+        "waypoint", "apply", "-n", "plain", "--for", "all", "--lab", &lab.name,
+    ]);
+    assert!(
+        !other.status.success() && text(&other).contains("--overwrite"),
+        "{}",
+        text(&other)
+    );
+
+    // Deleted: its pod and namespace go, and the service is called directly again.
+    let out = lab.bowline(&[
+        "waypoint", "delete", "-n", "plain", "waypoint", "--lab", &lab.name,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new("/run/netns")
+        .join(lab.namespace("p-plain-waypoint-0"))
+        .exists()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the waypoint's pod was never removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = text(&lab.bowline(&["waypoint", "list", "--lab", &lab.name]));
+    assert!(!list.contains("plain"), "{list}");
+    let (ok, body) = lab.call("shop/client", "http://outsider.plain/");
+    assert!(ok, "{body}");
+    assert!(
+        !body.contains(&format!("\"peer\":\"{waypoint_ip}:")),
+        "{body}"
+    );
+}

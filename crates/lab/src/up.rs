@@ -28,11 +28,13 @@ use netns::Namespace;
 use serde::{Deserialize, Serialize};
 
 mod build;
+mod controller;
 mod health;
 mod plan;
 mod status;
 
 pub use build::up;
+pub use controller::{objects, run as run_controller, submit};
 pub use status::{
     LabStatus, NodeStatus, PodStatus, Process, WaypointStatus, operator_token_file, status,
 };
@@ -86,6 +88,9 @@ pub struct LabState {
     pub services: BTreeMap<String, String>,
     /// The router namespace.
     pub router: String,
+    /// Veth pairs made so far (names the router-side interfaces).
+    #[serde(default)]
+    pub links: usize,
 }
 
 impl LabState {
@@ -194,14 +199,37 @@ async fn advertised(state: &LabState) -> BTreeMap<String, BTreeMap<String, bool>
 
 /// Whether `pid` is still the process this lab started: alive, and inside the lab
 /// namespace it was started in (so a recycled PID is never signalled).
+/// An empty `ns` is the host's namespace, where only the lab controller runs (it makes
+/// namespaces, which must be visible to the host); there the command line must name it.
 fn ours(pid: u32, ns: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     let inode = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
     let alive =
         !std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
+    let netns = if ns.is_empty() {
+        let controller = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == CONTROLLER.as_bytes()));
+        if !controller {
+            return false;
+        }
+        "/proc/self/ns/net".to_owned()
+    } else {
+        format!("/run/netns/{ns}")
+    };
     alive
         && inode(&format!("/proc/{pid}/ns/net")).is_some()
-        && inode(&format!("/proc/{pid}/ns/net")) == inode(&format!("/run/netns/{ns}"))
+        && inode(&format!("/proc/{pid}/ns/net")) == inode(&netns)
+}
+
+/// The lab controller's subcommand (and its name among the lab's processes).
+pub const CONTROLLER: &str = "lab-controller";
+
+/// Deletes namespace `ns` (and with it its links) and its `/etc/netns` files.
+fn delete_namespace(ns: &str) {
+    if Path::new("/run/netns").join(ns).exists() {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+    let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
 }
 
 /// The namespaces of lab `name` that exist now (whatever the state file says).
@@ -241,6 +269,18 @@ pub fn down(name: &str) -> Result<String, LabError> {
     let mut namespaces = lab_namespaces(name);
     if dir.join("lab.json").exists() {
         let state = LabState::load(name)?;
+        // The controller first: it would make namespaces again.
+        for (_, pid, ns) in &state.processes {
+            if ns.is_empty() && ours(*pid, ns) {
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(*pid).unwrap_or(i32::MAX));
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline && nix::sys::signal::kill(pid, None).is_ok() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
         for ns in state.namespaces {
             if !namespaces.contains(&ns) {
                 namespaces.push(ns);
@@ -277,10 +317,7 @@ pub fn down(name: &str) -> Result<String, LabError> {
         ));
     }
     for ns in namespaces.iter().rev() {
-        if Path::new("/run/netns").join(ns).exists() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        delete_namespace(ns);
     }
     if !namespaces.is_empty() {
         report.push(format!(

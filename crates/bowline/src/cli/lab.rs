@@ -111,6 +111,14 @@ pub(crate) async fn supervise(args: SuperviseArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
 }
 
+/// `bowline lab-controller`: until SIGTERM.
+pub(crate) async fn controller(args: LabName) -> anyhow::Result<()> {
+    let name = lab::up::pick(args.name)?;
+    let binary = std::env::current_exe()?;
+    lab::up::run_controller(&name, binary, terminated()).await;
+    Ok(())
+}
+
 /// The `bowline status` table (also printed by `bowline up`): nodes, pods, services,
 /// waypoints, processes, and where the control plane's API, token and logs are.
 fn render_status(status: &lab::up::LabStatus) -> String {

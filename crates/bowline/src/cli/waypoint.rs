@@ -1,8 +1,11 @@
-//! `bowline waypoint run`: the L7 proxy process of one waypoint Gateway (its flags, also
-//! read from the environment the waypoint's pod is given, turned into its configuration).
+//! `bowline waypoint …`: `run` is the L7 proxy process of one waypoint Gateway (its flags,
+//! also read from the environment the waypoint's pod is given, turned into its
+//! configuration); `apply`, `list`, `status` and `delete` manage a lab's waypoints as
+//! istioctl's commands do, by writing Gateways (and a namespace label) to its control
+//! plane and reading what the lab runs.
 //!
-//! Owns: these flags and the assembly of `waypoint::app::Config`. Must not: proxy
-//! anything — that is the `waypoint` crate.
+//! Owns: these flags, the Gateway a waypoint is written as, and rendering. Must not: proxy
+//! anything (the `waypoint` crate) or deploy anything (the lab's controller does).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,8 +16,86 @@ use super::terminated;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum WaypointCommand {
+    /// Create or update a waypoint (its Gateway) in a namespace of a lab.
+    Apply(ApplyArgs),
+    /// The waypoints of a lab.
+    List(ListArgs),
+    /// A waypoint's pods (address, node, ready) and what is bound to it.
+    Status(StatusArgs),
+    /// Delete waypoints (their Gateways; the lab removes their pods).
+    Delete(DeleteArgs),
     /// Run the waypoint process of a Gateway (what a waypoint's pod runs).
     Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApplyArgs {
+    /// The namespace.
+    #[arg(short = 'n', long)]
+    namespace: String,
+    /// The waypoint's name.
+    #[arg(long, default_value = "waypoint")]
+    name: String,
+    /// What traffic it handles (`istio.io/waypoint-for`).
+    #[arg(long = "for", value_parser = ["service", "workload", "all", "none"])]
+    for_: Option<String>,
+    /// Also bind the whole namespace to it (`istio.io/use-waypoint` on the Namespace).
+    #[arg(long)]
+    enroll_namespace: bool,
+    /// Replace a waypoint of that name that differs.
+    #[arg(long)]
+    overwrite: bool,
+    /// Wait until its pod is ready.
+    #[arg(long)]
+    wait: bool,
+    /// The lab (default: the only running lab).
+    #[arg(long)]
+    lab: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ListArgs {
+    /// Only this namespace.
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    namespace: Option<String>,
+    /// Every namespace (the default).
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// The lab (default: the only running lab).
+    #[arg(long)]
+    lab: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatusArgs {
+    /// The namespace.
+    #[arg(short = 'n', long)]
+    namespace: String,
+    /// The waypoint's name.
+    #[arg(long, default_value = "waypoint")]
+    name: String,
+    /// `json` for a machine-readable answer.
+    #[arg(short = 'o', long, value_parser = ["json"])]
+    output: Option<String>,
+    /// The lab (default: the only running lab).
+    #[arg(long)]
+    lab: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeleteArgs {
+    /// The namespace.
+    #[arg(short = 'n', long)]
+    namespace: String,
+    /// Waypoints to delete.
+    #[arg(required_unless_present = "all")]
+    names: Vec<String>,
+    /// Every waypoint of the namespace.
+    #[arg(long, conflicts_with = "names")]
+    all: bool,
+    /// The lab (default: the only running lab).
+    #[arg(long)]
+    lab: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,8 +141,220 @@ pub(crate) struct RunArgs {
 
 pub(crate) async fn run(command: WaypointCommand) -> anyhow::Result<()> {
     match command {
+        WaypointCommand::Apply(args) => apply(args).await,
+        WaypointCommand::List(args) => list(args).await,
+        WaypointCommand::Status(args) => status(args).await,
+        WaypointCommand::Delete(args) => delete(args).await,
         WaypointCommand::Run(args) => run_process(args).await,
     }
+}
+
+/// The Gateway a waypoint is.
+fn gateway(namespace: &str, name: &str, for_: Option<&str>) -> anyhow::Result<config::Resource> {
+    let labels = for_.map_or_else(String::new, |f| {
+        format!(", labels: {{{}: {f}}}", config::resources::WAYPOINT_FOR)
+    });
+    let yaml = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {namespace}{labels}}}\nspec:\n  gatewayClassName: {}\n  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]\n",
+        config::resources::WAYPOINT_CLASS
+    );
+    let mut docs = config::parse_documents(&yaml, "waypoint").map_err(anyhow::Error::msg)?;
+    docs.pop()
+        .ok_or_else(|| anyhow::anyhow!("no Gateway made for {namespace}/{name}"))
+}
+
+#[allow(clippy::print_stdout)]
+async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
+    let lab = lab::up::pick(args.lab)?;
+    let objects = lab::up::objects(&lab).await?;
+    let wanted = gateway(&args.namespace, &args.name, args.for_.as_deref())?;
+    let existing = objects.iter().find(|r| {
+        matches!(r, config::Resource::Gateway(g)
+            if g.metadata.namespace() == args.namespace && g.metadata.name == args.name)
+    });
+    let differs = existing.is_some_and(|e| match (e, &wanted) {
+        (config::Resource::Gateway(have), config::Resource::Gateway(want)) => {
+            have.spec != want.spec
+                || have.metadata.labels.get(config::resources::WAYPOINT_FOR)
+                    != want.metadata.labels.get(config::resources::WAYPOINT_FOR)
+        }
+        _ => true,
+    });
+    if differs && !args.overwrite {
+        anyhow::bail!(
+            "waypoint {}/{} exists and differs; add --overwrite to replace it",
+            args.namespace,
+            args.name
+        );
+    }
+    let mut documents = vec![wanted];
+    if args.enroll_namespace {
+        let namespace = objects.iter().find_map(|r| match r {
+            config::Resource::Namespace(n) if n.metadata.name == args.namespace => Some(n.clone()),
+            _ => None,
+        });
+        let mut namespace = namespace.unwrap_or(config::resources::Namespace {
+            metadata: config::resources::ObjectMeta {
+                name: args.namespace.clone(),
+                ..Default::default()
+            },
+        });
+        namespace.metadata.labels.insert(
+            config::resources::USE_WAYPOINT.to_owned(),
+            args.name.clone(),
+        );
+        documents.push(config::Resource::Namespace(namespace));
+    }
+    lab::up::submit(&lab, "apply", &documents).await?;
+    println!("waypoint {}/{} applied", args.namespace, args.name);
+    if args.enroll_namespace {
+        println!(
+            "namespace {} labelled {}={}",
+            args.namespace,
+            config::resources::USE_WAYPOINT,
+            args.name
+        );
+    }
+    if args.wait {
+        let key = format!("{}/{}", args.namespace, args.name);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = lab::up::status(&lab).await?;
+            let ready = status
+                .waypoints
+                .iter()
+                .find(|w| w.gateway == key)
+                .is_some_and(|w| w.pods.iter().any(|(_, _, _, r)| r.is_ok()));
+            if ready {
+                println!("waypoint {key} is ready");
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "waypoint {key} is not ready after 60 s; see `bowline waypoint status -n {}`",
+                    args.namespace
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+fn ready_text(ready: &Result<(), String>) -> String {
+    match ready {
+        Ok(()) => "ready".to_owned(),
+        Err(why) => format!("NOT READY: {why}"),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let lab = lab::up::pick(args.lab)?;
+    let status = lab::up::status(&lab).await?;
+    println!("{:<16} {:<20} {:<10} BOUND", "NAMESPACE", "NAME", "READY");
+    for w in &status.waypoints {
+        let (ns, name) = w.gateway.split_once('/').unwrap_or(("", &w.gateway));
+        if args.namespace.as_deref().is_some_and(|n| n != ns) {
+            continue;
+        }
+        let ready = w.pods.iter().filter(|(_, _, _, r)| r.is_ok()).count();
+        println!(
+            "{ns:<16} {name:<20} {:<10} {}",
+            format!("{ready}/{}", w.pods.len()),
+            if w.bound.is_empty() {
+                "-".to_owned()
+            } else {
+                w.bound.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let lab = lab::up::pick(args.lab)?;
+    let status = lab::up::status(&lab).await?;
+    let key = format!("{}/{}", args.namespace, args.name);
+    let Some(w) = status.waypoints.iter().find(|w| w.gateway == key) else {
+        anyhow::bail!(
+            "no waypoint {key} in lab {lab}; create one with `bowline waypoint apply -n {}`",
+            args.namespace
+        );
+    };
+    if args.output.is_some() {
+        let pods: Vec<serde_json::Value> = w
+            .pods
+            .iter()
+            .map(|(pod, ip, node, ready)| {
+                serde_json::json!({
+                    "name": pod, "address": ip, "node": node,
+                    "ready": ready.is_ok(),
+                    "reason": ready.as_ref().err(),
+                })
+            })
+            .collect();
+        let json = serde_json::json!({ "waypoint": key, "pods": pods, "bound": w.bound });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    println!("waypoint {key}");
+    println!(
+        "  bound: {}",
+        if w.bound.is_empty() {
+            "nothing".to_owned()
+        } else {
+            w.bound.join(", ")
+        }
+    );
+    if w.pods.is_empty() {
+        println!("  no pod: not running (traffic bound to it is refused)");
+    }
+    for (pod, ip, node, ready) in &w.pods {
+        println!("  {pod:<26} {ip:<14} {node:<12} {}", ready_text(ready));
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let lab = lab::up::pick(args.lab)?;
+    let objects = lab::up::objects(&lab).await?;
+    let documents: Vec<config::Resource> = objects
+        .into_iter()
+        .filter(|r| {
+            matches!(r, config::Resource::Gateway(g)
+                if g.metadata.namespace() == args.namespace
+                    && (args.all || args.names.contains(&g.metadata.name)))
+        })
+        .collect();
+    let missing: Vec<&String> = args
+        .names
+        .iter()
+        .filter(|n| {
+            !documents
+                .iter()
+                .any(|d| matches!(d, config::Resource::Gateway(g) if &g.metadata.name == *n))
+        })
+        .collect();
+    if !missing.is_empty() {
+        let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        anyhow::bail!(
+            "no waypoint {} in namespace {}",
+            list.join(", "),
+            args.namespace
+        );
+    }
+    if documents.is_empty() {
+        println!("no waypoint in namespace {}", args.namespace);
+        return Ok(());
+    }
+    lab::up::submit(&lab, "delete", &documents).await?;
+    for d in &documents {
+        println!("waypoint {}/{} deleted", args.namespace, d.metadata().name);
+    }
+    Ok(())
 }
 
 async fn run_process(args: RunArgs) -> anyhow::Result<()> {

@@ -67,6 +67,9 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
         progress("waiting for waypoints to be ready");
         build.wait_for_waypoints(&plan).await?;
     }
+    // Last: from here on only the controller changes the state.
+    progress("waypoint controller");
+    build.controller()?;
     Ok(build.state)
 }
 
@@ -88,8 +91,6 @@ struct Build<'a> {
     options: &'a UpOptions,
     dir: PathBuf,
     state: LabState,
-    /// Veth pairs made so far (names the router-side interfaces).
-    links: usize,
 }
 
 impl<'a> Build<'a> {
@@ -107,7 +108,6 @@ impl<'a> Build<'a> {
                 name: options.name.clone(),
                 ..Default::default()
             },
-            links: 0,
         };
         build.save()?;
         Ok(build)
@@ -149,11 +149,7 @@ impl<'a> Build<'a> {
         }
         // Names every pod can resolve: the lab's hosts file and, for enrolled pods, the
         // DNS proxy.
-        let mut hosts = String::from("127.0.0.1 localhost\n");
-        for (key, ip) in &plan.services {
-            let (ns, name) = key.split_once('/').unwrap_or(("default", key));
-            hosts.push_str(&format!("{ip} {name}.{ns}.svc.cluster.local {name}.{ns}\n"));
-        }
+        let hosts = hosts_file(&plan.services);
         for (pod, node, ip) in &plan.pods {
             let name = format!(
                 "{}{}-{}",
@@ -176,17 +172,7 @@ impl<'a> Build<'a> {
 
     /// Creates namespace `name` with address `ip`, joined to the router by a veth pair.
     fn attach(&mut self, router_ns: &Namespace, name: &str, ip: Ipv4Addr) -> Result<(), LabError> {
-        let ns = Namespace::create(name)?.keep();
-        self.state.namespaces.push(name.to_owned());
-        self.save()?;
-        let router_if = format!("bl{}{}", self.lab(), self.links);
-        self.links += 1;
-        links::veth(&ns, "eth0", router_ns, &router_if)?;
-        links::add_address(&ns, "eth0", &format!("{ip}/32"))?;
-        links::add_route(&ns, crate::topology::GATEWAY, None, Some("eth0"))?;
-        links::add_route(&ns, "default", Some(crate::topology::GATEWAY), Some("eth0"))?;
-        links::add_route(router_ns, &format!("{ip}/32"), None, Some(&router_if))?;
-        Ok(())
+        attach(&mut self.state, &self.dir, router_ns, name, ip)
     }
 
     fn control_plane_state(&self) -> PathBuf {
@@ -320,6 +306,29 @@ impl<'a> Build<'a> {
         self.save()
     }
 
+    /// The lab controller (waypoints for Gateways applied later), supervised, in the
+    /// host's namespace: the namespaces it makes must be visible to the host.
+    fn controller(&mut self) -> Result<(), LabError> {
+        let what = super::CONTROLLER;
+        let log = self.log(&format!("{what}.log"));
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let binary = self.options.binary.display().to_string();
+        let child = Command::new(&self.options.binary)
+            .args(["--log", "info", "supervise", "--", &binary])
+            .args(["--log", "info", what, "--name", self.lab()])
+            .env("BOWLINE_STATE_DIR", state_root())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| LabError::Invalid(format!("cannot start the lab controller: {e}")))?;
+        self.state
+            .processes
+            .push((what.to_owned(), child.id(), String::new()));
+        self.save()
+    }
+
     /// Every node's ztunnel answers its readiness probe.
     async fn wait_for_ztunnels(&self) -> Result<(), LabError> {
         for (node, (node_ns, _)) in &self.state.nodes {
@@ -376,7 +385,7 @@ impl<'a> Build<'a> {
             ("POD_NAMESPACE".into(), pod.metadata.namespace().to_owned()),
         ];
         if control_plane::waypoints::gateway_of(pod).is_some() {
-            env.extend(self.waypoint_env(pod));
+            env.extend(waypoint_env(&self.dir, pod));
         }
         env.extend(
             container
@@ -398,32 +407,6 @@ impl<'a> Build<'a> {
             pod_ns.to_owned(),
         ));
         self.save()
-    }
-
-    /// What a waypoint's pod is given to reach the control plane: its addresses, the mesh
-    /// root and its node's token (the CA grants it the identities of that node's pods,
-    /// the waypoint's among them).
-    fn waypoint_env(&self, pod: &k8s::Pod) -> Vec<(String, String)> {
-        let node = pod.spec.node_name.clone().unwrap_or_default();
-        let token = self.dir.join("nodes").join(format!("{node}.token"));
-        let root = self.control_plane_state().join("ca/root-cert.pem");
-        vec![
-            ("BOWLINE_LOG".into(), "info".into()),
-            (
-                "BOWLINE_XDS_ADDRESS".into(),
-                format!("http://{CONTROL_PLANE_IP}:15010"),
-            ),
-            (
-                "BOWLINE_CA_ADDRESS".into(),
-                format!("https://{CONTROL_PLANE_IP}:15012"),
-            ),
-            ("BOWLINE_CA_ROOT".into(), root.display().to_string()),
-            ("BOWLINE_TOKEN_FILE".into(), token.display().to_string()),
-            (
-                "INSTANCE_IP".into(),
-                pod.status.pod_ip.clone().unwrap_or_default(),
-            ),
-        ]
     }
 
     /// Every waypoint's pod answers its readiness probe.
@@ -540,9 +523,67 @@ impl<'a> Build<'a> {
     }
 }
 
+/// What a waypoint's pod is given to reach the control plane: its addresses, the mesh
+/// root and its node's token (the CA grants it the identities of that node's pods, the
+/// waypoint's among them).
+pub(super) fn waypoint_env(dir: &Path, pod: &k8s::Pod) -> Vec<(String, String)> {
+    let node = pod.spec.node_name.clone().unwrap_or_default();
+    let token = dir.join("nodes").join(format!("{node}.token"));
+    let root = dir.join("control-plane/ca/root-cert.pem");
+    vec![
+        ("BOWLINE_LOG".into(), "info".into()),
+        (
+            "BOWLINE_XDS_ADDRESS".into(),
+            format!("http://{CONTROL_PLANE_IP}:15010"),
+        ),
+        (
+            "BOWLINE_CA_ADDRESS".into(),
+            format!("https://{CONTROL_PLANE_IP}:15012"),
+        ),
+        ("BOWLINE_CA_ROOT".into(), root.display().to_string()),
+        ("BOWLINE_TOKEN_FILE".into(), token.display().to_string()),
+        (
+            "INSTANCE_IP".into(),
+            pod.status.pod_ip.clone().unwrap_or_default(),
+        ),
+    ]
+}
+
+/// Creates namespace `name` with address `ip`, joined to the router by a veth pair; the
+/// namespace is in `state` (saved in `dir`) before anything is made in it.
+pub(super) fn attach(
+    state: &mut LabState,
+    dir: &Path,
+    router_ns: &Namespace,
+    name: &str,
+    ip: Ipv4Addr,
+) -> Result<(), LabError> {
+    let ns = Namespace::create(name)?.keep();
+    state.namespaces.push(name.to_owned());
+    let router_if = format!("bl{}{}", state.name, state.links);
+    state.links += 1;
+    state.save(dir)?;
+    links::veth(&ns, "eth0", router_ns, &router_if)?;
+    links::add_address(&ns, "eth0", &format!("{ip}/32"))?;
+    links::add_route(&ns, crate::topology::GATEWAY, None, Some("eth0"))?;
+    links::add_route(&ns, "default", Some(crate::topology::GATEWAY), Some("eth0"))?;
+    links::add_route(router_ns, &format!("{ip}/32"), None, Some(&router_if))?;
+    Ok(())
+}
+
+/// The lab's hosts file: every service's names.
+pub(super) fn hosts_file(services: &[(String, String)]) -> String {
+    let mut hosts = String::from("127.0.0.1 localhost\n");
+    for (key, ip) in services {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        hosts.push_str(&format!("{ip} {name}.{ns}.svc.cluster.local {name}.{ns}\n"));
+    }
+    hosts
+}
+
 /// `/etc/netns/<name>/{resolv.conf,hosts}` of a pod in namespace `pod_ns`: the lab's
 /// `hosts`, plus the short names of the services of its own namespace.
-fn write_dns_files(
+pub(super) fn write_dns_files(
     name: &str,
     pod_ns: &str,
     hosts: &str,
@@ -609,7 +650,7 @@ fn spawn_component(ns: &str, binary: &Path, args: &[String], log: &Path) -> Resu
 }
 
 /// Starts `program args` inside namespace `ns` with its output in `log`; returns its PID.
-fn spawn(
+pub(super) fn spawn(
     ns: &str,
     program: &Path,
     args: &[String],

@@ -85,10 +85,11 @@ pub(super) async fn check(state: &LabState, dir: &Path) -> Vec<Health> {
     out
 }
 
-/// The log of a supervised component (`control-plane`, `cni N`, `ztunnel N`).
+/// The log of a supervised component (`control-plane`, `lab-controller`, `cni N`,
+/// `ztunnel N`).
 pub(super) fn component_log(what: &str) -> Option<String> {
-    if what == "control-plane" {
-        return Some("control-plane.log".into());
+    if what == "control-plane" || what == super::CONTROLLER {
+        return Some(format!("{what}.log"));
     }
     let (kind, node) = what.split_once(' ')?;
     matches!(kind, "cni" | "ztunnel").then(|| format!("{kind}-{node}.log"))

@@ -107,7 +107,17 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
                 );
             }
             Resource::Gateway(g) => {
-                gateways.push((g.metadata.namespace().to_owned(), g.metadata.name.clone()));
+                let handles = g
+                    .metadata
+                    .labels
+                    .get(config::resources::WAYPOINT_FOR)
+                    .cloned()
+                    .unwrap_or_else(|| "service".into());
+                gateways.push((
+                    g.metadata.namespace().to_owned(),
+                    g.metadata.name.clone(),
+                    handles,
+                ));
             }
             _ => {}
         }
@@ -170,7 +180,7 @@ pub fn operator_token_file(name: &str) -> PathBuf {
 }
 
 /// The objects the lab's control plane holds now, or `None` when it does not answer.
-async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
+pub(super) async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
     let token = crate::client::read_token(&operator_token_file(&state.name)).ok()?;
     let url = format!("http://{CONTROL_PLANE_API}/debug/config");
     let (code, body) = crate::client::request(
@@ -195,15 +205,16 @@ async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
     config::parse_documents(&text, "control plane").ok()
 }
 
-/// Each Gateway's pods (asked for readiness) and what asks for it.
+/// Each Gateway's pods (asked for readiness) and what is bound to it; `gateways` are
+/// (namespace, name, what it handles).
 async fn waypoints(
     state: &LabState,
-    gateways: &[(String, String)],
+    gateways: &[(String, String, String)],
     resources: &[Resource],
     namespace_labels: &BTreeMap<String, config::resources::Labels>,
 ) -> Vec<WaypointStatus> {
     let mut out = Vec::new();
-    for (namespace, name) in gateways {
+    for (namespace, name, handles) in gateways {
         let mut pods = Vec::new();
         for r in resources {
             let Resource::Pod(pod) = r else { continue };
@@ -228,9 +239,10 @@ async fn waypoints(
         let bound = resources
             .iter()
             .filter_map(|r| {
-                let (kind, meta) = match r {
-                    Resource::Service(s) => ("Service", &s.metadata),
-                    Resource::Pod(p) => ("Pod", &p.metadata),
+                // What the Gateway handles (`istio.io/waypoint-for`) is what can bind.
+                let (kind, meta) = match (r, handles.as_str()) {
+                    (Resource::Service(s), "service" | "all") => ("Service", &s.metadata),
+                    (Resource::Pod(p), "workload" | "all") => ("Pod", &p.metadata),
                     _ => return None,
                 };
                 let wanted = control_plane::translate::waypoint_requested(
