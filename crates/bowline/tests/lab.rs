@@ -1137,6 +1137,19 @@ fn mesh_with_waypoint() -> String {
         + "\n"
 }
 
+/// The address `bowline status` shows for pod `object` (`vip`: false) or service `object`
+/// (`vip`: true; services have VIPs of 10.96.0.0/16, and a pod and its service may share
+/// a name).
+fn address_in(status: &str, object: &str, vip: bool) -> String {
+    status
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(object))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .find(|ip| ip.starts_with("10.96.") == vip)
+        .unwrap_or_else(|| panic!("{object} in {status}"))
+        .to_owned()
+}
+
 /// The waypoint Gateway of [`mesh_with_waypoint`].
 const WAYPOINT_GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: shop}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]";
 
@@ -1172,16 +1185,7 @@ fn a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targe
     let out = lab.up();
     assert!(out.status.success(), "bowline up: {}", text(&out));
     let status = text(&lab.bowline(&["status", "--name", &lab.name]));
-    // Pods come before services in the status; services have VIPs of 10.96.0.0/16.
-    let address = |object: &str, vip: bool| -> String {
-        status
-            .lines()
-            .filter(|l| l.split_whitespace().next() == Some(object))
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .find(|ip| ip.starts_with("10.96.") == vip)
-            .unwrap_or_else(|| panic!("{object} in {status}"))
-            .to_owned()
-    };
+    let address = |object: &str, vip: bool| address_in(&status, object, vip);
     let (waypoint_ip, server_ip) = (
         address("shop/waypoint-0", false),
         address("shop/server", false),
@@ -1347,15 +1351,7 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
     let out = lab.up();
     assert!(out.status.success(), "bowline up: {}", text(&out));
     let status = text(&lab.bowline(&["status", "--name", &lab.name]));
-    let vip = |service: &str| -> String {
-        status
-            .lines()
-            .filter(|l| l.split_whitespace().next() == Some(service))
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .find(|ip| ip.starts_with("10.96."))
-            .unwrap_or_else(|| panic!("{service} in {status}"))
-            .to_owned()
-    };
+    let vip = |service: &str| address_in(&status, service, true);
     let (server, flaky) = (vip("shop/server"), vip("shop/flaky"));
     let call = |method: &str, path: &str, vip: &str| {
         lab.request_from(

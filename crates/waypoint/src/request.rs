@@ -388,16 +388,7 @@ fn redirected(
     redirect: &routes::Redirect,
     matched_prefix: Option<&str>,
 ) -> Response<ResponseBody> {
-    let host = req
-        .uri()
-        .host()
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(strip_port)
-        })
-        .unwrap_or_default();
+    let host = host_of(req);
     let scheme = if redirect.scheme.is_empty() {
         "http"
     } else {
@@ -583,16 +574,7 @@ fn authorize(
     service: Option<&ztunnel::state::Service>,
     req: &Request<Incoming>,
 ) -> Result<(), Refusal> {
-    let host = req
-        .uri()
-        .host()
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(strip_port)
-        })
-        .unwrap_or_default();
+    let host = host_of(req);
     let request = policy::Request {
         l4: l4_request(tunnel),
         http: Some(HttpRequest {
@@ -632,6 +614,19 @@ fn decide(
         Decision::Allow { .. } => Ok(()),
         Decision::Deny { by, reason } => Err(Refusal::Denied { policy: by, reason }),
     }
+}
+
+/// The request's host: `:authority` (h2, absolute form) or `Host`, without the port.
+fn host_of<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .host()
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(strip_port)
+        })
+        .unwrap_or_default()
 }
 
 /// `host:port` → `host` (a bracketed IPv6 keeps its brackets off).

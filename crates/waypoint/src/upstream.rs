@@ -105,18 +105,7 @@ fn choose_in(snap: &Snapshot, service: &Arc<Service>, port: u16) -> Result<Endpo
         return Err(RouteError::NoHealthyUpstream(key));
     }
     let workload = candidates[snap.next_endpoint_index(&key) % candidates.len()];
-    let port = workload
-        .services
-        .get(&key)
-        .and_then(|ports| {
-            ports
-                .iter()
-                .find(|p| p.service_port == mapping.service_port)
-        })
-        .map(|p| p.target_port)
-        .filter(|p| *p != 0)
-        .or(Some(mapping.target_port).filter(|p| *p != 0))
-        .unwrap_or(mapping.service_port);
+    let port = workload.target_port(&key, mapping);
     let Some(ip) = workload.addresses.first() else {
         return Err(RouteError::NoHealthyUpstream(key));
     };

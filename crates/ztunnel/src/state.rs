@@ -94,6 +94,24 @@ pub struct Workload {
     pub cluster_id: String,
 }
 
+impl Workload {
+    /// The port this workload serves `mapping` of service `service_key` on: its own
+    /// mapping for that service, else the service's target port, else the service port.
+    pub fn target_port(&self, service_key: &str, mapping: &PortMapping) -> u16 {
+        self.services
+            .get(service_key)
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| p.service_port == mapping.service_port)
+            })
+            .map(|p| p.target_port)
+            .filter(|p| *p != 0)
+            .or(Some(mapping.target_port).filter(|p| *p != 0))
+            .unwrap_or(mapping.service_port)
+    }
+}
+
 /// A service as ztunnel needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Service {

@@ -332,31 +332,24 @@ fn compile(
         (None, true) => sec::Scope::Global,
         (None, false) => sec::Scope::Namespace,
     };
-    let mut rules = Vec::new();
-    for (i, rule) in policy.spec.rules.iter().flatten().enumerate() {
-        let mut l7 = Vec::new();
-        let clauses = clauses(rule, namespace, &mut l7);
-        if l7.is_empty() {
-            rules.push(sec::Rule { clauses });
-        } else if deny {
-            out.report(
-                object.to_owned(),
-                format!(
-                    "partially enforced: rule {i} uses HTTP attributes ({}); ztunnel denies on its L4 part alone, so it denies more — bind a waypoint to enforce it exactly",
-                    l7.join(", ")
-                ),
-            );
-            rules.push(sec::Rule { clauses });
-        } else {
-            out.report(
-                object.to_owned(),
-                format!(
-                    "partially enforced: ALLOW rule {i} uses HTTP attributes ({}) and is omitted at L4, so it allows nothing — bind a waypoint to enforce it",
-                    l7.join(", ")
-                ),
-            );
-        }
-    }
+    let rules = compile_rules(
+        policy,
+        object,
+        out,
+        |rule, l7| sec::Rule {
+            clauses: clauses(rule, namespace, l7),
+        },
+        |i, l7| {
+            format!(
+                "partially enforced: rule {i} uses HTTP attributes ({l7}); ztunnel denies on its L4 part alone, so it denies more — bind a waypoint to enforce it exactly"
+            )
+        },
+        |i, l7| {
+            format!(
+                "partially enforced: ALLOW rule {i} uses HTTP attributes ({l7}) and is omitted at L4, so it allows nothing — bind a waypoint to enforce it"
+            )
+        },
+    );
     sec::Authorization {
         name: policy.metadata.name.clone(),
         namespace: namespace.to_owned(),
@@ -370,6 +363,36 @@ fn compile(
         dry_run: dry_run(policy),
         ..Default::default()
     }
+}
+
+/// The rules of `policy`, each compiled by `compile`, which lists what it cannot check:
+/// such a rule stays in a DENY policy (it is taken as matching there, so it denies more)
+/// and leaves an ALLOW policy (it allows less); both are reported (`deny_note`,
+/// `allow_note`, given the rule's index and that list). Never fail open.
+pub(super) fn compile_rules<R>(
+    policy: &k8s::AuthorizationPolicy,
+    object: &str,
+    out: &mut Compiled,
+    mut compile: impl FnMut(&k8s::AuthorizationRule, &mut Vec<String>) -> R,
+    deny_note: impl Fn(usize, &str) -> String,
+    allow_note: impl Fn(usize, &str) -> String,
+) -> Vec<R> {
+    let deny = policy.spec.action.as_deref() == Some("DENY");
+    let mut rules = Vec::new();
+    for (i, rule) in policy.spec.rules.iter().flatten().enumerate() {
+        let mut unchecked = Vec::new();
+        let compiled = compile(rule, &mut unchecked);
+        let list = unchecked.join(", ");
+        if unchecked.is_empty() {
+            rules.push(compiled);
+        } else if deny {
+            out.report(object.to_owned(), deny_note(i, &list));
+            rules.push(compiled);
+        } else {
+            out.report(object.to_owned(), allow_note(i, &list));
+        }
+    }
+    rules
 }
 
 /// The L4 clauses of `rule`; names of HTTP-only fields go to `l7`. A `from`/`to` list

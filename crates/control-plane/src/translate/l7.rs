@@ -15,7 +15,7 @@ use xds::l7;
 use xds::security as sec;
 
 use super::authz::{
-    addresses, any_of, condition_l4, dry_run, from_l4, string_match, strings, to_l4,
+    addresses, any_of, compile_rules, condition_l4, dry_run, from_l4, string_match, strings, to_l4,
 };
 use super::{Compiled, Index};
 
@@ -52,31 +52,24 @@ pub(super) fn authorization(
         })
         .collect();
     let deny = policy.spec.action.as_deref() == Some("DENY");
-    let mut rules = Vec::new();
-    for (i, rule) in policy.spec.rules.iter().flatten().enumerate() {
-        let mut unsupported = Vec::new();
-        let clauses = clauses(rule, namespace, &mut unsupported);
-        if unsupported.is_empty() {
-            rules.push(l7::Rule { clauses });
-        } else if deny {
-            out.report(
-                object.to_owned(),
-                format!(
-                    "partially enforced: rule {i} uses what the waypoint cannot check yet ({}); it is taken as matching, so the rule denies more",
-                    unsupported.join(", ")
-                ),
-            );
-            rules.push(l7::Rule { clauses });
-        } else {
-            out.report(
-                object.to_owned(),
-                format!(
-                    "partially enforced: ALLOW rule {i} uses what the waypoint cannot check yet ({}) and is omitted, so it allows nothing",
-                    unsupported.join(", ")
-                ),
-            );
-        }
-    }
+    let rules = compile_rules(
+        policy,
+        object,
+        out,
+        |rule, unsupported| l7::Rule {
+            clauses: clauses(rule, namespace, unsupported),
+        },
+        |i, what| {
+            format!(
+                "partially enforced: rule {i} uses what the waypoint cannot check yet ({what}); it is taken as matching, so the rule denies more"
+            )
+        },
+        |i, what| {
+            format!(
+                "partially enforced: ALLOW rule {i} uses what the waypoint cannot check yet ({what}) and is omitted, so it allows nothing"
+            )
+        },
+    );
     l7::Authorization {
         name: policy.metadata.name.clone(),
         namespace: namespace.to_owned(),

@@ -39,16 +39,10 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
     let mut routes: Vec<AnyRoute<'_>> = Vec::new();
     for route in &index.http_routes {
         let namespace = route.metadata.namespace();
-        let rules = route
-            .spec
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| {
-                let matches = rule.matches.iter().map(http_match).collect();
-                (i as u32, matches, http_action(index, namespace, rule))
-            })
-            .collect();
+        let rules = numbered(&route.spec.rules, |rule| {
+            let matches = rule.matches.iter().map(http_match).collect();
+            (matches, http_action(index, namespace, rule))
+        });
         routes.push(AnyRoute {
             kind: "HTTPRoute",
             meta: &route.metadata,
@@ -59,16 +53,10 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
     }
     for route in &index.grpc_routes {
         let namespace = route.metadata.namespace();
-        let rules = route
-            .spec
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| {
-                let matches = rule.matches.iter().map(grpc_match).collect();
-                (i as u32, matches, grpc_action(index, namespace, rule))
-            })
-            .collect();
+        let rules = numbered(&route.spec.rules, |rule| {
+            let matches = rule.matches.iter().map(grpc_match).collect();
+            (matches, grpc_action(index, namespace, rule))
+        });
         routes.push(AnyRoute {
             kind: "GRPCRoute",
             meta: &route.metadata,
@@ -154,6 +142,20 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
         out.route_tables
             .insert(format!("{namespace}/{service}"), std::sync::Arc::new(table));
     }
+}
+
+/// Each rule compiled, with its index.
+fn numbered<R>(
+    rules: &[R],
+    compile: impl Fn(&R) -> (Vec<wire::RouteMatch>, wire::RouteAction),
+) -> Vec<(u32, Vec<wire::RouteMatch>, wire::RouteAction)> {
+    (0u32..)
+        .zip(rules)
+        .map(|(i, rule)| {
+            let (matches, action) = compile(rule);
+            (i, matches, action)
+        })
+        .collect()
 }
 
 /// The services (namespace, name) a route's parents make it apply to; what cannot apply

@@ -123,18 +123,7 @@ fn via_service(
         fresh
     };
     let endpoint = pool[snap.next_endpoint_index(&key) % pool.len()];
-    let target_port = endpoint
-        .services
-        .get(&key)
-        .and_then(|ports| {
-            ports
-                .iter()
-                .find(|p| p.service_port == mapping.service_port)
-        })
-        .map(|p| p.target_port)
-        .filter(|p| *p != 0)
-        .or(Some(mapping.target_port).filter(|p| *p != 0))
-        .unwrap_or(mapping.service_port);
+    let target_port = endpoint.target_port(&key, mapping);
     let Some(ip) = endpoint.addresses.first() else {
         return Err(NoRoute::NoAddress(endpoint.uid.clone()).into());
     };
