@@ -1514,3 +1514,120 @@ fn a_waypoint_applied_live_is_deployed_bound_and_removed_with_its_gateway() {
         "{body}"
     );
 }
+
+/// A TCP connection from inside lab namespace `ns` (`p-shop-client`…) to `addr`.
+async fn connect_from(lab: &Lab, ns: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let std_tcp = netns::Namespace::existing(&lab.namespace(ns))
+        .run(move || {
+            let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            tcp.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(tcp)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::net::TcpStream::from_std(std_tcp).unwrap()
+}
+
+/// The peak RSS (VmHWM, KiB) of the lab process recorded as `what`.
+fn peak_rss_kib(lab: &Lab, what: &str) -> u64 {
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lab.state.path().join(&lab.name).join("lab.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = state["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == what)
+        .and_then(|p| p[1].as_u64())
+        .unwrap_or_else(|| panic!("{what} in {state}"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn the_waypoint_speaks_h2c_and_streams_a_gib_upload_in_bounded_memory() {
+    if !root_or_skip("the_waypoint_speaks_h2c_and_streams_a_gib_upload_in_bounded_memory") {
+        return;
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The server (the first echo of the manifest) counts up to 2 GiB of request body.
+    let manifest = mesh_with_waypoint().replacen(
+        "[bowline, echo, --port, \"8080\"]",
+        "[bowline, echo, --port, \"8080\", --max-body, \"2147483648\"]",
+        1,
+    );
+    assert!(manifest.contains("--max-body"));
+    let lab = Lab::new("t5h2", &manifest);
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let server: std::net::SocketAddr = format!("{}:80", address_in(&status, "shop/server", true))
+        .parse()
+        .unwrap();
+    let waypoint_ip = address_in(&status, "shop/waypoint-0", false);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // h2c with prior knowledge, through the waypoint, to an h2c server.
+        let tcp = connect_from(&lab, "p-shop-client", server).await;
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::get(format!("http://{server}/h2"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let echoed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echoed["protocol"], "HTTP/2.0", "{echoed}");
+        assert!(
+            echoed["peer"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{waypoint_ip}:")),
+            "{echoed}"
+        );
+
+        // 1 GiB uploaded over HTTP/1.1 passes the waypoint streamed, not buffered.
+        const GIB: u64 = 1 << 30;
+        let mut tcp = connect_from(&lab, "p-shop-client", server).await;
+        let head =
+            format!("POST /upload HTTP/1.1\r\nhost: server.shop\r\ncontent-length: {GIB}\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..(GIB >> 20) {
+            tcp.write_all(&chunk).await.unwrap();
+        }
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !String::from_utf8_lossy(&answer).contains("\"body_bytes\"") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains(&format!("\"body_bytes\":{GIB}")), "{text}");
+    });
+    let peak = peak_rss_kib(&lab, "pod shop/waypoint-0 waypoint");
+    assert!(
+        peak < 96 * 1024,
+        "the waypoint's peak RSS was {peak} KiB for a 1 GiB upload"
+    );
+}

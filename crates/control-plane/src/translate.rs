@@ -463,7 +463,7 @@ fn service_resource(
                 // Resolved per workload, from its container ports.
                 Some(IntOrString::String(_)) => 0,
             },
-            app_protocol: app_protocol(p.app_protocol.as_deref()) as i32,
+            app_protocol: port_protocol(p) as i32,
         })
         .collect();
     let waypoint = waypoint::for_service(index, service, out);
@@ -475,6 +475,21 @@ fn service_resource(
         ports,
         waypoint,
         ..Default::default()
+    }
+}
+
+/// What a service port speaks: its `appProtocol`, else the prefix of its name (`http`,
+/// `http-web`, `grpc-api`, `tcp-db`…), as Istio reads them.
+fn port_protocol(port: &k8s::ServicePort) -> wire::AppProtocol {
+    match app_protocol(port.app_protocol.as_deref()) {
+        wire::AppProtocol::Unknown => {
+            let prefix = port
+                .name
+                .as_deref()
+                .map(|n| n.split('-').next().unwrap_or(n));
+            app_protocol(prefix)
+        }
+        known => known,
     }
 }
 

@@ -22,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tracing::debug;
 
-/// Largest request body read (and counted); larger ones are answered 413.
-const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+/// Largest request body read (and counted) unless configured; larger ones are answered 413.
+pub(crate) const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 
 /// Time allowed for each upstream call.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,13 +64,15 @@ fn hostname() -> String {
 pub(crate) struct Context {
     identity: Identity,
     upstreams: Vec<String>,
+    max_body: usize,
 }
 
 impl Context {
-    pub(crate) fn new(identity: Identity, upstreams: Vec<String>) -> Arc<Self> {
+    pub(crate) fn new(identity: Identity, upstreams: Vec<String>, max_body: usize) -> Arc<Self> {
         Arc::new(Self {
             identity,
             upstreams,
+            max_body,
         })
     }
 }
@@ -164,7 +166,7 @@ async fn answer(
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     debug!(%peer, method = %parts.method, path, version = ?parts.version, "HTTP request");
 
-    let body_bytes = match count_body(body).await {
+    let body_bytes = match count_body(body, context.max_body).await {
         Ok(count) => count,
         Err((status, error)) => return Ok(error_response(status, &error)),
     };
@@ -239,7 +241,7 @@ async fn answer(
 }
 
 /// Reads the body to its end, counting data bytes, without keeping them.
-async fn count_body(mut body: Incoming) -> Result<usize, (StatusCode, String)> {
+async fn count_body(mut body: Incoming, max: usize) -> Result<usize, (StatusCode, String)> {
     let mut count = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
@@ -250,10 +252,10 @@ async fn count_body(mut body: Incoming) -> Result<usize, (StatusCode, String)> {
         })?;
         if let Some(data) = frame.data_ref() {
             count = count.saturating_add(data.len());
-            if count > MAX_REQUEST_BODY {
+            if count > max {
                 return Err((
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is larger than {MAX_REQUEST_BODY} bytes"),
+                    format!("the request body is larger than {max} bytes"),
                 ));
             }
         }

@@ -48,6 +48,8 @@ pub struct EchoConfig {
     pub upstreams: Vec<String>,
     /// Address to bind (default 0.0.0.0).
     pub bind: IpAddr,
+    /// Largest request body counted (default 16 MiB); larger ones are answered 413.
+    pub max_body: usize,
 }
 
 impl Default for EchoConfig {
@@ -58,6 +60,7 @@ impl Default for EchoConfig {
             tcp_port: None,
             upstreams: Vec::new(),
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            max_body: http::MAX_REQUEST_BODY,
         }
     }
 }
@@ -80,7 +83,14 @@ pub async fn run(config: EchoConfig, shutdown: impl Future<Output = ()>) -> Resu
         Some(port) => Some(bind(SocketAddr::new(config.bind, port)).await?),
         None => None,
     };
-    serve(http, tcp, config.upstreams, shutdown).await
+    serve_as(
+        http::Identity::from_env(),
+        http,
+        tcp,
+        (config.upstreams, config.max_body),
+        shutdown,
+    )
+    .await
 }
 
 /// Like [`run`], on listeners the caller has already bound (tests bind port 0).
@@ -93,7 +103,14 @@ pub async fn serve(
     upstreams: Vec<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EchoError> {
-    serve_as(http::Identity::from_env(), http, tcp, upstreams, shutdown).await
+    serve_as(
+        http::Identity::from_env(),
+        http,
+        tcp,
+        (upstreams, http::MAX_REQUEST_BODY),
+        shutdown,
+    )
+    .await
 }
 
 /// [`serve`] with the identity given rather than read from the environment, so tests can
@@ -102,7 +119,7 @@ pub(crate) async fn serve_as(
     identity: http::Identity,
     http: Option<TcpListener>,
     tcp: Option<TcpListener>,
-    upstreams: Vec<String>,
+    (upstreams, max_body): (Vec<String>, usize),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EchoError> {
     check_settings(http.is_some(), tcp.is_some(), &upstreams)?;
@@ -121,7 +138,7 @@ pub(crate) async fn serve_as(
     if let Some(listener) = http {
         loops.spawn(http::accept_loop(
             listener,
-            http::Context::new(identity, upstreams),
+            http::Context::new(identity, upstreams, max_body),
         ));
     }
     if let Some(listener) = tcp {

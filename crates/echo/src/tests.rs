@@ -44,7 +44,7 @@ impl Echo {
             identity,
             Some(http),
             Some(tcp),
-            upstreams,
+            (upstreams, crate::http::MAX_REQUEST_BODY),
             async move {
                 let _ = stopped.await;
             },

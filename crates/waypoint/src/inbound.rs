@@ -1,10 +1,11 @@
 //! Accepting a tunnel: a verified `CONNECT` from a mesh peer, whose `:authority` is the
 //! original destination (a service VIP:port or a pod IP:port) and whose `forwarded`
 //! header names the original client. The peer must be of this mesh's trust domain and the
-//! destination one this waypoint knows; then the first bytes decide the protocol: an
-//! HTTP/1.x request line or the HTTP/2 preface is served as HTTP ([`crate::request`]);
-//! anything else — or nothing within [`DETECT_WITHIN`], for protocols where the server
-//! speaks first — is proxied as TCP, with the L7 policies evaluated on what L4 can see
+//! destination one this waypoint knows; then the protocol is what the service port
+//! declares (`appProtocol` or its name's prefix: `http`, `http2`, `grpc` → HTTP; `tcp`,
+//! `tls` → TCP), else the first bytes decide: an HTTP/1.x request line or the HTTP/2
+//! preface is served as HTTP ([`crate::request`]); anything else — or nothing within
+//! [`DETECT_WITHIN`], for protocols where the server speaks first — is proxied as TCP, with the L7 policies evaluated on what L4 can see
 //! (an ALLOW rule that needs HTTP matches nothing, a DENY rule denies on its L4 part).
 
 use std::io;
@@ -86,12 +87,41 @@ impl ConnectHandler for Handler {
                 return;
             }
         };
-        let (http, stream) = detect(stream).await;
-        match stream {
-            Ok(stream) if http => crate::request::serve(shared.clone(), tunnel, stream).await,
-            Ok(stream) => crate::request::tcp(shared.clone(), tunnel, stream).await,
-            Err(error) => tracing::debug!(%error, "tunnel closed during protocol detection"),
+        match declared(&snap, tunnel.target) {
+            Declared::Http => crate::request::serve(shared.clone(), tunnel, stream).await,
+            Declared::Tcp => crate::request::tcp(shared.clone(), tunnel, stream).await,
+            Declared::Unknown => {
+                let (http, stream) = detect(stream).await;
+                match stream {
+                    Ok(stream) if http => {
+                        crate::request::serve(shared.clone(), tunnel, stream).await;
+                    }
+                    Ok(stream) => crate::request::tcp(shared.clone(), tunnel, stream).await,
+                    Err(error) => {
+                        tracing::debug!(%error, "tunnel closed during protocol detection")
+                    }
+                }
+            }
         }
+    }
+}
+
+/// What the destination port says it speaks.
+enum Declared {
+    Http,
+    Tcp,
+    Unknown,
+}
+
+fn declared(snap: &ztunnel::state::Snapshot, target: SocketAddr) -> Declared {
+    use ztunnel::state::AppProtocol;
+    let port = snap
+        .service_by_vip(target.ip())
+        .and_then(|s| s.ports.iter().find(|p| p.service_port == target.port()));
+    match port.map(|p| p.protocol) {
+        Some(AppProtocol::Http | AppProtocol::Http2 | AppProtocol::Grpc) => Declared::Http,
+        Some(AppProtocol::Tcp | AppProtocol::Tls) => Declared::Tcp,
+        Some(AppProtocol::Unknown) | None => Declared::Unknown,
     }
 }
 

@@ -32,7 +32,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use policy::{Decision, HttpRequest, L4Request};
 use ztunnel::metrics::TcpLabels;
-use ztunnel::state::Snapshot;
+use ztunnel::state::{AppProtocol, Snapshot};
 
 use crate::app::Shared;
 use crate::inbound::Tunnel;
@@ -227,7 +227,14 @@ async fn handle(
     exchange.labels.peers =
         std::mem::take(&mut exchange.labels.peers).with_destination(&endpoint.workload);
     // Forward.
-    let version = if req.version() == HttpVersion::HTTP_2 {
+    // HTTP/2 upstream for h2 clients and for ports that say they speak it (gRPC).
+    let declared_h2 = service.as_deref().is_some_and(|s| {
+        s.ports.iter().any(|p| {
+            p.service_port == tunnel.target.port()
+                && matches!(p.protocol, AppProtocol::Http2 | AppProtocol::Grpc)
+        })
+    });
+    let version = if req.version() == HttpVersion::HTTP_2 || declared_h2 {
         Version::H2
     } else {
         Version::H1
@@ -997,40 +1004,4 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_refusal_has_its_status_flag_and_body() {
-        let denied = Refusal::Denied {
-            policy: "shop/get-only".into(),
-            reason: "no rule matched".into(),
-        };
-        assert_eq!(
-            denied.answer(),
-            (StatusCode::FORBIDDEN, "-", "RBAC: access denied")
-        );
-        assert_eq!(
-            Refusal::NoRoute(String::new()).answer().0,
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(Refusal::NoHealthyUpstream(String::new()).answer().1, "UH");
-        assert_eq!(Refusal::ConnectFailed(String::new()).answer().1, "UF");
-        assert_eq!(Refusal::UpstreamReset(String::new()).answer().1, "UC");
-    }
-
-    #[test]
-    fn hosts_lose_their_port() {
-        assert_eq!(strip_port("reviews:9080"), "reviews");
-        assert_eq!(strip_port("reviews"), "reviews");
-        assert_eq!(strip_port("[fd00::1]:80"), "fd00::1");
-    }
-
-    #[test]
-    fn request_ids_are_uuid_shaped_and_differ() {
-        let (a, b) = (new_request_id(), new_request_id());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(a.matches('-').count(), 4);
-    }
-}
+mod tests;

@@ -50,6 +50,25 @@ pub enum WaypointAddress {
     },
 }
 
+/// What a service port speaks, as its Service says (`appProtocol`, or its name's prefix:
+/// `http-…`, `grpc-…`): the waypoint serves HTTP without sniffing, or TCP as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum AppProtocol {
+    /// Not said: the first bytes decide.
+    #[default]
+    Unknown,
+    /// HTTP/1.1.
+    Http,
+    /// HTTP/2 (cleartext).
+    Http2,
+    /// gRPC (HTTP/2).
+    Grpc,
+    /// Opaque TCP.
+    Tcp,
+    /// TLS (opaque to the mesh).
+    Tls,
+}
+
 /// A service port and the workload port it maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PortMapping {
@@ -57,6 +76,8 @@ pub struct PortMapping {
     pub service_port: u16,
     /// Port the workload listens on (0 = same as the service port).
     pub target_port: u16,
+    /// What the port speaks.
+    pub protocol: AppProtocol,
 }
 
 /// A workload (pod, VM) as ztunnel needs it.

@@ -24,6 +24,9 @@ pub(crate) struct EchoArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     bind: std::net::IpAddr,
+    /// Largest request body counted, in bytes (default 16 MiB); larger ones get 413.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +51,7 @@ pub(crate) async fn echo(args: EchoArgs) -> anyhow::Result<()> {
         tcp_port: args.tcp_port,
         upstreams: args.upstreams,
         bind: args.bind,
+        max_body: args.max_body,
     };
     echo::run(config, terminated()).await?;
     Ok(())

@@ -872,3 +872,35 @@ fn an_enrolled_pod_is_plaintext_until_its_node_agent_reports_it_captured() {
 fn objects_without_enrolment() -> BTreeMap<ObjectKey, Resource> {
     objects(&shop_with(fixtures::Namespace::new("shop")))
 }
+
+#[test]
+fn a_service_port_says_its_protocol_by_app_protocol_or_name_prefix() {
+    let yaml = "apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  ports:
+    - {name: grpc-api, port: 9000}
+    - {name: http, port: 80}
+    - {name: web, port: 81, appProtocol: http2}
+    - {name: tcp-db, port: 5432}
+    - {name: admin, port: 9090}
+";
+    let c = compile(yaml);
+    let service = c.service("shop/api.shop.svc.cluster.local").unwrap();
+    let protocols: Vec<(u32, i32)> = service
+        .ports
+        .iter()
+        .map(|p| (p.service_port, p.app_protocol))
+        .collect();
+    assert_eq!(
+        protocols,
+        [
+            (9000, wire::AppProtocol::Grpc as i32),
+            (80, wire::AppProtocol::Http11 as i32),
+            (81, wire::AppProtocol::Http2 as i32),
+            (5432, wire::AppProtocol::Tcp as i32),
+            (9090, wire::AppProtocol::Unknown as i32),
+        ]
+    );
+}

@@ -10,7 +10,7 @@ use policy::Policy;
 use xds::security as sec;
 use xds::workload as wire;
 
-use super::{PortMapping, Service, TunnelProtocol, WaypointAddress, Workload};
+use super::{AppProtocol, PortMapping, Service, TunnelProtocol, WaypointAddress, Workload};
 
 /// HBONE port used when a gateway does not say.
 const DEFAULT_HBONE_PORT: u16 = 15008;
@@ -182,9 +182,18 @@ fn ports(list: Vec<wire::Port>) -> Result<Vec<PortMapping>, String> {
                 })?;
             let target_port = u16::try_from(p.target_port)
                 .map_err(|_| format!("ports[{i}].target_port: {} is not a port", p.target_port))?;
+            let protocol = match wire::AppProtocol::try_from(p.app_protocol) {
+                Ok(wire::AppProtocol::Http11) => AppProtocol::Http,
+                Ok(wire::AppProtocol::Http2) => AppProtocol::Http2,
+                Ok(wire::AppProtocol::Grpc) => AppProtocol::Grpc,
+                Ok(wire::AppProtocol::Tcp) => AppProtocol::Tcp,
+                Ok(wire::AppProtocol::Tls) => AppProtocol::Tls,
+                Ok(wire::AppProtocol::Unknown) | Err(_) => AppProtocol::Unknown,
+            };
             Ok(PortMapping {
                 service_port,
                 target_port,
+                protocol,
             })
         })
         .collect()

@@ -1,0 +1,179 @@
+//! The request path against bad clients and what they see: the waypoint's own answers,
+//! malformed and oversized requests, slow headers — on in-memory connections, with an
+//! empty mesh (every destination unknown).
+
+use super::*;
+
+#[test]
+fn every_refusal_has_its_status_flag_and_body() {
+    let denied = Refusal::Denied {
+        policy: "shop/get-only".into(),
+        reason: "no rule matched".into(),
+    };
+    assert_eq!(
+        denied.answer(),
+        (StatusCode::FORBIDDEN, "-", "RBAC: access denied")
+    );
+    assert_eq!(
+        Refusal::NoRoute(String::new()).answer().0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(Refusal::NoHealthyUpstream(String::new()).answer().1, "UH");
+    assert_eq!(Refusal::ConnectFailed(String::new()).answer().1, "UF");
+    assert_eq!(Refusal::UpstreamReset(String::new()).answer().1, "UC");
+}
+
+#[test]
+fn hosts_lose_their_port() {
+    assert_eq!(strip_port("reviews:9080"), "reviews");
+    assert_eq!(strip_port("reviews"), "reviews");
+    assert_eq!(strip_port("[fd00::1]:80"), "fd00::1");
+}
+
+#[test]
+fn request_ids_are_uuid_shaped_and_differ() {
+    let (a, b) = (new_request_id(), new_request_id());
+    assert_ne!(a, b);
+    assert_eq!(a.len(), 36);
+    assert_eq!(a.matches('-').count(), 4);
+}
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+/// A waypoint's shared state with an empty mesh and an in-process CA.
+fn shared() -> Arc<Shared> {
+    let ca =
+        identity::CertificateAuthority::generate(identity::CaConfig::new("cluster.local")).unwrap();
+    let manager =
+        identity::CertificateManager::new(Arc::new(ca), identity::ManagerConfig::default());
+    let identity = identity::SpiffeId::new("cluster.local", "shop", "waypoint").unwrap();
+    Arc::new(Shared {
+        gateway: ("shop".into(), "waypoint".into()),
+        identity: identity.clone(),
+        state: Arc::default(),
+        policies: Arc::default(),
+        metrics: Arc::default(),
+        connector: crate::upstream::Connector {
+            identity,
+            pool: hbone::Pool::new(manager.clone(), hbone::ClientSettings::default()),
+            hbone_port: 15008,
+        },
+        clients: crate::upstream::HttpClients::default(),
+        manager,
+    })
+}
+
+/// A tunnel to an address nobody serves, from a shop client.
+fn tunnel() -> Arc<Tunnel> {
+    Arc::new(Tunnel {
+        peer: identity::SpiffeId::new("cluster.local", "shop", "client").unwrap(),
+        peer_addr: "10.0.0.2:40000".parse().unwrap(),
+        target: "10.96.0.9:80".parse().unwrap(),
+        client: "10.0.0.2".parse().unwrap(),
+    })
+}
+
+/// A connection being served; the client end.
+fn connection(shared: &Arc<Shared>) -> DuplexStream {
+    let (client, server) = tokio::io::duplex(1 << 20);
+    tokio::spawn(serve(shared.clone(), tunnel(), server));
+    client
+}
+
+/// What the server sends until it closes or a response head (and what followed it in
+/// the same read) has arrived.
+async fn answer(client: &mut DuplexStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_destination_without_a_route_is_404_nr_and_counted() {
+    let shared = shared();
+    let mut client = connection(&shared);
+    client
+        .write_all(b"GET /x HTTP/1.1\r\nhost: nowhere\r\n\r\n")
+        .await
+        .unwrap();
+    let text = answer(&mut client).await;
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    // The body may come in the next read.
+    let mut rest = [0u8; 256];
+    let n = client.read(&mut rest).await.unwrap_or(0);
+    let all = format!("{text}{}", String::from_utf8_lossy(&rest[..n]));
+    assert!(all.contains("no route to the destination"), "{all}");
+    let metrics = shared.metrics.encode();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        line.contains("response_code=\"404\"") && line.contains("response_flags=\"NR\""),
+        "{line}"
+    );
+    assert!(
+        line.contains("reporter=\"waypoint\"") && line.ends_with(" 1"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_refused_with_400_and_the_next_connection_is_served() {
+    let shared = shared();
+    let mut bad = connection(&shared);
+    bad.write_all(b"GET / HTTP/1.1\r\nbad header line\r\n\r\n")
+        .await
+        .unwrap();
+    let text = answer(&mut bad).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let mut good = connection(&shared);
+    good.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut good).await.starts_with("HTTP/1.1 404"));
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_without_buffering_them() {
+    let shared = shared();
+    let mut client = connection(&shared);
+    let big = "a".repeat(MAX_HEADER_BYTES + 1024);
+    let request = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n");
+    // The server may stop reading before all of it is written.
+    let _ = client.write_all(request.as_bytes()).await;
+    let text = answer(&mut client).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let shared = shared();
+    let mut client = connection(&shared);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(HEADER_TIMEOUT * 3, client.read(&mut buf)).await;
+    let n = read.expect("the connection is closed at the header timeout");
+    let text = String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).into_owned();
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert!(started.elapsed() >= HEADER_TIMEOUT);
+}
