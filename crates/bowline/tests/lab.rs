@@ -1631,3 +1631,218 @@ fn the_waypoint_speaks_h2c_and_streams_a_gib_upload_in_bounded_memory() {
         "the waypoint's peak RSS was {peak} KiB for a 1 GiB upload"
     );
 }
+
+/// The CA's gRPC interface as a test server: answers every CSR with one "certificate",
+/// refuses the CSR `refuse` with PERMISSION_DENIED.
+struct FakeCa;
+
+#[tonic::async_trait]
+impl xds::ca::istio_certificate_service_server::IstioCertificateService for FakeCa {
+    async fn create_certificate(
+        &self,
+        request: tonic::Request<xds::ca::IstioCertificateRequest>,
+    ) -> Result<tonic::Response<xds::ca::IstioCertificateResponse>, tonic::Status> {
+        if request.get_ref().csr == "refuse" {
+            return Err(tonic::Status::permission_denied("refused"));
+        }
+        Ok(tonic::Response::new(xds::ca::IstioCertificateResponse {
+            cert_chain: vec![format!("signed {}", request.get_ref().csr)],
+        }))
+    }
+}
+
+/// A listener on `port` inside lab namespace `ns`.
+async fn listen_in(lab: &Lab, ns: &str, port: u16) -> tokio::net::TcpListener {
+    let std_listener = netns::Namespace::existing(&lab.namespace(ns))
+        .run(move || {
+            let listener = std::net::TcpListener::bind(("0.0.0.0", port))?;
+            listener.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(listener)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::net::TcpListener::from_std(std_listener).unwrap()
+}
+
+/// Answers one WebSocket-style upgrade per connection with 101, then echoes bytes.
+async fn upgrade_echo(listener: tokio::net::TcpListener) {
+    use hyper::service::service_fn;
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let service = service_fn(
+                |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                    let upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = upgrade.await {
+                            let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                            let (mut r, mut w) = tokio::io::split(&mut io);
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                    });
+                    let mut response =
+                        hyper::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                    *response.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                    response.headers_mut().insert(
+                        "upgrade",
+                        hyper::header::HeaderValue::from_static("websocket"),
+                    );
+                    response.headers_mut().insert(
+                        "connection",
+                        hyper::header::HeaderValue::from_static("upgrade"),
+                    );
+                    Ok::<_, std::convert::Infallible>(response)
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+#[test]
+fn grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry() {
+    if !root_or_skip("grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry") {
+        return;
+    }
+    use test_support::fixtures::{self, Container, Pod, Port, Service};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A pod whose servers are this test's (in its namespace), behind two bound services.
+    let apps = fixtures::documents(&[
+        &Pod::new("apps", "shop")
+            .label("app", "apps")
+            .node("node-2")
+            .container(Container::new("idle").command(&["sleep", "infinity"])),
+        &Service::new("grpc", "shop")
+            .label("istio.io/use-waypoint", "waypoint")
+            .selector("app", "apps")
+            .port(Port::new(9000).name("grpc").target("9000")),
+        &Service::new("ws", "shop")
+            .label("istio.io/use-waypoint", "waypoint")
+            .selector("app", "apps")
+            .port(Port::new(80).name("http").target("8081")),
+    ]);
+    let lab = Lab::new("t5grpc", &format!("{}\n---\n{apps}", mesh_with_waypoint()));
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let grpc: std::net::SocketAddr = format!("{}:9000", address_in(&status, "shop/grpc", true))
+        .parse()
+        .unwrap();
+    let ws: std::net::SocketAddr = format!("{}:80", address_in(&status, "shop/ws", true))
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let grpc_listener = listen_in(&lab, "p-shop-apps", 9000).await;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    xds::ca::istio_certificate_service_server::IstioCertificateServiceServer::new(
+                        FakeCa,
+                    ),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                    grpc_listener,
+                )),
+        );
+        tokio::spawn(upgrade_echo(listen_in(&lab, "p-shop-apps", 8081).await));
+
+        // gRPC (tonic both ends) through the waypoint: an answer, then a refusal.
+        let lab_ref = &lab;
+        let namespace = lab_ref.namespace("p-shop-client");
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_| {
+                let namespace = namespace.clone();
+                async move {
+                    let std_tcp = netns::Namespace::existing(&namespace)
+                        .run(move || {
+                            let tcp = std::net::TcpStream::connect_timeout(&grpc, Duration::from_secs(5))?;
+                            tcp.set_nonblocking(true)?;
+                            Ok::<_, std::io::Error>(tcp)
+                        })
+                        .await
+                        .map_err(std::io::Error::other)??;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::TcpStream::from_std(std_tcp)?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut client =
+            xds::ca::istio_certificate_service_client::IstioCertificateServiceClient::new(channel);
+        let answer = client
+            .create_certificate(xds::ca::IstioCertificateRequest {
+                csr: "csr-1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.get_ref().cert_chain, ["signed csr-1"]);
+        let refused = client
+            .create_certificate(xds::ca::IstioCertificateRequest {
+                csr: "refuse".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+        // An HTTP/1.1 upgrade through the waypoint, then bytes both ways.
+        let mut tcp = connect_from(&lab, "p-shop-client", ws).await;
+        tcp.write_all(
+            b"GET /chat HTTP/1.1\r\nhost: ws.shop\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "{}", String::from_utf8_lossy(&head));
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        tcp.write_all(b"hello through the waypoint").await.unwrap();
+        let mut echoed = [0u8; 26];
+        tcp.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"hello through the waypoint");
+    });
+    // The waypoint counted gRPC by its status.
+    let (code, metrics) = lab
+        .request_from(
+            "p-shop-waypoint-0",
+            "GET",
+            "http://127.0.0.1:15020/stats/prometheus",
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(code, 200);
+    let grpc_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total{") && l.contains("request_protocol=\"grpc\"")
+        })
+        .collect();
+    for status in ["0", "7"] {
+        assert!(
+            grpc_lines
+                .iter()
+                .any(|l| l.contains(&format!("grpc_response_status=\"{status}\""))),
+            "grpc-status {status} counted: {grpc_lines:?}"
+        );
+    }
+}

@@ -180,10 +180,25 @@ fn meaning_errors_name_the_field_and_the_fix() {
     }
 }
 
+/// A `kind` route `name` in `shop` attached to `parent` with `spec`'s other fields.
+fn route(kind: &str, name: &str, parent: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{parentRefs: [{parent}], {spec}}}\n"
+    )
+}
+
+/// An `HTTPRoute` in `shop` attached to `parent` with one rule that matches everything.
+fn http_route_to(parent: &str) -> String {
+    route("HTTPRoute", "r", parent, "rules: [{}]")
+}
+
 /// An `HTTPRoute` in `shop` attached to the `reviews` Service with `spec`'s other fields.
 fn http_route(spec: &str) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: shop}}\nspec: {{parentRefs: [{{group: \"\", kind: Service, name: reviews}}], {spec}}}\n"
+    route(
+        "HTTPRoute",
+        "r",
+        "{group: \"\", kind: Service, name: reviews}",
+        spec,
     )
 }
 
@@ -194,8 +209,11 @@ fn http_rule(rule: &str) -> String {
 
 /// A `GRPCRoute` in `shop` attached to the `ratings` Service with one rule.
 fn grpc_rule(rule: &str) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: shop}}\nspec: {{parentRefs: [{{group: \"\", kind: Service, name: ratings}}], rules: [{rule}]}}\n"
+    route(
+        "GRPCRoute",
+        "g",
+        "{group: \"\", kind: Service, name: ratings}",
+        &format!("rules: [{rule}]"),
     )
 }
 
@@ -211,22 +229,22 @@ fn route_refusals() -> Vec<(String, &'static str, &'static str)> {
             "a route needs a parent",
         ),
         (
-            http_rule("{}").replace("kind: Service, name: reviews", "kind: Deployment, name: reviews"),
+            http_route_to("{group: \"\", kind: Deployment, name: reviews}"),
             "spec.parentRefs[0].kind",
             "attaches to a Service (group \"\", kind: Service) or a waypoint's Gateway",
         ),
         (
-            http_rule("{}").replace("group: \"\", kind: Service", "group: apps, kind: Service"),
+            http_route_to("{group: apps, kind: Service, name: reviews}"),
             "spec.parentRefs[0].group",
             "group \"apps\" does not go with kind Service: write group \"\" for a Service",
         ),
         (
-            http_rule("{}").replace("kind: Service, name: reviews", "name: waypoint"),
+            http_route_to("{group: \"\", name: waypoint}"),
             "spec.parentRefs[0].group",
             "does not go with kind Gateway",
         ),
         (
-            http_rule("{}").replace("name: reviews}", "name: reviews, namespace: Other}"),
+            http_route_to("{group: \"\", kind: Service, name: reviews, namespace: Other}"),
             "spec.parentRefs[0].namespace",
             "not a valid name",
         ),

@@ -751,6 +751,7 @@ fn prepare(
         inner: body,
         count: exchange.request_bytes.clone(),
         on_end: None,
+        grpc_status: None,
     };
     Request::from_parts(parts, counted.boxed())
 }
@@ -812,16 +813,22 @@ fn local(
 }
 
 /// `body`, recording the exchange (metrics, access log) once it ends or is dropped.
-fn finishing<B>(shared: &Arc<Shared>, exchange: Exchange, body: B) -> ResponseBody
+fn finishing<B>(shared: &Arc<Shared>, mut exchange: Exchange, body: B) -> ResponseBody
 where
     B: Body<Data = Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
 {
     let shared = shared.clone();
-    let on_end: OnEnd = Box::new(move |bytes, complete| finish(&shared, exchange, bytes, complete));
+    let on_end: OnEnd = Box::new(move |bytes, complete, grpc_status| {
+        if let Some(status) = grpc_status {
+            exchange.labels.grpc_response_status = status;
+        }
+        finish(&shared, exchange, bytes, complete);
+    });
     Counted {
         inner: body,
         count: Arc::new(AtomicU64::new(0)),
         on_end: Some(on_end),
+        grpc_status: None,
     }
     .boxed()
 }
@@ -857,14 +864,17 @@ fn finish(shared: &Shared, mut exchange: Exchange, response_bytes: u64, complete
     );
 }
 
-type OnEnd = Box<dyn FnOnce(u64, bool) + Send + Sync>;
+/// Called once when a body ends: (data bytes, whether it completed, `grpc-status` from
+/// its trailers).
+type OnEnd = Box<dyn FnOnce(u64, bool, Option<String>) + Send + Sync>;
 
-/// A body that counts its data bytes and calls `on_end` (bytes, whether it completed)
+/// A body that counts its data bytes, notes a `grpc-status` trailer, and calls `on_end`
 /// once: when it ends, or when it is dropped before.
 struct Counted<B> {
     inner: B,
     count: Arc<AtomicU64>,
     on_end: Option<OnEnd>,
+    grpc_status: Option<String>,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
@@ -880,6 +890,13 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                if let Some(status) = frame
+                    .trailers_ref()
+                    .and_then(|t| t.get("grpc-status"))
+                    .and_then(|v| v.to_str().ok())
+                {
+                    self.grpc_status = Some(status.to_owned());
                 }
                 // A body of known length is not polled past its last byte.
                 if self.inner.is_end_stream() {
@@ -906,7 +923,11 @@ impl<B> Counted<B> {
     /// Calls `on_end` once.
     fn end(&mut self, complete: bool) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(self.count.load(Ordering::Relaxed), complete);
+            on_end(
+                self.count.load(Ordering::Relaxed),
+                complete,
+                self.grpc_status.take(),
+            );
         }
     }
 }

@@ -7,29 +7,187 @@
 //! Owns: the route types. Must not: judge them ([`crate::validate`] does) or compile them
 //! (the control plane does). `status` is kept as written and never read: it is what some
 //! controller once reported, not something a user can assert.
+//!
+//! What the two kinds share is written once: [`Route`], [`RouteSpec`] and [`BackendRef`]
+//! are generic over the kind's rule or filter ([`RouteRule`], [`RouteFilter`]) and named
+//! per kind by aliases ([`HttpRoute`], [`GrpcBackendRef`], ...), which serde's errors
+//! keep saying (`expected struct HttpBackendRef`); the fields an object reference or a
+//! filter always has are declared by [`object_ref!`] and [`route_filter!`].
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{GATEWAY_API_GROUP, ObjectMeta};
 
+/// A route kind's rule ([`HttpRouteRule`], [`GrpcRouteRule`]): what [`Route`] and
+/// [`RouteSpec`] take to be that kind's.
+pub trait RouteRule {
+    /// The route's name in serde's errors (`expected struct HttpRoute`).
+    const ROUTE: &'static str;
+    /// The spec's name in serde's errors (`expected struct HttpRouteSpec`).
+    const SPEC: &'static str;
+    /// `name`: the rule's name, unique in the route.
+    fn name(&self) -> Option<&str>;
+}
+
+/// A route kind's filter ([`HttpRouteFilter`], [`GrpcRouteFilter`]): what [`BackendRef`]
+/// takes to be that kind's, and the fields both kinds' filters have.
+pub trait RouteFilter {
+    /// The kind's `backendRefs` entry's name in serde's errors (`expected struct
+    /// HttpBackendRef`).
+    const BACKEND_REF: &'static str;
+    /// `type`: which one field says what the filter does.
+    fn type_(&self) -> &str;
+    /// `requestHeaderModifier`.
+    fn request_header_modifier(&self) -> Option<&HeaderModifier>;
+    /// `responseHeaderModifier`.
+    fn response_header_modifier(&self) -> Option<&HeaderModifier>;
+    /// `requestMirror`.
+    fn request_mirror(&self) -> Option<&RequestMirror>;
+    /// `extensionRef`.
+    fn extension_ref(&self) -> Option<&LocalObjectRef>;
+}
+
+/// Declares a struct whose fields start with those of a Gateway API object reference,
+/// `group`, `kind`, `name`, `namespace` and `port`, documented by the texts given (or by
+/// a backend's, for `backend;`), and go on with the fields written after them.
+macro_rules! object_ref {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident $(<$param:ident>)? {
+            backend;
+            $($fields:tt)*
+        }
+    ) => {
+        object_ref! {
+            $(#[$attr])*
+            pub struct $name $(<$param>)? {
+                group: "API group, `\"\"` (core, the default).",
+                kind: "`Service` (the default).",
+                name: "The Service's name.",
+                namespace: "Its namespace (the route's own when omitted).",
+                port: "The Service port (required for a Service).";
+                $($fields)*
+            }
+        }
+    };
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident $(<$param:ident>)? {
+            group: $group:literal,
+            kind: $kind:literal,
+            name: $object:literal,
+            namespace: $namespace:literal,
+            port: $port:literal;
+            $($fields:tt)*
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $name $(<$param>)? {
+            #[doc = $group]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub group: Option<String>,
+            #[doc = $kind]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub kind: Option<String>,
+            #[doc = $object]
+            pub name: String,
+            #[doc = $namespace]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub namespace: Option<String>,
+            #[doc = $port]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub port: Option<u16>,
+            $($fields)*
+        }
+    };
+}
+
+/// Declares a route kind's filter and its [`RouteFilter`] (`backend_ref` the name of the
+/// kind's [`BackendRef`]): `type` (documented by the types it can name), the header
+/// modifiers, the fields written here (the kind's own filters), then `requestMirror` and
+/// `extensionRef`.
+macro_rules! route_filter {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident($backend_ref:literal) {
+            type: $types:literal;
+            $($fields:tt)*
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $name {
+            #[doc = $types]
+            #[serde(rename = "type")]
+            pub type_: String,
+            /// Headers (gRPC: metadata) changed on the request.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub request_header_modifier: Option<HeaderModifier>,
+            /// Headers (gRPC: metadata) changed on the response.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub response_header_modifier: Option<HeaderModifier>,
+            $($fields)*
+            /// Send a copy of the request (gRPC: the call) elsewhere, ignoring the answer.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub request_mirror: Option<RequestMirror>,
+            /// An implementation's own filter (Bowline has none).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub extension_ref: Option<LocalObjectRef>,
+        }
+
+        impl RouteFilter for $name {
+            const BACKEND_REF: &'static str = $backend_ref;
+
+            fn type_(&self) -> &str {
+                &self.type_
+            }
+
+            fn request_header_modifier(&self) -> Option<&HeaderModifier> {
+                self.request_header_modifier.as_ref()
+            }
+
+            fn response_header_modifier(&self) -> Option<&HeaderModifier> {
+                self.response_header_modifier.as_ref()
+            }
+
+            fn request_mirror(&self) -> Option<&RequestMirror> {
+                self.request_mirror.as_ref()
+            }
+
+            fn extension_ref(&self) -> Option<&LocalObjectRef> {
+                self.extension_ref.as_ref()
+            }
+        }
+    };
+}
+
 /// Gateway API `HTTPRoute`.
+pub type HttpRoute = Route<HttpRouteRule>;
+/// Gateway API `GRPCRoute`.
+pub type GrpcRoute = Route<GrpcRouteRule>;
+/// `HTTPRoute.spec`.
+pub type HttpRouteSpec = RouteSpec<HttpRouteRule>;
+/// `GRPCRoute.spec`.
+pub type GrpcRouteSpec = RouteSpec<GrpcRouteRule>;
+
+/// A route of the kind whose rules are `R` ([`HttpRoute`], [`GrpcRoute`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpRoute {
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[serde(bound(deserialize = "R: RouteRule + Default + Deserialize<'de>"))]
+pub struct Route<R> {
     /// Metadata.
     pub metadata: ObjectMeta,
     /// Spec.
     #[serde(default)]
-    pub spec: HttpRouteSpec,
+    pub spec: RouteSpec<R>,
     /// Status, as a `kubectl get -o yaml` export carries it: kept, never trusted or read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
 }
 
-/// `HTTPRoute.spec`.
+/// A route's `spec` ([`HttpRouteSpec`], [`GrpcRouteSpec`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpRouteSpec {
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec<R> {
     /// What the route attaches to: Services (GAMMA) or waypoint Gateways (required).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parent_refs: Vec<ParentRef>,
@@ -38,31 +196,24 @@ pub struct HttpRouteSpec {
     pub hostnames: Vec<String>,
     /// Rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<HttpRouteRule>,
+    pub rules: Vec<R>,
 }
 
-/// A route's `parentRefs` entry (the Gateway API's `ParentReference`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ParentRef {
-    /// API group: `""` with kind `Service` (GAMMA), or `gateway.networking.k8s.io`
-    /// (the default) with kind `Gateway`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// `Gateway` (the default) or `Service`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// The parent's name.
-    pub name: String,
-    /// The parent's namespace (the route's own when omitted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// The parent's port (a Service port, or a Gateway listener's port).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// A Gateway listener's name, or a Service port's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub section_name: Option<String>,
+object_ref! {
+    /// A route's `parentRefs` entry (the Gateway API's `ParentReference`).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ParentRef {
+        group: "API group: `\"\"` with kind `Service` (GAMMA), or `gateway.networking.k8s.io` \
+            (the default) with kind `Gateway`.",
+        kind: "`Gateway` (the default) or `Service`.",
+        name: "The parent's name.",
+        namespace: "The parent's namespace (the route's own when omitted).",
+        port: "The parent's port (a Service port, or a Gateway listener's port).";
+        /// A Gateway listener's name, or a Service port's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub section_name: Option<String>,
+    }
 }
 
 /// What a [`ParentRef`] attaches a route to.
@@ -180,36 +331,24 @@ impl HeaderMatch {
     }
 }
 
-/// An HTTP filter: `type` names the one field that says what it does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpRouteFilter {
-    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`,
-    /// `URLRewrite`, `RequestMirror` or `ExtensionRef`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// Headers changed on the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_header_modifier: Option<HeaderModifier>,
-    /// Headers changed on the response.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_header_modifier: Option<HeaderModifier>,
-    /// Answer with a redirect instead of forwarding.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_redirect: Option<RequestRedirect>,
-    /// Change the host or path before forwarding.
-    #[serde(
-        default,
-        rename = "urlRewrite",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub url_rewrite: Option<UrlRewrite>,
-    /// Send a copy of the request elsewhere, ignoring the answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_mirror: Option<RequestMirror>,
-    /// An implementation's own filter (Bowline has none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extension_ref: Option<LocalObjectRef>,
+route_filter! {
+    /// An HTTP filter: `type` names the one field that says what it does.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct HttpRouteFilter("HttpBackendRef") {
+        type: "`RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`, \
+            `URLRewrite`, `RequestMirror` or `ExtensionRef`.";
+        /// Answer with a redirect instead of forwarding.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub request_redirect: Option<RequestRedirect>,
+        /// Change the host or path before forwarding.
+        #[serde(
+            default,
+            rename = "urlRewrite",
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub url_rewrite: Option<UrlRewrite>,
+    }
 }
 
 /// `requestHeaderModifier` / `responseHeaderModifier`: applied as `set`, `add`, `remove`.
@@ -296,24 +435,13 @@ pub struct RequestMirror {
     pub percent: Option<u32>,
 }
 
-/// A backend named without weight or filters (a mirror's `backendRef`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BackendObjectRef {
-    /// API group, `""` (core, the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// `Service` (the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// The Service's name.
-    pub name: String,
-    /// Its namespace (the route's own when omitted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// The Service port (required for a Service).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
+object_ref! {
+    /// A backend named without weight or filters (a mirror's `backendRef`).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct BackendObjectRef {
+        backend;
+    }
 }
 
 /// An object in the route's namespace (an `extensionRef`).
@@ -330,32 +458,28 @@ pub struct LocalObjectRef {
 }
 
 /// An HTTP rule's `backendRefs` entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpBackendRef {
-    /// API group, `""` (core, the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// `Service` (the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// The Service's name.
-    pub name: String,
-    /// Its namespace (the route's own when omitted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// The Service port (required for a Service).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// This backend's share of the rule's requests, 0-1,000,000 (1 when omitted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<u32>,
-    /// Filters for requests sent to this backend only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<HttpRouteFilter>,
+pub type HttpBackendRef = BackendRef<HttpRouteFilter>;
+/// A gRPC rule's `backendRefs` entry.
+pub type GrpcBackendRef = BackendRef<GrpcRouteFilter>;
+
+object_ref! {
+    /// A rule's `backendRefs` entry, with filters of its route's kind `F`
+    /// ([`HttpBackendRef`], [`GrpcBackendRef`]).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+    pub struct BackendRef<F> {
+        backend;
+        /// This backend's share of the rule's requests (calls), 0-1,000,000 (1 when
+        /// omitted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub weight: Option<u32>,
+        /// Filters for requests (calls) sent to this backend only.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub filters: Vec<F>,
+    }
 }
 
-impl HttpBackendRef {
+impl<F> BackendRef<F> {
     /// The weight, 1 when omitted.
     pub fn effective_weight(&self) -> u32 {
         self.weight.unwrap_or(1)
@@ -388,35 +512,6 @@ pub struct Retry {
     /// The wait before a retry, a Gateway API duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<String>,
-}
-
-/// Gateway API `GRPCRoute`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GrpcRoute {
-    /// Metadata.
-    pub metadata: ObjectMeta,
-    /// Spec.
-    #[serde(default)]
-    pub spec: GrpcRouteSpec,
-    /// Status, as a `kubectl get -o yaml` export carries it: kept, never trusted or read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<serde_json::Value>,
-}
-
-/// `GRPCRoute.spec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GrpcRouteSpec {
-    /// What the route attaches to: Services (GAMMA) or waypoint Gateways (required).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub parent_refs: Vec<ParentRef>,
-    /// Host names the route answers for (`*.` prefix for a wildcard); none: every host.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hostnames: Vec<String>,
-    /// Rules.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<GrpcRouteRule>,
 }
 
 /// A `GRPCRoute` rule.
@@ -471,57 +566,123 @@ impl GrpcMethodMatch {
     }
 }
 
-/// A gRPC filter: `type` names the one field that says what it does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GrpcRouteFilter {
-    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestMirror` or
-    /// `ExtensionRef`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// Metadata changed on the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_header_modifier: Option<HeaderModifier>,
-    /// Metadata changed on the response.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_header_modifier: Option<HeaderModifier>,
-    /// Send a copy of the call elsewhere, ignoring the answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_mirror: Option<RequestMirror>,
-    /// An implementation's own filter (Bowline has none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extension_ref: Option<LocalObjectRef>,
+route_filter! {
+    /// A gRPC filter: `type` names the one field that says what it does.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct GrpcRouteFilter("GrpcBackendRef") {
+        type: "`RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestMirror` or `ExtensionRef`.";
+    }
 }
 
-/// A gRPC rule's `backendRefs` entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GrpcBackendRef {
-    /// API group, `""` (core, the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// `Service` (the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// The Service's name.
-    pub name: String,
-    /// Its namespace (the route's own when omitted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// The Service port (required for a Service).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// This backend's share of the rule's calls, 0-1,000,000 (1 when omitted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<u32>,
-    /// Filters for calls sent to this backend only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<GrpcRouteFilter>,
+/// [`RouteRule`] for each route kind's rule type, with the names serde gives the kind's
+/// [`Route`] and [`RouteSpec`].
+macro_rules! route_rules {
+    ($($rule:ty => $route:literal, $spec:literal;)*) => {$(
+        impl RouteRule for $rule {
+            const ROUTE: &'static str = $route;
+            const SPEC: &'static str = $spec;
+
+            fn name(&self) -> Option<&str> {
+                self.name.as_deref()
+            }
+        }
+    )*};
 }
 
-impl GrpcBackendRef {
-    /// The weight, 1 when omitted.
-    pub fn effective_weight(&self) -> u32 {
-        self.weight.unwrap_or(1)
+route_rules! {
+    HttpRouteRule => "HttpRoute", "HttpRouteSpec";
+    GrpcRouteRule => "GrpcRoute", "GrpcRouteSpec";
+}
+
+/// Serde for the generic route parts: the derived code (their `remote = "Self"` makes it
+/// inherent functions), deserializing under the name `name` gives for the kind, so that
+/// errors say `expected struct HttpBackendRef` as they would of a type of that name.
+macro_rules! named_serde {
+    ($($type:ident<$param:ident: $bound:ident> => $name:expr),* $(,)?) => {$(
+        impl<$param: Serialize> Serialize for $type<$param> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                Self::serialize(self, serializer)
+            }
+        }
+
+        impl<'de, $param: $bound + Default + Deserialize<'de>> Deserialize<'de> for $type<$param> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                Self::deserialize(named::Struct { inner: deserializer, name: $name })
+            }
+        }
+    )*};
+}
+
+named_serde!(
+    Route<R: RouteRule> => R::ROUTE,
+    RouteSpec<R: RouteRule> => R::SPEC,
+    BackendRef<F: RouteFilter> => F::BACKEND_REF,
+);
+
+/// A deserializer that gives the struct deserialized through it another name.
+mod named {
+    use std::fmt;
+
+    use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// `inner`, deserializing a struct as one named `name`. Only `deserialize_struct` (all
+    /// that derived struct code calls) is changed; the rest goes to `inner` as is.
+    pub(super) struct Struct<D> {
+        pub(super) inner: D,
+        pub(super) name: &'static str,
+    }
+
+    impl<'de, D: Deserializer<'de>> Deserializer<'de> for Struct<D> {
+        type Error = D::Error;
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            let visitor = Named {
+                inner: visitor,
+                name: self.name,
+            };
+            self.inner.deserialize_struct(self.name, fields, visitor)
+        }
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.inner.deserialize_any(visitor)
+        }
+
+        fn is_human_readable(&self) -> bool {
+            self.inner.is_human_readable()
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    /// A struct's visitor, expecting `struct <name>`.
+    struct Named<V> {
+        inner: V,
+        name: &'static str,
+    }
+
+    impl<'de, V: Visitor<'de>> Visitor<'de> for Named<V> {
+        type Value = V::Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "struct {}", self.name)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+            self.inner.visit_map(map)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+            self.inner.visit_seq(seq)
+        }
     }
 }

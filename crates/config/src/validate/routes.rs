@@ -14,6 +14,20 @@ use std::time::Duration;
 use super::{Invalid, dns_name, invalid};
 use crate::resources::*;
 
+/// The [`Backend`] of `reference`, a backend reference of any kind (they all have a
+/// Gateway API `BackendObjectReference`'s fields).
+macro_rules! backend {
+    ($reference:ident) => {
+        Backend {
+            group: $reference.group.as_deref(),
+            kind: $reference.kind.as_deref(),
+            name: &$reference.name,
+            namespace: $reference.namespace.as_deref(),
+            port: $reference.port,
+        }
+    };
+}
+
 /// The methods an `HTTPRoute` can match (the Gateway API's `HTTPMethod`).
 pub const HTTP_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -59,47 +73,24 @@ pub fn gateway_duration(text: &str) -> Option<Duration> {
 
 /// Checks an `HTTPRoute`.
 pub(super) fn http_route(route: &HttpRoute) -> Result<(), Invalid> {
-    let spec = &route.spec;
-    parent_refs(&spec.parent_refs)?;
-    hostnames(&spec.hostnames)?;
-    rule_names(spec.rules.iter().map(|r| r.name.as_deref()))?;
-    for (r, rule) in spec.rules.iter().enumerate() {
-        http_rule(rule, &format!("spec.rules[{r}]"))?;
-    }
-    Ok(())
+    route_spec(&route.spec, http_rule)
 }
 
 /// Checks a `GRPCRoute`.
 pub(super) fn grpc_route(route: &GrpcRoute) -> Result<(), Invalid> {
-    let spec = &route.spec;
+    route_spec(&route.spec, grpc_rule)
+}
+
+/// Checks a route's spec, each rule with its kind's `rule` check.
+fn route_spec<R: RouteRule>(
+    spec: &RouteSpec<R>,
+    rule: fn(&R, &str) -> Result<(), Invalid>,
+) -> Result<(), Invalid> {
     parent_refs(&spec.parent_refs)?;
     hostnames(&spec.hostnames)?;
-    rule_names(spec.rules.iter().map(|r| r.name.as_deref()))?;
-    for (r, rule) in spec.rules.iter().enumerate() {
-        let at = format!("spec.rules[{r}]");
-        for (m, matched) in rule.matches.iter().enumerate() {
-            let at = format!("{at}.matches[{m}]");
-            if let Some(method) = &matched.method {
-                grpc_method(method, &format!("{at}.method"))?;
-            }
-            header_matches(&matched.headers, "header", &format!("{at}.headers"))?;
-        }
-        grpc_filters(&rule.filters, &at)?;
-        for (b, backend) in rule.backend_refs.iter().enumerate() {
-            let at = format!("{at}.backendRefs[{b}]");
-            backend_ref(
-                Backend {
-                    group: backend.group.as_deref(),
-                    kind: backend.kind.as_deref(),
-                    name: &backend.name,
-                    namespace: backend.namespace.as_deref(),
-                    port: backend.port,
-                },
-                &at,
-            )?;
-            weight(backend.weight, &at)?;
-            grpc_filters(&backend.filters, &at)?;
-        }
+    rule_names(spec.rules.iter().map(R::name))?;
+    for (r, checked) in spec.rules.iter().enumerate() {
+        rule(checked, &format!("spec.rules[{r}]"))?;
     }
     Ok(())
 }
@@ -241,7 +232,7 @@ fn http_rule(rule: &HttpRouteRule, at: &str) -> Result<(), Invalid> {
             );
         }
     }
-    http_filters(&rule.filters, at)?;
+    filters(&rule.filters, at)?;
     // A prefix is replaced only where one prefix matched (an omitted match is `/`).
     let one_prefix = match rule.matches.as_slice() {
         [] => true,
@@ -278,21 +269,7 @@ fn http_rule(rule: &HttpRouteRule, at: &str) -> Result<(), Invalid> {
             "a RequestRedirect answers the request itself, so its rule has no backendRefs: remove them or the redirect",
         );
     }
-    for (b, backend) in rule.backend_refs.iter().enumerate() {
-        let at = format!("{at}.backendRefs[{b}]");
-        backend_ref(
-            Backend {
-                group: backend.group.as_deref(),
-                kind: backend.kind.as_deref(),
-                name: &backend.name,
-                namespace: backend.namespace.as_deref(),
-                port: backend.port,
-            },
-            &at,
-        )?;
-        weight(backend.weight, &at)?;
-        http_filters(&backend.filters, &at)?;
-    }
+    backend_refs(&rule.backend_refs, at)?;
     if let Some(timeouts) = &rule.timeouts {
         let at = format!("{at}.timeouts");
         let request = timeouts
@@ -344,6 +321,18 @@ fn http_rule(rule: &HttpRouteRule, at: &str) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+fn grpc_rule(rule: &GrpcRouteRule, at: &str) -> Result<(), Invalid> {
+    for (m, matched) in rule.matches.iter().enumerate() {
+        let at = format!("{at}.matches[{m}]");
+        if let Some(method) = &matched.method {
+            grpc_method(method, &format!("{at}.method"))?;
+        }
+        header_matches(&matched.headers, "header", &format!("{at}.headers"))?;
+    }
+    filters(&rule.filters, at)?;
+    backend_refs(&rule.backend_refs, at)
 }
 
 fn duration(text: &str, at: &str) -> Result<Duration, Invalid> {
@@ -514,51 +503,45 @@ fn once_each<'a>(types: impl Iterator<Item = (usize, &'a str)>, at: &str) -> Res
     Ok(())
 }
 
-fn http_filters(filters: &[HttpRouteFilter], at: &str) -> Result<(), Invalid> {
-    for (f, filter) in filters.iter().enumerate() {
-        let at = format!("{at}.filters[{f}]");
-        filter_shape(
-            &filter.type_,
-            &[
-                (
-                    "RequestHeaderModifier",
-                    "requestHeaderModifier",
-                    filter.request_header_modifier.is_some(),
-                ),
-                (
-                    "ResponseHeaderModifier",
-                    "responseHeaderModifier",
-                    filter.response_header_modifier.is_some(),
-                ),
-                (
-                    "RequestRedirect",
-                    "requestRedirect",
-                    filter.request_redirect.is_some(),
-                ),
-                ("URLRewrite", "urlRewrite", filter.url_rewrite.is_some()),
-                (
-                    "RequestMirror",
-                    "requestMirror",
-                    filter.request_mirror.is_some(),
-                ),
-                (
-                    "ExtensionRef",
-                    "extensionRef",
-                    filter.extension_ref.is_some(),
-                ),
-            ],
-            &at,
-        )?;
-        if let Some(modifier) = &filter.request_header_modifier {
-            header_modifier(modifier, &format!("{at}.requestHeaderModifier"))?;
-        }
-        if let Some(modifier) = &filter.response_header_modifier {
-            header_modifier(modifier, &format!("{at}.responseHeaderModifier"))?;
-        }
-        if let Some(redirect) = &filter.request_redirect {
+/// What one route kind's filters have beyond the fields both kinds' have
+/// ([`RouteFilter`]): HTTP's redirects and rewrites.
+trait Filter: RouteFilter + Sized {
+    /// `(type, field, set)` for the filter types only this kind has, in the Gateway API's
+    /// order (they come between the header modifiers and `RequestMirror`).
+    fn own_fields(&self) -> Vec<(&'static str, &'static str, bool)> {
+        Vec::new()
+    }
+
+    /// Checks of those types' fields, at `at` (the filter).
+    fn own_checks(&self, _at: &str) -> Result<(), Invalid> {
+        Ok(())
+    }
+
+    /// Checks of how the filters of one list (at `at`) go together, beyond [`once_each`].
+    fn combination(_filters: &[Self], _at: &str) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+impl Filter for GrpcRouteFilter {}
+
+impl Filter for HttpRouteFilter {
+    fn own_fields(&self) -> Vec<(&'static str, &'static str, bool)> {
+        vec![
+            (
+                "RequestRedirect",
+                "requestRedirect",
+                self.request_redirect.is_some(),
+            ),
+            ("URLRewrite", "urlRewrite", self.url_rewrite.is_some()),
+        ]
+    }
+
+    fn own_checks(&self, at: &str) -> Result<(), Invalid> {
+        if let Some(redirect) = &self.request_redirect {
             request_redirect(redirect, &format!("{at}.requestRedirect"))?;
         }
-        if let Some(rewrite) = &filter.url_rewrite {
+        if let Some(rewrite) = &self.url_rewrite {
             let at = format!("{at}.urlRewrite");
             if let Some(host) = &rewrite.hostname {
                 hostname(host, false, &format!("{at}.hostname"))?;
@@ -567,63 +550,68 @@ fn http_filters(filters: &[HttpRouteFilter], at: &str) -> Result<(), Invalid> {
                 path_modifier(path, &format!("{at}.path"))?;
             }
         }
-        if let Some(mirror) = &filter.request_mirror {
-            request_mirror(mirror, &format!("{at}.requestMirror"))?;
+        Ok(())
+    }
+
+    fn combination(filters: &[Self], at: &str) -> Result<(), Invalid> {
+        let redirect = filters.iter().any(|f| f.request_redirect.is_some());
+        if let Some(f) = filters.iter().position(|f| f.url_rewrite.is_some())
+            && redirect
+        {
+            return invalid(
+                format!("{at}.filters[{f}]"),
+                "a RequestRedirect and a URLRewrite cannot be used together: a redirect answers the request, so nothing is forwarded to rewrite; keep one",
+            );
         }
+        Ok(())
     }
-    once_each(filters.iter().map(|f| f.type_.as_str()).enumerate(), at)?;
-    let redirect = filters.iter().any(|f| f.request_redirect.is_some());
-    if let Some(f) = filters.iter().position(|f| f.url_rewrite.is_some())
-        && redirect
-    {
-        return invalid(
-            format!("{at}.filters[{f}]"),
-            "a RequestRedirect and a URLRewrite cannot be used together: a redirect answers the request, so nothing is forwarded to rewrite; keep one",
-        );
-    }
-    Ok(())
 }
 
-fn grpc_filters(filters: &[GrpcRouteFilter], at: &str) -> Result<(), Invalid> {
+/// A rule's or a backend's `filters` (at `at`), of either route kind.
+fn filters<F: Filter>(filters: &[F], at: &str) -> Result<(), Invalid> {
     for (f, filter) in filters.iter().enumerate() {
         let at = format!("{at}.filters[{f}]");
-        filter_shape(
-            &filter.type_,
-            &[
-                (
-                    "RequestHeaderModifier",
-                    "requestHeaderModifier",
-                    filter.request_header_modifier.is_some(),
-                ),
-                (
-                    "ResponseHeaderModifier",
-                    "responseHeaderModifier",
-                    filter.response_header_modifier.is_some(),
-                ),
-                (
-                    "RequestMirror",
-                    "requestMirror",
-                    filter.request_mirror.is_some(),
-                ),
-                (
-                    "ExtensionRef",
-                    "extensionRef",
-                    filter.extension_ref.is_some(),
-                ),
-            ],
-            &at,
-        )?;
-        if let Some(modifier) = &filter.request_header_modifier {
+        let request = filter.request_header_modifier();
+        let response = filter.response_header_modifier();
+        let mut fields = vec![
+            (
+                "RequestHeaderModifier",
+                "requestHeaderModifier",
+                request.is_some(),
+            ),
+            (
+                "ResponseHeaderModifier",
+                "responseHeaderModifier",
+                response.is_some(),
+            ),
+        ];
+        fields.extend(filter.own_fields());
+        fields.extend([
+            (
+                "RequestMirror",
+                "requestMirror",
+                filter.request_mirror().is_some(),
+            ),
+            (
+                "ExtensionRef",
+                "extensionRef",
+                filter.extension_ref().is_some(),
+            ),
+        ]);
+        filter_shape(filter.type_(), &fields, &at)?;
+        if let Some(modifier) = request {
             header_modifier(modifier, &format!("{at}.requestHeaderModifier"))?;
         }
-        if let Some(modifier) = &filter.response_header_modifier {
+        if let Some(modifier) = response {
             header_modifier(modifier, &format!("{at}.responseHeaderModifier"))?;
         }
-        if let Some(mirror) = &filter.request_mirror {
+        filter.own_checks(&at)?;
+        if let Some(mirror) = filter.request_mirror() {
             request_mirror(mirror, &format!("{at}.requestMirror"))?;
         }
     }
-    once_each(filters.iter().map(|f| f.type_.as_str()).enumerate(), at)
+    once_each(filters.iter().map(F::type_).enumerate(), at)?;
+    F::combination(filters, at)
 }
 
 fn header_modifier(modifier: &HeaderModifier, at: &str) -> Result<(), Invalid> {
@@ -709,16 +697,7 @@ fn path_modifier(path: &PathModifier, at: &str) -> Result<(), Invalid> {
 
 fn request_mirror(mirror: &RequestMirror, at: &str) -> Result<(), Invalid> {
     let backend = &mirror.backend_ref;
-    backend_ref(
-        Backend {
-            group: backend.group.as_deref(),
-            kind: backend.kind.as_deref(),
-            name: &backend.name,
-            namespace: backend.namespace.as_deref(),
-            port: backend.port,
-        },
-        &format!("{at}.backendRef"),
-    )?;
+    backend_ref(backend!(backend), &format!("{at}.backendRef"))?;
     if let Some(percent) = mirror.percent
         && percent > 100
     {
@@ -726,6 +705,17 @@ fn request_mirror(mirror: &RequestMirror, at: &str) -> Result<(), Invalid> {
             format!("{at}.percent"),
             format!("{percent}: a share of requests, 0-100"),
         );
+    }
+    Ok(())
+}
+
+/// A rule's `backendRefs` (at `at`), of either route kind.
+fn backend_refs<F: Filter>(refs: &[BackendRef<F>], at: &str) -> Result<(), Invalid> {
+    for (b, backend) in refs.iter().enumerate() {
+        let at = format!("{at}.backendRefs[{b}]");
+        backend_ref(backend!(backend), &at)?;
+        weight(backend.weight, &at)?;
+        filters(&backend.filters, &at)?;
     }
     Ok(())
 }
