@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# Default: 60 seconds for each of hbone_connect zds xds_state config_yaml dns, one after
+# Default: 60 seconds for each of hbone_connect zds xds_state config_yaml dns
+# waypoint_config, one after
 # the other. Uses cargo-fuzz with libFuzzer on the STABLE toolchain and no sanitizer
 # (`-s none`: only stable codegen flags, no -Z); installs cargo-fuzz (and a C++ compiler
 # for libFuzzer) when missing. The fuzz crate is fuzz/, outside the workspace, with its own
@@ -15,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_targets=(hbone_connect zds xds_state config_yaml dns)
+all_targets=(hbone_connect zds xds_state config_yaml dns waypoint_config)
 seconds=${1:-60}
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (targets: ${all_targets[*]})" >&2

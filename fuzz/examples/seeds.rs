@@ -227,9 +227,79 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     write("xds_state", "walkthrough_policy", &policies)?;
 
+    // waypoint_config: a waypoint bound to reviews, with a route and an L7 policy, as the
+    // resources the waypoint receives (tag 0 = bowline.l7.v1.Authorization, 1 = RouteTable).
+    let mut with_waypoint = objects.clone();
+    for r in with_waypoint.values_mut() {
+        if let config::Resource::Service(service) = r
+            && service.metadata.name == "reviews"
+        {
+            service
+                .metadata
+                .labels
+                .insert("istio.io/use-waypoint".into(), "waypoint".into());
+        }
+    }
+    for r in config::parse_documents(WAYPOINT_YAML, "waypoint seeds")? {
+        with_waypoint.insert(r.key(), r);
+    }
+    let compiled = compile(&with_waypoint);
+    let mut l7 = Vec::new();
+    for policy in compiled.l7_authorizations.values() {
+        l7.extend(record(0, &policy.encode_to_vec()));
+    }
+    for table in compiled.route_tables.values() {
+        l7.extend(record(1, &table.encode_to_vec()));
+    }
+    write("waypoint_config", "reviews_routes_and_policy", &l7)?;
+
     println!("wrote {written} seed files under {}", corpus.display());
     Ok(())
 }
+
+/// A waypoint for `shop`, a route and an L7 policy on `reviews`.
+const WAYPOINT_YAML: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews}]
+  rules:
+    - matches:
+        - path: {type: PathPrefix, value: /api}
+          headers: [{name: x-version, value: v2}]
+          queryParams: [{type: RegularExpression, name: v, value: "[0-9]+"}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: x-routed, value: "yes"}], remove: [x-debug]}
+        - type: URLRewrite
+          urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
+      backendRefs:
+        - {name: reviews, port: 9080, weight: 90}
+        - {name: db, port: 8080, weight: 10}
+      timeouts: {request: 2s, backendRequest: 500ms}
+      retry: {attempts: 2, codes: [503], backoff: 10ms}
+    - matches: [{path: {type: Exact, value: /old}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {hostname: reviews.example, statusCode: 301}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: get-only, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: reviews}]
+  rules:
+    - to: [{operation: {methods: [GET], paths: ["/api/*"]}}]
+      when: [{key: "request.headers[x-user]", values: [alice]}]
+"#;
 
 /// The control plane's compilation once every node agent reported its pods captured.
 fn compile(

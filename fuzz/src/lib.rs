@@ -17,6 +17,7 @@ use identity::{CaConfig, CertificateAuthority, CertificateManager, ManagerConfig
 pub mod config_yaml;
 pub mod dns;
 pub mod hbone_connect;
+pub mod waypoint_config;
 pub mod xds_state;
 pub mod zds;
 
