@@ -1542,6 +1542,14 @@ fn peak_rss_kib(lab: &Lab, what: &str) -> u64 {
         .find(|p| p[0] == what)
         .and_then(|p| p[1].as_u64())
         .unwrap_or_else(|| panic!("{what} in {state}"));
+    // A supervised process: its child is the one that does the work.
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let pid = children
+        .split_whitespace()
+        .next()
+        .and_then(|c| c.parse::<u64>().ok())
+        .unwrap_or(pid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -1845,4 +1853,62 @@ fn grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry() {
             "grpc-status {status} counted: {grpc_lines:?}"
         );
     }
+}
+
+#[test]
+fn a_restarted_waypoint_keeps_enforcing_from_its_snapshot_while_the_control_plane_is_away() {
+    if !root_or_skip(
+        "a_restarted_waypoint_keeps_enforcing_from_its_snapshot_while_the_control_plane_is_away",
+    ) {
+        return;
+    }
+    let policy = "\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: server}]\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n";
+    let lab = Lab::new("t5snap", &(mesh_with_waypoint() + policy));
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let server = address_in(&status, "shop/server", true);
+    let call = |method: &str| {
+        lab.request_from(
+            "p-shop-client",
+            method,
+            &format!("http://{server}:80/"),
+            None,
+            None,
+        )
+        .map(|(code, _)| code)
+    };
+    assert_eq!(call("GET"), Ok(200));
+    assert_eq!(call("POST"), Ok(403));
+    // Give the waypoint a moment to write what it accepted.
+    std::thread::sleep(Duration::from_millis(500));
+    let waypoint_ns = lab.namespace("p-shop-waypoint-0");
+    let control_plane = pid_in(&lab.namespace("net"), "control-plane", false).unwrap();
+    let _away = Paused::new(control_plane);
+    let old = pid_in(&waypoint_ns, "waypoint", false).unwrap();
+    signal(old, nix::sys::signal::Signal::SIGKILL);
+    // Its supervisor starts it again; it serves its snapshot.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let restarted = pid_in(&waypoint_ns, "waypoint", false).is_some_and(|pid| pid != old);
+        let ready = lab
+            .request_from(
+                "p-shop-waypoint-0",
+                "GET",
+                "http://127.0.0.1:15021/healthz/ready",
+                None,
+                None,
+            )
+            .is_ok_and(|(code, _)| code == 200);
+        if restarted && ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waypoint never came back ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(call("GET"), Ok(200), "served from the snapshot");
+    assert_eq!(call("POST"), Ok(403), "its policy still enforced");
 }

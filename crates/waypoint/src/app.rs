@@ -1,6 +1,7 @@
 //! Running a waypoint: static settings ([`Config`]), and [`run`], which gets the
 //! waypoint's certificate from the control plane's CA, follows the mesh state and the L7
-//! policies over delta ADS, serves HBONE on 15008 and the operator surfaces, then drains
+//! policies over delta ADS (kept in snapshot files when given a directory, and served
+//! from them at start), serves HBONE on 15008 and the operator surfaces, then drains
 //! on shutdown: stop accepting, let live tunnels finish up to the deadline, then close.
 
 use std::future::Future;
@@ -48,6 +49,9 @@ pub struct Config {
     pub readiness_addr: SocketAddr,
     /// How long live tunnels may finish after shutdown begins.
     pub drain_deadline: Duration,
+    /// Where the last accepted config is kept (`mesh.snapshot`, `l7.snapshot`) and served
+    /// from at start until the control plane answers.
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 /// What every request reads.
@@ -79,6 +83,17 @@ pub enum StartError {
     /// The control plane address or root is unusable.
     #[error("control plane: {0}")]
     ControlPlane(#[from] xds::XdsError),
+    /// The snapshot directory cannot be made.
+    #[error("snapshot directory {dir}: {source}")]
+    SnapshotDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate cache is unusable.
+    #[error(transparent)]
+    CertCache(#[from] identity::CacheError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -99,7 +114,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         &config.root_pem,
         config.token_file.clone(),
     )?;
-    let manager = CertificateManager::new(Arc::new(ca), ManagerConfig::default());
+    if let Some(dir) = &config.snapshot_dir {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::SnapshotDir {
+            dir: dir.clone(),
+            source,
+        })?;
+    }
+    // With a snapshot directory the certificate is kept there too, so a restart while the
+    // CA is away still presents it (while it is valid).
+    let manager = match &config.snapshot_dir {
+        Some(dir) => CertificateManager::with_cache(
+            Arc::new(ca),
+            ManagerConfig::default(),
+            identity::CertificateCache::open(&dir.join("certs"), &config.root_pem)?,
+        ),
+        None => CertificateManager::new(Arc::new(ca), ManagerConfig::default()),
+    };
     let root_pem = config
         .xds_url
         .starts_with("https://")
@@ -114,9 +144,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let state = Arc::new(Store::default());
     let policies = Arc::new(PolicyStore::default());
     let node = waypoint_node(&config, &namespace, &name);
+    let snapshot = |file: &str| config.snapshot_dir.as_ref().map(|d| d.join(file));
     let mut tasks = vec![
-        tokio::spawn(ztunnel::state::xds_client::run(xds.clone(), state.clone())),
-        tokio::spawn(crate::policies::run(xds, node, policies.clone())),
+        tokio::spawn(ztunnel::state::xds_client::run_with_snapshot(
+            xds.clone(),
+            state.clone(),
+            snapshot("mesh.snapshot"),
+        )),
+        tokio::spawn(crate::policies::run(
+            xds,
+            node,
+            policies.clone(),
+            snapshot("l7.snapshot"),
+        )),
         tokio::spawn(keep_certificate(manager.clone(), identity.clone())),
     ];
     let shared = Arc::new(Shared {

@@ -4,7 +4,10 @@
 //! [`crate::routes::Table`]), both over one delta ADS stream (wildcard). A resource that
 //! fails validation is NACKed with its field and its previous version stays. Each set is
 //! swapped whole (readers never block); on disconnect the last good sets keep serving and
-//! the client reconnects with backoff.
+//! the client reconnects with backoff. With a snapshot file, what was accepted is also
+//! kept on disk (ztunnel's snapshot format) and served at start, before the control plane
+//! answers — a waypoint restarted while the control plane is away still enforces its
+//! policies; a file that cannot be used whole is ignored (nothing half-loaded).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,14 +77,31 @@ struct Refused {
 /// A held route table: (version, table, (namespace, service)).
 type HeldTable = (String, Arc<Table>, (String, String));
 
-/// What is held: per type, name → (version, validated resource).
+/// What is held: per type, name → (version, validated resource), and the resources as
+/// the control plane sent them (for the snapshot file).
 #[derive(Debug, Default)]
 struct Held {
     policies: HashMap<String, (String, Arc<Policy>)>,
     routes: HashMap<String, HeldTable>,
+    raw: HashMap<&'static str, HashMap<String, Arc<xds::discovery::Resource>>>,
 }
 
 impl Held {
+    /// The snapshot file's contents.
+    fn contents(&self) -> ztunnel::state::snapshot_file::Contents {
+        TYPES
+            .iter()
+            .map(|t| {
+                let resources = self
+                    .raw
+                    .get(t)
+                    .map(|r| r.values().cloned().collect())
+                    .unwrap_or_default();
+                ((*t).to_owned(), resources)
+            })
+            .collect()
+    }
+
     fn versions(&self, type_url: &str) -> HashMap<String, String> {
         if type_url == xds::ROUTE_TABLE_TYPE_URL {
             self.routes
@@ -113,13 +133,53 @@ impl Held {
     }
 }
 
-/// Runs the client until the task is dropped.
+/// Runs the client until the task is dropped; with `snapshot_file`, serves what that file
+/// holds at once and keeps it up to date.
 pub async fn run(
     config: ztunnel::state::xds_client::XdsConfig,
     node: xds::core::Node,
     store: Arc<PolicyStore>,
+    snapshot_file: Option<std::path::PathBuf>,
 ) {
+    use ztunnel::state::snapshot_file;
     let mut held = Held::default();
+    if let Some(path) = &snapshot_file {
+        match snapshot_file::read(path).await {
+            Ok(Some(responses)) => {
+                let mut loaded = Held::default();
+                let refused: usize = responses.iter().map(|r| merge(&mut loaded, r).len()).sum();
+                if refused == 0 && responses.len() == TYPES.len() {
+                    for t in TYPES {
+                        loaded.publish(&store, t);
+                    }
+                    tracing::info!(file = %path.display(), policies = loaded.policies.len(), route_tables = loaded.routes.len(), "xds: serving the waypoint snapshot until the control plane answers");
+                    held = loaded;
+                } else {
+                    tracing::error!(file = %path.display(), "xds: ignoring the waypoint snapshot (it holds resources this waypoint refuses, or not every type)");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "xds: ignoring the waypoint snapshot"),
+        }
+    }
+    let (save, saved) = tokio::sync::watch::channel(None);
+    let writer = async {
+        if let Some(path) = snapshot_file.clone() {
+            snapshot_file::write_latest(path, saved).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let client = client(&config, &node, &store, &mut held, &save);
+    tokio::join!(writer, client);
+}
+
+async fn client(
+    config: &ztunnel::state::xds_client::XdsConfig,
+    node: &xds::core::Node,
+    store: &PolicyStore,
+    held: &mut Held,
+    save: &tokio::sync::watch::Sender<Option<Arc<ztunnel::state::snapshot_file::Contents>>>,
+) {
     let mut backoff = Backoff::new(
         ztunnel::state::xds_client::RETRY_BASE,
         ztunnel::state::xds_client::RETRY_CAP,
@@ -139,9 +199,10 @@ pub async fn run(
             .await?;
             while let Some(response) = stream.next().await? {
                 backoff.reset();
-                let refused = merge(&mut held, &response);
+                let refused = merge(held, &response);
                 if TYPES.contains(&response.type_url.as_str()) {
-                    held.publish(&store, &response.type_url);
+                    held.publish(store, &response.type_url);
+                    save.send_replace(Some(Arc::new(held.contents())));
                 }
                 let error = (!refused.is_empty()).then(|| {
                     let list: Vec<String> = refused.iter().map(ToString::to_string).collect();
@@ -171,9 +232,9 @@ pub async fn run(
 
 /// Takes `response` into `held`; the refused resources (kept at their previous version).
 fn merge(held: &mut Held, response: &DeltaDiscoveryResponse) -> Vec<Refused> {
-    let routes = match response.type_url.as_str() {
-        xds::ROUTE_TABLE_TYPE_URL => true,
-        xds::L7_AUTHORIZATION_TYPE_URL => false,
+    let (routes, type_url) = match response.type_url.as_str() {
+        xds::ROUTE_TABLE_TYPE_URL => (true, xds::ROUTE_TABLE_TYPE_URL),
+        xds::L7_AUTHORIZATION_TYPE_URL => (false, xds::L7_AUTHORIZATION_TYPE_URL),
         other => {
             return vec![Refused {
                 name: other.to_owned(),
@@ -214,8 +275,14 @@ fn merge(held: &mut Held, response: &DeltaDiscoveryResponse) -> Vec<Refused> {
                         .insert(name.clone(), (version, Arc::new(policy)));
                 })
         };
-        if let Err(reason) = taken {
-            refused.push(Refused { name, reason });
+        match taken {
+            Ok(()) => {
+                held.raw
+                    .entry(type_url)
+                    .or_default()
+                    .insert(name, Arc::new(resource.clone()));
+            }
+            Err(reason) => refused.push(Refused { name, reason }),
         }
     }
     for name in &response.removed_resources {
@@ -223,6 +290,9 @@ fn merge(held: &mut Held, response: &DeltaDiscoveryResponse) -> Vec<Refused> {
             held.routes.remove(name);
         } else {
             held.policies.remove(name);
+        }
+        if let Some(raw) = held.raw.get_mut(type_url) {
+            raw.remove(name);
         }
     }
     refused

@@ -25,7 +25,7 @@ pub(crate) enum WaypointCommand {
     /// Delete waypoints (their Gateways; the lab removes their pods).
     Delete(DeleteArgs),
     /// Run the waypoint process of a Gateway (what a waypoint's pod runs).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +137,10 @@ pub(crate) struct RunArgs {
     /// Seconds live tunnels may finish after SIGTERM.
     #[arg(long, default_value_t = 5.0)]
     drain_seconds: f64,
+    /// Where the last accepted config is kept and served from at start (until the control
+    /// plane answers).
+    #[arg(long, env = "BOWLINE_SNAPSHOT_DIR")]
+    snapshot_dir: Option<PathBuf>,
 }
 
 pub(crate) async fn run(command: WaypointCommand) -> anyhow::Result<()> {
@@ -145,7 +149,7 @@ pub(crate) async fn run(command: WaypointCommand) -> anyhow::Result<()> {
         WaypointCommand::List(args) => list(args).await,
         WaypointCommand::Status(args) => status(args).await,
         WaypointCommand::Delete(args) => delete(args).await,
-        WaypointCommand::Run(args) => run_process(args).await,
+        WaypointCommand::Run(args) => run_process(*args).await,
     }
 }
 
@@ -382,6 +386,7 @@ async fn run_process(args: RunArgs) -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
         readiness_addr: args.readiness_addr,
         drain_deadline: Duration::from_secs_f64(args.drain_seconds),
+        snapshot_dir: args.snapshot_dir,
     };
     waypoint::app::run(config, terminated()).await?;
     Ok(())

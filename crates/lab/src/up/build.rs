@@ -400,7 +400,11 @@ impl<'a> Build<'a> {
             pod.metadata.name,
             container.name
         ));
-        let pid = spawn(pod_ns, &program, &argv[1..], &env, &log)?;
+        let pid = if control_plane::waypoints::gateway_of(pod).is_some() {
+            spawn_supervised(pod_ns, &self.options.binary, &argv, &env, &log)?
+        } else {
+            spawn(pod_ns, &program, &argv[1..], &env, &log)?
+        };
         self.state.processes.push((
             format!("pod {key} {}", container.name),
             pid,
@@ -543,6 +547,17 @@ pub(super) fn waypoint_env(dir: &Path, pod: &k8s::Pod) -> Vec<(String, String)> 
         ("BOWLINE_CA_ROOT".into(), root.display().to_string()),
         ("BOWLINE_TOKEN_FILE".into(), token.display().to_string()),
         (
+            "BOWLINE_SNAPSHOT_DIR".into(),
+            dir.join("nodes")
+                .join(format!(
+                    "waypoint-{}-{}",
+                    pod.metadata.namespace(),
+                    pod.metadata.name
+                ))
+                .display()
+                .to_string(),
+        ),
+        (
             "INSTANCE_IP".into(),
             pod.status.pod_ip.clone().unwrap_or_default(),
         ),
@@ -647,6 +662,23 @@ fn spawn_component(ns: &str, binary: &Path, args: &[String], log: &Path) -> Resu
     ];
     argv.extend(args.iter().cloned());
     spawn(ns, binary, &argv, &[], log)
+}
+
+/// Starts `argv` inside namespace `ns` under `bowline supervise` (`binary`), restarted
+/// when it exits as a Deployment's pod would be — how the lab runs waypoints; returns the
+/// supervisor's PID.
+pub(super) fn spawn_supervised(
+    ns: &str,
+    binary: &Path,
+    argv: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<u32, LabError> {
+    let mut args: Vec<String> = ["--log", "info", "supervise", "--"]
+        .map(String::from)
+        .to_vec();
+    args.extend(argv.iter().cloned());
+    spawn(ns, binary, &args, env, log)
 }
 
 /// Starts `program args` inside namespace `ns` with its output in `log`; returns its PID.

@@ -19,7 +19,7 @@ use config::Resource;
 use config::resources::{self as k8s, MANAGED_LABEL};
 use netns::Namespace;
 
-use super::build::{attach, hosts_file, spawn, waypoint_env, write_dns_files};
+use super::build::{attach, hosts_file, spawn_supervised, waypoint_env, write_dns_files};
 use super::plan::ipnet_lite::Cidr;
 use super::{CONTROL_PLANE_API, LabError, LabState, pod_prefix, state_root};
 
@@ -174,9 +174,9 @@ async fn deploy(
         if argv.first().is_some_and(|a| a == "bowline") {
             argv[0] = binary.display().to_string();
         }
-        let Some((program, args)) = argv.split_first() else {
+        if argv.is_empty() {
             continue;
-        };
+        }
         let mut env = vec![
             ("POD_NAME".to_owned(), pod.metadata.name.clone()),
             ("POD_NAMESPACE".to_owned(), ns.clone()),
@@ -186,7 +186,7 @@ async fn deploy(
             "pod-{ns}-{}-{}.log",
             pod.metadata.name, container.name
         ));
-        let pid = spawn(&pod_ns, Path::new(program), args, &env, &log)?;
+        let pid = spawn_supervised(&pod_ns, binary, &argv, &env, &log)?;
         state
             .processes
             .push((format!("pod {key} {}", container.name), pid, pod_ns.clone()));
