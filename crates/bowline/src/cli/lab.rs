@@ -167,7 +167,13 @@ fn render_status(status: &lab::up::LabStatus) -> String {
             } else {
                 format!("bound: {}", waypoint.bound.join(", "))
             };
-            let _ = writeln!(out, "  {:<28} {bound}", waypoint.gateway);
+            // Programmed, as the Gateway's status would say: a ready pod serves it.
+            let programmed = if waypoint.pods.iter().any(|(_, _, _, r)| r.is_ok()) {
+                "programmed"
+            } else {
+                "NOT PROGRAMMED (no ready pod: what is bound to it is refused)"
+            };
+            let _ = writeln!(out, "  {:<28} {programmed}; {bound}", waypoint.gateway);
             if waypoint.pods.is_empty() {
                 let _ = writeln!(
                     out,
@@ -180,6 +186,19 @@ fn render_status(status: &lab::up::LabStatus) -> String {
                     Err(why) => format!("NOT READY: {why}"),
                 };
                 let _ = writeln!(out, "    {pod:<26} {ip:<14} {node:<12} {ready}");
+            }
+        }
+    }
+    if !status.routes.is_empty() {
+        out.push_str("\nROUTES\n");
+        for (route, notes) in &status.routes {
+            if notes.is_empty() {
+                let _ = writeln!(out, "  {route:<40} accepted, in force");
+            } else {
+                let _ = writeln!(out, "  {route:<40} NOT FULLY IN FORCE:");
+                for note in notes {
+                    let _ = writeln!(out, "    {note}");
+                }
             }
         }
     }

@@ -27,6 +27,9 @@ pub struct LabStatus {
     pub services: BTreeMap<String, String>,
     /// Waypoints: the Gateways the control plane holds, their pods and what is bound.
     pub waypoints: Vec<WaypointStatus>,
+    /// HTTP and gRPC routes (`Kind ns/name`) and what the control plane said of them
+    /// (nothing: accepted and in force).
+    pub routes: Vec<(String, Vec<String>)>,
     /// Processes started: (what, pid, how it is now).
     pub processes: Vec<(String, u32, Process)>,
     /// The router namespace, where the control plane's API is reachable.
@@ -91,12 +94,21 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
         });
     }
     // Enrolment and waypoints as the control plane sees them now (live `apply`s included).
-    let resources = control_plane_objects(&state).await;
+    let view = control_plane_view(&state).await;
+    let notes = view.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
+    let resources = view.map(|(objects, _)| objects);
     let mut namespace_labels = BTreeMap::new();
     let mut pods = BTreeMap::new();
     let mut gateways = Vec::new();
+    let mut routes = Vec::new();
     for r in resources.iter().flatten() {
         match r {
+            Resource::HttpRoute(route) => {
+                routes.push(route_status("HTTPRoute", &route.metadata, &notes))
+            }
+            Resource::GrpcRoute(route) => {
+                routes.push(route_status("GRPCRoute", &route.metadata, &notes))
+            }
             Resource::Namespace(n) => {
                 namespace_labels.insert(n.metadata.name.clone(), n.metadata.labels.clone());
             }
@@ -164,6 +176,7 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
         pods,
         services: state.services.clone(),
         waypoints,
+        routes,
         processes,
         router: state.router.clone(),
         token_file: operator_token_file(name),
@@ -181,6 +194,14 @@ pub fn operator_token_file(name: &str) -> PathBuf {
 
 /// The objects the lab's control plane holds now, or `None` when it does not answer.
 pub(super) async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
+    control_plane_view(state).await.map(|(objects, _)| objects)
+}
+
+/// The objects the lab's control plane holds now and its translation notes by object
+/// (`Kind ns/name` → messages), or `None` when it does not answer.
+async fn control_plane_view(
+    state: &LabState,
+) -> Option<(Vec<Resource>, BTreeMap<String, Vec<String>>)> {
     let token = crate::client::read_token(&operator_token_file(&state.name)).ok()?;
     let url = format!("http://{CONTROL_PLANE_API}/debug/config");
     let (code, body) = crate::client::request(
@@ -202,7 +223,32 @@ pub(super) async fn control_plane_objects(state: &LabState) -> Option<Vec<Resour
         text.push_str(&object.to_string());
         text.push('\n');
     }
-    config::parse_documents(&text, "control plane").ok()
+    let notes = dump["status"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(object, messages)| {
+            let messages = messages
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect();
+            (object.clone(), messages)
+        })
+        .collect();
+    Some((config::parse_documents(&text, "control plane").ok()?, notes))
+}
+
+/// A route's object name and the control plane's notes on it.
+fn route_status(
+    kind: &str,
+    meta: &config::resources::ObjectMeta,
+    notes: &BTreeMap<String, Vec<String>>,
+) -> (String, Vec<String>) {
+    let object = format!("{kind} {}/{}", meta.namespace(), meta.name);
+    let route_notes = notes.get(&object).cloned().unwrap_or_default();
+    (object, route_notes)
 }
 
 /// Each Gateway's pods (asked for readiness) and what is bound to it; `gateways` are
