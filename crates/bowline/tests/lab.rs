@@ -1381,6 +1381,14 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("HTTPRoute shop/server") && l.contains("accepted, in force")),
+        "{status}"
+    );
+
     // 90/10 over 500 requests: v2 gets 50 ± 7 in expectation; allow five deviations.
     let mut v2 = 0;
     for _ in 0..500 {
