@@ -28,6 +28,8 @@ struct ConfigDump<'a> {
     gateway: String,
     identity: String,
     certificate: Option<String>,
+    /// Upstream HTTP connections kept for reuse now.
+    upstream_connections: usize,
     policies: Vec<&'a policy::Policy>,
     workloads: Vec<&'a ztunnel::state::Workload>,
     services: Vec<&'a ztunnel::state::Service>,
@@ -57,6 +59,7 @@ fn config_dump(shared: &Shared) -> String {
             .manager
             .current(&shared.identity)
             .map(|issued| issued.cert.info().serial.clone()),
+        upstream_connections: shared.clients.kept(),
         policies: policies.iter().map(AsRef::as_ref).collect(),
         workloads: snap.workloads().into_iter().map(AsRef::as_ref).collect(),
         services: snap.services().into_iter().map(AsRef::as_ref).collect(),

@@ -174,6 +174,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         manager: manager.clone(),
     });
 
+    let sweeper = shared.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::upstream::IDLE_FOR / 6);
+        loop {
+            every.tick().await;
+            sweeper.clients.sweep(crate::upstream::IDLE_FOR);
+        }
+    }));
     let listener = tokio::net::TcpListener::bind(config.hbone_addr)
         .await
         .map_err(|source| StartError::Listen {

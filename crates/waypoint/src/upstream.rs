@@ -4,7 +4,7 @@
 //! — then reached over HBONE from the pool under the waypoint's identity (or plain TCP for
 //! an endpoint outside the mesh). HTTP connections to an endpoint are kept and reused:
 //! HTTP/1.1 one request at a time per connection, HTTP/2 multiplexed, per original
-//! client (the tunnel carries it).
+//! client (the tunnel carries it); a kept connection unused for [`IDLE_FOR`] is closed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -215,6 +215,22 @@ enum Sender {
     H2(http2::SendRequest<RequestBody>),
 }
 
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::H1(s) => s.is_closed(),
+            Self::H2(s) => s.is_closed(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            Self::H1(s) => s.is_ready(),
+            Self::H2(s) => s.is_ready(),
+        }
+    }
+}
+
 /// Which HTTP version to speak to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Version {
@@ -228,13 +244,17 @@ pub enum Version {
 /// the same original client (the tunnel under them carries it in `forwarded`).
 type Key = (SocketAddr, Version, IpAddr);
 
+/// How long a kept upstream connection may stay unused.
+pub const IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Most idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_H1: usize = 64;
 
 /// Upstream HTTP connections, kept for reuse.
 #[derive(Debug, Default)]
 pub struct HttpClients {
-    idle: DashMap<Key, Vec<Sender>>,
+    /// Kept connections and when each was last handed back.
+    idle: DashMap<Key, Vec<(Sender, std::time::Instant)>>,
 }
 
 impl HttpClients {
@@ -273,28 +293,41 @@ impl HttpClients {
 
     fn checkout(&self, key: &Key) -> Option<Sender> {
         let mut idle = self.idle.get_mut(key)?;
-        idle.retain(|s| match s {
-            Sender::H1(s) => !s.is_closed(),
-            Sender::H2(s) => !s.is_closed(),
-        });
-        let i = idle.iter().position(|s| match s {
-            Sender::H1(s) => s.is_ready(),
-            Sender::H2(s) => s.is_ready(),
-        })?;
-        Some(match &idle[i] {
+        idle.retain(|(s, _)| !s.is_closed());
+        let i = idle.iter().position(|(s, _)| s.is_ready())?;
+        Some(match &idle[i].0 {
             Sender::H2(s) => Sender::H2(s.clone()),
-            Sender::H1(_) => idle.swap_remove(i),
+            Sender::H1(_) => idle.swap_remove(i).0,
         })
     }
 
     fn checkin(&self, key: Key, sender: Sender) {
         let mut idle = self.idle.entry(key).or_default();
+        let now = std::time::Instant::now();
         match sender {
-            // One shared handle per HTTP/2 connection is enough.
-            Sender::H2(_) if !idle.is_empty() => {}
+            // One shared handle per HTTP/2 connection is enough; it is fresh again.
+            Sender::H2(_) if !idle.is_empty() => {
+                for (_, used) in idle.iter_mut() {
+                    *used = now;
+                }
+            }
             Sender::H1(_) if idle.len() >= MAX_IDLE_H1 => {}
-            sender => idle.push(sender),
+            sender => idle.push((sender, now)),
         }
+    }
+
+    /// Closes the connections not used for `idle_for` (and forgets closed ones), so kept
+    /// connections — and the tunnels under them — do not pile up per client and endpoint.
+    pub fn sweep(&self, idle_for: std::time::Duration) {
+        self.idle.retain(|_, senders| {
+            senders.retain(|(s, used)| !s.is_closed() && used.elapsed() < idle_for);
+            !senders.is_empty()
+        });
+    }
+
+    /// Connections kept now.
+    pub fn kept(&self) -> usize {
+        self.idle.iter().map(|e| e.value().len()).sum()
     }
 }
 
