@@ -288,7 +288,7 @@ pub async fn run(binary: &Path, scale: Scale) -> Result<ControlPlaneBenchReport,
         }
         latencies.push((last - start).as_secs_f64() * 1e3);
     }
-    let (rss, _) = crate::l4::usage(guard.0.id()).map_err(|e| e.to_string())?;
+    let (rss, _) = crate::procfs::usage(guard.0.id()).map_err(|e| e.to_string())?;
     for task in tasks {
         task.abort();
     }

@@ -21,12 +21,13 @@ use netns::capture::{self, CaptureSpec};
 use netns::socket::{self, Outgoing};
 use netns::{Namespace, NetnsError};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use lab::topology::Fabric;
 
 use crate::load;
+use crate::procfs::{PeakSampler, usage};
 use crate::stats::{median, percentile};
 
 const SINK: u16 = 9000;
@@ -214,7 +215,7 @@ pub async fn run(binary: &Path, phase: Duration) -> Result<L4BenchReport, BenchE
     let b = fabric.add_pod("10.2.0.2".parse().map_err(|_| setup("address"))?)?;
     let pod_a = fabric.pod(a).ok_or_else(|| setup("pod a"))?;
     let pod_b = fabric.pod(b).ok_or_else(|| setup("pod b"))?;
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("l4")?;
     let config = dir.path().join("mesh.yaml");
     std::fs::write(
         &config,
@@ -266,7 +267,10 @@ pub async fn run(binary: &Path, phase: Duration) -> Result<L4BenchReport, BenchE
     let relay_entry = SocketAddr::new([127, 0, 0, 1].into(), CONNECT + RELAY_A_OFFSET);
     wait_listening(&pod_a.ns, relay_entry).await?;
 
-    let sampler = RssSampler::start(vec![ztunnel_a.0.id(), ztunnel_b.0.id()]);
+    let sampler = PeakSampler::start(
+        vec![ztunnel_a.0.id(), ztunnel_b.0.id()],
+        &["RssAnon:", "RssFile:"],
+    );
     let slice = phase / ROUNDS;
     let server = pod_b.ip;
     let direct_to = move |port: u16| SocketAddr::new(server, port);
@@ -284,7 +288,9 @@ pub async fn run(binary: &Path, phase: Duration) -> Result<L4BenchReport, BenchE
     }
     let (rss_a, cpu_a) = usage(ztunnel_a.0.id())?;
     let (rss_b, cpu_b) = usage(ztunnel_b.0.id())?;
-    let (anon, file) = sampler.finish();
+    let [anon, file] = sampler.finish()[..] else {
+        return Err(setup("RSS sampler"));
+    };
     drop((agent_a, agent_b, ztunnel_a, ztunnel_b, relay_a, relay_b));
     Ok(L4BenchReport {
         direct_gbps: median(&mut direct.gbps),
@@ -347,53 +353,6 @@ async fn wait_listening(ns: &Namespace, addr: SocketAddr) -> Result<(), BenchErr
     }
 }
 
-/// Samples the anonymous and file-backed RSS of some processes every 50 ms and keeps
-/// the largest of each.
-struct RssSampler {
-    task: tokio::task::JoinHandle<()>,
-    peaks: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
-}
-
-impl RssSampler {
-    fn start(pids: Vec<u32>) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let peaks = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-        let shared = peaks.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                for pid in &pids {
-                    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                        for (i, key) in ["RssAnon:", "RssFile:"].into_iter().enumerate() {
-                            shared[i].fetch_max(status_kb(&status, key), Ordering::Relaxed);
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-        Self { task, peaks }
-    }
-
-    /// Stops sampling; returns (anonymous, file-backed) peaks in KiB.
-    fn finish(self) -> (u64, u64) {
-        use std::sync::atomic::Ordering;
-        self.task.abort();
-        (
-            self.peaks[0].load(Ordering::Relaxed),
-            self.peaks[1].load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// A `kB` value of /proc/PID/status.
-fn status_kb(status: &str, key: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn setup(what: &str) -> BenchError {
     BenchError::Setup(format!("bench setup failed: {what}"))
 }
@@ -407,17 +366,18 @@ fn pod_ref<'a>(uid: &'a str, name: &'a str, sa: &'a str) -> cni::zds::PodRef<'a>
     }
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
+/// A temporary directory (`bowline-bench-<what>-<pid>`) removed on drop.
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("bowline-bench-{}", std::process::id()));
+    pub(crate) fn new(what: &str) -> std::io::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("bowline-bench-{what}-{}", std::process::id()));
         std::fs::create_dir_all(&path)?;
         Ok(Self(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -448,27 +408,6 @@ async fn start_ztunnel(
             BenchError::Setup(format!("ztunnel {node} did not connect to its node agent"))
         })??;
     Ok((child, connection))
-}
-
-/// Peak RSS (KiB) and CPU seconds of a process.
-pub(crate) fn usage(pid: u32) -> Result<(u64, f64), BenchError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss = status_kb(&status, "VmHWM:");
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at state (field 3);
-    // utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11)
-        .zip(fields.get(12))
-        .and_then(|(u, s)| Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?))
-        .unwrap_or(0.0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    Ok((rss, ticks / hz))
 }
 
 /// Runs every measure once from `client`; `to` maps an app port to the address the
@@ -520,30 +459,12 @@ async fn http_rate(
     target: SocketAddr,
     slice: Duration,
 ) -> Result<f64, BenchError> {
-    let tcp = dial(client, target).await?;
-    let mut tcp = BufReader::new(tcp);
-    let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+    let mut http = load::HttpConnection::new(dial(client, target).await?, "bench", "/");
     let started = Instant::now();
     let deadline = started + slice;
     let mut done = 0u64;
-    let mut line = String::new();
     while Instant::now() < deadline {
-        tcp.get_mut().write_all(request).await?;
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            if tcp.read_line(&mut line).await? == 0 {
-                return Err(setup("HTTP server closed the connection"));
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; length];
-        tcp.read_exact(&mut body).await?;
+        http.get().await?;
         done += 1;
     }
     Ok(done as f64 / started.elapsed().as_secs_f64())

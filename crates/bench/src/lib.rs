@@ -1,4 +1,4 @@
-//! Bowline's benchmarks and the HBONE demo: `bowline bench hbone|l4|control-plane` and
+//! Bowline's benchmarks and the HBONE demo: `bowline bench hbone|l4|l7|control-plane` and
 //! `bowline hbone-demo`. Every benchmark measures a baseline in the same run and reports
 //! ratios against it.
 //!
@@ -13,6 +13,8 @@ pub mod control_plane;
 pub mod demo;
 pub mod hbone;
 pub mod l4;
+pub mod l7;
 mod load;
+mod procfs;
 pub mod relay;
 pub mod stats;

@@ -33,6 +33,17 @@ pub(crate) enum Bench {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// HTTP/1.1 direct, through the L4 mesh and through a waypoint, on a lab of its own
+    /// (root): request rate with 16 connections, latency, CPU per request and RSS of the
+    /// waypoint at 1000 req/s.
+    L7 {
+        /// Seconds per measure and path, split into alternating rounds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Also write the results as a flat JSON object to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// A control plane with 10,000 workloads, 1,000 services and 500 policies serving 100
     /// simulated ztunnels: full sync time, apply → all clients latency, bytes, RSS.
     ControlPlane {
@@ -72,7 +83,7 @@ pub(crate) async fn hbone_demo(args: HboneDemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `bowline bench l4|control-plane|relay|hbone`.
+/// `bowline bench l4|l7|control-plane|relay|hbone`.
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(which: Bench) -> anyhow::Result<()> {
     match which {
@@ -80,6 +91,18 @@ pub(crate) async fn run(which: Bench) -> anyhow::Result<()> {
             let phase = phase(duration)?;
             let binary = std::env::current_exe().context("locating the bowline binary")?;
             let report = bench::l4::run(&binary, phase).await?;
+            println!("{report}");
+            write_json(json.as_deref(), &report)?;
+        }
+        Bench::L7 { duration, json } => {
+            let phase = phase(duration)?;
+            let binary = std::env::current_exe().context("locating the bowline binary")?;
+            let progress = |step: &str| eprintln!("==> {step}");
+            // Dropping the benchmark on a signal removes its lab.
+            let report = tokio::select! {
+                report = bench::l7::run(&binary, phase, &progress) => report?,
+                () = terminated() => anyhow::bail!("bench l7 interrupted; its lab was removed"),
+            };
             println!("{report}");
             write_json(json.as_deref(), &report)?;
         }
