@@ -76,6 +76,15 @@ impl Lab {
         }
     }
 
+    /// A lab of `manifest`, up (asserted), and its `bowline status` right after.
+    fn started(name: &str, manifest: &str) -> (Self, String) {
+        let lab = Self::new(name, manifest);
+        let out = lab.up();
+        assert!(out.status.success(), "bowline up: {}", text(&out));
+        let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+        (lab, status)
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BOWLINE);
         command
@@ -276,10 +285,7 @@ fn plaintext_never_leaves_an_enrolled_pod_and_callers_keep_their_address() {
     if !root_or_skip("plaintext_never_leaves_an_enrolled_pod_and_callers_keep_their_address") {
         return;
     }
-    let lab = Lab::new("t5wire", &mesh());
-    let out = lab.up();
-    assert!(out.status.success(), "bowline up: {}", text(&out));
-    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let (lab, status) = Lab::started("t5wire", &mesh());
     assert!(
         status.contains("shop/client") && status.contains("captured (in mesh)"),
         "{status}"
@@ -1181,10 +1187,7 @@ fn a_waypoint_from_a_gateway_enforces_l7_policy_and_is_the_only_way_to_the_targe
     ) {
         return;
     }
-    let lab = Lab::new("t5wp", &mesh_with_waypoint());
-    let out = lab.up();
-    assert!(out.status.success(), "bowline up: {}", text(&out));
-    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let (lab, status) = Lab::started("t5wp", &mesh_with_waypoint());
     let address = |object: &str, vip: bool| address_in(&status, object, vip);
     let (waypoint_ip, server_ip) = (
         address("shop/waypoint-0", false),
@@ -1347,10 +1350,7 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
     ) {
         return;
     }
-    let lab = Lab::new("t5rt", &mesh_for_routes());
-    let out = lab.up();
-    assert!(out.status.success(), "bowline up: {}", text(&out));
-    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let (lab, status) = Lab::started("t5rt", &mesh_for_routes());
     let vip = |service: &str| address_in(&status, service, true);
     let (server, flaky) = (vip("shop/server"), vip("shop/flaky"));
     let call = |method: &str, path: &str, vip: &str| {
@@ -1579,10 +1579,7 @@ fn the_waypoint_speaks_h2c_and_streams_a_gib_upload_in_bounded_memory() {
         1,
     );
     assert!(manifest.contains("--max-body"));
-    let lab = Lab::new("t5h2", &manifest);
-    let out = lab.up();
-    assert!(out.status.success(), "bowline up: {}", text(&out));
-    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let (lab, status) = Lab::started("t5h2", &manifest);
     let server: std::net::SocketAddr = format!("{}:80", address_in(&status, "shop/server", true))
         .parse()
         .unwrap();
@@ -1743,10 +1740,7 @@ fn grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry() {
             .selector("app", "apps")
             .port(Port::new(80).name("http").target("8081")),
     ]);
-    let lab = Lab::new("t5grpc", &format!("{}\n---\n{apps}", mesh_with_waypoint()));
-    let out = lab.up();
-    assert!(out.status.success(), "bowline up: {}", text(&out));
-    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let (lab, status) = Lab::started("t5grpc", &format!("{}\n---\n{apps}", mesh_with_waypoint()));
     let grpc: std::net::SocketAddr = format!("{}:9000", address_in(&status, "shop/grpc", true))
         .parse()
         .unwrap();
@@ -1871,10 +1865,7 @@ fn a_restarted_waypoint_keeps_enforcing_from_its_snapshot_while_the_control_plan
         return;
     }
     let policy = "\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: server}]\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n";
-    let lab = Lab::new("t5snap", &(mesh_with_waypoint() + policy));
-    let out = lab.up();
-    assert!(out.status.success(), "bowline up: {}", text(&out));
-    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
+    let (lab, status) = Lab::started("t5snap", &(mesh_with_waypoint() + policy));
     let server = address_in(&status, "shop/server", true);
     let call = |method: &str| {
         lab.request_from(

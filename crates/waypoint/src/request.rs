@@ -688,6 +688,19 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRAILER,
 ];
 
+/// The headers of `headers` that describe one connection: the fixed hop-by-hop ones and
+/// those `Connection` names (but `Upgrade`, which an upgrade carries through).
+fn hop_by_hop(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    let named = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| *name != header::UPGRADE);
+    named.chain(HOP_BY_HOP.iter().cloned()).collect()
+}
+
 fn is_upgrade(headers: &http::HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -706,16 +719,7 @@ fn prepare(
     upgrade: bool,
 ) -> Request<upstream::RequestBody> {
     let (mut parts, body) = req.into_parts();
-    let named: Vec<HeaderName> = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .filter(|name| *name != header::UPGRADE)
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in hop_by_hop(&parts.headers) {
         parts.headers.remove(name);
     }
     if upgrade {
@@ -763,18 +767,9 @@ fn respond(
     response: Response<Incoming>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
-    let named: Vec<HeaderName> = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .filter(|name| *name != header::UPGRADE)
-        .collect();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        if !(switching && *name == header::CONNECTION) {
+    for name in hop_by_hop(&parts.headers) {
+        if !(switching && name == header::CONNECTION) {
             parts.headers.remove(name);
         }
     }

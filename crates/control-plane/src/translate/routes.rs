@@ -17,7 +17,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use config::resources::{self as k8s, RouteParent};
+use config::resources::{self as k8s, RouteFilter, RouteParent};
 use config::validate::gateway_duration;
 use xds::l7 as wire;
 
@@ -470,21 +470,7 @@ fn http_action(index: &Index<'_>, route_ns: &str, rule: &k8s::HttpRouteRule) -> 
             _ => {}
         }
     }
-    action.backends = rule
-        .backend_refs
-        .iter()
-        .map(|b| {
-            let filters = b.filters.iter().map(|f| {
-                (
-                    f.type_.as_str(),
-                    f.request_header_modifier.as_ref(),
-                    f.response_header_modifier.as_ref(),
-                )
-            });
-            let target = (b.name.as_str(), b.namespace.as_deref(), b.port);
-            backend(index, route_ns, target, b.effective_weight(), filters)
-        })
-        .collect();
+    action.backends = backends(index, route_ns, &rule.backend_refs);
     if let Some(t) = &rule.timeouts {
         action.request_timeout_ms = millis(t.request.as_deref());
         action.backend_timeout_ms = millis(t.backend_request.as_deref());
@@ -512,46 +498,42 @@ fn grpc_action(index: &Index<'_>, route_ns: &str, rule: &k8s::GrpcRouteRule) -> 
             &mut action,
         );
     }
-    action.backends = rule
-        .backend_refs
-        .iter()
-        .map(|b| {
-            let filters = b.filters.iter().map(|f| {
-                (
-                    f.type_.as_str(),
-                    f.request_header_modifier.as_ref(),
-                    f.response_header_modifier.as_ref(),
-                )
-            });
-            let target = (b.name.as_str(), b.namespace.as_deref(), b.port);
-            backend(index, route_ns, target, b.effective_weight(), filters)
-        })
-        .collect();
+    action.backends = backends(index, route_ns, &rule.backend_refs);
     action
 }
 
-/// A weighted backend (`target`: name, namespace, port) with its own header filters.
-fn backend<'a>(
+/// A rule's weighted backends, each with its own header filters.
+fn backends<F: RouteFilter>(
     index: &Index<'_>,
     route_ns: &str,
-    (name, namespace, port): (&str, Option<&str>, Option<u16>),
-    weight: u32,
-    filters: impl Iterator<
-        Item = (
-            &'a str,
-            Option<&'a k8s::HeaderModifier>,
-            Option<&'a k8s::HeaderModifier>,
-        ),
-    >,
-) -> wire::Backend {
-    let mut own = wire::RouteAction::default();
-    for (type_, request, response) in filters {
-        filter(index, route_ns, type_, request, response, None, &mut own);
-    }
-    wire::Backend {
-        backend: Some(backend_ref(index, route_ns, name, namespace, port)),
-        weight,
-        request_headers: own.request_headers,
-        response_headers: own.response_headers,
-    }
+    refs: &[k8s::BackendRef<F>],
+) -> Vec<wire::Backend> {
+    refs.iter()
+        .map(|b| {
+            let mut own = wire::RouteAction::default();
+            for f in &b.filters {
+                filter(
+                    index,
+                    route_ns,
+                    f.type_(),
+                    f.request_header_modifier(),
+                    f.response_header_modifier(),
+                    None,
+                    &mut own,
+                );
+            }
+            wire::Backend {
+                backend: Some(backend_ref(
+                    index,
+                    route_ns,
+                    &b.name,
+                    b.namespace.as_deref(),
+                    b.port,
+                )),
+                weight: b.effective_weight(),
+                request_headers: own.request_headers,
+                response_headers: own.response_headers,
+            }
+        })
+        .collect()
 }
