@@ -1,0 +1,300 @@
+//! The route and forward phases of a request: the destination service's route table (or
+//! its own endpoints), the rule's filters — header changes, rewrite, redirect, mirrors —
+//! and sending under the rule's timeouts and retries.
+
+use super::*;
+
+/// Where a request goes: its route's rule (if the service has routes) and the endpoint.
+pub(super) struct Routed {
+    pub(super) action: Option<Arc<Action>>,
+    pub(super) backend: Option<Backend>,
+    pub(super) matched_prefix: Option<String>,
+    /// `None` only for a redirect.
+    pub(super) endpoint: Option<Endpoint>,
+}
+
+/// The route phase: the destination service's route table decides when it has one (no
+/// matching entry: 404); otherwise the service's own endpoints, as Istio does.
+pub(super) fn route(
+    shared: &Shared,
+    snap: &Snapshot,
+    tunnel: &Tunnel,
+    service: Option<&ztunnel::state::Service>,
+    req: &Request<Incoming>,
+) -> Result<Routed, Refusal> {
+    let tables = shared.policies.routes();
+    let table = service.and_then(|s| tables.get(&(s.namespace.clone(), s.name.clone())));
+    let Some(table) = table else {
+        let endpoint = upstream::choose(snap, tunnel.target)?;
+        return Ok(Routed {
+            action: None,
+            backend: None,
+            matched_prefix: None,
+            endpoint: Some(endpoint),
+        });
+    };
+    let view = RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let Some(entry) = table.find(&view) else {
+        return Err(Refusal::NoRoute(format!(
+            "no route of {} matches",
+            service.map_or_else(String::new, |s| s.hostname.clone())
+        )));
+    };
+    let action = entry.action.clone();
+    let matched_prefix = entry.matcher.matched_prefix().map(str::to_owned);
+    if action.redirect.is_some() {
+        // Answered here; no endpoint is called.
+        return Ok(Routed {
+            action: Some(action),
+            backend: None,
+            matched_prefix,
+            endpoint: None,
+        });
+    }
+    let Some(backend) = action.backend(random()).cloned() else {
+        return Err(Refusal::NoBackend(format!(
+            "{} rule {}",
+            entry.route, entry.rule
+        )));
+    };
+    let endpoint = upstream::choose_backend(snap, &backend.target.key, backend.target.port)?;
+    Ok(Routed {
+        action: Some(action),
+        backend: Some(backend),
+        matched_prefix,
+        endpoint: Some(endpoint),
+    })
+}
+
+/// The rule's request filters: header changes (rule, then backend), then the rewrite.
+pub(super) fn shape(
+    request: &mut Request<upstream::RequestBody>,
+    action: &Action,
+    backend: Option<&Backend>,
+    matched_prefix: Option<&str>,
+) {
+    action.request_headers.apply(request.headers_mut());
+    if let Some(backend) = backend {
+        backend.request_headers.apply(request.headers_mut());
+    }
+    let Some((hostname, path)) = &action.rewrite else {
+        return;
+    };
+    if let Some(host) = hostname
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
+    if let Some(path) = path {
+        let new_path = rewritten(request.uri().path(), path, matched_prefix);
+        let query = request
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        if let Ok(uri) = format!("{new_path}{query}").parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+}
+
+fn rewritten(path: &str, rewrite: &PathRewrite, matched_prefix: Option<&str>) -> String {
+    match rewrite {
+        PathRewrite::Full(full) => full.clone(),
+        PathRewrite::Prefix(with) => {
+            routes::replace_prefix(path, matched_prefix.unwrap_or(""), with)
+        }
+    }
+}
+
+/// The redirect a rule answers with.
+pub(super) fn redirected(
+    shared: &Arc<Shared>,
+    mut exchange: Exchange,
+    req: &Request<Incoming>,
+    redirect: &routes::Redirect,
+    matched_prefix: Option<&str>,
+) -> Response<ResponseBody> {
+    let host = host_of(req);
+    let scheme = if redirect.scheme.is_empty() {
+        "http"
+    } else {
+        redirect.scheme.as_str()
+    };
+    let hostname = if redirect.hostname.is_empty() {
+        host
+    } else {
+        redirect.hostname.as_str()
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = match redirect.port {
+        0 => String::new(),
+        p if p == default_port => String::new(),
+        p => format!(":{p}"),
+    };
+    let path = redirect.path.as_ref().map_or_else(
+        || req.uri().path().to_owned(),
+        |p| rewritten(req.uri().path(), p, matched_prefix),
+    );
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let location = format!("{scheme}://{hostname}{port}{path}{query}");
+    exchange.labels.response_code = redirect.status.as_u16().to_string();
+    exchange.detail = Some(format!("redirect to {location}"));
+    let body = http_body_util::Empty::new().map_err(|never| match never {});
+    let mut response = Response::new(finishing(shared, exchange, body));
+    *response.status_mut() = redirect.status;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Copies a bodyless request to the rule's mirrors (their answers are dropped).
+pub(super) fn mirror(
+    shared: &Arc<Shared>,
+    tunnel: &Tunnel,
+    snap: &Snapshot,
+    action: &Action,
+    request: &Request<upstream::RequestBody>,
+    version: Version,
+) {
+    if action.mirrors.is_empty() || !request.body().is_end_stream() {
+        return;
+    }
+    for (target, percent) in &action.mirrors {
+        if random() % 100 >= u64::from(*percent) {
+            continue;
+        }
+        let Ok(endpoint) = upstream::choose_backend(snap, &target.key, target.port) else {
+            continue;
+        };
+        let copy = replay(request);
+        let (shared, client) = (shared.clone(), tunnel.client);
+        tokio::spawn(async move {
+            match shared
+                .clients
+                .send(&shared.connector, &endpoint, client, version, copy)
+                .await
+            {
+                Ok(response) => {
+                    // Read and drop the answer so the connection can be reused.
+                    let _ = response.into_body().collect().await;
+                }
+                Err(error) => tracing::debug!(upstream = %endpoint.addr, %error, "mirror failed"),
+            }
+        });
+    }
+}
+
+/// A bodyless copy of `request`.
+fn replay(request: &Request<upstream::RequestBody>) -> Request<upstream::RequestBody> {
+    let mut copy = Request::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Sends to the routed endpoint, under the rule's timeouts and retries. Retries (another
+/// endpoint each time) happen for connect failures and the configured statuses, only for
+/// requests without a body (a streamed body cannot be sent twice).
+pub(super) async fn forward(
+    shared: &Shared,
+    tunnel: &Tunnel,
+    snap: &Snapshot,
+    route: &Routed,
+    first: Endpoint,
+    version: Version,
+    request: Request<upstream::RequestBody>,
+) -> Result<Response<Incoming>, Refusal> {
+    let action = route.action.as_deref();
+    let retry = action.and_then(|a| a.retry.as_ref());
+    let per_try = action.and_then(|a| a.backend_timeout);
+    let total = action.and_then(|a| a.request_timeout);
+    let attempts = async {
+        let replayable = retry.is_some() && request.body().is_end_stream();
+        let template = replayable.then(|| replay(&request));
+        let mut request = Some(request);
+        let mut endpoint = first;
+        let mut attempt = 0u32;
+        loop {
+            let this = match request.take() {
+                Some(first) => first,
+                None => match &template {
+                    Some(t) => replay(t),
+                    None => return Err(Refusal::UpstreamReset("no request to retry".into())),
+                },
+            };
+            let sent =
+                shared
+                    .clients
+                    .send(&shared.connector, &endpoint, tunnel.client, version, this);
+            let outcome = match per_try {
+                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                    Ok(outcome) => outcome.map_err(Refusal::from),
+                    Err(_) => Err(Refusal::Timeout(format!("no response within {limit:?}"))),
+                },
+                None => sent.await.map_err(Refusal::from),
+            };
+            let retriable = match &outcome {
+                Ok(response) => {
+                    retry.is_some_and(|r| r.codes.contains(&response.status().as_u16()))
+                }
+                Err(Refusal::ConnectFailed(_) | Refusal::Timeout(_)) => retry.is_some(),
+                Err(_) => false,
+            };
+            let more = retry.is_some_and(|r| attempt < r.attempts) && template.is_some();
+            if !(retriable && more) {
+                return outcome;
+            }
+            attempt += 1;
+            if let Some(r) = retry {
+                tokio::time::sleep(r.backoff).await;
+            }
+            if let Some(backend) = &route.backend
+                && let Ok(next) =
+                    upstream::choose_backend(snap, &backend.target.key, backend.target.port)
+            {
+                endpoint = next;
+            }
+            tracing::debug!(attempt, upstream = %endpoint.addr, "retrying");
+        }
+    };
+    match total {
+        Some(limit) => tokio::time::timeout(limit, attempts)
+            .await
+            .unwrap_or_else(|_| Err(Refusal::Timeout(format!("no response within {limit:?}")))),
+        None => attempts.await,
+    }
+}
+
+impl From<SendError> for Refusal {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::Connect(e) => Self::ConnectFailed(e.to_string()),
+            SendError::Request(e) => Self::UpstreamReset(e.to_string()),
+        }
+    }
+}
+
+/// A uniform random number (for weights and mirror percentages).
+pub(super) fn random() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
