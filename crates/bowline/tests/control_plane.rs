@@ -61,12 +61,22 @@ impl Drop for Process {
     }
 }
 
+/// A loopback port that is free now and stays out of the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default), so that no outgoing
+/// connection of a test running in parallel can take it before the control plane binds
+/// it — or rebinds it after the restart.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    let (low, high) = (20000u32, 32000u32);
+    for _ in 0..1000 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let port = (low + (hasher.finish() % u64::from(high - low)) as u32) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
 }
 
 struct Ports {

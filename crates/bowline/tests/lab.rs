@@ -1302,11 +1302,17 @@ fn mesh_for_routes() -> String {
                 .node("node-1")
                 .container(Container::new("idle").command(&["sleep", "infinity"])),
             &service("flaky").label("istio.io/use-waypoint", "waypoint"),
+            // The mirror's sink: the test serves in its namespace.
+            &Pod::new("mirror-sink", "shop")
+                .label("app", "mirror-sink")
+                .node("node-2")
+                .container(Container::new("idle").command(&["sleep", "infinity"])),
+            &service("mirror-sink"),
         ])
 }
 
-/// Routes on `server`: a header match, a redirect, a rewrite with a header, a timeout, a
-/// 90/10 split; and retries on `flaky`.
+/// Routes on `server`: a header match, a query match, a redirect, a rewrite with a header,
+/// a mirror of POSTs, a timeout, a 90/10 split; and retries on `flaky`.
 const ROUTES: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: server, namespace: shop}
@@ -1326,6 +1332,13 @@ spec:
         - type: RequestHeaderModifier
           requestHeaderModifier: {set: [{name: x-routed, value: \"yes\"}]}
       backendRefs: [{name: server, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /mirrored}, method: POST}]
+      filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: mirror-sink, port: 80}}
+      backendRefs: [{name: server, port: 80}]
+    - matches: [{queryParams: [{name: canary, value: \"1\"}]}]
+      backendRefs: [{name: server-v2, port: 80}]
     - matches: [{path: {type: PathPrefix, value: /delay}}]
       timeouts: {request: 300ms}
       backendRefs: [{name: server, port: 80}]
@@ -1351,6 +1364,11 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
         return;
     }
     let (lab, status) = Lab::started("t5rt", &mesh_for_routes());
+    // The mirror's sink, served by this test in the sink pod: what it saw, one line each.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (seen_tx, seen) = std::sync::mpsc::channel::<String>();
+    let sink = runtime.block_on(listen_in(&lab, "p-shop-mirror-sink", 8080));
+    runtime.spawn(record_requests(sink, seen_tx));
     let vip = |service: &str| address_in(&status, service, true);
     let (server, flaky) = (vip("shop/server"), vip("shop/flaky"));
     let call = |method: &str, path: &str, vip: &str| {
@@ -1425,6 +1443,37 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echoed["path"], "/rewritten/abc?q=1", "{body}");
     assert_eq!(echoed["headers"]["x-routed"], "yes", "{body}");
+
+    // A query match.
+    let (code, body) = call("GET", "/?canary=1", &server);
+    assert_eq!((code, pod_of(&body).as_str()), (200, "server-v2"), "{body}");
+
+    // A mirrored POST: the caller gets the server's answer, the sink a copy with the body
+    // and its host marked; a GET of the same path is not mirrored (the match is by method).
+    let (code, body) = lab
+        .request_from(
+            "p-shop-client",
+            "POST",
+            &format!("http://{server}:80/mirrored/1"),
+            Some("a body to copy"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let copy = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the mirror never saw the request");
+    assert!(
+        copy.starts_with("POST /mirrored/1 ")
+            && copy.contains(&format!("host={server}-shadow:80"))
+            && copy.ends_with("body=a body to copy"),
+        "{copy}"
+    );
+    assert_eq!(call("GET", "/mirrored/2", &server).0, 200);
+    assert!(
+        seen.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a GET was mirrored"
+    );
 
     // The timeout: a slow answer is 504, a quick one passes.
     let (code, body) = call("GET", "/delay/2000", &server);
@@ -1665,6 +1714,50 @@ impl xds::ca::istio_certificate_service_server::IstioCertificateService for Fake
 }
 
 /// A listener on `port` inside lab namespace `ns`.
+/// Answers every HTTP/1.1 request on `listener` with 200, reporting each as
+/// `METHOD PATH host=HOST body=BODY`.
+async fn record_requests(listener: tokio::net::TcpListener, seen: std::sync::mpsc::Sender<String>) {
+    use http_body_util::BodyExt;
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let host = parts
+                            .headers
+                            .get("host")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned();
+                        let _ = seen.send(format!(
+                            "{} {} host={host} body={}",
+                            parts.method,
+                            parts.uri,
+                            String::from_utf8_lossy(&body)
+                        ));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
 async fn listen_in(lab: &Lab, ns: &str, port: u16) -> tokio::net::TcpListener {
     let std_listener = netns::Namespace::existing(&lab.namespace(ns))
         .run(move || {

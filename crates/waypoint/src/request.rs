@@ -7,12 +7,12 @@
 //!
 //! Routing: a service with a route table (HTTPRoute/GRPCRoute) goes by its first matching
 //! entry — redirect answered here, or a weighted backend with header changes, rewrite,
-//! mirrors (bodyless requests), timeouts (request and per attempt) and retries (bodyless
+//! mirrors (a copy of the request, body included, that never slows the original), timeouts (request and per attempt) and retries (bodyless
 //! requests, another endpoint each time); a service without one goes to its own endpoints.
 //!
 //! Every local answer comes from one mapping ([`Refusal`]): no route 404 `NR`, no healthy
 //! endpoint 503 `UH`, connect failure 503 `UF`, upstream reset before a response 503 `UC`,
-//! timeout 504 `UT`, denied 403. Opaque TCP tunnels ([`tcp`]) are authorized on what L4 can see and pumped.
+//! timeout 504 `UT`, denied 403; `URX` is added when retries ran out. Opaque TCP tunnels ([`tcp`]) are authorized on what L4 can see and pumped.
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
@@ -40,7 +40,8 @@ use crate::metrics::RequestLabels;
 use crate::policies::PolicyStore;
 use crate::routes::{self, Action, Backend, PathRewrite, RequestView};
 use crate::upstream::{self, Endpoint, Io, RouteError, SendError, Version};
-use route::{forward, mirror, random, redirected, route, shape};
+use mirror::mirror;
+use route::{forward, random, redirected, route, shape};
 
 /// Body of responses sent downstream.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -249,9 +250,9 @@ async fn handle(
             route.backend.as_ref(),
             route.matched_prefix.as_deref(),
         );
-        mirror(shared, tunnel, &snap, action, &request, version);
+        mirror(shared, tunnel, &snap, action, &mut request, version);
     }
-    let mut response = match forward(
+    let forwarded = forward(
         shared,
         tunnel,
         &snap,
@@ -260,8 +261,11 @@ async fn handle(
         version,
         request,
     )
-    .await
-    {
+    .await;
+    if forwarded.retries_exhausted {
+        exchange.labels.peers.response_flags = "URX".into();
+    }
+    let mut response = match forwarded.outcome {
         Ok(response) => response,
         Err(refusal) => return local(shared, exchange, &refusal),
     };
@@ -463,7 +467,7 @@ fn prepare(
         on_end: None,
         grpc_status: None,
     };
-    Request::from_parts(parts, counted.boxed())
+    Request::from_parts(parts, counted.map_err(upstream::BoxError::from).boxed())
 }
 
 /// The upstream response, counted and logged when its body ends.
@@ -499,7 +503,10 @@ fn local(
 ) -> Response<ResponseBody> {
     let (status, flags, text) = refusal.answer();
     exchange.labels.response_code = status.as_u16().to_string();
-    exchange.labels.peers.response_flags = flags.to_owned();
+    exchange.labels.peers.response_flags = match exchange.labels.peers.response_flags.as_str() {
+        "-" => flags.to_owned(),
+        earlier => format!("{flags},{earlier}"),
+    };
     if exchange.protocol == "grpc" {
         exchange.labels.grpc_response_status = "14".into();
     }
@@ -725,6 +732,7 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
     );
 }
 
+mod mirror;
 mod route;
 #[cfg(test)]
 mod tests;

@@ -20,8 +20,13 @@ use identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use ztunnel::state::{Service, Snapshot, TunnelProtocol, Workload};
 
-/// Body of requests sent upstream.
-pub type RequestBody = BoxBody<Bytes, hyper::Error>;
+/// Body of requests sent upstream: the client's (counted, maybe copied to mirrors), a
+/// mirror's copy, or none.
+pub type RequestBody = BoxBody<Bytes, BoxError>;
+
+/// Why a request body stopped: the client's connection failed, or a mirror's copy fell
+/// behind.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why no endpoint was chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

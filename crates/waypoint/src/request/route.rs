@@ -158,45 +158,8 @@ pub(super) fn redirected(
     response
 }
 
-/// Copies a bodyless request to the rule's mirrors (their answers are dropped).
-pub(super) fn mirror(
-    shared: &Arc<Shared>,
-    tunnel: &Tunnel,
-    snap: &Snapshot,
-    action: &Action,
-    request: &Request<upstream::RequestBody>,
-    version: Version,
-) {
-    if action.mirrors.is_empty() || !request.body().is_end_stream() {
-        return;
-    }
-    for (target, percent) in &action.mirrors {
-        if random() % 100 >= u64::from(*percent) {
-            continue;
-        }
-        let Ok(endpoint) = upstream::choose_backend(snap, &target.key, target.port) else {
-            continue;
-        };
-        let copy = replay(request);
-        let (shared, client) = (shared.clone(), tunnel.client);
-        tokio::spawn(async move {
-            match shared
-                .clients
-                .send(&shared.connector, &endpoint, client, version, copy)
-                .await
-            {
-                Ok(response) => {
-                    // Read and drop the answer so the connection can be reused.
-                    let _ = response.into_body().collect().await;
-                }
-                Err(error) => tracing::debug!(upstream = %endpoint.addr, %error, "mirror failed"),
-            }
-        });
-    }
-}
-
 /// A bodyless copy of `request`.
-fn replay(request: &Request<upstream::RequestBody>) -> Request<upstream::RequestBody> {
+pub(super) fn replay(request: &Request<upstream::RequestBody>) -> Request<upstream::RequestBody> {
     let mut copy = Request::new(
         http_body_util::Empty::new()
             .map_err(|never| match never {})
@@ -210,8 +173,8 @@ fn replay(request: &Request<upstream::RequestBody>) -> Request<upstream::Request
 }
 
 /// Sends to the routed endpoint, under the rule's timeouts and retries. Retries (another
-/// endpoint each time) happen for connect failures and the configured statuses, only for
-/// requests without a body (a streamed body cannot be sent twice).
+/// endpoint each time) happen for connect failures, per-try timeouts and the configured
+/// statuses, only for requests without a body (a streamed body cannot be sent twice).
 pub(super) async fn forward(
     shared: &Shared,
     tunnel: &Tunnel,
@@ -220,8 +183,9 @@ pub(super) async fn forward(
     first: Endpoint,
     version: Version,
     request: Request<upstream::RequestBody>,
-) -> Result<Response<Incoming>, Refusal> {
+) -> Forwarded {
     let action = route.action.as_deref();
+    let mut exhausted = false;
     let retry = action.and_then(|a| a.retry.as_ref());
     let per_try = action.and_then(|a| a.backend_timeout);
     let total = action.and_then(|a| a.request_timeout);
@@ -259,6 +223,7 @@ pub(super) async fn forward(
             };
             let more = retry.is_some_and(|r| attempt < r.attempts) && template.is_some();
             if !(retriable && more) {
+                exhausted = retriable && attempt > 0;
                 return outcome;
             }
             attempt += 1;
@@ -274,12 +239,24 @@ pub(super) async fn forward(
             tracing::debug!(attempt, upstream = %endpoint.addr, "retrying");
         }
     };
-    match total {
+    let outcome = match total {
         Some(limit) => tokio::time::timeout(limit, attempts)
             .await
             .unwrap_or_else(|_| Err(Refusal::Timeout(format!("no response within {limit:?}")))),
         None => attempts.await,
+    };
+    Forwarded {
+        outcome,
+        retries_exhausted: exhausted,
     }
+}
+
+/// What forwarding came to.
+pub(super) struct Forwarded {
+    /// The upstream's response, or why there is none.
+    pub(super) outcome: Result<Response<Incoming>, Refusal>,
+    /// The last attempt still called for a retry but none was left (`URX`).
+    pub(super) retries_exhausted: bool,
 }
 
 impl From<SendError> for Refusal {

@@ -1,5 +1,6 @@
 //! The request path against bad clients and what they see: the waypoint's own answers,
-//! malformed and oversized requests, slow headers — on in-memory connections, with an
+//! malformed and oversized requests, slow headers, HTTP/2 floods (CONTINUATION, rapid
+//! reset) — on in-memory connections, with an
 //! empty mesh (every destination unknown).
 
 use super::*;
@@ -176,4 +177,143 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         "{text}"
     );
     assert!(started.elapsed() >= HEADER_TIMEOUT);
+}
+
+/// One HTTP/2 frame: length, type, flags, stream, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// The client preface and an empty SETTINGS frame.
+fn h2_preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    out
+}
+
+/// `GET /` to `x`, HPACK-encoded from the static table.
+const GET_SLASH: [u8; 6] = [0x82, 0x86, 0x84, 0x41, 0x01, b'x'];
+
+/// Writes `bytes` to the server in a task (the server may stop reading), reads what the
+/// server sends until it closes the connection; returns the frame types it sent, the
+/// bytes the client managed to write, and whether it closed within `within`.
+async fn h2_exchange(
+    client: DuplexStream,
+    bytes: Vec<u8>,
+    within: Duration,
+) -> (Vec<u8>, usize, bool) {
+    let (mut read, mut write) = tokio::io::split(client);
+    let written = Arc::new(AtomicU64::new(0));
+    let count = written.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in bytes.chunks(16 * 1024) {
+            if write.write_all(chunk).await.is_err() {
+                break;
+            }
+            count.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        // Keep the write half open: closing it would end the connection from our side.
+        std::future::pending::<()>().await;
+    });
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    writer.abort();
+    let written = written.load(Ordering::Relaxed) as usize;
+    let mut kinds = Vec::new();
+    let mut at = 0;
+    while at + 9 <= received.len() {
+        let len = usize::from(received[at]) << 16
+            | usize::from(received[at + 1]) << 8
+            | usize::from(received[at + 2]);
+        kinds.push(received[at + 3]);
+        at += 9 + len;
+    }
+    (kinds, written, closed)
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off_with_goaway_and_the_next_connection_is_served() {
+    let shared = shared();
+    let client = connection(&shared);
+    // A header block that never ends: HEADERS without END_HEADERS, then 1000 CONTINUATION
+    // frames of 16 KiB (16 MiB, 250 times the header limit).
+    let mut flood = h2_preface();
+    flood.extend(frame(HEADERS, END_STREAM, 1, &GET_SLASH));
+    let filler = [0x40u8; 16 * 1024];
+    for _ in 0..1000 {
+        flood.extend(frame(CONTINUATION, 0, 1, &filler));
+    }
+    let total = flood.len();
+    let (kinds, written, closed) = h2_exchange(client, flood, Duration::from_secs(30)).await;
+    assert!(closed, "the flooding connection was not closed");
+    assert!(kinds.contains(&GOAWAY), "no GOAWAY, frames {kinds:?}");
+    // Nothing was buffered to the end: the server stopped reading early (what was
+    // written is at most what it read plus the in-memory pipe's 1 MiB).
+    assert!(
+        written < total / 4,
+        "{written} of {total} bytes were taken in"
+    );
+    let metrics = shared.metrics.encode();
+    assert!(!metrics.contains("istio_requests_total{"), "{metrics}");
+
+    let mut good = connection(&shared);
+    good.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut good).await.starts_with("HTTP/1.1 404"));
+}
+
+#[tokio::test]
+async fn a_rapid_reset_flood_is_cut_off_with_goaway_and_the_next_connection_is_served() {
+    let shared = shared();
+    let client = connection(&shared);
+    // 10 000 requests, each cancelled right after it is sent (CVE-2023-44487).
+    let mut flood = h2_preface();
+    for i in 0..10_000u32 {
+        let stream = 2 * i + 1;
+        flood.extend(frame(HEADERS, END_STREAM | END_HEADERS, stream, &GET_SLASH));
+        flood.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+    }
+    let (kinds, _written, closed) = h2_exchange(client, flood, Duration::from_secs(30)).await;
+    assert!(closed, "the flooding connection was not closed");
+    assert!(kinds.contains(&GOAWAY), "no GOAWAY, frames {kinds:?}");
+    let served: u64 = shared
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        served < 1000,
+        "{served} of the 10 000 cancelled requests were handled"
+    );
+
+    let mut good = connection(&shared);
+    good.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut good).await.starts_with("HTTP/1.1 404"));
 }
