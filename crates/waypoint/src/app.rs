@@ -70,6 +70,8 @@ pub struct Shared {
     pub connector: Connector,
     /// Kept upstream HTTP connections.
     pub clients: HttpClients,
+    /// Requests in flight per endpoint (least-request choice).
+    pub load: crate::upstream::Load,
     /// Certificates.
     pub manager: CertificateManager,
 }
@@ -171,6 +173,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             hbone_port: config.hbone_addr.port(),
         },
         clients: HttpClients::default(),
+        load: crate::upstream::Load::default(),
         manager: manager.clone(),
     });
 
@@ -180,6 +183,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         loop {
             every.tick().await;
             sweeper.clients.sweep(crate::upstream::IDLE_FOR);
+            sweeper.load.sweep();
         }
     }));
     let listener = tokio::net::TcpListener::bind(config.hbone_addr)

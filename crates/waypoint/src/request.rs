@@ -7,15 +7,17 @@
 //!
 //! Routing: a service with a route table (HTTPRoute/GRPCRoute) goes by its first matching
 //! entry — redirect answered here, or a weighted backend with header changes, rewrite,
-//! mirrors (a copy of the request, body included, that never slows the original), timeouts (request and per attempt) and retries (bodyless
-//! requests, another endpoint each time); a service without one goes to its own endpoints.
+//! mirrors (a copy of the request, body included, that never slows the original),
+//! timeouts (request and per attempt) and retries (bodyless requests, another endpoint
+//! each time); a service without one goes to its own endpoints. An endpoint is chosen by
+//! least request.
 //!
 //! Every local answer comes from one mapping ([`Refusal`]): no route 404 `NR`, no healthy
 //! endpoint 503 `UH`, connect failure 503 `UF`, upstream reset before a response 503 `UC`,
-//! timeout 504 `UT`, denied 403; `URX` is added when retries ran out. Opaque TCP tunnels ([`tcp`]) are authorized on what L4 can see and pumped.
+//! timeout 504 `UT`, denied 403; `URX` is added when retries ran out. Opaque TCP tunnels
+//! ([`tcp`]) are authorized on what L4 can see and pumped.
 
 use std::convert::Infallible;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,7 +43,8 @@ use crate::policies::PolicyStore;
 use crate::routes::{self, Action, Backend, PathRewrite, RequestView};
 use crate::upstream::{self, Endpoint, Io, RouteError, SendError, Version};
 use mirror::mirror;
-use route::{forward, random, redirected, route, shape};
+use route::{forward, redirected, route, shape};
+use upstream::random;
 
 /// Body of responses sent downstream.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -172,6 +175,8 @@ struct Exchange {
     upstream: Option<SocketAddr>,
     request_bytes: Arc<AtomicU64>,
     detail: Option<String>,
+    /// Counts the request in flight to its endpoint until the exchange ends.
+    active: Option<upstream::Active>,
 }
 
 async fn handle(
@@ -200,6 +205,7 @@ async fn handle(
         upstream: None,
         request_bytes: Arc::new(AtomicU64::new(0)),
         detail: None,
+        active: None,
     };
 
     // Authorize.
@@ -226,6 +232,7 @@ async fn handle(
         return local(shared, exchange, &Refusal::NoRoute("no endpoint".into()));
     };
     exchange.upstream = Some(endpoint.addr);
+    exchange.active = Some(shared.load.start(endpoint.addr));
     exchange.labels.peers =
         std::mem::take(&mut exchange.labels.peers).with_destination(&endpoint.workload);
     // Forward.
@@ -690,7 +697,7 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
         tracing::info!(target: "access", peer = %tunnel.peer, target = %tunnel.target, detail = %refusal.detail(), "tcp connection denied");
         return;
     }
-    let endpoint = match upstream::choose(&snap, tunnel.target) {
+    let endpoint = match upstream::choose(&snap, &shared.load, tunnel.target) {
         Ok(endpoint) => endpoint,
         Err(error) => {
             tracing::info!(target: "access", peer = %tunnel.peer, target = %tunnel.target, %error, "tcp connection without a route");
@@ -698,6 +705,7 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
         }
     };
     labels = labels.with_destination(&endpoint.workload);
+    let _active = shared.load.start(endpoint.addr);
     let mut upstream = match shared.connector.connect(&endpoint, tunnel.client).await {
         Ok(upstream) => upstream,
         Err(error) => {

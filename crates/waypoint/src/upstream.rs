@@ -1,6 +1,7 @@
 //! Where a request goes and how it gets there: the original destination (a service VIP or
-//! a pod address, from the tunnel's `:authority`) resolved to one endpoint — round robin
-//! over the service's healthy endpoints, the target port from the endpoint's own mapping
+//! a pod address, from the tunnel's `:authority`) resolved to one endpoint — least request
+//! over the service's healthy endpoints (the fewer in flight of two drawn at random, as
+//! Envoy's default), the target port from the endpoint's own mapping
 //! — then reached over HBONE from the pool under the waypoint's identity (or plain TCP for
 //! an endpoint outside the mesh). HTTP connections to an endpoint are kept and reused:
 //! HTTP/1.1 one request at a time per connection, HTTP/2 multiplexed, per original
@@ -8,6 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -72,8 +74,45 @@ pub fn known(snap: &Snapshot, original: SocketAddr) -> bool {
     snap.service_by_vip(original.ip()).is_some() || snap.workload_by_ip(original.ip()).is_some()
 }
 
+/// Requests (and TCP connections) in flight to each endpoint, for least-request choice.
+#[derive(Debug, Default)]
+pub struct Load {
+    active: DashMap<SocketAddr, Arc<AtomicU64>>,
+}
+
+/// One request in flight to an endpoint, until dropped.
+#[derive(Debug)]
+pub struct Active(Arc<AtomicU64>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Load {
+    /// Counts a request to `addr` in flight until the returned guard is dropped.
+    pub fn start(&self, addr: SocketAddr) -> Active {
+        let count = self.active.entry(addr).or_default().clone();
+        count.fetch_add(1, Ordering::Relaxed);
+        Active(count)
+    }
+
+    fn in_flight(&self, addr: &SocketAddr) -> u64 {
+        self.active
+            .get(addr)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Forgets endpoints with nothing in flight (run with the connection sweep).
+    pub fn sweep(&self) {
+        self.active
+            .retain(|_, count| Arc::strong_count(count) > 1 || count.load(Ordering::Relaxed) > 0);
+    }
+}
+
 /// Picks the endpoint for `original`.
-pub fn choose(snap: &Snapshot, original: SocketAddr) -> Result<Endpoint, RouteError> {
+pub fn choose(snap: &Snapshot, load: &Load, original: SocketAddr) -> Result<Endpoint, RouteError> {
     let Some(service) = snap.service_by_vip(original.ip()) else {
         return match snap.workload_by_ip(original.ip()) {
             Some(workload) => Ok(Endpoint {
@@ -84,41 +123,71 @@ pub fn choose(snap: &Snapshot, original: SocketAddr) -> Result<Endpoint, RouteEr
             None => Err(RouteError::UnknownDestination(original)),
         };
     };
-    choose_in(snap, service, original.port())
+    choose_in(snap, load, service, original.port())
 }
 
 /// Picks an endpoint of backend `key` (`namespace/hostname`) on service port `port`.
-pub fn choose_backend(snap: &Snapshot, key: &str, port: u16) -> Result<Endpoint, RouteError> {
+pub fn choose_backend(
+    snap: &Snapshot,
+    load: &Load,
+    key: &str,
+    port: u16,
+) -> Result<Endpoint, RouteError> {
     match snap.service(key) {
-        Some(service) => choose_in(snap, service, port),
+        Some(service) => choose_in(snap, load, service, port),
         None => Err(RouteError::UnknownBackend(key.to_owned())),
     }
 }
 
-/// Round robin over the healthy endpoints of `service`, for its port `port`.
-fn choose_in(snap: &Snapshot, service: &Arc<Service>, port: u16) -> Result<Endpoint, RouteError> {
-    let key = service.key();
+/// Least request over the healthy endpoints of `service`, for its port `port`: of two
+/// endpoints drawn at random, the one with fewer requests in flight.
+fn choose_in(
+    snap: &Snapshot,
+    load: &Load,
+    service: &Arc<Service>,
+    port: u16,
+) -> Result<Endpoint, RouteError> {
+    let key = || service.key();
     let Some(mapping) = service.ports.iter().find(|p| p.service_port == port) else {
-        return Err(RouteError::ServicePort { service: key, port });
+        return Err(RouteError::ServicePort {
+            service: key(),
+            port,
+        });
     };
-    let candidates: Vec<&Arc<Workload>> = snap
-        .endpoints(&key)
-        .iter()
-        .filter(|w| w.healthy && !w.addresses.is_empty())
-        .collect();
-    if candidates.is_empty() {
-        return Err(RouteError::NoHealthyUpstream(key));
-    }
-    let workload = candidates[snap.next_endpoint_index(&key) % candidates.len()];
-    let port = workload.target_port(&key, mapping);
-    let Some(ip) = workload.addresses.first() else {
-        return Err(RouteError::NoHealthyUpstream(key));
+    let endpoints = snap.endpoints(&service.key());
+    let endpoint = |workload: &Arc<Workload>| {
+        let ip = *workload.addresses.first()?;
+        Some(Endpoint {
+            service: Some(service.clone()),
+            workload: workload.clone(),
+            addr: SocketAddr::new(ip, workload.target_port(&service.key(), mapping)),
+        })
     };
-    Ok(Endpoint {
-        service: Some(service.clone()),
-        workload: workload.clone(),
-        addr: SocketAddr::new(*ip, port),
-    })
+    let healthy = |w: &&Arc<Workload>| w.healthy && !w.addresses.is_empty();
+    let count = endpoints.iter().filter(healthy).count();
+    let nth = |n: usize| endpoints.iter().filter(healthy).nth(n).and_then(endpoint);
+    let chosen = match count {
+        0 => None,
+        1 => nth(0),
+        _ => {
+            let first = (random() % count as u64) as usize;
+            let second = (first + 1 + (random() % (count as u64 - 1)) as usize) % count;
+            match (nth(first), nth(second)) {
+                (Some(a), Some(b)) if load.in_flight(&b.addr) < load.in_flight(&a.addr) => Some(b),
+                (a, b) => a.or(b),
+            }
+        }
+    };
+    chosen.ok_or_else(|| RouteError::NoHealthyUpstream(key()))
+}
+
+/// A uniform random number (endpoint draws, route weights, mirror percentages).
+pub fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
 }
 
 /// A byte stream to an endpoint.
@@ -375,5 +444,75 @@ async fn handshake(
             });
             Ok(Sender::H2(sender))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use ztunnel::state::{AppProtocol, PortMapping};
+
+    use super::*;
+
+    /// Service `shop/reviews` (port 80 → 8080) with pods `reviews-0` and `reviews-1`.
+    fn reviews() -> Snapshot {
+        let mapping = PortMapping {
+            service_port: 80,
+            target_port: 8080,
+            protocol: AppProtocol::Http,
+        };
+        let key = "shop/reviews.shop.svc.cluster.local".to_owned();
+        let pod = |i: u8| Workload {
+            uid: format!("reviews-{i}"),
+            name: format!("reviews-{i}"),
+            namespace: "shop".into(),
+            addresses: vec![IpAddr::from([10, 0, 0, 10 + i])],
+            node: "node-1".into(),
+            protocol: TunnelProtocol::Hbone,
+            identity: SpiffeId::new("cluster.local", "shop", "reviews").unwrap(),
+            waypoint: None,
+            services: HashMap::from([(key.clone(), vec![mapping.clone()])]),
+            authorization_policies: Vec::new(),
+            healthy: true,
+            canonical_name: "reviews".into(),
+            canonical_revision: "v1".into(),
+            workload_name: "reviews".into(),
+            cluster_id: "Kubernetes".into(),
+        };
+        let service = Service {
+            name: "reviews".into(),
+            namespace: "shop".into(),
+            hostname: "reviews.shop.svc.cluster.local".into(),
+            vips: vec![IpAddr::from([10, 96, 0, 1])],
+            ports: vec![mapping.clone()],
+            waypoint: None,
+        };
+        Snapshot::build(vec![pod(0), pod(1)], vec![service], Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn the_endpoint_with_fewer_requests_in_flight_is_chosen() {
+        let snap = reviews();
+        let load = Load::default();
+        let vip = SocketAddr::from(([10, 96, 0, 1], 80));
+        let busy: SocketAddr = "10.0.0.10:8080".parse().unwrap();
+        let held: Vec<Active> = (0..5).map(|_| load.start(busy)).collect();
+        for _ in 0..50 {
+            let chosen = choose(&snap, &load, vip).unwrap();
+            assert_eq!(chosen.addr, "10.0.0.11:8080".parse().unwrap());
+        }
+        // Once the busy one is done, both are chosen again.
+        drop(held);
+        let picks: std::collections::HashSet<SocketAddr> = (0..50)
+            .map(|_| {
+                let chosen = choose(&snap, &load, vip).unwrap();
+                let _in_flight = load.start(chosen.addr);
+                chosen.addr
+            })
+            .collect();
+        assert_eq!(picks.len(), 2, "{picks:?}");
+        load.sweep();
+        assert!(load.active.is_empty(), "idle endpoints are forgotten");
     }
 }

@@ -31,7 +31,8 @@ pub(super) fn mirror(
         if random() % 100 >= u64::from(*percent) {
             continue;
         }
-        let Ok(endpoint) = upstream::choose_backend(snap, &target.key, target.port) else {
+        let Ok(endpoint) = upstream::choose_backend(snap, &shared.load, &target.key, target.port)
+        else {
             continue;
         };
         let mut copy = route::replay(request);

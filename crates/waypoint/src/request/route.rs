@@ -25,7 +25,7 @@ pub(super) fn route(
     let tables = shared.policies.routes();
     let table = service.and_then(|s| tables.get(&(s.namespace.clone(), s.name.clone())));
     let Some(table) = table else {
-        let endpoint = upstream::choose(snap, tunnel.target)?;
+        let endpoint = upstream::choose(snap, &shared.load, tunnel.target)?;
         return Ok(Routed {
             action: None,
             backend: None,
@@ -62,7 +62,8 @@ pub(super) fn route(
             entry.route, entry.rule
         )));
     };
-    let endpoint = upstream::choose_backend(snap, &backend.target.key, backend.target.port)?;
+    let endpoint =
+        upstream::choose_backend(snap, &shared.load, &backend.target.key, backend.target.port)?;
     Ok(Routed {
         action: Some(action),
         backend: Some(backend),
@@ -231,8 +232,12 @@ pub(super) async fn forward(
                 tokio::time::sleep(r.backoff).await;
             }
             if let Some(backend) = &route.backend
-                && let Ok(next) =
-                    upstream::choose_backend(snap, &backend.target.key, backend.target.port)
+                && let Ok(next) = upstream::choose_backend(
+                    snap,
+                    &shared.load,
+                    &backend.target.key,
+                    backend.target.port,
+                )
             {
                 endpoint = next;
             }
@@ -266,12 +271,4 @@ impl From<SendError> for Refusal {
             SendError::Request(e) => Self::UpstreamReset(e.to_string()),
         }
     }
-}
-
-/// A uniform random number (for weights and mirror percentages).
-pub(super) fn random() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
 }

@@ -62,6 +62,7 @@ fn shared() -> Arc<Shared> {
             hbone_port: 15008,
         },
         clients: crate::upstream::HttpClients::default(),
+        load: crate::upstream::Load::default(),
         manager,
     })
 }
