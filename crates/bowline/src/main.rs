@@ -24,8 +24,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(cli::dispatch(cli.command, set_level))
 }
 
-/// Logs to stderr with filter `log`; returns what changes the filter later (ztunnel's
-/// admin `/logging`).
+/// Logs to stderr with filter `log` (colours only on a terminal: a component's log file
+/// gets plain lines, and the per-request access log skips the escape codes); returns what
+/// changes the filter later (ztunnel's admin `/logging`).
 fn init_logging(log: &str) -> anyhow::Result<ztunnel::admin::LogLevelSetter> {
     use tracing_subscriber::prelude::*;
 
@@ -33,7 +34,11 @@ fn init_logging(log: &str) -> anyhow::Result<ztunnel::admin::LogLevelSetter> {
     let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr),
+        )
         .init();
     Ok(std::sync::Arc::new(move |level: &str| {
         let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;

@@ -1518,6 +1518,25 @@ fn a_waypoint_applied_live_is_deployed_bound_and_removed_with_its_gateway() {
     assert!(out.status.success(), "{}", text(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["pods"][0]["ready"], true, "{status}");
+    // The Gateway's status as the Gateway API shapes it: its Service's VIP, Programmed.
+    assert_eq!(
+        status["status"]["addresses"][0]["type"], "IPAddress",
+        "{status}"
+    );
+    assert!(
+        status["status"]["addresses"][0]["value"]
+            .as_str()
+            .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok()),
+        "{status}"
+    );
+    assert_eq!(
+        status["status"]["conditions"],
+        serde_json::json!([
+            {"type": "Accepted", "status": "True", "reason": "Accepted"},
+            {"type": "Programmed", "status": "True", "reason": "Programmed"},
+        ]),
+        "{status}"
+    );
     assert_eq!(
         status["bound"],
         serde_json::json!(["Service plain/outsider"])
@@ -1811,9 +1830,38 @@ async fn upgrade_echo(listener: tokio::net::TcpListener) {
     }
 }
 
+/// Changes applied while connections are open: a route on `ws`, a DENY on `grpc`.
+const LIVE_CHANGE: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ws, namespace: shop}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: ws}]
+  rules:
+    - backendRefs: [{name: ws, port: 80}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: \"\", name: grpc}]
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+";
+
+/// A GET of the waypoint pod's own surfaces (from inside its namespace).
+async fn waypoint_get(lab: &Lab, url: &str) -> String {
+    let namespace = netns::Namespace::existing(&lab.namespace("p-shop-waypoint-0"));
+    lab::client::request(Some(&namespace), "GET", url, None, None)
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
 #[test]
-fn grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry() {
-    if !root_or_skip("grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry") {
+fn grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry_and_live_changes_keep_them() {
+    if !root_or_skip(
+        "grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry_and_live_changes_keep_them",
+    ) {
         return;
     }
     use test_support::fixtures::{self, Container, Pod, Port, Service};
@@ -1922,6 +1970,36 @@ fn grpc_and_websocket_upgrades_pass_the_waypoint_with_grpc_telemetry() {
         let mut echoed = [0u8; 26];
         tcp.read_exact(&mut echoed).await.unwrap();
         assert_eq!(&echoed, b"hello through the waypoint");
+
+        // A route and an L7 policy applied while the upgraded connection is open: once the
+        // waypoint holds them, the connection is still there and carries bytes.
+        let out = lab_ref.config("apply", "live.yaml", Some(LIVE_CHANGE));
+        assert!(out.status.success(), "{}", text(&out));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let dump = waypoint_get(lab_ref, "http://127.0.0.1:15000/config_dump").await;
+            let dump: serde_json::Value = serde_json::from_str(&dump).unwrap_or_default();
+            let policies = dump["policies"].as_array().cloned().unwrap_or_default();
+            if dump["routes"]["shop/ws"].is_array()
+                && policies.iter().any(|p| p["name"] == "no-admin")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the waypoint never got the change: {dump}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tcp.write_all(b"still connected").await.unwrap();
+        let mut echoed = [0u8; 15];
+        tcp.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"still connected");
+        let answer = client
+            .create_certificate(xds::ca::IstioCertificateRequest {
+                csr: "csr-2".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.get_ref().cert_chain, ["signed csr-2"]);
     });
     // The waypoint counted gRPC by its status.
     let (code, metrics) = lab

@@ -31,6 +31,9 @@ struct ConfigDump<'a> {
     /// Upstream HTTP connections kept for reuse now.
     upstream_connections: usize,
     policies: Vec<&'a policy::Policy>,
+    /// Route tables: `namespace/service` → its entries' routes (`Kind ns/name`), in
+    /// precedence order.
+    routes: std::collections::BTreeMap<String, Vec<&'a str>>,
     workloads: Vec<&'a ztunnel::state::Workload>,
     services: Vec<&'a ztunnel::state::Service>,
 }
@@ -52,6 +55,7 @@ pub fn ready(shared: &Shared) -> Result<(), String> {
 fn config_dump(shared: &Shared) -> String {
     let snap = shared.state.load();
     let policies = shared.policies.load();
+    let tables = shared.policies.routes();
     let dump = ConfigDump {
         gateway: format!("{}/{}", shared.gateway.0, shared.gateway.1),
         identity: shared.identity.to_string(),
@@ -61,6 +65,13 @@ fn config_dump(shared: &Shared) -> String {
             .map(|issued| issued.cert.info().serial.clone()),
         upstream_connections: shared.clients.kept(),
         policies: policies.iter().map(AsRef::as_ref).collect(),
+        routes: tables
+            .iter()
+            .map(|((namespace, service), table)| {
+                let routes = table.entries.iter().map(|e| e.route.as_str()).collect();
+                (format!("{namespace}/{service}"), routes)
+            })
+            .collect(),
         workloads: snap.workloads().into_iter().map(AsRef::as_ref).collect(),
         services: snap.services().into_iter().map(AsRef::as_ref).collect(),
     };

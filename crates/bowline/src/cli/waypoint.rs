@@ -299,11 +299,45 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        let json = serde_json::json!({ "waypoint": key, "pods": pods, "bound": w.bound });
+        // `status` as the Gateway API shapes a Gateway's.
+        let conditions: Vec<serde_json::Value> = w
+            .conditions()
+            .iter()
+            .map(|(kind, holds, reason)| {
+                serde_json::json!({
+                    "type": kind,
+                    "status": if *holds { "True" } else { "False" },
+                    "reason": reason,
+                })
+            })
+            .collect();
+        let addresses: Vec<serde_json::Value> = w
+            .address
+            .iter()
+            .map(|ip| serde_json::json!({ "type": "IPAddress", "value": ip }))
+            .collect();
+        let json = serde_json::json!({
+            "waypoint": key,
+            "status": { "addresses": addresses, "conditions": conditions },
+            "pods": pods,
+            "bound": w.bound,
+        });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     println!("waypoint {key}");
+    println!("  address: {}", w.address.as_deref().unwrap_or("none yet"));
+    let conditions: Vec<String> = w
+        .conditions()
+        .iter()
+        .map(|(kind, holds, reason)| {
+            format!(
+                "{kind}={} ({reason})",
+                if *holds { "True" } else { "False" }
+            )
+        })
+        .collect();
+    println!("  conditions: {}", conditions.join(", "));
     println!(
         "  bound: {}",
         if w.bound.is_empty() {

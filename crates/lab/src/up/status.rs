@@ -60,6 +60,26 @@ pub struct WaypointStatus {
     pub pods: Vec<(String, String, String, Result<(), String>)>,
     /// Services and pods (`Kind ns/name`) that ask for it (`istio.io/use-waypoint`).
     pub bound: Vec<String>,
+    /// Its address: the VIP of its Service (`<name>`, port 15008), once it has one.
+    pub address: Option<String>,
+}
+
+impl WaypointStatus {
+    /// The Gateway's status conditions, as the Gateway API names them: `Accepted` (the
+    /// control plane took the Gateway: its listeners were checked at `apply`) and
+    /// `Programmed` (a ready pod serves it); each as (type, holds, reason).
+    pub fn conditions(&self) -> [(&'static str, bool, &'static str); 2] {
+        let ready = self.pods.iter().any(|(_, _, _, r)| r.is_ok());
+        let programmed = match (ready, self.pods.is_empty()) {
+            (true, _) => (true, "Programmed"),
+            (false, true) => (false, "NoPod"),
+            (false, false) => (false, "NoReadyPod"),
+        };
+        [
+            ("Accepted", true, "Accepted"),
+            ("Programmed", programmed.0, programmed.1),
+        ]
+    }
 }
 
 /// A pod, where it runs, and whether it is in the mesh.
@@ -307,6 +327,7 @@ async fn waypoints(
             gateway: format!("{namespace}/{name}"),
             pods,
             bound,
+            address: state.services.get(&format!("{namespace}/{name}")).cloned(),
         });
     }
     out
