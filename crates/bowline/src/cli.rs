@@ -85,6 +85,20 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    /// The runtime's worker threads when `--worker-threads` is not given: one for a
+    /// waypoint (measured in docs/benchmarks.md: a single worker spends less CPU per
+    /// request than two waking each other; scale a waypoint by its replicas), one per
+    /// core for everything else.
+    pub(crate) fn default_worker_threads(&self) -> Option<usize> {
+        matches!(
+            self,
+            Command::Waypoint {
+                command: waypoint::WaypointCommand::Run(_)
+            }
+        )
+        .then_some(1)
+    }
+
     /// Whether this command carries TLS traffic in bulk (and so wants glibc's vector
     /// `memcpy`, see [`crate::tuning::reexec_with_vector_memcpy`]).
     pub(crate) fn carries_tls(&self) -> bool {

@@ -20,7 +20,10 @@ fn main() -> anyhow::Result<()> {
     }
     let set_level = init_logging(&cli.log)?;
     identity::install_default_provider();
-    let runtime = tuning::runtime(cli.worker_threads)?;
+    let workers = cli
+        .worker_threads
+        .or_else(|| cli.command.default_worker_threads());
+    let runtime = tuning::runtime(workers)?;
     runtime.block_on(cli::dispatch(cli.command, set_level))
 }
 

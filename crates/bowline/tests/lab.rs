@@ -1401,9 +1401,8 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
 
     let status = text(&lab.bowline(&["status", "--name", &lab.name]));
     assert!(
-        status
-            .lines()
-            .any(|l| l.contains("HTTPRoute shop/server") && l.contains("accepted, in force")),
+        status.lines().any(|l| l.contains("HTTPRoute shop/server")
+            && l.contains("Accepted=True ResolvedRefs=True; in force")),
         "{status}"
     );
 

@@ -76,6 +76,32 @@ pub struct Compiled {
     pub route_tables: BTreeMap<String, Arc<xds::l7::RouteTable>>,
     /// Messages about resources applied partly or not at all, by object.
     pub status: BTreeMap<String, Vec<String>>,
+    /// HTTPRoute and GRPCRoute status conditions (`Accepted`, `ResolvedRefs`), by object
+    /// (`Kind ns/name`).
+    pub conditions: BTreeMap<String, Vec<Condition>>,
+}
+
+/// One status condition, as the Gateway API writes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Condition {
+    /// `Accepted`, `ResolvedRefs`, ….
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `True` or `False`.
+    pub status: &'static str,
+    /// Why, in one CamelCase word (`NoMatchingParent`, `BackendNotFound`, …).
+    pub reason: &'static str,
+}
+
+impl Condition {
+    /// A condition that holds (`True`) or not.
+    pub fn new(kind: &'static str, holds: bool, reason: &'static str) -> Self {
+        Self {
+            kind,
+            status: if holds { "True" } else { "False" },
+            reason,
+        }
+    }
 }
 
 impl Compiled {
@@ -367,15 +393,25 @@ pub fn translate_namespaces<R: AsResource>(
                 .or_insert_with(|| table.clone());
         }
     }
-    for (object, messages) in &previous.status {
+    let untouched = |object: &str| {
         let namespace = object
             .split_once(' ')
             .and_then(|(_, rest)| rest.split_once('/'))
             .map_or("", |(ns, _)| ns);
-        if !namespaces.contains(namespace) {
+        !namespaces.contains(namespace)
+    };
+    for (object, messages) in &previous.status {
+        if untouched(object) {
             out.status
                 .entry(object.clone())
                 .or_insert_with(|| messages.clone());
+        }
+    }
+    for (object, conditions) in &previous.conditions {
+        if untouched(object) {
+            out.conditions
+                .entry(object.clone())
+                .or_insert_with(|| conditions.clone());
         }
     }
     out

@@ -36,7 +36,8 @@ mod status;
 pub use build::up;
 pub use controller::{objects, run as run_controller, submit};
 pub use status::{
-    LabStatus, NodeStatus, PodStatus, Process, WaypointStatus, operator_token_file, status,
+    LabStatus, NodeStatus, PodStatus, Process, RouteStatus, WaypointStatus, operator_token_file,
+    status,
 };
 
 /// The control plane's address on the router's loopback.

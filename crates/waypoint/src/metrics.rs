@@ -3,6 +3,7 @@
 //! `istio_request_bytes` and `istio_response_bytes` per HTTP request, Istio's TCP metrics
 //! for opaque traffic, and the requests and connections alive now (so drain can wait).
 
+use dashmap::DashMap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -62,8 +63,20 @@ pub struct Metrics {
     pub tcp_sent: Family<TcpLabels, Counter>,
     /// `istio_tcp_received_bytes_total`.
     pub tcp_received: Family<TcpLabels, Counter>,
+    /// The four request series of each label set, found with one lookup (and a fast
+    /// hash) instead of one per family.
+    series: DashMap<RequestLabels, Series, foldhash::fast::RandomState>,
     /// Tunnels accepted and not yet finished.
     live: tokio::sync::watch::Sender<usize>,
+}
+
+/// One label set's request series: handles onto the families' own (shared) metrics.
+#[derive(Debug, Clone)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
 }
 
 impl Default for Metrics {
@@ -122,6 +135,7 @@ impl Default for Metrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            series: DashMap::default(),
             live: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -138,14 +152,23 @@ impl Metrics {
 
     /// Counts one finished request.
     pub fn request(&self, labels: &RequestLabels, millis: f64, request: u64, response: u64) {
-        self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(labels).observe(millis);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(request as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(response as f64);
+        let record = |s: &Series| {
+            s.requests.inc();
+            s.duration.observe(millis);
+            s.request_bytes.observe(request as f64);
+            s.response_bytes.observe(response as f64);
+        };
+        if let Some(series) = self.series.get(labels) {
+            return record(&series);
+        }
+        let series = Series {
+            requests: self.requests.get_or_create(labels).clone(),
+            duration: self.duration.get_or_create(labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+        };
+        record(&series);
+        self.series.insert(labels.clone(), series);
     }
 
     /// Marks a tunnel alive until the guard drops.

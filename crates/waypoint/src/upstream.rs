@@ -472,7 +472,7 @@ mod tests {
             protocol: TunnelProtocol::Hbone,
             identity: SpiffeId::new("cluster.local", "shop", "reviews").unwrap(),
             waypoint: None,
-            services: HashMap::from([(key.clone(), vec![mapping.clone()])]),
+            services: HashMap::from([(key.clone(), vec![mapping])]),
             authorization_policies: Vec::new(),
             healthy: true,
             canonical_name: "reviews".into(),
@@ -485,7 +485,7 @@ mod tests {
             namespace: "shop".into(),
             hostname: "reviews.shop.svc.cluster.local".into(),
             vips: vec![IpAddr::from([10, 96, 0, 1])],
-            ports: vec![mapping.clone()],
+            ports: vec![mapping],
             waypoint: None,
         };
         Snapshot::build(vec![pod(0), pod(1)], vec![service], Vec::new()).unwrap()

@@ -191,12 +191,25 @@ fn render_status(status: &lab::up::LabStatus) -> String {
     }
     if !status.routes.is_empty() {
         out.push_str("\nROUTES\n");
-        for (route, notes) in &status.routes {
-            if notes.is_empty() {
-                let _ = writeln!(out, "  {route:<40} accepted, in force");
+        for route in &status.routes {
+            let conditions: Vec<String> = route
+                .conditions
+                .iter()
+                .map(|(kind, holds, reason)| match holds {
+                    true => format!("{kind}=True"),
+                    false => format!("{kind}=False ({reason})"),
+                })
+                .collect();
+            let conditions = conditions.join(" ");
+            if route.notes.is_empty() {
+                let _ = writeln!(out, "  {:<40} {conditions}; in force", route.object);
             } else {
-                let _ = writeln!(out, "  {route:<40} NOT FULLY IN FORCE:");
-                for note in notes {
+                let _ = writeln!(
+                    out,
+                    "  {:<40} {conditions}; NOT FULLY IN FORCE:",
+                    route.object
+                );
+                for note in &route.notes {
                     let _ = writeln!(out, "    {note}");
                 }
             }

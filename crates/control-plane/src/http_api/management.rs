@@ -49,6 +49,7 @@ pub(super) async fn route(state: &HttpState, req: Request<Incoming>) -> Response
                     "version": snapshot.version,
                     "objects": objects,
                     "status": snapshot.compiled.status,
+                    "conditions": snapshot.compiled.conditions,
                 }),
             )
         }

@@ -12,7 +12,9 @@
 //! `namespace/name`, then rule and match order. A rule without matches matches every
 //! request (prefix `/`). GRPCRoute methods become paths (`/<service>/<method>`).
 //! Backends are Services (`hostname` resolved here); one that does not exist stays (the
-//! waypoint answers 500 for its share, as the spec asks) and is reported.
+//! waypoint answers 500 for its share, as the spec asks) and is reported. Each route gets
+//! the Gateway API's conditions: `Accepted` (False, `NoMatchingParent`, when no parent
+//! took it) and `ResolvedRefs` (False, `BackendNotFound`, when a backend is missing).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -21,7 +23,7 @@ use config::resources::{self as k8s, RouteFilter, RouteParent};
 use config::validate::gateway_duration;
 use xds::l7 as wire;
 
-use super::{Compiled, Index};
+use super::{Compiled, Condition, Index};
 
 /// One route, either kind, as the compiler reads it.
 struct AnyRoute<'a> {
@@ -90,6 +92,7 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
                 "spec.hostnames is not used for mesh routes (GAMMA): the route applies to its parents' traffic whatever the host".into(),
             );
         }
+        let mut resolved = true;
         for (_, _, action) in &route.rules {
             let targets = action
                 .backends
@@ -98,6 +101,7 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
                 .chain(action.mirrors.iter().filter_map(|m| m.backend.as_ref()));
             for b in targets {
                 if !index.service_exists(&b.namespace, &b.name) {
+                    resolved = false;
                     out.report(
                         object.clone(),
                         format!(
@@ -108,7 +112,23 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
                 }
             }
         }
-        for service in parents(index, route, &object, out) {
+        let attached = parents(index, route, &object, out);
+        out.conditions.insert(
+            object.clone(),
+            vec![
+                if attached.is_empty() {
+                    Condition::new("Accepted", false, "NoMatchingParent")
+                } else {
+                    Condition::new("Accepted", true, "Accepted")
+                },
+                if resolved {
+                    Condition::new("ResolvedRefs", true, "ResolvedRefs")
+                } else {
+                    Condition::new("ResolvedRefs", false, "BackendNotFound")
+                },
+            ],
+        );
+        for service in attached {
             for (rule, matches, action) in &route.rules {
                 let all = if matches.is_empty() {
                     vec![http_match(&k8s::HttpRouteMatch::default())]

@@ -550,6 +550,22 @@ spec: {selector: {app: old}, ports: [{port: 80}]}
         "{:?}",
         c.status
     );
+    // The same facts as the Gateway API's conditions.
+    use super::Condition;
+    assert_eq!(
+        c.conditions["HTTPRoute shop/canary"],
+        [
+            Condition::new("Accepted", true, "Accepted"),
+            Condition::new("ResolvedRefs", false, "BackendNotFound"),
+        ]
+    );
+    assert_eq!(
+        c.conditions["HTTPRoute legacy/unbound"],
+        [
+            Condition::new("Accepted", false, "NoMatchingParent"),
+            Condition::new("ResolvedRefs", true, "ResolvedRefs"),
+        ]
+    );
 }
 
 /// The route table passes the waypoint's own validation (what it does with it).

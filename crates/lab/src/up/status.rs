@@ -27,9 +27,8 @@ pub struct LabStatus {
     pub services: BTreeMap<String, String>,
     /// Waypoints: the Gateways the control plane holds, their pods and what is bound.
     pub waypoints: Vec<WaypointStatus>,
-    /// HTTP and gRPC routes (`Kind ns/name`) and what the control plane said of them
-    /// (nothing: accepted and in force).
-    pub routes: Vec<(String, Vec<String>)>,
+    /// HTTP and gRPC routes and what the control plane said of them.
+    pub routes: Vec<RouteStatus>,
     /// Processes started: (what, pid, how it is now).
     pub processes: Vec<(String, u32, Process)>,
     /// The router namespace, where the control plane's API is reachable.
@@ -38,6 +37,18 @@ pub struct LabStatus {
     pub token_file: PathBuf,
     /// Where the components' logs are.
     pub logs: PathBuf,
+}
+
+/// A route as the control plane sees it.
+#[derive(Debug, Clone)]
+pub struct RouteStatus {
+    /// `Kind ns/name`.
+    pub object: String,
+    /// Its Gateway API conditions: (type, holds, reason), e.g. `("Accepted", true,
+    /// "Accepted")`.
+    pub conditions: Vec<(String, bool, String)>,
+    /// What it could not apply (nothing: in force as written).
+    pub notes: Vec<String>,
 }
 
 /// A node and its ztunnel's readiness.
@@ -115,20 +126,29 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
     }
     // Enrolment and waypoints as the control plane sees them now (live `apply`s included).
     let view = control_plane_view(&state).await;
-    let notes = view.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
-    let resources = view.map(|(objects, _)| objects);
+    let (notes, conditions) = view
+        .as_ref()
+        .map(|v| (v.notes.clone(), v.conditions.clone()))
+        .unwrap_or_default();
+    let resources = view.map(|v| v.objects);
     let mut namespace_labels = BTreeMap::new();
     let mut pods = BTreeMap::new();
     let mut gateways = Vec::new();
     let mut routes = Vec::new();
     for r in resources.iter().flatten() {
         match r {
-            Resource::HttpRoute(route) => {
-                routes.push(route_status("HTTPRoute", &route.metadata, &notes))
-            }
-            Resource::GrpcRoute(route) => {
-                routes.push(route_status("GRPCRoute", &route.metadata, &notes))
-            }
+            Resource::HttpRoute(route) => routes.push(route_status(
+                "HTTPRoute",
+                &route.metadata,
+                &notes,
+                &conditions,
+            )),
+            Resource::GrpcRoute(route) => routes.push(route_status(
+                "GRPCRoute",
+                &route.metadata,
+                &notes,
+                &conditions,
+            )),
             Resource::Namespace(n) => {
                 namespace_labels.insert(n.metadata.name.clone(), n.metadata.labels.clone());
             }
@@ -214,14 +234,24 @@ pub fn operator_token_file(name: &str) -> PathBuf {
 
 /// The objects the lab's control plane holds now, or `None` when it does not answer.
 pub(super) async fn control_plane_objects(state: &LabState) -> Option<Vec<Resource>> {
-    control_plane_view(state).await.map(|(objects, _)| objects)
+    control_plane_view(state).await.map(|v| v.objects)
 }
 
-/// The objects the lab's control plane holds now and its translation notes by object
-/// (`Kind ns/name` → messages), or `None` when it does not answer.
-async fn control_plane_view(
-    state: &LabState,
-) -> Option<(Vec<Resource>, BTreeMap<String, Vec<String>>)> {
+/// What the control plane's `/debug/config` says.
+struct View {
+    objects: Vec<Resource>,
+    /// Translation notes by object (`Kind ns/name` → messages).
+    notes: BTreeMap<String, Vec<String>>,
+    /// Route conditions by object.
+    conditions: Conditions,
+}
+
+/// `Kind ns/name` → (type, holds, reason) per condition.
+type Conditions = BTreeMap<String, Vec<(String, bool, String)>>;
+
+/// The objects the lab's control plane holds now, its translation notes and route
+/// conditions, or `None` when it does not answer.
+async fn control_plane_view(state: &LabState) -> Option<View> {
     let token = crate::client::read_token(&operator_token_file(&state.name)).ok()?;
     let url = format!("http://{CONTROL_PLANE_API}/debug/config");
     let (code, body) = crate::client::request(
@@ -257,18 +287,43 @@ async fn control_plane_view(
             (object.clone(), messages)
         })
         .collect();
-    Some((config::parse_documents(&text, "control plane").ok()?, notes))
+    let conditions = dump["conditions"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(object, list)| {
+            let list = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let field = |name: &str| c[name].as_str().unwrap_or_default().to_owned();
+                    (field("type"), c["status"] == "True", field("reason"))
+                })
+                .collect();
+            (object.clone(), list)
+        })
+        .collect();
+    Some(View {
+        objects: config::parse_documents(&text, "control plane").ok()?,
+        notes,
+        conditions,
+    })
 }
 
-/// A route's object name and the control plane's notes on it.
+/// A route's object name and what the control plane said of it.
 fn route_status(
     kind: &str,
     meta: &config::resources::ObjectMeta,
     notes: &BTreeMap<String, Vec<String>>,
-) -> (String, Vec<String>) {
+    conditions: &Conditions,
+) -> RouteStatus {
     let object = format!("{kind} {}/{}", meta.namespace(), meta.name);
-    let route_notes = notes.get(&object).cloned().unwrap_or_default();
-    (object, route_notes)
+    RouteStatus {
+        notes: notes.get(&object).cloned().unwrap_or_default(),
+        conditions: conditions.get(&object).cloned().unwrap_or_default(),
+        object,
+    }
 }
 
 /// Each Gateway's pods (asked for readiness) and what is bound to it; `gateways` are
