@@ -26,7 +26,7 @@ pub(crate) struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `hbone=debug`.
     #[arg(long, global = true, default_value = "warn", env = "BOWLINE_LOG")]
     pub(crate) log: String,
-    /// Worker threads of the async runtime (default: one per core).
+    /// Worker threads of the async runtime (default: one per core; one for `waypoint run`).
     #[arg(long, global = true, env = "BOWLINE_WORKER_THREADS")]
     pub(crate) worker_threads: Option<usize>,
     #[command(subcommand)]
