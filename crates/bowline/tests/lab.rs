@@ -1363,7 +1363,17 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
     ) {
         return;
     }
-    let (lab, status) = Lab::started("t5rt", &mesh_for_routes());
+    // Users' files carry objects the mesh has no use for: taken, and said once.
+    let settings = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {mode: fast}\n";
+    let lab = Lab::new("t5rt", &format!("{}\n---\n{settings}", mesh_for_routes()));
+    let out = lab.up();
+    assert!(out.status.success(), "bowline up: {}", text(&out));
+    assert!(
+        text(&out).contains("not used by the mesh (accepted, not kept): ConfigMap shop/settings"),
+        "{}",
+        text(&out)
+    );
+    let status = text(&lab.bowline(&["status", "--name", &lab.name]));
     // The mirror's sink, served by this test in the sink pod: what it saw, one line each.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (seen_tx, seen) = std::sync::mpsc::channel::<String>();
@@ -1391,8 +1401,19 @@ fn http_routes_through_the_waypoint_split_match_redirect_rewrite_time_out_and_re
         .count();
     assert!(failed > 0, "the dead replica is called without retries");
 
-    let out = lab.config("apply", "routes.yaml", Some(ROUTES));
+    let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec: {podSelector: {}}\n";
+    let out = lab.config(
+        "apply",
+        "routes.yaml",
+        Some(&format!("{ROUTES}---\n{policy}")),
+    );
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("not used by the mesh (accepted, not kept): NetworkPolicy shop/deny-all"),
+        "{}",
+        text(&out)
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while call("GET", "/old/x", &server).0 != 301 {
         assert!(Instant::now() < deadline, "routes never applied");

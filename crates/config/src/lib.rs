@@ -3,7 +3,9 @@
 //! GAMMA style (attached to a Service or a waypoint's Gateway), `HTTPRoute` and
 //! `GRPCRoute`; Istio `AuthorizationPolicy` and `PeerAuthentication`. `VirtualService`,
 //! `RequestAuthentication`, `DestinationRule` and `ServiceEntry` are parsed and kept for
-//! the waypoint, their `spec` as written.
+//! the waypoint, their `spec` as written. Objects the mesh does not use (ConfigMaps,
+//! RBAC, NetworkPolicy, other projects' kinds) are accepted and set aside, listed in one
+//! note; mesh kinds Bowline does not implement are refused by kind ([`kinds`]).
 //!
 //! Owns: the resource types ([`resources`]), multi-document parsing ([`parse`]) within
 //! [`limits`] (documents, nesting depth, scalar size, values) and validation
@@ -14,13 +16,16 @@
 
 #![forbid(unsafe_code)]
 
+mod kinds;
 pub mod limits;
 pub mod parse;
 pub mod resources;
 pub mod validate;
 
 pub use limits::{Limit, Limits};
-pub use parse::{ParseError, parse_documents, parse_documents_with};
+pub use parse::{
+    ParseError, Parsed, parse_documents, parse_documents_noting, parse_documents_with, unused_note,
+};
 pub use resources::{Kind, ObjectKey, Resource};
 
 /// A document that cannot be used: where it is and why.

@@ -1,5 +1,6 @@
 //! Multi-document YAML (or JSON) into [`Resource`]s. Each document must carry a known
-//! `apiVersion` and `kind`; its fields are read strictly and then validated. The first bad
+//! `apiVersion` and `kind` — or one the mesh does not use, which is set aside and listed
+//! ([`Parsed::unused`], [`crate::kinds`]); its fields are read strictly and then validated. The first bad
 //! document fails the whole text, so a source is taken entirely or not at all. Every text
 //! is held to [`Limits`] ([`crate::limits`]): its flow nesting is scanned before the YAML
 //! loader sees it, the other limits are checked while each document's values are built.
@@ -7,8 +8,9 @@
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+use crate::kinds::{self, Foreign};
 use crate::limits::{self, Budget, Limit, Limits};
-use crate::resources::{Kind, Resource};
+use crate::resources::{Kind, Resource, WAYPOINT_CLASS};
 use crate::{ConfigError, validate};
 
 /// Why a text was not taken.
@@ -53,9 +55,40 @@ impl From<ParseError> for ConfigError {
     }
 }
 
+/// What a text held: Bowline's resources, and the objects set aside as not used by the
+/// mesh ([`crate::kinds`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    /// The mesh's resources, in document order.
+    pub resources: Vec<Resource>,
+    /// `Kind ns/name` (or `Kind name`) of each document accepted and set aside.
+    pub unused: Vec<String>,
+}
+
+impl Parsed {
+    /// The one note that lists what was set aside, if anything was.
+    pub fn unused_note(&self) -> Option<String> {
+        (!self.unused.is_empty()).then(|| unused_note(&self.unused))
+    }
+}
+
+/// `not used by the mesh (accepted, not kept): ConfigMap shop/a, Secret shop/b`.
+pub fn unused_note(objects: &[String]) -> String {
+    format!(
+        "not used by the mesh (accepted, not kept): {}",
+        objects.join(", ")
+    )
+}
+
 /// Parses every document of `text` within [`Limits::FILES`]; `source_name` names the
-/// text in errors (a file path, or `apply` for requests). Empty documents are skipped.
+/// text in errors (a file path, or `apply` for requests). Empty documents are skipped,
+/// and so are objects the mesh does not use (see [`parse_documents_noting`] to list them).
 pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>, ConfigError> {
+    parse_documents_noting(text, source_name).map(|parsed| parsed.resources)
+}
+
+/// [`parse_documents`], with the objects set aside as not used by the mesh.
+pub fn parse_documents_noting(text: &str, source_name: &str) -> Result<Parsed, ConfigError> {
     parse_documents_with(text, source_name, &Limits::FILES, &|| false).map_err(Into::into)
 }
 
@@ -66,7 +99,7 @@ pub fn parse_documents_with(
     source_name: &str,
     limits: &Limits,
     cancelled: &dyn Fn() -> bool,
-) -> Result<Vec<Resource>, ParseError> {
+) -> Result<Parsed, ParseError> {
     let limit_error = |limit: Limit, document: usize, message: String| ParseError::Limit {
         limit,
         error: ConfigError {
@@ -90,7 +123,7 @@ pub fn parse_documents_with(
         ));
     }
     let budget = Budget::new(*limits);
-    let mut resources = Vec::new();
+    let mut parsed = Parsed::default();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let document_number = index + 1;
         if cancelled() {
@@ -127,18 +160,30 @@ pub fn parse_documents_with(
         if value.is_null() {
             continue;
         }
-        let resource =
-            parse_one(value).map_err(|(object, path, message)| fail(object, path, message))?;
+        let resource = match parse_one(value) {
+            Ok(Document::Mesh(resource)) => *resource,
+            Ok(Document::Unused(object)) => {
+                parsed.unused.push(object);
+                continue;
+            }
+            Err((object, path, message)) => return Err(fail(object, path, message).into()),
+        };
         validate::resource(&resource)
             .map_err(|(path, message)| fail(Some(resource.key().to_string()), path, message))?;
-        resources.push(resource);
+        parsed.resources.push(resource);
     }
-    Ok(resources)
+    Ok(parsed)
+}
+
+/// One document: a mesh resource, or an object set aside (`Kind ns/name`).
+enum Document {
+    Mesh(Box<Resource>),
+    Unused(String),
 }
 
 type Failure = (Option<String>, String, String);
 
-fn parse_one(mut value: Value) -> Result<Resource, Failure> {
+fn parse_one(mut value: Value) -> Result<Document, Failure> {
     let Some(map) = value.as_mapping_mut() else {
         return Err((
             None,
@@ -155,18 +200,36 @@ fn parse_one(mut value: Value) -> Result<Resource, Failure> {
     };
     let api_version = take_string("apiVersion")?;
     let kind_name = take_string("kind")?;
-    let name_hint = map
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .map(|n| format!("{kind_name} {n}"));
+    let metadata = |field: &str| {
+        map.get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let (name, namespace) = (metadata("name"), metadata("namespace"));
+    let name_hint = name.as_ref().map(|n| format!("{kind_name} {n}"));
+    let ours = Kind::from_name(&kind_name)
+        .filter(|kind| kind.api_versions().contains(&api_version.as_str()));
+    if ours.is_none() {
+        match kinds::classify(&api_version, &kind_name) {
+            Some(Foreign::Refused(message)) => return Err((name_hint, "kind".into(), message)),
+            Some(Foreign::Unused) => {
+                let name = name.unwrap_or_else(|| "(unnamed)".into());
+                return Ok(Document::Unused(match namespace {
+                    Some(namespace) => format!("{kind_name} {namespace}/{name}"),
+                    None => format!("{kind_name} {name}"),
+                }));
+            }
+            None => {}
+        }
+    }
     let Some(kind) = Kind::from_name(&kind_name) else {
         let known: Vec<String> = Kind::ALL.iter().map(ToString::to_string).collect();
         return Err((
             name_hint,
             "kind".into(),
             format!(
-                "kind {kind_name:?} is not supported by Bowline; supported kinds: {}",
+                "{kind_name:?} ({api_version}) is not a kind Bowline knows; its kinds are {} (objects the mesh does not use, such as ConfigMaps or RBAC, are accepted and set aside)",
                 known.join(", ")
             ),
         ));
@@ -188,7 +251,10 @@ fn parse_one(mut value: Value) -> Result<Resource, Failure> {
             Kind::ServiceAccount => Resource::ServiceAccount(strict(value)?),
             Kind::Pod => Resource::Pod(strict(value)?),
             Kind::Service => Resource::Service(strict(value)?),
-            Kind::Gateway => Resource::Gateway(strict(value)?),
+            Kind::Gateway => {
+                gateway_class(&value)?;
+                Resource::Gateway(strict(value)?)
+            }
             Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(strict(value)?),
             Kind::PeerAuthentication => Resource::PeerAuthentication(strict(value)?),
             Kind::HTTPRoute => Resource::HttpRoute(strict(value)?),
@@ -199,7 +265,28 @@ fn parse_one(mut value: Value) -> Result<Resource, Failure> {
             | Kind::ServiceEntry => Resource::Opaque(kind, strict(value)?),
         })
     };
-    typed(value).map_err(|(_, path, message)| (name_hint, path, message))
+    typed(value)
+        .map(|resource| Document::Mesh(Box::new(resource)))
+        .map_err(|(_, path, message)| (name_hint, path, message))
+}
+
+/// A Gateway of another class is refused for its class, before any field of a spec
+/// written for another implementation is read.
+fn gateway_class(value: &Value) -> Result<(), Failure> {
+    let class = value
+        .get("spec")
+        .and_then(|spec| spec.get("gatewayClassName"))
+        .and_then(Value::as_str);
+    match class {
+        Some(class) if class != WAYPOINT_CLASS => Err((
+            None,
+            "spec.gatewayClassName".into(),
+            format!(
+                "{class:?}: Bowline runs only waypoints (gatewayClassName: {WAYPOINT_CLASS}); ingress and egress gateways are not supported"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Deserializes with the failing field's path.

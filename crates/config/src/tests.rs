@@ -68,15 +68,91 @@ fn an_unsupported_field_is_refused_with_document_and_path() {
 
 #[test]
 fn an_unknown_kind_or_api_version_is_refused_naming_what_is_supported() {
-    let e = error("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
+    let e = error("apiVersion: v1\nkind: Servce\nmetadata: {name: x}\n");
     assert_eq!(e.path, "kind");
     assert!(
-        e.message.contains("Deployment") && e.message.contains("supported kinds: Namespace"),
+        e.message
+            .contains("\"Servce\" (v1) is not a kind Bowline knows")
+            && e.message.contains("its kinds are Namespace"),
         "{e}"
     );
+    // Said once: no `kind: kind "…"`.
+    assert!(!e.to_string().contains("kind: kind"), "{e}");
     let e = error("apiVersion: v2\nkind: Pod\nmetadata: {name: x}\n");
     assert_eq!(e.path, "apiVersion");
     assert!(e.message.contains("read as v1"), "{e}");
+}
+
+#[test]
+fn objects_the_mesh_does_not_use_are_accepted_and_listed_in_one_note() {
+    let text = "---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data: {anything: goes, here: {nested: [1, 2]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: shop}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: shop}
+spec: {project: default}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+";
+    let parsed = crate::parse_documents_noting(text, "mixed.yaml").unwrap();
+    assert_eq!(parsed.resources.len(), 1);
+    assert_eq!(
+        parsed.unused,
+        [
+            "ConfigMap shop/settings",
+            "NetworkPolicy shop/deny-all",
+            "Application shop"
+        ]
+    );
+    assert_eq!(
+        parsed.unused_note().unwrap(),
+        "not used by the mesh (accepted, not kept): ConfigMap shop/settings, NetworkPolicy shop/deny-all, Application shop"
+    );
+}
+
+#[test]
+fn mesh_kinds_bowline_does_not_implement_are_refused_by_kind_before_their_fields() {
+    // Fields no Bowline type has: the refusal is about the kind, at its document.
+    let e = error(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: lua, namespace: shop}\nspec: {configPatches: [{applyTo: HTTP_FILTER}]}\n",
+    );
+    assert_eq!((e.document, e.path.as_str()), (2, "kind"));
+    assert!(
+        e.message
+            .contains("EnvoyFilter (networking.istio.io/v1alpha3) changes how the mesh behaves"),
+        "{e}"
+    );
+    // Istio's own Gateway: not supported, and no advice to change its apiVersion.
+    let e = error(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: ingress}\nspec: {selector: {istio: ingressgateway}, servers: []}\n",
+    );
+    assert!(
+        e.message
+            .contains("Istio's Gateway (ingress/egress gateways) is not supported")
+            && !e.message.contains("is read as"),
+        "{e}"
+    );
+    // Workload controllers would lose their pods: refused, saying what to write.
+    let e =
+        error("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: 2}\n");
+    assert!(e.message.contains("write its pods as Pod objects"), "{e}");
+    // A Gateway of another class is refused for its class, not for a field of its spec.
+    let e = error(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web}\nspec: {gatewayClassName: nginx, listeners: [{name: http, port: 80, protocol: HTTP, hostname: shop.example}], infrastructure: {labels: {a: b}}}\n",
+    );
+    assert_eq!(e.path, "spec.gatewayClassName", "{e}");
+    assert!(e.message.contains("only waypoints"), "{e}");
 }
 
 #[test]
@@ -873,6 +949,7 @@ fn documents_scalars_and_alias_expansion_are_limited() {
     assert_eq!(
         crate::parse_documents_with(&three, "apply", &limits, &|| false)
             .unwrap()
+            .resources
             .len(),
         3
     );

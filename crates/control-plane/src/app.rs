@@ -319,8 +319,12 @@ impl FileSources {
             }
             self.seen.insert(path.clone(), hash);
             let name = path.display().to_string();
-            match config::parse_documents(&text, &name) {
-                Ok(resources) => {
+            match config::parse_documents_noting(&text, &name) {
+                Ok(parsed) => {
+                    if let Some(note) = parsed.unused_note() {
+                        tracing::warn!(file = %name, "{note}");
+                    }
+                    let resources = parsed.resources;
                     let before = store.load();
                     let changes = store.replace_origin(&Origin::File(name.clone()), resources);
                     let took_back = changes.iter().any(|c| {

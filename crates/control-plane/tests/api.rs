@@ -67,6 +67,34 @@ async fn the_public_listener_serves_metrics_and_readiness_and_refuses_writes() {
 }
 
 #[tokio::test]
+async fn an_apply_with_objects_the_mesh_does_not_use_takes_the_rest_and_lists_them_once() {
+    let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
+    let body = format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tls, namespace: shop}}\ndata: {{key: c2VjcmV0}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: reader, namespace: shop}}\nrules: []\n",
+        POLICY.as_str()
+    );
+    let (status, answer) = cp.api("POST", "/api/apply", Some(&body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        answer["warnings"],
+        serde_json::json!([
+            "not used by the mesh (accepted, not kept): Secret shop/tls, Role shop/reader"
+        ]),
+        "{answer}"
+    );
+    let (_, config) = cp.api("GET", "/debug/config", None).await;
+    assert!(
+        config.contains("deny-legacy"),
+        "the policy was applied: {config}"
+    );
+    assert!(
+        !config.contains("\"tls\""),
+        "the Secret was not kept: {config}"
+    );
+}
+
+#[tokio::test]
 async fn the_management_api_refuses_a_request_without_the_operator_token() {
     let cp = ControlPlane::start(&[("mesh.yaml", &mesh())]).await;
     let api = &cp.bound.api;

@@ -165,7 +165,7 @@ fn parse_and_change(
         )));
     };
     let started = std::time::Instant::now();
-    let resources = config::parse_documents_with(text, source, &config::Limits::API, &|| {
+    let parsed = config::parse_documents_with(text, source, &config::Limits::API, &|| {
         cancelled.load(Ordering::Relaxed)
     })
     .map_err(|e| match e {
@@ -184,17 +184,21 @@ fn parse_and_change(
         state.metrics.apply_cancelled.inc();
         return Err(Refusal::Cancelled);
     }
+    let unused_note = parsed.unused_note();
+    let resources = parsed.resources;
     tracing::debug!(
         documents = resources.len(),
         parse_ms = started.elapsed().as_secs_f64() * 1e3,
         "{source} request parsed"
     );
-    let report = if delete {
+    let mut report = if delete {
         let keys = resources.iter().map(config::Resource::key).collect();
         state.store.delete(keys, dry_run)
     } else {
         state.store.apply(resources, &Origin::Api, dry_run)
     };
+    // What was set aside is said once, with the rest of what the operator should know.
+    report.warnings.extend(unused_note);
     if !dry_run {
         for change in &report.changes {
             tracing::info!(object = %change.object, outcome = ?change.outcome, "{source}");

@@ -36,6 +36,9 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
         ));
     }
     let plan = plan(&options.files)?;
+    for note in &plan.notes {
+        progress(note);
+    }
     let mut build = Build::start(options, dir)?;
 
     progress("network: router, nodes, pods");

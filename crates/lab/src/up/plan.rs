@@ -23,6 +23,8 @@ pub(super) struct Plan {
     pub(super) rest: Vec<Resource>,
     /// Every document as written.
     pub(super) all: Vec<Resource>,
+    /// What the files held that the mesh does not use, one note per file.
+    pub(super) notes: Vec<String>,
 }
 
 pub(super) mod ipnet_lite {
@@ -63,6 +65,7 @@ pub(super) mod ipnet_lite {
 /// Reads and checks the lab's YAML: nodes, pods placed and addressed, service VIPs.
 pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
     let mut all = Vec::new();
+    let mut notes = Vec::new();
     let mut sources: Vec<PathBuf> = Vec::new();
     for path in files {
         if path.is_dir() {
@@ -84,9 +87,12 @@ pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
     }
     for source in &sources {
         let text = std::fs::read_to_string(source)?;
-        let docs = config::parse_documents(&text, &source.display().to_string())
+        let parsed = config::parse_documents_noting(&text, &source.display().to_string())
             .map_err(|e| LabError::Invalid(e.to_string()))?;
-        all.extend(docs);
+        if let Some(note) = parsed.unused_note() {
+            notes.push(format!("{}: {note}", source.display()));
+        }
+        all.extend(parsed.resources);
     }
     deploy_waypoints(&mut all);
     let mut nodes: Vec<(String, ipnet_lite::Cidr)> = Vec::new();
@@ -196,6 +202,7 @@ pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
         services,
         rest,
         all,
+        notes,
     })
 }
 
