@@ -205,6 +205,19 @@ pub struct Service {
     /// Spec.
     #[serde(default)]
     pub spec: ServiceSpec,
+    /// What a cluster wrote back (`kubectl get -o yaml`): read and not kept.
+    #[serde(default, skip_serializing)]
+    pub status: Option<Ignored>,
+}
+
+/// A part of an object that is read and not kept (a `status` a cluster wrote).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ignored;
+
+impl<'de> Deserialize<'de> for Ignored {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Ignored)
+    }
 }
 
 /// `Service.spec`.
@@ -226,6 +239,77 @@ pub struct ServiceSpec {
     /// All VIPs.
     #[serde(default, rename = "clusterIPs", skip_serializing_if = "Vec::is_empty")]
     pub cluster_ips: Vec<String>,
+    /// `SingleStack`, `PreferDualStack`, `RequireDualStack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family_policy: Option<String>,
+    /// `IPv4`, `IPv6`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_families: Vec<String>,
+    /// `None` (default) or `ClientIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<String>,
+    /// `clientIP.timeoutSeconds` for `ClientIP` affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_config: Option<serde_json::Value>,
+    /// `Cluster` or `Local` (external traffic: NodePort and LoadBalancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
+    /// `Cluster` or `Local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_traffic_policy: Option<String>,
+    /// Whether not-ready pods are endpoints too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_not_ready_addresses: Option<bool>,
+    /// LoadBalancer settings a cloud reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
+    /// Where a cluster allocates node ports for LoadBalancer services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocate_load_balancer_node_ports: Option<bool>,
+}
+
+impl ServiceSpec {
+    /// What of this spec has no effect in the lab or the mesh yet, one phrase each
+    /// (empty: all of it is in force).
+    pub fn without_effect(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(kind @ ("NodePort" | "LoadBalancer")) = self.kind.as_deref() {
+            out.push(format!(
+                "type {kind}: served on its cluster IP only (the lab has no node ports or load balancers)"
+            ));
+        }
+        let dual = matches!(
+            self.ip_family_policy.as_deref(),
+            Some("PreferDualStack" | "RequireDualStack")
+        ) || self.ip_families.iter().any(|f| f == "IPv6");
+        if dual && self.cluster_ips.iter().all(|ip| !ip.contains(':')) {
+            out.push(
+                "ipFamilyPolicy/ipFamilies: IPv6 is not given (the lab's cluster network is IPv4 only)"
+                    .into(),
+            );
+        }
+        if self.session_affinity.as_deref() == Some("ClientIP") {
+            out.push(
+                "sessionAffinity ClientIP: not honoured (each connection is balanced on its own)"
+                    .into(),
+            );
+        }
+        if self.external_traffic_policy.as_deref() == Some("Local") {
+            out.push("externalTrafficPolicy Local: no traffic comes from outside the lab".into());
+        }
+        if self.internal_traffic_policy.as_deref() == Some("Local") {
+            out.push(
+                "internalTrafficPolicy Local: not honoured yet (endpoints on every node are used)"
+                    .into(),
+            );
+        }
+        if self.publish_not_ready_addresses == Some(true) {
+            out.push(
+                "publishNotReadyAddresses: not honoured yet (only ready pods are endpoints)".into(),
+            );
+        }
+        out
+    }
 }
 
 /// A service port.
@@ -246,6 +330,9 @@ pub struct ServicePort {
     /// `http`, `http2`, `grpc`, `tcp`, `tls`…
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
+    /// The node port of a NodePort or LoadBalancer service (no effect in the lab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
 }
 
 /// A port number or name.

@@ -1011,3 +1011,48 @@ fn duplicate_keys_and_tags_read_as_before() {
     let tagged = "apiVersion: v1\nkind: Namespace\nmetadata: !thing {name: x}\n";
     assert_eq!(parse_documents(tagged, "x").unwrap().len(), 1);
 }
+
+#[test]
+fn service_fields_users_write_are_read_and_what_has_no_effect_is_named() {
+    let text = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv4, IPv6]
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 10800}}
+  externalTrafficPolicy: Local
+  internalTrafficPolicy: Cluster
+  publishNotReadyAddresses: true
+status: {loadBalancer: {ingress: [{ip: 203.0.113.7}]}}
+";
+    let resources = parse_documents(text, "web.yaml").unwrap();
+    let Resource::Service(service) = &resources[0] else {
+        panic!("{resources:?}")
+    };
+    let notes = service.spec.without_effect().join("\n");
+    for expected in [
+        "type LoadBalancer: served on its cluster IP only",
+        "IPv6 is not given",
+        "sessionAffinity ClientIP: not honoured",
+        "externalTrafficPolicy Local",
+        "publishNotReadyAddresses: not honoured yet",
+    ] {
+        assert!(notes.contains(expected), "{expected}: {notes}");
+    }
+    assert!(
+        !notes.contains("internalTrafficPolicy"),
+        "Cluster is the default: {notes}"
+    );
+    // The written-back status is not kept.
+    assert!(!resources[0].to_json().to_string().contains("203.0.113.7"));
+    // Values are still checked, and ExternalName stays refused.
+    let e = error(&text.replace("sessionAffinity: ClientIP", "sessionAffinity: Sticky"));
+    assert_eq!(e.path, "spec.sessionAffinity", "{e}");
+    let e = error(&text.replace("type: LoadBalancer", "type: ExternalName"));
+    assert_eq!(e.path, "spec.type", "{e}");
+}

@@ -111,13 +111,48 @@ fn ip_address(ip: &str, path: &str) -> Result<IpAddr, Invalid> {
 fn service_spec(service: &Service) -> Result<(), Invalid> {
     let spec = &service.spec;
     if let Some(kind) = &spec.kind
-        && kind != "ClusterIP"
+        && !matches!(kind.as_str(), "ClusterIP" | "NodePort" | "LoadBalancer")
     {
         return invalid(
             "spec.type",
-            format!("{kind:?} services are not supported; use ClusterIP (the default)"),
+            format!(
+                "{kind:?} services are not supported; use ClusterIP (the default), NodePort or LoadBalancer (both served on the cluster IP in the lab)"
+            ),
         );
     }
+    let one_of = |value: &Option<String>, path: &str, allowed: &[&str]| match value {
+        Some(v) if !allowed.contains(&v.as_str()) => {
+            invalid(path, format!("{v:?} is not one of {}", allowed.join(", ")))
+        }
+        _ => Ok(()),
+    };
+    one_of(
+        &spec.ip_family_policy,
+        "spec.ipFamilyPolicy",
+        &["SingleStack", "PreferDualStack", "RequireDualStack"],
+    )?;
+    for (i, family) in spec.ip_families.iter().enumerate() {
+        one_of(
+            &Some(family.clone()),
+            &format!("spec.ipFamilies[{i}]"),
+            &["IPv4", "IPv6"],
+        )?;
+    }
+    one_of(
+        &spec.session_affinity,
+        "spec.sessionAffinity",
+        &["None", "ClientIP"],
+    )?;
+    one_of(
+        &spec.external_traffic_policy,
+        "spec.externalTrafficPolicy",
+        &["Cluster", "Local"],
+    )?;
+    one_of(
+        &spec.internal_traffic_policy,
+        "spec.internalTrafficPolicy",
+        &["Cluster", "Local"],
+    )?;
     if let Some(ip) = &spec.cluster_ip
         && ip != "None"
     {

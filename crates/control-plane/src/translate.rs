@@ -473,6 +473,12 @@ fn service_resource(
 ) -> wire::Service {
     let namespace = service.metadata.namespace();
     let spec = &service.spec;
+    for phrase in spec.without_effect() {
+        out.report(
+            format!("Service {namespace}/{}", service.metadata.name),
+            format!("accepted without effect: {phrase}"),
+        );
+    }
     let mut vips: Vec<&String> = spec.cluster_ips.iter().collect();
     if vips.is_empty()
         && let Some(ip) = &spec.cluster_ip

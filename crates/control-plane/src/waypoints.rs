@@ -93,6 +93,7 @@ pub fn deployment(gateway: &k8s::Gateway) -> Deployment {
             }],
             ..Default::default()
         },
+        status: None,
     };
     Deployment { pod, service }
 }

@@ -920,3 +920,23 @@ spec:
         ]
     );
 }
+
+#[test]
+fn service_settings_without_effect_are_noted_on_the_service() {
+    let yaml = format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{type: NodePort, selector: {{app: reviews}}, ports: [{{port: 80, nodePort: 30080}}], sessionAffinity: ClientIP}}\n",
+        shop()
+    );
+    let c = compile(&yaml);
+    let notes = &c.status["Service shop/web"];
+    assert!(
+        notes.iter().any(|n| n == "accepted without effect: type NodePort: served on its cluster IP only (the lab has no node ports or load balancers)"),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("sessionAffinity ClientIP: not honoured")),
+        "{notes:?}"
+    );
+}
