@@ -1,4 +1,4 @@
-//! Multi-document YAML (or JSON) into [`Resource`]s. Each document must carry a known
+//! Multi-document YAML (or JSON, or a `v1` `List` of objects) into [`Resource`]s. Each document must carry a known
 //! `apiVersion` and `kind` — or one the mesh does not use, which is set aside and listed
 //! ([`Parsed::unused`], [`crate::kinds`]); its fields are read strictly and then validated. The first bad
 //! document fails the whole text, so a source is taken entirely or not at all. Every text
@@ -160,19 +160,57 @@ pub fn parse_documents_with(
         if value.is_null() {
             continue;
         }
-        let resource = match parse_one(value) {
-            Ok(Document::Mesh(resource)) => *resource,
-            Ok(Document::Unused(object)) => {
-                parsed.unused.push(object);
-                continue;
-            }
-            Err((object, path, message)) => return Err(fail(object, path, message).into()),
+        // A `List` (what `kubectl get -o yaml` writes) holds its objects in `items`; each
+        // is read as a document of its own, its errors under `items[i]`.
+        let items = match list_items(value) {
+            Ok(items) => items,
+            Err(value) => vec![(String::new(), value)],
         };
-        validate::resource(&resource)
-            .map_err(|(path, message)| fail(Some(resource.key().to_string()), path, message))?;
-        parsed.resources.push(resource);
+        for (prefix, value) in items {
+            let under = |path: String| match (prefix.is_empty(), path.is_empty()) {
+                (true, _) => path,
+                (false, true) => prefix.clone(),
+                (false, false) => format!("{prefix}.{path}"),
+            };
+            let resource = match parse_one(value) {
+                Ok(Document::Mesh(resource)) => *resource,
+                Ok(Document::Unused(object)) => {
+                    parsed.unused.push(object);
+                    continue;
+                }
+                Err((object, path, message)) => {
+                    return Err(fail(object, under(path), message).into());
+                }
+            };
+            validate::resource(&resource).map_err(|(path, message)| {
+                fail(Some(resource.key().to_string()), under(path), message)
+            })?;
+            parsed.resources.push(resource);
+        }
     }
     Ok(parsed)
+}
+
+/// The items of a `v1` `List`, each with its path (`items[3]`); any other document back
+/// as it came.
+fn list_items(value: Value) -> Result<Vec<(String, Value)>, Value> {
+    let is_list = value.get("kind").and_then(Value::as_str) == Some("List")
+        && value.get("apiVersion").and_then(Value::as_str) == Some("v1");
+    if !is_list {
+        return Err(value);
+    }
+    let items = match value {
+        Value::Mapping(mut map) => match map.remove("items") {
+            Some(Value::Sequence(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    Ok(items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| (format!("items[{i}]"), item))
+        .collect())
 }
 
 /// One document: a mesh resource, or an object set aside (`Kind ns/name`).

@@ -1056,3 +1056,63 @@ status: {loadBalancer: {ingress: [{ip: 203.0.113.7}]}}
     let e = error(&text.replace("type: LoadBalancer", "type: ExternalName"));
     assert_eq!(e.path, "spec.type", "{e}");
 }
+
+#[test]
+fn lists_json_anchors_and_commented_separators_parse_as_kubectl_reads_them() {
+    // `kubectl get -o yaml` output: a List, with a status written back.
+    let list = "apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: shop}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: web, namespace: shop}
+  spec: {selector: {app: web}, ports: [{port: 80}]}
+  status: {loadBalancer: {}}
+";
+    let resources = parse_documents(list, "list.yaml").unwrap();
+    assert_eq!(resources.len(), 2);
+    // An error inside a List names the item.
+    let e = error(&list.replace("ports: [{port: 80}]", "portz: [{port: 80}]"));
+    assert_eq!(e.path, "items[1].spec.portz", "{e}");
+    // JSON, as `kubectl get -o json` writes it.
+    let json = r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio.io/dataplane-mode": "ambient"}}}"#;
+    assert_eq!(parse_documents(json, "ns.json").unwrap().len(), 1);
+    // Anchors and aliases (within a document, as YAML has them); separators with
+    // comments; unquoted IPv6 in a flow sequence.
+    let yaml = "--- # the namespace
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+--- # its service
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+  labels: &web {app: web}
+spec: {selector: *web, ports: [{port: 80}], clusterIPs: [fd00:10:96::a], ipFamilies: [IPv6]}
+";
+    let resources = parse_documents(yaml, "anchors.yaml").unwrap();
+    assert_eq!(resources.len(), 2);
+    let Resource::Service(web) = &resources[1] else {
+        panic!("{resources:?}")
+    };
+    assert_eq!(
+        web.spec.selector.get("app").map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(web.spec.cluster_ips, ["fd00:10:96::a"]);
+}
+
+#[test]
+fn a_leading_separator_does_not_shift_document_numbers() {
+    let e = error(
+        "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Servce\nmetadata: {name: b}\n",
+    );
+    assert_eq!(e.document, 2, "{e}");
+    let e = error("# a comment first\n---\napiVersion: v1\nkind: Servce\nmetadata: {name: b}\n");
+    assert_eq!(e.document, 1, "{e}");
+}
