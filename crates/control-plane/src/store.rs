@@ -72,6 +72,10 @@ pub struct Report {
     /// Pods leaving the mesh, policies no longer enforced on running pods
     /// ([`translate::warnings`]).
     pub warnings: Vec<String>,
+    /// The translation's notes on the state this change makes (or, for a dry run, would
+    /// make): what of each object is not in force ([`translate::Compiled::status`]).
+    #[serde(skip)]
+    pub status: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl translate::AsResource for Arc<Stored> {
@@ -432,6 +436,7 @@ impl Store {
             return Report {
                 changes,
                 warnings: Vec::new(),
+                status: current.compiled.status.clone(),
             };
         }
         let cloned = started.elapsed();
@@ -453,7 +458,11 @@ impl Store {
         let translated = started.elapsed();
         let warnings = translate::warnings(&current.compiled, &compiled);
         if dry_run {
-            return Report { changes, warnings };
+            return Report {
+                changes,
+                warnings,
+                status: compiled.status,
+            };
         }
         for warning in &warnings {
             tracing::warn!(version = current.version + 1, "{warning}");
@@ -489,6 +498,7 @@ impl Store {
         if history.len() > DELTA_HISTORY {
             history.pop_front();
         }
+        let status = compiled.status.clone();
         let snapshot = Snapshot {
             version,
             addresses,
@@ -509,7 +519,11 @@ impl Store {
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "config version published"
         );
-        Report { changes, warnings }
+        Report {
+            changes,
+            warnings,
+            status,
+        }
     }
 
     /// What changed in `type_url` after version `from` up to the current version, or

@@ -92,7 +92,8 @@ pub(super) async fn handle(
     let source = if delete { "delete" } else { "apply" };
     match work.await {
         Ok(Ok(report)) => {
-            let status = state.store.load().compiled.status.clone();
+            // The notes of the state this request made — or, dry, would make.
+            let status = &report.status;
             json_response(
                 StatusCode::OK,
                 &json!({

@@ -287,3 +287,35 @@ fn losing_a_policy_or_strict_mtls_is_warned_about_for_the_pods_it_protected() {
     assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
     assert!(report.warnings[0].starts_with("pod shop/reviews-0 is no longer protected"));
 }
+
+#[test]
+fn a_dry_run_says_the_notes_of_the_state_it_would_make_and_changes_nothing() {
+    let store = lab_store();
+    let before = store.load().version;
+    let web = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {selector: {app: reviews}, ports: [{port: 80}], sessionAffinity: ClientIP}\n";
+    let dry = store.apply(parse(web), &Origin::Api, true);
+    let notes = dry
+        .status
+        .get("Service shop/web")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("sessionAffinity ClientIP: not honoured")),
+        "{:?}",
+        dry.status
+    );
+    assert_eq!(store.load().version, before, "a dry run publishes nothing");
+    assert!(
+        !store
+            .load()
+            .compiled
+            .status
+            .contains_key("Service shop/web")
+    );
+    // Applied for real, the same notes are the state's.
+    let real = store.apply(parse(web), &Origin::Api, false);
+    assert_eq!(real.status, dry.status);
+    assert_eq!(store.load().compiled.status, dry.status);
+}
