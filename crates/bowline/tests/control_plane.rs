@@ -390,3 +390,36 @@ async fn apply_refuses_a_bad_document_and_changes_nothing() {
         "the good document was not applied either"
     );
 }
+
+#[tokio::test]
+async fn a_config_file_logs_what_it_holds_that_is_not_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    let extra = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {mode: fast}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: sticky, namespace: shop}\nspec: {selector: {app: reviews}, ports: [{port: 80}], sessionAffinity: ClientIP}\n";
+    std::fs::write(
+        dir.path().join("config/shop.yaml"),
+        format!("{}{extra}", shop()),
+    )
+    .unwrap();
+    let ports = Ports {
+        plaintext: free_port(),
+        tls: free_port(),
+        http: free_port(),
+        api: free_port(),
+    };
+    let _cp = control_plane(dir.path(), &ports, "cp.log").await;
+    let log = || std::fs::read_to_string(dir.path().join("cp.log")).unwrap_or_default();
+    eventually_async("the notes in the log", || async {
+        let log = log();
+        log.contains("not used by the mesh (accepted, not kept): ConfigMap shop/settings")
+            && log.contains("accepted without effect: sessionAffinity ClientIP")
+    })
+    .await;
+    assert!(
+        log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("sessionAffinity")),
+        "{}",
+        log()
+    );
+}

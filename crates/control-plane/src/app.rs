@@ -346,6 +346,15 @@ impl FileSources {
                         .count();
                     if changed > 0 {
                         tracing::info!(file = %name, changed, "config file loaded");
+                        // What of the file's objects is not in force, where its
+                        // operator looks: the control plane's log.
+                        let status = &store.load().compiled.status;
+                        for change in &changes {
+                            let object = &change.object;
+                            for note in status.get(object).into_iter().flatten() {
+                                tracing::warn!(file = %name, %object, "{note}");
+                            }
+                        }
                     }
                 }
                 Err(e) => {
