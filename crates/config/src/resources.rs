@@ -116,9 +116,108 @@ pub struct PodSpec {
     /// Its processes.
     #[serde(default)]
     pub containers: Vec<Container>,
+    /// Fields users' pod specs carry that have no effect in the lab, read as written
+    /// (each named in one note on the object, [`PodSpec::without_effect`]).
+    #[serde(flatten)]
+    pub unenforced: Box<PodSpecExtras>,
+}
+
+/// Pod spec fields read and not acted on in the lab.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpecExtras {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    init_containers: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restart_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node_selector: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    affinity: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tolerations: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topology_spread_constraints: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    termination_grace_period_seconds: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    volumes: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    security_context: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_pull_secrets: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    priority_class_name: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dns_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dns_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    automount_service_account_token: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enable_service_links: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduler_name: Option<serde_json::Value>,
+}
+
+impl PodSpecExtras {
+    /// The fields given, by their YAML names.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("initContainers", self.init_containers.is_some()),
+            ("restartPolicy", self.restart_policy.is_some()),
+            ("nodeSelector", self.node_selector.is_some()),
+            ("affinity", self.affinity.is_some()),
+            ("tolerations", self.tolerations.is_some()),
+            (
+                "topologySpreadConstraints",
+                self.topology_spread_constraints.is_some(),
+            ),
+            (
+                "terminationGracePeriodSeconds",
+                self.termination_grace_period_seconds.is_some(),
+            ),
+            ("volumes", self.volumes.is_some()),
+            ("securityContext", self.security_context.is_some()),
+            ("imagePullSecrets", self.image_pull_secrets.is_some()),
+            ("priorityClassName", self.priority_class_name.is_some()),
+            ("dnsPolicy", self.dns_policy.is_some()),
+            ("dnsConfig", self.dns_config.is_some()),
+            (
+                "automountServiceAccountToken",
+                self.automount_service_account_token.is_some(),
+            ),
+            ("enableServiceLinks", self.enable_service_links.is_some()),
+            ("schedulerName", self.scheduler_name.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
 }
 
 impl PodSpec {
+    /// The fields given that have no effect in the lab, as paths (`spec.affinity`,
+    /// `spec.containers[0].resources`); empty when everything written is in force.
+    pub fn without_effect(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .unenforced
+            .given()
+            .into_iter()
+            .map(|f| format!("spec.{f}"))
+            .collect();
+        for (i, container) in self.containers.iter().enumerate() {
+            out.extend(
+                container
+                    .unenforced
+                    .given()
+                    .into_iter()
+                    .map(|f| format!("spec.containers[{i}].{f}")),
+            );
+        }
+        out
+    }
+
     /// The service account, `default` when omitted.
     pub fn service_account(&self) -> &str {
         self.service_account_name.as_deref().unwrap_or("default")
@@ -146,6 +245,74 @@ pub struct Container {
     /// Named ports (a service's named `targetPort` resolves against these).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    /// Fields read and not acted on in the lab.
+    #[serde(flatten)]
+    pub unenforced: ContainerExtras,
+}
+
+/// Container fields read and not acted on in the lab.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerExtras {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_pull_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    env_from: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resources: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    volume_mounts: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    security_context: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    liveness_probe: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    readiness_probe: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    startup_probe: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lifecycle: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    working_dir: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    termination_message_path: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    termination_message_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stdin: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tty: Option<serde_json::Value>,
+}
+
+impl ContainerExtras {
+    /// The fields given, by their YAML names.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("imagePullPolicy", self.image_pull_policy.is_some()),
+            ("envFrom", self.env_from.is_some()),
+            ("resources", self.resources.is_some()),
+            ("volumeMounts", self.volume_mounts.is_some()),
+            ("securityContext", self.security_context.is_some()),
+            ("livenessProbe", self.liveness_probe.is_some()),
+            ("readinessProbe", self.readiness_probe.is_some()),
+            ("startupProbe", self.startup_probe.is_some()),
+            ("lifecycle", self.lifecycle.is_some()),
+            ("workingDir", self.working_dir.is_some()),
+            (
+                "terminationMessagePath",
+                self.termination_message_path.is_some(),
+            ),
+            (
+                "terminationMessagePolicy",
+                self.termination_message_policy.is_some(),
+            ),
+            ("stdin", self.stdin.is_some()),
+            ("tty", self.tty.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
 }
 
 /// An environment variable.

@@ -1116,3 +1116,51 @@ fn a_leading_separator_does_not_shift_document_numbers() {
     let e = error("# a comment first\n---\napiVersion: v1\nkind: Servce\nmetadata: {name: b}\n");
     assert_eq!(e.document, 1, "{e}");
 }
+
+#[test]
+fn pod_fields_users_write_are_read_and_named_when_without_effect_and_typos_are_refused() {
+    let text = "apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec:
+  restartPolicy: Always
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: dedicated, operator: Exists}]
+  volumes: [{name: tmp, emptyDir: {}}]
+  securityContext: {runAsNonRoot: true}
+  terminationGracePeriodSeconds: 5
+  containers:
+    - name: web
+      image: docker.io/istio/examples-bookinfo-productpage-v1:1.20.2
+      imagePullPolicy: IfNotPresent
+      command: [bowline, echo]
+      ports: [{containerPort: 9080}]
+      resources: {requests: {cpu: 100m}}
+      volumeMounts: [{name: tmp, mountPath: /tmp}]
+      readinessProbe: {httpGet: {path: /health, port: 9080}}
+";
+    let resources = parse_documents(text, "pod.yaml").unwrap();
+    let Resource::Pod(pod) = &resources[0] else {
+        panic!("{resources:?}")
+    };
+    assert_eq!(
+        pod.spec.without_effect(),
+        [
+            "spec.restartPolicy",
+            "spec.nodeSelector",
+            "spec.tolerations",
+            "spec.terminationGracePeriodSeconds",
+            "spec.volumes",
+            "spec.securityContext",
+            "spec.containers[0].imagePullPolicy",
+            "spec.containers[0].resources",
+            "spec.containers[0].volumeMounts",
+            "spec.containers[0].readinessProbe",
+        ]
+    );
+    // A field nobody has is still refused, in the spec and in a container.
+    let e = error(&text.replace("restartPolicy", "restartPolicee"));
+    assert!(e.message.contains("restartPolicee"), "{e}");
+    let e = error(&text.replace("imagePullPolicy", "imagePullPolicee"));
+    assert!(e.message.contains("imagePullPolicee"), "{e}");
+}

@@ -454,6 +454,16 @@ fn compile<R: AsResource>(
         if !wanted(pod.metadata.namespace()) {
             continue;
         }
+        let unenforced = pod.spec.without_effect();
+        if !unenforced.is_empty() {
+            out.report(
+                format!("Pod {}/{}", pod.metadata.namespace(), pod.metadata.name),
+                format!(
+                    "accepted without effect in the lab: {}",
+                    unenforced.join(", ")
+                ),
+            );
+        }
         if let Some(workload) = workload_resource(&index, pod, &peer, captured, &mut out) {
             out.addresses.insert(
                 workload.uid.clone(),

@@ -940,3 +940,16 @@ fn service_settings_without_effect_are_noted_on_the_service() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn pod_fields_without_effect_are_named_in_one_note_on_the_pod() {
+    let yaml = format!(
+        "{}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: web-0, namespace: shop, labels: {{app: web}}}}\nspec: {{nodeSelector: {{disk: ssd}}, containers: [{{name: web, command: [sleep, infinity], resources: {{limits: {{memory: 64Mi}}}}}}]}}\n",
+        shop()
+    );
+    let c = compile(&yaml);
+    assert_eq!(
+        c.status["Pod shop/web-0"],
+        ["accepted without effect in the lab: spec.nodeSelector, spec.containers[0].resources"]
+    );
+}
