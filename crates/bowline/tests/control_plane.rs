@@ -86,6 +86,18 @@ struct Ports {
     api: u16,
 }
 
+impl Ports {
+    /// A free port for each of the control plane's listeners.
+    fn free() -> Self {
+        Self {
+            plaintext: free_port(),
+            tls: free_port(),
+            http: free_port(),
+            api: free_port(),
+        }
+    }
+}
+
 /// The operator token the control plane in `dir` made (`<state-dir>/operator-token`).
 fn operator_token_file(dir: &Path) -> String {
     dir.join("state/operator-token").display().to_string()
@@ -167,12 +179,7 @@ async fn applied_policy_is_enforced_live_and_ztunnel_rides_out_a_control_plane_r
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::write(dir.path().join("config/shop.yaml"), shop()).unwrap();
-    let ports = Ports {
-        plaintext: free_port(),
-        tls: free_port(),
-        http: free_port(),
-        api: free_port(),
-    };
+    let ports = Ports::free();
     let cp = control_plane(dir.path(), &ports, "cp.log").await;
     let state = dir.path().join("state");
     let token = bowline(
@@ -341,12 +348,7 @@ async fn apply_refuses_a_bad_document_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::write(dir.path().join("config/shop.yaml"), shop()).unwrap();
-    let ports = Ports {
-        plaintext: free_port(),
-        tls: free_port(),
-        http: free_port(),
-        api: free_port(),
-    };
+    let ports = Ports::free();
     let _cp = control_plane(dir.path(), &ports, "cp.log").await;
     let control = format!("http://127.0.0.1:{}", ports.api);
     let operator_token = operator_token_file(dir.path());
@@ -401,12 +403,7 @@ async fn a_config_file_logs_what_it_holds_that_is_not_in_force() {
         format!("{}{extra}", shop()),
     )
     .unwrap();
-    let ports = Ports {
-        plaintext: free_port(),
-        tls: free_port(),
-        http: free_port(),
-        api: free_port(),
-    };
+    let ports = Ports::free();
     let _cp = control_plane(dir.path(), &ports, "cp.log").await;
     let log = || std::fs::read_to_string(dir.path().join("cp.log")).unwrap_or_default();
     eventually_async("the notes in the log", || async {
