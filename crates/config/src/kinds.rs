@@ -6,8 +6,9 @@
 //!   caller lists them in one note. Nothing in the mesh would read them.
 //! - **Refused** — kinds that would change how the mesh behaves and that Bowline does not
 //!   implement (EnvoyFilter, Sidecar, Telemetry, TCPRoute, Istio's own `Gateway`, …), and
-//!   workload controllers (Deployment, …) whose pods would otherwise silently not exist:
-//!   refused by kind, with what to do instead, never over a field of theirs.
+//!   the workload controllers the lab does not play (CronJob, ReplicationController),
+//!   whose pods would otherwise silently not exist: refused by kind, with what to do
+//!   instead, never over a field of theirs.
 //!
 //! Anything else that is not one of Bowline's kinds is refused as unknown (a typo in a
 //! core kind must not pass as "not used").
@@ -59,15 +60,19 @@ const UNUSED_GROUPS: &[&str] = &[
     "monitoring.coreos.com",
 ];
 
-/// Workload controllers: they make pods, which Bowline's lab only runs when written as
-/// Pods.
-const CONTROLLERS: &[(&str, &[&str])] = &[
+/// Workload controllers the lab does not play (Deployment, ReplicaSet, StatefulSet,
+/// DaemonSet and Job are kinds of ours): their pods would otherwise silently not exist.
+const CONTROLLERS: &[(&str, &[&str], &str)] = &[
     (
-        "apps",
-        &["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"],
+        "batch",
+        &["CronJob"],
+        "the lab runs no schedules; write a Job to run its pod once",
     ),
-    ("batch", &["Job", "CronJob"]),
-    ("", &["ReplicationController"]),
+    (
+        "",
+        &["ReplicationController"],
+        "write a Deployment (apps/v1) with the same template",
+    ),
 ];
 
 /// Mesh kinds Bowline does not implement, with what to say.
@@ -167,12 +172,12 @@ pub(crate) fn classify(api_version: &str, kind: &str) -> Option<Foreign> {
             "{kind} ({api_version}) changes how the mesh behaves and Bowline does not implement it: {hint}"
         )));
     }
-    if CONTROLLERS
+    if let Some((_, _, hint)) = CONTROLLERS
         .iter()
-        .any(|(g, kinds)| *g == group && kinds.contains(&kind))
+        .find(|(g, kinds, _)| *g == group && kinds.contains(&kind))
     {
         return Some(Foreign::Refused(format!(
-            "{kind} ({api_version}): workload controllers are not supported yet; write its pods as Pod objects (kind: Pod)"
+            "{kind} ({api_version}) is not supported: {hint}"
         )));
     }
     let listed = UNUSED
@@ -221,7 +226,8 @@ mod tests {
             "(apiVersion gateway.networking.k8s.io/v1) with gatewayClassName: istio-waypoint"
         ));
         assert!(refused("gateway.networking.k8s.io/v1alpha2", "TCPRoute").contains("HTTPRoute"));
-        assert!(refused("apps/v1", "Deployment").contains("write its pods as Pod objects"));
+        assert!(refused("batch/v1", "CronJob").contains("write a Job"));
+        assert!(refused("v1", "ReplicationController").contains("write a Deployment"));
         assert!(refused("telemetry.istio.io/v1", "Telemetry").contains("not configurable"));
     }
 

@@ -301,6 +301,11 @@ fn parse_one(mut value: Value) -> Result<Document, Failure> {
             | Kind::VirtualService
             | Kind::DestinationRule
             | Kind::ServiceEntry => Resource::Opaque(kind, strict(value)?),
+            Kind::Deployment
+            | Kind::ReplicaSet
+            | Kind::StatefulSet
+            | Kind::DaemonSet
+            | Kind::Job => Resource::Workload(kind, Box::new(strict(value)?)),
         })
     };
     typed(value)

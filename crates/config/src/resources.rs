@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 mod routes;
 mod unenforced;
+mod workloads;
 pub use routes::*;
 pub use unenforced::{ContainerExtras, PodSpecExtras};
+pub use workloads::*;
 
 /// Labels and annotations.
 pub type Labels = BTreeMap<String, String>;
@@ -43,6 +45,9 @@ pub struct ObjectMeta {
     /// Informational.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// What made it (the lab's controllers set these on the pods they make).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
 }
 
 impl ObjectMeta {
@@ -589,6 +594,11 @@ pub enum Kind {
     ServiceEntry,
     HTTPRoute,
     GRPCRoute,
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    DaemonSet,
+    Job,
 }
 
 impl Kind {
@@ -612,6 +622,10 @@ impl Kind {
                 "networking.istio.io/v1beta1",
                 "networking.istio.io/v1alpha3",
             ],
+            Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet | Kind::DaemonSet => {
+                &["apps/v1"]
+            }
+            Kind::Job => &["batch/v1"],
         }
     }
 
@@ -621,7 +635,7 @@ impl Kind {
     }
 
     /// Every kind, for messages.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Namespace,
         Kind::Node,
         Kind::ServiceAccount,
@@ -636,7 +650,20 @@ impl Kind {
         Kind::ServiceEntry,
         Kind::HTTPRoute,
         Kind::GRPCRoute,
+        Kind::Deployment,
+        Kind::ReplicaSet,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::Job,
     ];
+
+    /// Whether this kind is a workload controller (its objects make pods).
+    pub fn is_workload(self) -> bool {
+        matches!(
+            self,
+            Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet | Kind::DaemonSet | Kind::Job
+        )
+    }
 
     /// The kind named `name`.
     pub fn from_name(name: &str) -> Option<Kind> {
@@ -685,6 +712,8 @@ pub enum Resource {
     GrpcRoute(GrpcRoute),
     /// A kind kept for the waypoint.
     Opaque(Kind, Opaque),
+    /// A workload controller (the lab makes its pods).
+    Workload(Kind, Box<Workload>),
 }
 
 /// Identifies a resource: kind, namespace (empty for cluster-scoped kinds), name.
@@ -722,7 +751,7 @@ impl Resource {
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::HttpRoute(_) => Kind::HTTPRoute,
             Resource::GrpcRoute(_) => Kind::GRPCRoute,
-            Resource::Opaque(kind, _) => *kind,
+            Resource::Opaque(kind, _) | Resource::Workload(kind, _) => *kind,
         }
     }
 
@@ -740,6 +769,7 @@ impl Resource {
             Resource::HttpRoute(r) => &r.metadata,
             Resource::GrpcRoute(r) => &r.metadata,
             Resource::Opaque(_, r) => &r.metadata,
+            Resource::Workload(_, r) => &r.metadata,
         }
     }
 
@@ -800,6 +830,7 @@ impl Resource {
             Resource::HttpRoute(r) => serde_json::to_value(r),
             Resource::GrpcRoute(r) => serde_json::to_value(r),
             Resource::Opaque(_, r) => serde_json::to_value(r),
+            Resource::Workload(_, r) => serde_json::to_value(r),
         };
         let mut value = body.unwrap_or(serde_json::Value::Null);
         if let Some(object) = value.as_object_mut() {

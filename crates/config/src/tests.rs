@@ -143,10 +143,9 @@ fn mesh_kinds_bowline_does_not_implement_are_refused_by_kind_before_their_fields
             && !e.message.contains("is read as"),
         "{e}"
     );
-    // Workload controllers would lose their pods: refused, saying what to write.
-    let e =
-        error("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: 2}\n");
-    assert!(e.message.contains("write its pods as Pod objects"), "{e}");
+    // A controller the lab does not play would lose its pods: refused, saying what to write.
+    let e = error("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\nspec: {schedule: \"* * * * *\"}\n");
+    assert!(e.message.contains("write a Job to run its pod once"), "{e}");
     // A Gateway of another class is refused for its class, not for a field of its spec.
     let e = error(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web}\nspec: {gatewayClassName: nginx, listeners: [{name: http, port: 80, protocol: HTTP, hostname: shop.example}], infrastructure: {labels: {a: b}}}\n",

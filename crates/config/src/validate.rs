@@ -35,6 +35,7 @@ pub(crate) fn resource(resource: &Resource) -> Result<(), Invalid> {
             }
             _ => Ok(()),
         },
+        Resource::Workload(kind, workload) => workload_spec(*kind, workload),
         Resource::Namespace(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => Ok(()),
     }
 }
@@ -80,27 +81,104 @@ fn dns_name(name: &str, path: &str) -> Result<(), Invalid> {
 }
 
 fn pod_spec(pod: &Pod) -> Result<(), Invalid> {
-    // The account becomes a SPIFFE id segment every ztunnel must accept.
-    if let Some(account) = &pod.spec.service_account_name {
-        dns_name(account, "spec.serviceAccountName")?;
-    }
     if let Some(ip) = &pod.status.pod_ip {
         ip_address(ip, "status.podIP")?;
     }
     for (i, entry) in pod.status.pod_ips.iter().enumerate() {
         ip_address(&entry.ip, &format!("status.podIPs[{i}].ip"))?;
     }
-    for (c, container) in pod.spec.containers.iter().enumerate() {
+    pod_spec_at(&pod.spec, "spec")
+}
+
+/// The checks of a pod's spec, found at `at` (`spec`, or `spec.template.spec` in a
+/// workload controller).
+fn pod_spec_at(spec: &PodSpec, at: &str) -> Result<(), Invalid> {
+    // The account becomes a SPIFFE id segment every ztunnel must accept.
+    if let Some(account) = &spec.service_account_name {
+        dns_name(account, &format!("{at}.serviceAccountName"))?;
+    }
+    for (c, container) in spec.containers.iter().enumerate() {
         for (p, port) in container.ports.iter().enumerate() {
             if port.container_port == 0 {
                 return invalid(
-                    format!("spec.containers[{c}].ports[{p}].containerPort"),
+                    format!("{at}.containers[{c}].ports[{p}].containerPort"),
                     "must be 1-65535",
                 );
             }
         }
     }
     Ok(())
+}
+
+/// A workload controller: a template with containers whose labels its selector selects
+/// (as the API server checks), and only the counts its kind has.
+fn workload_spec(kind: Kind, workload: &Workload) -> Result<(), Invalid> {
+    let spec = &workload.spec;
+    let labels = &spec.template.metadata.labels;
+    match &spec.selector {
+        None if kind != Kind::Job => {
+            return invalid(
+                "spec.selector",
+                format!(
+                    "a {kind} needs a selector; write spec.selector.matchLabels with the template's labels"
+                ),
+            );
+        }
+        Some(selector) => {
+            if selector.match_labels.is_empty() && selector.match_expressions.is_none() {
+                return invalid(
+                    "spec.selector",
+                    "an empty selector would select every pod; write matchLabels",
+                );
+            }
+            if let Some((k, v)) = selector
+                .match_labels
+                .iter()
+                .find(|(k, v)| labels.get(*k) != Some(*v))
+            {
+                return invalid(
+                    format!("spec.selector.matchLabels.{k}"),
+                    format!(
+                        "{k}={v} is not among spec.template.metadata.labels: the selector must select the pods the template makes"
+                    ),
+                );
+            }
+        }
+        None => {}
+    }
+    if spec.template.spec.containers.is_empty() {
+        return invalid(
+            "spec.template.spec.containers",
+            "a pod template needs at least one container",
+        );
+    }
+    if spec.replicas.is_some() && matches!(kind, Kind::DaemonSet | Kind::Job) {
+        let instead = if kind == Kind::Job {
+            "completions"
+        } else {
+            "nothing: it runs one pod per node"
+        };
+        return invalid(
+            "spec.replicas",
+            format!("a {kind} has no replicas; write {instead}"),
+        );
+    }
+    if spec.completions.is_some() && kind != Kind::Job {
+        return invalid(
+            "spec.completions",
+            format!("only a Job has completions; a {kind} has replicas"),
+        );
+    }
+    if spec.service_name.is_some() && kind != Kind::StatefulSet {
+        return invalid(
+            "spec.serviceName",
+            format!("only a StatefulSet has a serviceName, not a {kind}"),
+        );
+    }
+    if let Some(service) = &spec.service_name {
+        dns_name(service, "spec.serviceName")?;
+    }
+    pod_spec_at(&spec.template.spec, "spec.template.spec")
 }
 
 fn ip_address(ip: &str, path: &str) -> Result<IpAddr, Invalid> {

@@ -170,6 +170,8 @@ pub(crate) struct Index<'a> {
     pub(crate) http_routes: Vec<&'a k8s::HttpRoute>,
     pub(crate) grpc_routes: Vec<&'a k8s::GrpcRoute>,
     pub(crate) peer_authentications: Vec<&'a k8s::PeerAuthentication>,
+    /// Workload controllers (only their notes: the mesh sees the pods they make).
+    pub(crate) workloads: Vec<(config::Kind, &'a k8s::Workload)>,
     /// Services by namespace (pods are only selected by services of their namespace).
     pub(crate) services_by_namespace: BTreeMap<&'a str, Vec<&'a k8s::Service>>,
     /// Selector-scoped policies by namespace.
@@ -188,6 +190,7 @@ impl<'a> Index<'a> {
             http_routes: Vec::new(),
             grpc_routes: Vec::new(),
             peer_authentications: Vec::new(),
+            workloads: Vec::new(),
             services_by_namespace: BTreeMap::new(),
             selector_policies: BTreeMap::new(),
         };
@@ -223,6 +226,7 @@ impl<'a> Index<'a> {
                 Resource::PeerAuthentication(p) => index.peer_authentications.push(p),
                 Resource::HttpRoute(r) => index.http_routes.push(r),
                 Resource::GrpcRoute(r) => index.grpc_routes.push(r),
+                Resource::Workload(kind, w) => index.workloads.push((*kind, w)),
                 Resource::Node(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => {}
             }
         }
@@ -340,7 +344,13 @@ pub fn affected_namespaces<'a, R: AsResource>(
             {
                 return None;
             }
-            Kind::Pod | Kind::AuthorizationPolicy => {
+            Kind::Pod
+            | Kind::AuthorizationPolicy
+            | Kind::Deployment
+            | Kind::ReplicaSet
+            | Kind::StatefulSet
+            | Kind::DaemonSet
+            | Kind::Job => {
                 namespaces.insert(key.namespace.clone());
             }
             Kind::Node
@@ -450,6 +460,22 @@ fn compile<R: AsResource>(
     let peer = peer::PeerPolicies::new(&index, &mut out);
     authz::policies(&index, &mut out, &wanted);
     routes::tables(&index, &mut out, &wanted);
+    for (kind, workload) in &index.workloads {
+        let unenforced = workload.spec.without_effect();
+        if wanted(workload.metadata.namespace()) && !unenforced.is_empty() {
+            out.report(
+                format!(
+                    "{kind} {}/{}",
+                    workload.metadata.namespace(),
+                    workload.metadata.name
+                ),
+                format!(
+                    "accepted without effect in the lab: {}",
+                    unenforced.join(", ")
+                ),
+            );
+        }
+    }
     for pod in &index.pods {
         if !wanted(pod.metadata.namespace()) {
             continue;

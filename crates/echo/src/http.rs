@@ -25,6 +25,21 @@ use tracing::debug;
 /// Largest request body read (and counted) unless configured; larger ones are answered 413.
 pub(crate) const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 
+/// Request headers an upstream call carries on: trace context (W3C, B3, Envoy's request
+/// id) and `end-user`, as Istio's samples propagate them.
+const PROPAGATED: [&str; 10] = [
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "end-user",
+];
+
 /// Time allowed for each upstream call.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,6 +50,8 @@ pub(crate) struct Identity {
     pub(crate) pod: Option<String>,
     /// `$POD_NAMESPACE`, set by the Kubernetes downward API.
     pub(crate) namespace: Option<String>,
+    /// `$POD_VERSION`: the pod's `version` label (the lab sets it for stand-ins).
+    pub(crate) version: Option<String>,
     pub(crate) hostname: String,
 }
 
@@ -45,6 +62,7 @@ impl Identity {
         Self {
             pod: std::env::var("POD_NAME").ok(),
             namespace: std::env::var("POD_NAMESPACE").ok(),
+            version: std::env::var("POD_VERSION").ok(),
             hostname: hostname(),
         }
     }
@@ -129,6 +147,8 @@ async fn serve_connection(
 struct Answer<'a> {
     pod: Option<&'a str>,
     namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'a str>,
     hostname: &'a str,
     peer: String,
     local: String,
@@ -195,9 +215,16 @@ async fn answer(
         }
     }
 
+    let carried: Vec<(String, String)> = PROPAGATED
+        .iter()
+        .filter_map(|name| {
+            let value = parts.headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect();
     let mut upstreams = Vec::with_capacity(context.upstreams.len());
     for url in &context.upstreams {
-        upstreams.push(match crate::get(url, UPSTREAM_TIMEOUT).await {
+        upstreams.push(match crate::call("GET", url, &carried, UPSTREAM_TIMEOUT).await {
             Ok((status, body)) => UpstreamAnswer::Answered {
                 url: url.clone(),
                 status,
@@ -214,6 +241,7 @@ async fn answer(
     let answer = Answer {
         pod: identity.pod.as_deref(),
         namespace: identity.namespace.as_deref(),
+        version: identity.version.as_deref(),
         hostname: &identity.hostname,
         peer: peer.to_string(),
         local: local.to_string(),

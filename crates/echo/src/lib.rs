@@ -3,8 +3,11 @@
 //! It answers every HTTP request (HTTP/1.1 and HTTP/2 cleartext with prior knowledge, on
 //! one port) with a JSON description of what it saw — who it is, the TCP peer, the
 //! request — and, when configured, the answers of upstream URLs it calls on the way.
-//! `/status/<code>` answers with that status, `/delay/<ms>` after that long. A second port
-//! echoes raw TCP bytes. Tests and demos use it to see what the mesh did to
+//! `/status/<code>` answers with that status, `/delay/<ms>` after that long. Upstream
+//! calls carry the request's trace headers and `end-user` on (as Istio's samples
+//! propagate them), so routing by header holds along a call graph. Other ports echo raw
+//! TCP bytes; it serves any number of each (the lab's stand-ins serve every port a
+//! container declares). Tests and demos use it to see what the mesh did to
 //! their traffic.
 //!
 //! Owns: the echo servers and a minimal HTTP/1.1 client ([`get`], [`call`]). Must not: contain
@@ -40,10 +43,10 @@ pub use error::EchoError;
 /// Settings of the echo app.
 #[derive(Debug, Clone)]
 pub struct EchoConfig {
-    /// HTTP port (HTTP/1.1 and HTTP/2 cleartext with prior knowledge, both on the same port).
-    pub http_port: Option<u16>,
-    /// Raw TCP echo port.
-    pub tcp_port: Option<u16>,
+    /// HTTP ports (HTTP/1.1 and HTTP/2 cleartext with prior knowledge, both on each).
+    pub http_ports: Vec<u16>,
+    /// Raw TCP echo ports.
+    pub tcp_ports: Vec<u16>,
     /// Upstream URLs (http://host:port/path) called on every HTTP request; their answers are included.
     pub upstreams: Vec<String>,
     /// Address to bind (default 0.0.0.0).
@@ -56,8 +59,8 @@ impl Default for EchoConfig {
     /// No ports, no upstreams, bound to 0.0.0.0.
     fn default() -> Self {
         Self {
-            http_port: None,
-            tcp_port: None,
+            http_ports: Vec::new(),
+            tcp_ports: Vec::new(),
             upstreams: Vec::new(),
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             max_body: http::MAX_REQUEST_BODY,
@@ -71,18 +74,18 @@ impl Default for EchoConfig {
 /// port is set.
 pub async fn run(config: EchoConfig, shutdown: impl Future<Output = ()>) -> Result<(), EchoError> {
     check_settings(
-        config.http_port.is_some(),
-        config.tcp_port.is_some(),
+        !config.http_ports.is_empty(),
+        !config.tcp_ports.is_empty(),
         &config.upstreams,
     )?;
-    let http = match config.http_port {
-        Some(port) => Some(bind(SocketAddr::new(config.bind, port)).await?),
-        None => None,
-    };
-    let tcp = match config.tcp_port {
-        Some(port) => Some(bind(SocketAddr::new(config.bind, port)).await?),
-        None => None,
-    };
+    let mut http = Vec::new();
+    for port in &config.http_ports {
+        http.push(bind(SocketAddr::new(config.bind, *port)).await?);
+    }
+    let mut tcp = Vec::new();
+    for port in &config.tcp_ports {
+        tcp.push(bind(SocketAddr::new(config.bind, *port)).await?);
+    }
     serve_as(
         http::Identity::from_env(),
         http,
@@ -105,8 +108,8 @@ pub async fn serve(
 ) -> Result<(), EchoError> {
     serve_as(
         http::Identity::from_env(),
-        http,
-        tcp,
+        http.into_iter().collect(),
+        tcp.into_iter().collect(),
         (upstreams, http::MAX_REQUEST_BODY),
         shutdown,
     )
@@ -117,14 +120,16 @@ pub async fn serve(
 /// check what is reported without touching the process env.
 pub(crate) async fn serve_as(
     identity: http::Identity,
-    http: Option<TcpListener>,
-    tcp: Option<TcpListener>,
+    http: Vec<TcpListener>,
+    tcp: Vec<TcpListener>,
     (upstreams, max_body): (Vec<String>, usize),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EchoError> {
-    check_settings(http.is_some(), tcp.is_some(), &upstreams)?;
-    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-    let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+    check_settings(!http.is_empty(), !tcp.is_empty(), &upstreams)?;
+    let addrs = |listeners: &[TcpListener]| -> Vec<SocketAddr> {
+        listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    };
+    let (http_addr, tcp_addr) = (addrs(&http), addrs(&tcp));
     info!(
         http = ?http_addr,
         tcp = ?tcp_addr,
@@ -135,13 +140,11 @@ pub(crate) async fn serve_as(
     // Dropping (or shutting down) this set aborts the accept loops, and with them every
     // connection task they own.
     let mut loops = JoinSet::new();
-    if let Some(listener) = http {
-        loops.spawn(http::accept_loop(
-            listener,
-            http::Context::new(identity, upstreams, max_body),
-        ));
+    let context = http::Context::new(identity, upstreams, max_body);
+    for listener in http {
+        loops.spawn(http::accept_loop(listener, std::sync::Arc::clone(&context)));
     }
-    if let Some(listener) = tcp {
+    for listener in tcp {
         loops.spawn(tcp::accept_loop(listener));
     }
     shutdown.await;

@@ -37,13 +37,14 @@ impl Echo {
         let identity = Identity {
             pod: Some(pod.to_owned()),
             namespace: Some("demo".to_owned()),
+            version: Some("v2".to_owned()),
             hostname: "test-host".to_owned(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve_as(
             identity,
-            Some(http),
-            Some(tcp),
+            vec![http],
+            vec![tcp],
             (upstreams, crate::http::MAX_REQUEST_BODY),
             async move {
                 let _ = stopped.await;
@@ -225,6 +226,33 @@ async fn upstream_answers_are_included_in_order() {
     assert_eq!(answers[2]["status"], 503);
     assert_eq!(answers[2]["body"]["pod"], "a");
     for echo in [front, a, b] {
+        echo.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn upstream_calls_carry_the_trace_headers_and_end_user_and_nothing_else() {
+    let a = Echo::start("a", vec![]).await;
+    let front = Echo::start("front", vec![a.url("/")]).await;
+    let mut request = get_request(front.http, "/");
+    for (name, value) in [
+        ("x-request-id", "r-1"),
+        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ("end-user", "jason"),
+        ("authorization", "Bearer secret"),
+    ] {
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+
+    let reply = http1(front.http, request).await;
+
+    assert_eq!(reply.json["version"], "v2");
+    let seen = &reply.json["upstreams"][0]["body"]["headers"];
+    assert_eq!(seen["x-request-id"], "r-1");
+    assert_eq!(seen["end-user"], "jason");
+    assert!(seen["traceparent"].as_str().is_some_and(|t| t.starts_with("00-0af7")));
+    assert!(seen.get("authorization").is_none(), "{seen}");
+    for echo in [front, a] {
         echo.stop().await.unwrap();
     }
 }
@@ -420,8 +448,8 @@ async fn shutdown_stops_listening_and_closes_open_connections() {
 async fn run_serves_the_configured_ports_until_shutdown() {
     let [http_port, tcp_port] = closed_ports();
     let config = EchoConfig {
-        http_port: Some(http_port),
-        tcp_port: Some(tcp_port),
+        http_ports: vec![http_port],
+        tcp_ports: vec![tcp_port],
         bind: Ipv4Addr::LOCALHOST.into(),
         ..EchoConfig::default()
     };
@@ -473,7 +501,7 @@ async fn a_port_already_in_use_is_named_in_the_error() {
     let taken = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = taken.local_addr().unwrap().port();
     let config = EchoConfig {
-        http_port: Some(port),
+        http_ports: vec![port],
         bind: Ipv4Addr::LOCALHOST.into(),
         ..EchoConfig::default()
     };
@@ -496,7 +524,7 @@ async fn settings_that_cannot_work_are_refused_before_binding() {
     let nothing = run(EchoConfig::default(), std::future::pending()).await;
     let upstreams_without_http = run(
         EchoConfig {
-            tcp_port: Some(closed_port()),
+            tcp_ports: vec![closed_port()],
             upstreams: vec!["http://127.0.0.1:1/".to_owned()],
             ..EchoConfig::default()
         },

@@ -28,12 +28,15 @@ use netns::Namespace;
 use serde::{Deserialize, Serialize};
 
 mod build;
+mod containers;
 mod controller;
 mod health;
 mod plan;
 mod status;
+mod workloads;
 
 pub use build::up;
+pub use containers::UPSTREAMS;
 pub use controller::{objects, run as run_controller, submit};
 pub use status::{
     LabStatus, NodeStatus, PodStatus, Process, RouteStatus, WaypointStatus, operator_token_file,

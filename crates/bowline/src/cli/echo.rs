@@ -12,12 +12,12 @@ use super::terminated;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct EchoArgs {
-    /// HTTP port.
-    #[arg(long)]
-    port: Option<u16>,
-    /// Raw TCP echo port.
-    #[arg(long)]
-    tcp_port: Option<u16>,
+    /// HTTP port (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<u16>,
+    /// Raw TCP echo port (repeatable).
+    #[arg(long = "tcp-port")]
+    tcp_ports: Vec<u16>,
     /// URL to call on every request (repeatable); answers are included.
     #[arg(long = "upstream")]
     upstreams: Vec<String>,
@@ -47,8 +47,8 @@ pub(crate) struct CallArgs {
 /// `bowline echo`, until SIGTERM or Ctrl-C.
 pub(crate) async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     let config = echo::EchoConfig {
-        http_port: args.port,
-        tcp_port: args.tcp_port,
+        http_ports: args.ports,
+        tcp_ports: args.tcp_ports,
         upstreams: args.upstreams,
         bind: args.bind,
         max_body: args.max_body,

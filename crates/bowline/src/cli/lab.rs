@@ -134,7 +134,18 @@ fn render_status(status: &lab::up::LabStatus) -> String {
         let _ = writeln!(out, "  {:<12} {:<14} ztunnel {ready}", node.name, node.ip);
     }
     out.push_str("\nPODS\n");
-    for pod in &status.pods {
+    // Grouped by the controller that made them; pods written as Pods first.
+    let mut pods: Vec<&lab::up::PodStatus> = status.pods.iter().collect();
+    pods.sort_by(|a, b| (&a.owner, &a.key).cmp(&(&b.owner, &b.key)));
+    let mut group = None;
+    for pod in pods {
+        if pod.owner.is_some() && pod.owner != group {
+            let count = status.pods.iter().filter(|p| p.owner == pod.owner).count();
+            let owner = pod.owner.as_deref().unwrap_or_default();
+            let _ = writeln!(out, "  {owner} ({count} pods)");
+        }
+        group.clone_from(&pod.owner);
+        let indent = if pod.owner.is_some() { "  " } else { "" };
         let capture = match (pod.captured, pod.enrolled, pod.hbone) {
             (true, Some(true), Some(true)) => "captured (in mesh)",
             (true, Some(true), Some(false)) => "captured, not yet reported (plaintext)",
@@ -151,9 +162,12 @@ fn render_status(status: &lab::up::LabStatus) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<28} {:<14} {:<12} {enrolled:<13} {capture}",
+            "  {indent}{:<28} {:<14} {:<12} {enrolled:<13} {capture}",
             pod.key, pod.ip, pod.node
         );
+        for (container, what) in &pod.stand_ins {
+            let _ = writeln!(out, "    {indent}{container}: {what}");
+        }
     }
     out.push_str("\nSERVICES\n");
     for (key, vip) in &status.services {

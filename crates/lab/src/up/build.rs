@@ -348,72 +348,23 @@ impl<'a> Build<'a> {
         Ok(())
     }
 
-    /// Every pod's containers with a command, each in its pod's namespace.
+    /// Every pod's containers (or their stand-ins), each in its pod's namespace.
     fn pods(&mut self, plan: &Plan) -> Result<(), LabError> {
         for (pod, _, _) in &plan.pods {
             let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
             let Some((pod_ns, _, _)) = self.state.pods.get(&key).cloned() else {
                 continue;
             };
-            for container in &pod.spec.containers {
-                self.container(pod, container, &key, &pod_ns)?;
-            }
+            start_containers(
+                &mut self.state,
+                &self.dir,
+                &self.options.binary,
+                pod,
+                &pod_ns,
+                &plan.all,
+            )?;
         }
         Ok(())
-    }
-
-    /// Starts `container` of `pod` (`key` = `ns/name`) in namespace `pod_ns`, unless it
-    /// has no command; `bowline` in its command is this binary.
-    fn container(
-        &mut self,
-        pod: &k8s::Pod,
-        container: &k8s::Container,
-        key: &str,
-        pod_ns: &str,
-    ) -> Result<(), LabError> {
-        let mut argv: Vec<String> = container
-            .command
-            .iter()
-            .chain(&container.args)
-            .cloned()
-            .collect();
-        if argv.is_empty() {
-            return Ok(());
-        }
-        if argv[0] == "bowline" {
-            argv[0] = self.options.binary.display().to_string();
-        }
-        let mut env: Vec<(String, String)> = vec![
-            ("POD_NAME".into(), pod.metadata.name.clone()),
-            ("POD_NAMESPACE".into(), pod.metadata.namespace().to_owned()),
-        ];
-        if control_plane::waypoints::gateway_of(pod).is_some() {
-            env.extend(waypoint_env(&self.dir, pod));
-        }
-        env.extend(
-            container
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone())),
-        );
-        let program = PathBuf::from(&argv[0]);
-        let log = self.log(&format!(
-            "pod-{}-{}-{}.log",
-            pod.metadata.namespace(),
-            pod.metadata.name,
-            container.name
-        ));
-        let pid = if control_plane::waypoints::gateway_of(pod).is_some() {
-            spawn_supervised(pod_ns, &self.options.binary, &argv, &env, &log)?
-        } else {
-            spawn(pod_ns, &program, &argv[1..], &env, &log)?
-        };
-        self.state.processes.push((
-            format!("pod {key} {}", container.name),
-            pid,
-            pod_ns.to_owned(),
-        ));
-        self.save()
     }
 
     /// Every waypoint's pod answers its readiness probe.
@@ -528,6 +479,62 @@ impl<'a> Build<'a> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Starts the containers of `pod` in namespace `pod_ns` — each its command, or its
+/// stand-in ([`super::containers`]; `objects` hold the Services that say which ports speak
+/// HTTP) — with `POD_NAME`/`POD_NAMESPACE` and its `env` set, recording each process in
+/// `state` (saved in `dir`). Waypoints and the pods of Deployments, ReplicaSets,
+/// StatefulSets and DaemonSets run under `bowline supervise`, started again when they
+/// exit; a Job's pods and bare Pods run once.
+pub(super) fn start_containers(
+    state: &mut LabState,
+    dir: &Path,
+    binary: &Path,
+    pod: &k8s::Pod,
+    pod_ns: &str,
+    objects: &[Resource],
+) -> Result<(), LabError> {
+    let ns = pod.metadata.namespace();
+    let key = format!("{ns}/{}", pod.metadata.name);
+    let waypoint = control_plane::waypoints::gateway_of(pod).is_some();
+    let restarted = waypoint
+        || super::workloads::owner(pod).is_some_and(|(kind, _)| kind != config::Kind::Job);
+    for container in &pod.spec.containers {
+        let launch = match super::containers::launch(pod, container, objects, binary) {
+            Ok(launch) => launch,
+            Err(why) => {
+                tracing::info!(pod = %key, container = %container.name, "{why}");
+                continue;
+            }
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("POD_NAME".into(), pod.metadata.name.clone()),
+            ("POD_NAMESPACE".into(), ns.to_owned()),
+        ];
+        if waypoint {
+            env.extend(waypoint_env(dir, pod));
+        }
+        env.extend(launch.env);
+        let log = dir.join("logs").join(format!(
+            "pod-{ns}-{}-{}.log",
+            pod.metadata.name, container.name
+        ));
+        let pid = if restarted {
+            spawn_supervised(pod_ns, binary, &launch.argv, &env, &log)?
+        } else {
+            let (program, args) = launch
+                .argv
+                .split_first()
+                .ok_or_else(|| LabError::Invalid(format!("pod {key}: empty command")))?;
+            spawn(pod_ns, Path::new(program), args, &env, &log)?
+        };
+        state
+            .processes
+            .push((format!("pod {key} {}", container.name), pid, pod_ns.to_owned()));
+        state.save(dir)?;
+    }
+    Ok(())
 }
 
 /// What a waypoint's pod is given to reach the control plane: its addresses, the mesh

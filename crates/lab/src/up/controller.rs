@@ -1,25 +1,36 @@
-//! The lab's waypoint controller, live: `bowline up` starts it (supervised, in the router
-//! namespace, as `lab-controller`) and it plays Kubernetes' deployment controller and
-//! kubelet for waypoints. Every half second it reads what the control plane holds: a
-//! waypoint Gateway without a pod gets the pod and Service it deploys
-//! ([`control_plane::waypoints::deployment`]) — a namespace on the node with the fewest
-//! pods, an address from that node's CIDR, a VIP, the pod's process started, Pod and
-//! Service applied to the control plane; a waypoint pod whose Gateway is gone is removed
-//! (process, namespace, Pod and Service). Everything is recorded in the lab's state as it
-//! is made, so `bowline down` removes it too.
+//! The lab's controllers, live: `bowline up` starts this (supervised, in the host's
+//! namespace, as `lab-controller`) and it plays Kubernetes' workload controllers, the
+//! waypoint controller and the kubelet. Every half second it reads what the control plane
+//! holds and:
 //!
-//! Owns: reconciling waypoint Gateways with waypoint pods. Must not: decide anything about
-//! the mesh — what a Gateway deploys is the control plane's rule.
+//! - a lab pod whose Pod object is gone is stopped (processes, namespace), as the kubelet
+//!   stops a deleted pod;
+//! - every `Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet` and `Job` gets the pods
+//!   [`super::workloads::reconcile`] says it wants and loses the ones it no longer does —
+//!   live scaling and rollouts — and pods whose controller is gone are removed with it;
+//! - a waypoint Gateway without a pod gets the pod and Service it deploys
+//!   ([`control_plane::waypoints::deployment`]), and a waypoint pod whose Gateway is gone
+//!   is removed with its Service.
+//!
+//! A pod is started as `up` starts one: placed on its `nodeName` or the node with the
+//! fewest pods, a namespace with the next free address of that node's CIDR, its DNS
+//! files, the Pod (with that address) applied to the control plane, then its containers.
+//! Everything is recorded in the lab's state as it is made, so `bowline down` removes it.
+//!
+//! Owns: reconciling what the control plane holds with what runs. Must not: decide
+//! anything about the mesh — what a Gateway deploys is the control plane's rule, which
+//! pods a workload wants is [`super::workloads`]'.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::Resource;
 use config::resources::{self as k8s, MANAGED_LABEL};
+use config::{Kind, Resource};
 use netns::Namespace;
 
-use super::build::{attach, hosts_file, spawn_supervised, waypoint_env, write_dns_files};
+use super::build::{attach, hosts_file, start_containers, write_dns_files};
+use super::workloads;
 use super::plan::ipnet_lite::Cidr;
 use super::{CONTROL_PLANE_API, LabError, LabState, pod_prefix, state_root};
 
@@ -41,12 +52,130 @@ pub async fn run(name: &str, binary: PathBuf, stop: impl std::future::Future<Out
     }
 }
 
-/// One pass: deploy what is missing, remove what is orphaned.
+/// One pass: stop pods whose object is gone, then the workload controllers, then the
+/// waypoints.
 async fn reconcile(name: &str, binary: &Path) -> Result<(), LabError> {
     let mut state = LabState::load(name)?;
     let Some(objects) = super::status::control_plane_objects(&state).await else {
         return Ok(());
     };
+    let held: Vec<String> = objects
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Pod(p) => Some(format!("{}/{}", p.metadata.namespace(), p.metadata.name)),
+            _ => None,
+        })
+        .collect();
+    let gone: Vec<String> = state
+        .pods
+        .keys()
+        .filter(|key| !held.contains(key))
+        .cloned()
+        .collect();
+    for key in gone {
+        tracing::info!(pod = %key, "controller: its Pod was deleted; stopping it");
+        stop_pod(&mut state, &key).await?;
+    }
+    workloads(&mut state, binary, &objects).await?;
+    waypoints(&mut state, binary, &objects).await
+}
+
+/// Every workload controller's pods made or removed as it wants them; pods of a
+/// controller that is gone removed.
+async fn workloads(
+    state: &mut LabState,
+    binary: &Path,
+    objects: &[Resource],
+) -> Result<(), LabError> {
+    let nodes: Vec<String> = state.nodes.keys().cloned().collect();
+    let pods: Vec<&k8s::Pod> = objects
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Pod(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let controllers: Vec<(Kind, &k8s::Workload)> = objects
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Workload(kind, w) => Some((*kind, &**w)),
+            _ => None,
+        })
+        .collect();
+    let mut delete = Vec::new();
+    for pod in &pods {
+        let ns = pod.metadata.namespace();
+        let orphan = workloads::owner(pod).is_some_and(|(kind, name)| {
+            !controllers
+                .iter()
+                .any(|(k, w)| *k == kind && w.metadata.name == name && w.metadata.namespace() == ns)
+        });
+        if orphan {
+            delete.push((*pod).clone());
+        }
+    }
+    for (kind, workload) in &controllers {
+        let ns = workload.metadata.namespace();
+        let owned: Vec<workloads::Owned<'_>> = pods
+            .iter()
+            .filter(|p| {
+                p.metadata.namespace() == ns
+                    && workloads::owner(p) == Some((*kind, workload.metadata.name.clone()))
+            })
+            .map(|pod| workloads::Owned {
+                pod,
+                ready: ready(state, pod, objects),
+            })
+            .collect();
+        let changes = workloads::reconcile(*kind, workload, &nodes, &owned);
+        for pod in changes.create {
+            tracing::info!(pod = %pod.metadata.name, %ns, controller = %workload.metadata.name, "controller: making a pod");
+            start_pod(state, binary, pod, objects, Vec::new()).await?;
+        }
+        delete.extend(
+            owned
+                .iter()
+                .filter(|o| changes.delete.contains(&o.pod.metadata.name))
+                .map(|o| o.pod.clone()),
+        );
+    }
+    for pod in delete {
+        let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+        tracing::info!(pod = %key, "controller: removing a pod");
+        stop_pod(state, &key).await?;
+        api(state, "delete", &[Resource::Pod(pod)]).await?;
+    }
+    Ok(())
+}
+
+/// Whether `pod` runs: in the lab, its processes alive, and captured if it is enrolled.
+fn ready(state: &LabState, pod: &k8s::Pod, objects: &[Resource]) -> bool {
+    let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+    let Some((pod_ns, _, _)) = state.pods.get(&key) else {
+        return false;
+    };
+    let prefix = format!("pod {key} ");
+    let alive = state
+        .processes
+        .iter()
+        .filter(|(what, _, _)| what.starts_with(&prefix))
+        .all(|(_, pid, ns)| super::ours(*pid, ns));
+    let ns_labels = objects.iter().find_map(|r| match r {
+        Resource::Namespace(n) if n.metadata.name == pod.metadata.namespace() => {
+            Some(&n.metadata.labels)
+        }
+        _ => None,
+    });
+    let enrolled = control_plane::translate::enrolled(pod, ns_labels);
+    alive && (!enrolled || netns::capture::is_installed(&Namespace::existing(pod_ns)))
+}
+
+/// Waypoint Gateways without a pod get one; waypoint pods whose Gateway is gone go.
+async fn waypoints(
+    state: &mut LabState,
+    binary: &Path,
+    objects: &[Resource],
+) -> Result<(), LabError> {
     let gateways: Vec<&k8s::Gateway> = objects
         .iter()
         .filter_map(|r| match r {
@@ -68,7 +197,7 @@ async fn reconcile(name: &str, binary: &Path) -> Result<(), LabError> {
                 && control_plane::waypoints::gateway_of(p) == Some(gateway.metadata.name.as_str())
         });
         if !deployed {
-            deploy(&mut state, binary, gateway, &objects).await?;
+            deploy(state, binary, gateway, objects).await?;
         }
     }
     for pod in waypoint_pods {
@@ -79,21 +208,34 @@ async fn reconcile(name: &str, binary: &Path) -> Result<(), LabError> {
                 .iter()
                 .any(|g| g.metadata.namespace() == ns && g.metadata.name == gateway);
         if orphan {
-            remove(&mut state, pod, &objects).await?;
+            remove(state, pod, objects).await?;
         }
     }
     Ok(())
 }
 
-/// The node with the fewest pods, its CIDR and a free address in it.
-fn place(state: &LabState, objects: &[Resource]) -> Result<(String, Ipv4Addr), LabError> {
+/// `wanted` (a pod's `nodeName`) or the node with the fewest pods, and a free address in
+/// its CIDR.
+fn place(
+    state: &LabState,
+    objects: &[Resource],
+    wanted: Option<&str>,
+) -> Result<(String, Ipv4Addr), LabError> {
     let count = |node: &str| state.pods.values().filter(|(_, _, n)| n == node).count();
-    let node = state
-        .nodes
-        .keys()
-        .min_by_key(|n| count(n))
-        .cloned()
-        .ok_or_else(|| LabError::Invalid("the lab has no node".into()))?;
+    let node = match wanted {
+        Some(node) if state.nodes.contains_key(node) => node.to_owned(),
+        Some(node) => {
+            return Err(LabError::Invalid(format!(
+                "spec.nodeName {node:?} is not a node of this lab"
+            )));
+        }
+        None => state
+            .nodes
+            .keys()
+            .min_by_key(|n| count(n))
+            .cloned()
+            .ok_or_else(|| LabError::Invalid("the lab has no node".into()))?,
+    };
     let cidr = objects
         .iter()
         .find_map(|r| match r {
@@ -132,29 +274,41 @@ async fn deploy(
     gateway: &k8s::Gateway,
     objects: &[Resource],
 ) -> Result<(), LabError> {
-    let dir = state_root().join(&state.name);
     let deployment = control_plane::waypoints::deployment(gateway);
-    let (node, ip) = place(state, objects)?;
-    let mut pod = deployment.pod;
-    pod.spec.node_name = Some(node.clone());
-    pod.status.pod_ip = Some(ip.to_string());
-    let ns = pod.metadata.namespace().to_owned();
-    let key = format!("{ns}/{}", pod.metadata.name);
+    let ns = gateway.metadata.namespace().to_owned();
     let service_key = format!("{ns}/{}", deployment.service.metadata.name);
     let existing_service = objects.iter().any(|r| {
         matches!(r, Resource::Service(s)
             if s.metadata.namespace() == ns && s.metadata.name == deployment.service.metadata.name)
     });
-    let mut documents = vec![Resource::Pod(pod.clone())];
+    let mut extra = Vec::new();
     if !existing_service {
         let mut service = deployment.service;
         let vip = free_vip(state, objects)
             .ok_or_else(|| LabError::Invalid("no free service address".into()))?;
         service.spec.cluster_ip = Some(vip.clone());
         state.services.insert(service_key, vip);
-        documents.push(Resource::Service(service));
+        extra.push(Resource::Service(service));
     }
-    tracing::info!(pod = %key, %node, %ip, "waypoint controller: deploying");
+    tracing::info!(pod = %deployment.pod.metadata.name, %ns, "waypoint controller: deploying");
+    start_pod(state, binary, deployment.pod, objects, extra).await
+}
+
+/// Runs `pod` in the lab (see the module's docs), applying it — and `extra` — to the
+/// control plane once its namespace and address exist.
+async fn start_pod(
+    state: &mut LabState,
+    binary: &Path,
+    mut pod: k8s::Pod,
+    objects: &[Resource],
+    extra: Vec<Resource>,
+) -> Result<(), LabError> {
+    let dir = state_root().join(&state.name);
+    let (node, ip) = place(state, objects, pod.spec.node_name.as_deref())?;
+    pod.spec.node_name = Some(node.clone());
+    pod.status.pod_ip = Some(ip.to_string());
+    let ns = pod.metadata.namespace().to_owned();
+    let key = format!("{ns}/{}", pod.metadata.name);
     let pod_ns = format!("{}{ns}-{}", pod_prefix(&state.name), pod.metadata.name);
     let router = Namespace::existing(&state.router);
     attach(state, &dir, &router, &pod_ns, ip)?;
@@ -168,31 +322,45 @@ async fn deploy(
         .pods
         .insert(key.clone(), (pod_ns.clone(), ip.to_string(), node));
     state.save(&dir)?;
+    let mut documents = vec![Resource::Pod(pod.clone())];
+    documents.extend(extra);
     api(state, "apply", &documents).await?;
-    for container in &pod.spec.containers {
-        let mut argv: Vec<String> = container.command.clone();
-        if argv.first().is_some_and(|a| a == "bowline") {
-            argv[0] = binary.display().to_string();
+    start_containers(state, &dir, binary, &pod, &pod_ns, objects)
+}
+
+/// Stops lab pod `key` (`ns/name`): its processes (SIGTERM), then its namespace.
+async fn stop_pod(state: &mut LabState, key: &str) -> Result<(), LabError> {
+    let dir = state_root().join(&state.name);
+    let prefix = format!("pod {key} ");
+    for (_, pid, ns) in state
+        .processes
+        .iter()
+        .filter(|(what, _, _)| what.starts_with(&prefix))
+    {
+        if super::ours(*pid, ns) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(*pid).unwrap_or(i32::MAX)),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
-        if argv.is_empty() {
-            continue;
-        }
-        let mut env = vec![
-            ("POD_NAME".to_owned(), pod.metadata.name.clone()),
-            ("POD_NAMESPACE".to_owned(), ns.clone()),
-        ];
-        env.extend(waypoint_env(&dir, &pod));
-        let log = dir.join("logs").join(format!(
-            "pod-{ns}-{}-{}.log",
-            pod.metadata.name, container.name
-        ));
-        let pid = spawn_supervised(&pod_ns, binary, &argv, &env, &log)?;
-        state
-            .processes
-            .push((format!("pod {key} {}", container.name), pid, pod_ns.clone()));
-        state.save(&dir)?;
     }
-    Ok(())
+    state
+        .processes
+        .retain(|(what, _, _)| !what.starts_with(&prefix));
+    if let Some((pod_ns, _, _)) = state.pods.remove(key) {
+        // Its processes get a moment to close their connections; whatever is left in
+        // the namespace goes with it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for pid in super::pids_in(&pod_ns) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        super::delete_namespace(&pod_ns);
+        state.namespaces.retain(|n| *n != pod_ns);
+    }
+    state.save(&dir)
 }
 
 /// Removes a waypoint pod whose Gateway is gone, and its Service.
@@ -201,31 +369,10 @@ async fn remove(
     pod: &k8s::Pod,
     objects: &[Resource],
 ) -> Result<(), LabError> {
-    let dir = state_root().join(&state.name);
     let ns = pod.metadata.namespace();
     let key = format!("{ns}/{}", pod.metadata.name);
     tracing::info!(pod = %key, "waypoint controller: its Gateway is gone; removing");
-    let prefix = format!("pod {key} ");
-    for (_, pid, _) in state
-        .processes
-        .iter()
-        .filter(|(what, _, _)| what.starts_with(&prefix))
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(*pid).unwrap_or(i32::MAX)),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    state
-        .processes
-        .retain(|(what, _, _)| !what.starts_with(&prefix));
-    if let Some((pod_ns, _, _)) = state.pods.remove(&key) {
-        // The process drains within a second (it was started with the default 5 s; its
-        // tunnels are gone with its Gateway anyway).
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        super::delete_namespace(&pod_ns);
-        state.namespaces.retain(|n| *n != pod_ns);
-    }
+    stop_pod(state, &key).await?;
     let gateway = control_plane::waypoints::gateway_of(pod).unwrap_or_default();
     let mut documents = vec![Resource::Pod(pod.clone())];
     let service = objects.iter().find_map(|r| match r {
@@ -243,8 +390,8 @@ async fn remove(
             .services
             .remove(&format!("{ns}/{}", service.metadata.name));
         documents.push(Resource::Service(service));
+        state.save(&state_root().join(&state.name))?;
     }
-    state.save(&dir)?;
     api(state, "delete", &documents).await
 }
 

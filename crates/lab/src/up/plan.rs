@@ -1,7 +1,8 @@
 //! Reading a lab's manifests: every document checked as the control plane checks it,
-//! then the lab's own rules — nodes (default two) and their pod CIDRs, pods placed on
-//! known nodes with unique names and given addresses, services that select a pod and get a
-//! VIP. Nothing is built until the whole plan holds.
+//! then the lab's own rules — nodes (default two) and their pod CIDRs, the pods of
+//! workload controllers made ([`super::workloads`]), pods placed on known nodes with
+//! unique names and given addresses, services that select a pod (or a workload's
+//! template) and get a VIP. Nothing is built until the whole plan holds.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -120,6 +121,19 @@ pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
             nodes.push(((*name).to_owned(), cidr));
         }
     }
+    let node_names: Vec<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
+    let made: Vec<Resource> = all
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Workload(kind, workload) => Some((*kind, workload)),
+            _ => None,
+        })
+        .flat_map(|(kind, workload)| {
+            super::workloads::reconcile(kind, workload, &node_names, &[]).create
+        })
+        .map(Resource::Pod)
+        .collect();
+    all.extend(made);
     let mut pods = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let mut spread = 0usize;
@@ -163,14 +177,21 @@ pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
             Resource::Service(service) => {
                 let ns = service.metadata.namespace();
                 let key = format!("{ns}/{}", service.metadata.name);
-                let selects = pods.iter().any(|(p, _, _)| {
-                    p.metadata.namespace() == ns
-                        && !service.spec.selector.is_empty()
+                let selected = |labels: &k8s::Labels| {
+                    !service.spec.selector.is_empty()
                         && service
                             .spec
                             .selector
                             .iter()
-                            .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
+                            .all(|(k, v)| labels.get(k) == Some(v))
+                };
+                // A Deployment scaled to zero still stands behind its Service.
+                let selects = pods.iter().any(|(p, _, _)| {
+                    p.metadata.namespace() == ns && selected(&p.metadata.labels)
+                }) || all.iter().any(|r| {
+                    matches!(r, Resource::Workload(_, w)
+                        if w.metadata.namespace() == ns
+                            && selected(&w.spec.template.metadata.labels))
                 });
                 let is_waypoint = service.metadata.labels.contains_key(k8s::MANAGED_LABEL);
                 if !selects && !is_waypoint {

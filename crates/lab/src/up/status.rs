@@ -110,6 +110,11 @@ pub struct PodStatus {
     /// Whether its own node's ztunnel holds it as HBONE (the control plane says so once
     /// the node agent reported the capture); `None` when that ztunnel does not answer.
     pub hbone: Option<bool>,
+    /// The workload controller that made it (`Deployment shop/reviews-v1`), if any.
+    pub owner: Option<String>,
+    /// Its containers that do not run their own command: (container, what runs instead —
+    /// `stand-in for image …: HTTP 9080`, or why nothing does).
+    pub stand_ins: Vec<(String, String)>,
 }
 
 /// `bowline status`: nodes, pods, services, component health.
@@ -202,6 +207,14 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
                 hbone: held
                     .get(node)
                     .map(|h| h.get(&pod_uid(pod_ns, pod_name)) == Some(&true)),
+                owner: pods.get(key).and_then(|pod| {
+                    let (kind, name) = super::workloads::owner(pod)?;
+                    Some(format!("{kind} {pod_ns}/{name}"))
+                }),
+                stand_ins: pods
+                    .get(key)
+                    .map(|pod| stand_ins(pod, resources.as_deref().unwrap_or_default()))
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -222,6 +235,22 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
         token_file: operator_token_file(name),
         logs: state_root().join(name).join("logs"),
     })
+}
+
+/// The containers of `pod` that run a stand-in (or nothing), and what.
+fn stand_ins(pod: &config::resources::Pod, objects: &[Resource]) -> Vec<(String, String)> {
+    let binary = std::path::Path::new("bowline");
+    pod.spec
+        .containers
+        .iter()
+        .filter_map(|c| {
+            let what = match super::containers::launch(pod, c, objects, binary) {
+                Ok(launch) => launch.stand_in?,
+                Err(why) => why,
+            };
+            Some((c.name.clone(), what))
+        })
+        .collect()
 }
 
 /// Where lab `name`'s control plane keeps its operator token.
