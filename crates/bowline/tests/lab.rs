@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use test_support::root_or_skip;
 
+#[path = "lab/workloads.rs"]
+mod workloads;
+
 const BOWLINE: &str = env!("CARGO_BIN_EXE_bowline");
 
 /// Namespaces `shop` (enrolled) and `plain`; `shop/client` (a shell) and

@@ -1163,3 +1163,5 @@ spec:
     let e = error(&text.replace("imagePullPolicy", "imagePullPolicee"));
     assert!(e.message.contains("imagePullPolicee"), "{e}");
 }
+
+mod workloads;

@@ -481,7 +481,13 @@ fn compile<R: AsResource>(
             continue;
         }
         let unenforced = pod.spec.without_effect();
-        if !unenforced.is_empty() {
+        // A controller's pods: its own note names what of their template has no effect.
+        let made = pod
+            .metadata
+            .owner_references
+            .iter()
+            .any(|o| o.controller == Some(true));
+        if !unenforced.is_empty() && !made {
             out.report(
                 format!("Pod {}/{}", pod.metadata.namespace(), pod.metadata.name),
                 format!(

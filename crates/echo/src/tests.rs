@@ -533,7 +533,7 @@ async fn settings_that_cannot_work_are_refused_before_binding() {
     .await;
     let bad_upstream = run(
         EchoConfig {
-            http_port: Some(closed_port()),
+            http_ports: vec![closed_port()],
             upstreams: vec!["https://example.com/".to_owned()],
             ..EchoConfig::default()
         },

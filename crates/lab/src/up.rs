@@ -336,12 +336,53 @@ pub fn down(name: &str) -> Result<String, LabError> {
     Ok(report.join("\n"))
 }
 
-/// `bowline exec <ns>/<pod> -- CMD…` or `node/<name>`: runs CMD inside that namespace;
+/// The pod of lab `state` that `<ns>/<kind>/<name>` names (`deploy`, `sts`, `ds`, `rs`,
+/// `job`, or their long names): the first, by name, of those its controller made —
+/// recognised by how the lab names them ([`workloads`]).
+fn pod_of_controller(state: &LabState, target: &str) -> Option<String> {
+    let mut parts = target.splitn(3, '/');
+    let (ns, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let is_suffix = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let shape: fn(&str, &dyn Fn(&str) -> bool) -> bool = match kind {
+        "deploy" | "deployment" => |rest, is_suffix| {
+            rest.split_once('-')
+                .is_some_and(|(hash, suffix)| !hash.is_empty() && is_suffix(suffix))
+        },
+        "sts" | "statefulset" => |rest, _| rest.parse::<u32>().is_ok(),
+        "ds" | "daemonset" | "rs" | "replicaset" | "job" => |rest, is_suffix| is_suffix(rest),
+        _ => return None,
+    };
+    let prefix = format!("{ns}/{name}-");
+    let mut pods: Vec<&String> = state
+        .pods
+        .keys()
+        .filter(|key| {
+            key.strip_prefix(&prefix)
+                .is_some_and(|rest| shape(rest, &is_suffix))
+        })
+        .collect();
+    pods.sort_by_key(|key| (key.len(), key.as_str()));
+    pods.first().map(|key| (*key).clone())
+}
+
+/// `bowline exec <ns>/<pod> -- CMD…`, `<ns>/deploy/<name>` (a pod of that Deployment;
+/// also `sts`, `ds`, `rs`, `job`) or `node/<name>`: runs CMD inside that namespace;
 /// returns its exit code.
 pub fn exec(name: &str, target: &str, command: &[String]) -> Result<i32, LabError> {
     let state = LabState::load(name)?;
     let Some((program, args)) = command.split_first() else {
         return invalid("give a command after --");
+    };
+    let resolved;
+    let target = if target.matches('/').count() == 2 {
+        resolved = pod_of_controller(&state, target).ok_or_else(|| {
+            LabError::Invalid(format!(
+                "{target:?}: no pod of that controller in lab {name} (write <ns>/deploy/<name>, sts, ds, rs or job)"
+            ))
+        })?;
+        resolved.as_str()
+    } else {
+        target
     };
     let (ns, env): (String, Vec<(String, String)>) = match target.split_once('/') {
         Some(("node", node)) => match state.nodes.get(node) {

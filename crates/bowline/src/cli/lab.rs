@@ -32,7 +32,8 @@ pub(crate) struct LabName {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ExecArgs {
-    /// `<namespace>/<pod>` or `node/<name>`.
+    /// `<namespace>/<pod>`, `<namespace>/deploy/<name>` (a pod of that Deployment; also
+    /// `sts`, `ds`, `rs`, `job`) or `node/<name>`.
     target: String,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]

@@ -92,8 +92,13 @@ pub(super) async fn handle(
     let source = if delete { "delete" } else { "apply" };
     match work.await {
         Ok(Ok(report)) => {
-            // The notes of the state this request made — or, dry, would make.
-            let status = &report.status;
+            // The notes, in the state this request made (or, dry, would make), on the
+            // objects it touched.
+            let status: std::collections::BTreeMap<&String, &Vec<String>> = report
+                .status
+                .iter()
+                .filter(|(object, _)| report.changes.iter().any(|c| c.object == **object))
+                .collect();
             json_response(
                 StatusCode::OK,
                 &json!({

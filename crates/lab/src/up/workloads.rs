@@ -263,8 +263,8 @@ pub(super) fn reconcile(
 }
 
 /// A StatefulSet: ordinals `0..wanted`, the ones above stopped; once every pod is there
-/// and ready, the highest one made from an older template is stopped (and made again,
-/// from the new one, on the next pass).
+/// and ready and nothing else changes, the highest one made from an older template is
+/// stopped (and made again, from the new one, on the next pass).
 fn stateful(
     workload: &Workload,
     hash: &str,
@@ -298,7 +298,9 @@ fn stateful(
             ));
         }
     }
-    let settled = changes.create.is_empty() && (0..wanted).all(|n| present(n).is_some_and(|o| o.ready));
+    let settled = changes.create.is_empty()
+        && changes.delete.is_empty()
+        && (0..wanted).all(|n| present(n).is_some_and(|o| o.ready));
     if settled
         && let Some(outdated) = (0..wanted)
             .rev()

@@ -1,0 +1,111 @@
+//! Workload controllers as users write them: read typed, checked as the API server checks
+//! them, and what the lab does not act on named.
+
+use super::*;
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: reviews-v1
+  labels: {app: reviews, version: v1}
+spec:
+  replicas: 3
+  revisionHistoryLimit: 5
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 25%, maxUnavailable: 25%}}
+  selector:
+    matchLabels: {app: reviews, version: v1}
+  template:
+    metadata:
+      creationTimestamp: null
+      labels: {app: reviews, version: v1}
+      annotations: {bowline.io/stand-in-upstreams: 'http://ratings:9080/'}
+    spec:
+      serviceAccountName: bookinfo-reviews
+      volumes: [{name: tmp, emptyDir: {}}]
+      containers:
+        - name: reviews
+          image: istio/examples-bookinfo-reviews-v1:1.20.2
+          ports: [{containerPort: 9080}]
+status: {replicas: 3, readyReplicas: 3}
+";
+
+#[test]
+fn deployments_statefulsets_daemonsets_replicasets_and_jobs_are_read_typed() {
+    let resources = parse_documents(DEPLOYMENT, "reviews.yaml").unwrap();
+    let Resource::Workload(Kind::Deployment, deployment) = &resources[0] else {
+        panic!("{resources:?}")
+    };
+    assert_eq!(resources[0].key().to_string(), "Deployment default/reviews-v1");
+    let spec = &deployment.spec;
+    assert_eq!(spec.wanted(Kind::Deployment), 3);
+    assert_eq!(spec.template.metadata.labels["version"], "v1");
+    assert_eq!(spec.template.spec.service_account(), "bookinfo-reviews");
+    assert_eq!(
+        spec.without_effect(),
+        [
+            "spec.strategy",
+            "spec.revisionHistoryLimit",
+            "spec.template.spec.volumes"
+        ]
+    );
+    for (api_version, kind, spec) in [
+        ("apps/v1", "StatefulSet", "{serviceName: db, replicas: 2, podManagementPolicy: Parallel, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: db}]}}}"),
+        ("apps/v1", "DaemonSet", "{selector: {matchLabels: {app: a}}, template: {metadata: {labels: {app: a}}, spec: {containers: [{name: a}]}}}"),
+        ("apps/v1", "ReplicaSet", "{replicas: 2, selector: {matchLabels: {app: r}}, template: {metadata: {labels: {app: r}}, spec: {containers: [{name: r}]}}}"),
+        ("batch/v1", "Job", "{completions: 2, backoffLimit: 1, template: {spec: {restartPolicy: Never, containers: [{name: j, command: [sh, -c, exit]}]}}}"),
+    ] {
+        let text = format!("apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: w}}\nspec: {spec}\n");
+        let resources = parse_documents(&text, "w.yaml").unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(resources[0].kind().to_string(), kind);
+    }
+    // Sent on as it was read (what the lab's control plane stores).
+    let json = resources[0].to_json();
+    assert_eq!(json["apiVersion"], "apps/v1");
+    assert!(json.get("status").is_none(), "{json}");
+}
+
+#[test]
+fn workloads_the_api_server_would_refuse_are_refused_naming_the_field() {
+    let cases = [
+        (
+            DEPLOYMENT.replace("matchLabels: {app: reviews, version: v1}", "matchLabels: {app: reviews, version: v2}"),
+            "spec.selector.matchLabels.version",
+            "the selector must select the pods the template makes",
+        ),
+        (
+            DEPLOYMENT.replace("  selector:\n    matchLabels: {app: reviews, version: v1}\n", ""),
+            "spec.selector",
+            "needs a selector",
+        ),
+        (
+            DEPLOYMENT.replace("kind: Deployment", "kind: DaemonSet"),
+            "spec.replicas",
+            "a DaemonSet has no replicas",
+        ),
+        (
+            DEPLOYMENT.replace("replicas: 3", "completions: 3"),
+            "spec.completions",
+            "only a Job has completions",
+        ),
+        (
+            DEPLOYMENT.replace("revisionHistoryLimit", "revisionHistoryLimmit"),
+            "",
+            "revisionHistoryLimmit",
+        ),
+        (
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec: {template: {spec: {containers: []}}}\n".to_owned(),
+            "spec.template.spec.containers",
+            "at least one container",
+        ),
+        (
+            DEPLOYMENT.replace("apiVersion: apps/v1", "apiVersion: apps/v1beta1"),
+            "apiVersion",
+            "apps/v1",
+        ),
+    ];
+    for (text, path, message) in cases {
+        let e = error(&text);
+        assert!(e.path.contains(path), "{path}: {e}");
+        assert!(e.message.contains(message), "{message}: {e}");
+    }
+}
