@@ -31,6 +31,7 @@ mod build;
 mod containers;
 mod controller;
 mod health;
+mod kube_proxy;
 mod plan;
 mod status;
 mod workloads;

@@ -2,7 +2,7 @@
 //!
 //! Owns: creating, naming and deleting namespaces; running code inside one (on a
 //! dedicated thread, since `setns` is per-thread, so the async runtime never changes
-//! namespace); veth links, addresses and routes; the capture rules of docs/protocols.md; the
+//! namespace); veth links, addresses and routes; the capture rules of docs/protocols.md; a nat chain owned whole by its caller; the
 //! socket options the mesh relies on (original destination, transparent source, packet
 //! marks); passing namespace file descriptors over unix sockets. Must not: know the mesh
 //! — which pods exist, what traffic means.
@@ -16,6 +16,7 @@
 pub mod capture;
 pub mod fdpass;
 pub mod links;
+pub mod nat;
 pub mod namespace;
 pub mod socket;
 

@@ -121,6 +121,18 @@ impl Namespace {
         run("ip", &full)
     }
 
+    /// [`Namespace::exec`] with `input` on its stdin.
+    pub fn exec_with_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &str,
+    ) -> Result<Output, NetnsError> {
+        let mut full = vec!["netns", "exec", self.name.as_str(), program];
+        full.extend_from_slice(args);
+        run_with_input("ip", &full, Some(input))
+    }
+
     /// Runs `f` on a new thread inside this namespace and returns its result.
     pub async fn run<T, F>(&self, f: F) -> Result<T, NetnsError>
     where

@@ -43,6 +43,10 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
 
     progress("network: router, nodes, pods");
     let router_ns = build.network(&plan)?;
+    // The lab's kube-proxy: Service VIPs reachable from pods outside the mesh too.
+    let mut objects: Vec<Resource> = plan.pods.iter().map(|(p, _, _)| Resource::Pod(p.clone())).collect();
+    objects.extend(plan.rest.iter().cloned());
+    super::kube_proxy::install(&router_ns, &super::kube_proxy::rules(&objects))?;
 
     progress("control plane");
     build.control_plane(&plan, &router_ns).await?;

@@ -3,6 +3,7 @@
 //! waypoint controller and the kubelet. Every half second it reads what the control plane
 //! holds and:
 //!
+//! - the Service VIPs' rules follow their endpoints ([`super::kube_proxy`]);
 //! - a lab pod whose Pod object is gone is stopped (processes, namespace), as the kubelet
 //!   stops a deleted pod;
 //! - every `Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet` and `Job` gets the pods
@@ -30,7 +31,7 @@ use config::{Kind, Resource};
 use netns::Namespace;
 
 use super::build::{attach, hosts_file, start_containers, write_dns_files};
-use super::workloads;
+use super::{kube_proxy, workloads};
 use super::plan::ipnet_lite::Cidr;
 use super::{CONTROL_PLANE_API, LabError, LabState, pod_prefix, state_root};
 
@@ -41,24 +42,36 @@ const PERIOD: Duration = Duration::from_millis(500);
 /// the waypoints run.
 pub async fn run(name: &str, binary: PathBuf, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
+    // The Service rules last installed (none yet: the first pass installs them).
+    let mut installed = None;
     loop {
         tokio::select! {
             () = &mut stop => return,
             () = tokio::time::sleep(PERIOD) => {}
         }
-        if let Err(error) = reconcile(name, &binary).await {
-            tracing::warn!(%error, "waypoint controller: will try again");
+        if let Err(error) = reconcile(name, &binary, &mut installed).await {
+            tracing::warn!(%error, "lab controller: will try again");
         }
     }
 }
 
-/// One pass: stop pods whose object is gone, then the workload controllers, then the
-/// waypoints.
-async fn reconcile(name: &str, binary: &Path) -> Result<(), LabError> {
+/// One pass: the Service rules (when they changed since `installed`), then stop pods
+/// whose object is gone, then the workload controllers, then the waypoints.
+async fn reconcile(
+    name: &str,
+    binary: &Path,
+    installed: &mut Option<Vec<String>>,
+) -> Result<(), LabError> {
     let mut state = LabState::load(name)?;
     let Some(objects) = super::status::control_plane_objects(&state).await else {
         return Ok(());
     };
+    let rules = kube_proxy::rules(&objects);
+    if installed.as_ref() != Some(&rules) {
+        kube_proxy::install(&Namespace::existing(&state.router), &rules)?;
+        tracing::info!(rules = rules.len(), "lab controller: Service rules updated");
+        *installed = Some(rules);
+    }
     let held: Vec<String> = objects
         .iter()
         .filter_map(|r| match r {

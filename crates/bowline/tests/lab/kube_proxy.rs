@@ -1,0 +1,68 @@
+//! The lab's kube-proxy: a pod outside the mesh reaches an ambient pod through its
+//! Service VIP, as on Kubernetes — the connection arrives at the pod in plaintext, the
+//! pod's capture hands it to ztunnel's inbound plaintext listener (15006), and the pod's
+//! PeerAuthentication decides: PERMISSIVE lets it in, STRICT refuses it.
+
+use std::time::{Duration, Instant};
+
+use test_support::root_or_skip;
+
+use super::{Lab, mesh, text};
+
+const STRICT: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+";
+
+#[test]
+fn a_pod_outside_the_mesh_reaches_an_ambient_pod_by_its_service_vip_in_plaintext_until_strict() {
+    if !root_or_skip(
+        "a_pod_outside_the_mesh_reaches_an_ambient_pod_by_its_service_vip_in_plaintext_until_strict",
+    ) {
+        return;
+    }
+    let (lab, status) = Lab::started("t13kp", &mesh());
+    let outsider_ip = super::address_in(&status, "plain/outsider", false);
+    // By name (the hosts file gives the VIP) and by the VIP itself.
+    let vip = super::address_in(&status, "shop/server", true);
+    for url in ["http://server.shop/".to_owned(), format!("http://{vip}/")] {
+        let (ok, body) = lab.call("plain/outsider", &url);
+        assert!(ok, "{url}: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["pod"], "server", "{body}");
+        // Plaintext from outside the mesh keeps its source address.
+        assert!(
+            answer["peer"].as_str().unwrap().starts_with(&format!("{outsider_ip}:")),
+            "{body}"
+        );
+    }
+    // It came in through the server's ztunnel as plaintext (its inbound listener 15006).
+    let out = lab.bowline(&[
+        "exec", "--name", &lab.name, "node/node-2", "--", "bowline", "call",
+        "http://127.0.0.1:15020/metrics",
+    ]);
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("istio_tcp_connections_opened_total")
+            && l.contains("destination_workload=\"server\"")
+            && l.contains("reporter=\"destination\"")
+            && l.contains("connection_security_policy=\"none\"")),
+        "{metrics}"
+    );
+
+    // STRICT: plaintext is refused; the mesh's own callers still get through.
+    let out = lab.config("apply", "strict.yaml", Some(STRICT));
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, _) = lab.call("plain/outsider", "http://server.shop/");
+        if !ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "STRICT never refused the outsider");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, body) = lab.call("shop/client", "http://server/");
+    assert!(ok, "mutual TLS from inside the mesh: {body}");
+}
