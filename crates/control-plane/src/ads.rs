@@ -44,6 +44,17 @@ pub struct ClientState {
     pub nacks: u64,
     /// The last NACK's message.
     pub last_nack: Option<String>,
+    /// By type URL, the store version the client is known to hold: it acknowledged
+    /// every push up to it, or there was nothing to push it (`apply --wait` waits on it).
+    pub synced: BTreeMap<String, u64>,
+}
+
+impl ClientState {
+    /// The oldest store version any of its types is known to hold (`None` before its
+    /// first acknowledged type).
+    pub fn synced_version(&self) -> Option<u64> {
+        self.synced.values().min().copied()
+    }
 }
 
 /// What a client holds of one type.
@@ -179,6 +190,7 @@ impl AggregatedDiscoveryService for Ads {
             types: HashMap::new(),
             nonce: 0,
             pending: HashMap::new(),
+            evaluated: HashMap::new(),
             sync_permits: HashMap::new(),
         };
         tokio::spawn(connection.run(inbound));
@@ -213,6 +225,9 @@ struct Connection {
     nonce: u64,
     /// Nonce → (type, when sent), for ACK latency.
     pending: HashMap<String, (String, Instant)>,
+    /// By type, the last store version a push was worked out for (what the client holds
+    /// once every push of that type is acknowledged).
+    evaluated: HashMap<String, u64>,
     /// Full-sync permits by the nonce whose ACK releases them (a timer releases them
     /// too, so a client that never ACKs cannot starve the others).
     sync_permits: HashMap<String, Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>>,
@@ -403,11 +418,17 @@ impl Connection {
                 );
             }
             None => {
-                if let Some((_, at)) = sent {
+                if let Some((type_url, at)) = sent {
                     self.ads
                         .metrics
                         .push_ack_seconds
                         .observe(at.elapsed().as_secs_f64());
+                    // With nothing else of its type in flight, the client holds what the
+                    // last push of that type was worked out for.
+                    let in_flight = self.pending.values().any(|(t, _)| *t == type_url);
+                    if !in_flight && let Some(version) = self.evaluated.get(&type_url) {
+                        s.synced.insert(type_url, *version);
+                    }
                 }
             }
         }
@@ -424,6 +445,10 @@ impl Connection {
         state: &Arc<Mutex<ClientState>>,
     ) -> Result<(), StreamEnd> {
         let Some(current) = snapshot.resources(type_url) else {
+            // A type the control plane serves nothing of: nothing to hold.
+            if let Ok(mut s) = state.lock() {
+                s.synced.insert(type_url.to_owned(), snapshot.version);
+            }
             return Ok(());
         };
         let Some(subscription) = self.types.get_mut(type_url) else {
@@ -469,9 +494,15 @@ impl Connection {
             }
         }
         removed.sort();
+        self.evaluated.insert(type_url.to_owned(), snapshot.version);
         if changed.is_empty() && removed.is_empty() && !always {
             if subscription.wildcard && subscription.at.is_some() {
                 subscription.at = Some(snapshot.version);
+            }
+            // Nothing to send and nothing in flight: the client is in sync already.
+            let in_flight = self.pending.values().any(|(t, _)| t == type_url);
+            if !in_flight && let Ok(mut s) = state.lock() {
+                s.synced.insert(type_url.to_owned(), snapshot.version);
             }
             return Ok(());
         }

@@ -1,20 +1,30 @@
 //! `bowline apply -f` / `bowline delete -f`: YAML to the control plane's management API,
 //! with the operator token, and its answer printed one line per object.
 //!
-//! Owns: these commands' flags, reading the YAML files, choosing the control plane and
-//! token (given, or the lab's), and rendering the answer. Must not: interpret the YAML —
-//! the control plane validates and translates it.
+//! Owns: these commands' flags, reading the YAML files (`-` is stdin), choosing the
+//! control plane and token (given, or the lab's), rendering the answer, and `--wait`:
+//! polling the control plane's `/debug/connections` until every connected proxy
+//! acknowledged the version the change made. Must not: interpret the YAML — the control
+//! plane validates and translates it.
 
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ApplyArgs {
-    /// Files or directories of YAML.
+    /// Files or directories of YAML (`-`: standard input).
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
     /// Validate and show what would change, without changing anything.
     #[arg(long)]
     dry_run: bool,
+    /// Return once every proxy connected to the control plane (ztunnels, waypoints,
+    /// node agents) acknowledged the configuration this change made, naming any that
+    /// did not within --timeout.
+    #[arg(long, conflicts_with = "dry_run")]
+    wait: bool,
+    /// Seconds --wait waits.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
     /// The control plane's management API (without a lab), e.g. `http://127.0.0.1:15015`.
     #[arg(long, env = "BOWLINE_CONTROL_PLANE")]
     control_plane: Option<String>,
@@ -69,7 +79,64 @@ pub(crate) async fn run(args: ApplyArgs, delete: bool) -> anyhow::Result<()> {
     for warning in &out.warnings {
         eprintln!("{warning}");
     }
+    if args.wait
+        && let Some(version) = out.version
+    {
+        let limit = std::time::Duration::try_from_secs_f64(args.timeout)
+            .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+        let proxies = wait_for_acks(ns.as_ref(), &url, &token, version, limit)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        println!("version {version} acknowledged by every connected proxy ({proxies})");
+    }
     Ok(())
+}
+
+/// Polls `/debug/connections` until every connected proxy holds `version` or later;
+/// returns how many there are, or names those that did not within `limit`.
+async fn wait_for_acks(
+    ns: Option<&netns::Namespace>,
+    control_plane: &str,
+    token: &str,
+    version: u64,
+    limit: std::time::Duration,
+) -> Result<usize, String> {
+    let url = format!("{}/debug/connections", control_plane.trim_end_matches('/'));
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let (status, text) = lab::client::request(ns, "GET", &url, None, Some(token)).await?;
+        if status != 200 {
+            return Err(format!("{url}: {status} {text}"));
+        }
+        let answer: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{url}: {e}: {text}"))?;
+        let connections = answer["connections"].as_array().cloned().unwrap_or_default();
+        let behind: Vec<String> = connections
+            .iter()
+            .filter(|c| c["syncedVersion"].as_u64().is_none_or(|v| v < version))
+            .map(|c| {
+                let at = c["syncedVersion"]
+                    .as_u64()
+                    .map_or_else(|| "nothing yet".to_owned(), |v| format!("version {v}"));
+                let nack = c["lastNack"]
+                    .as_str()
+                    .map(|m| format!(", last NACK: {m}"))
+                    .unwrap_or_default();
+                format!("{} ({}) holds {at}{nack}", c["node"].as_str().unwrap_or("?"), c["id"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(connections.len());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "applied, but not every proxy acknowledged version {version} within {:.1} s: {}",
+                limit.as_secs_f64(),
+                behind.join("; ")
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// The YAML documents of `paths`: files, or the `.yaml`/`.yml`/`.json` files directly in
@@ -98,8 +165,11 @@ fn read_documents(paths: &[PathBuf]) -> Result<String, String> {
     }
     let mut text = String::new();
     for file in files {
-        let content =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let content = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+        } else {
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
+        };
         text.push_str("---\n");
         text.push_str(&content);
         text.push('\n');
@@ -115,6 +185,8 @@ struct ApplyOutput {
     stdout: String,
     /// `WARNING: …` lines.
     warnings: Vec<String>,
+    /// The control plane's version after the change (not for a dry run).
+    version: Option<u64>,
 }
 
 /// `bowline apply -f` / `delete -f`: sends the documents to the management API
@@ -172,5 +244,6 @@ async fn apply(
     Ok(ApplyOutput {
         stdout: out,
         warnings,
+        version: answer["version"].as_u64().filter(|_| !dry_run),
     })
 }

@@ -3,8 +3,6 @@
 //! pod's capture hands it to ztunnel's inbound plaintext listener (15006), and the pod's
 //! PeerAuthentication decides: PERMISSIVE lets it in, STRICT refuses it.
 
-use std::time::{Duration, Instant};
-
 use test_support::root_or_skip;
 
 use super::{Lab, mesh, text};
@@ -51,18 +49,42 @@ fn a_pod_outside_the_mesh_reaches_an_ambient_pod_by_its_service_vip_in_plaintext
         "{metrics}"
     );
 
-    // STRICT: plaintext is refused; the mesh's own callers still get through.
-    let out = lab.config("apply", "strict.yaml", Some(STRICT));
+    // STRICT, applied with --wait: once it returns every proxy holds it, so the very
+    // next plaintext call is refused; the mesh's own callers still get through.
+    std::fs::write(lab.dir.path().join("strict.yaml"), STRICT).unwrap();
+    let strict = lab.dir.path().join("strict.yaml");
+    let out = lab.bowline(&["apply", "--name", &lab.name, "--wait", "-f", strict.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (ok, _) = lab.call("plain/outsider", "http://server.shop/");
-        if !ok {
-            break;
-        }
-        assert!(Instant::now() < deadline, "STRICT never refused the outsider");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        text(&out).contains("acknowledged by every connected proxy"),
+        "{}",
+        text(&out)
+    );
+    let (ok, body) = lab.call("plain/outsider", "http://server.shop/");
+    assert!(!ok, "STRICT let plaintext in right after apply --wait: {body}");
     let (ok, body) = lab.call("shop/client", "http://server/");
     assert!(ok, "mutual TLS from inside the mesh: {body}");
+
+    // A proxy that does not acknowledge within the timeout is named (node-1's ztunnel,
+    // stopped); the change is made all the same, and it takes it once it runs again.
+    {
+        let _stopped = super::Paused::new(super::ztunnel_pid(&lab, "node-1").unwrap());
+        let out = lab.bowline(&[
+            "delete", "--name", &lab.name, "--wait", "--timeout", "1", "-f",
+            strict.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{}", text(&out));
+        let said = text(&out);
+        assert!(said.contains("PeerAuthentication shop/strict deleted"), "{said}");
+        assert!(
+            said.contains("not every proxy acknowledged version") && said.contains("node-1 ("),
+            "{said}"
+        );
+        assert!(!said.contains("node-2 ("), "node-2 did acknowledge: {said}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !lab.call("plain/outsider", "http://server.shop/").0 {
+        assert!(std::time::Instant::now() < deadline, "PERMISSIVE again never let plaintext in");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

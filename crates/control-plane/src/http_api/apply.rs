@@ -103,6 +103,7 @@ pub(super) async fn handle(
                 StatusCode::OK,
                 &json!({
                     "dryRun": dry_run,
+                    "version": state.store.load().version,
                     "changes": report.changes,
                     "warnings": report.warnings,
                     "status": status,

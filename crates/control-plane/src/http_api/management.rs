@@ -92,6 +92,7 @@ fn connections(state: &HttpState) -> Response<Full<Bytes>> {
                     "acks": c.acks,
                     "nacks": c.nacks,
                     "lastNack": c.last_nack,
+                    "syncedVersion": c.synced_version(),
                     "resources": c.sent.iter().map(|(t, s)| s.resources(t).map_or(0, |r| r.len())).sum::<usize>(),
                 })
             })
