@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use test_support::root_or_skip;
 
-#[path = "lab/kube_proxy.rs"]
-mod kube_proxy;
+#[path = "lab/services.rs"]
+mod services;
 #[path = "lab/workloads.rs"]
 mod workloads;
 

@@ -297,10 +297,10 @@ fn parse_one(mut value: Value) -> Result<Document, Failure> {
             Kind::PeerAuthentication => Resource::PeerAuthentication(strict(value)?),
             Kind::HTTPRoute => Resource::HttpRoute(strict(value)?),
             Kind::GRPCRoute => Resource::GrpcRoute(strict(value)?),
-            Kind::RequestAuthentication
-            | Kind::VirtualService
-            | Kind::DestinationRule
-            | Kind::ServiceEntry => Resource::Opaque(kind, strict(value)?),
+            Kind::ServiceEntry => Resource::ServiceEntry(strict(value)?),
+            Kind::RequestAuthentication | Kind::VirtualService | Kind::DestinationRule => {
+                Resource::Opaque(kind, strict(value)?)
+            }
             Kind::Deployment
             | Kind::ReplicaSet
             | Kind::StatefulSet

@@ -8,9 +8,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod istio;
 mod routes;
 mod unenforced;
 mod workloads;
+pub(crate) use istio::check_shape;
+pub use istio::{
+    ServiceEntry, ServiceEntryPort, ServiceEntrySpec, WorkloadEntrySpec, WorkloadSelector,
+};
 pub use routes::*;
 pub use unenforced::{ContainerExtras, PodSpecExtras};
 pub use workloads::*;
@@ -710,6 +715,7 @@ pub enum Resource {
     PeerAuthentication(PeerAuthentication),
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
+    ServiceEntry(ServiceEntry),
     /// A kind kept for the waypoint.
     Opaque(Kind, Opaque),
     /// A workload controller (the lab makes its pods).
@@ -751,6 +757,7 @@ impl Resource {
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::HttpRoute(_) => Kind::HTTPRoute,
             Resource::GrpcRoute(_) => Kind::GRPCRoute,
+            Resource::ServiceEntry(_) => Kind::ServiceEntry,
             Resource::Opaque(kind, _) | Resource::Workload(kind, _) => *kind,
         }
     }
@@ -768,6 +775,7 @@ impl Resource {
             Resource::PeerAuthentication(r) => &r.metadata,
             Resource::HttpRoute(r) => &r.metadata,
             Resource::GrpcRoute(r) => &r.metadata,
+            Resource::ServiceEntry(r) => &r.metadata,
             Resource::Opaque(_, r) => &r.metadata,
             Resource::Workload(_, r) => &r.metadata,
         }
@@ -829,6 +837,7 @@ impl Resource {
             Resource::PeerAuthentication(r) => serde_json::to_value(r),
             Resource::HttpRoute(r) => serde_json::to_value(r),
             Resource::GrpcRoute(r) => serde_json::to_value(r),
+            Resource::ServiceEntry(r) => serde_json::to_value(r),
             Resource::Opaque(_, r) => serde_json::to_value(r),
             Resource::Workload(_, r) => serde_json::to_value(r),
         };

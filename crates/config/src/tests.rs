@@ -144,7 +144,9 @@ fn mesh_kinds_bowline_does_not_implement_are_refused_by_kind_before_their_fields
         "{e}"
     );
     // A controller the lab does not play would lose its pods: refused, saying what to write.
-    let e = error("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\nspec: {schedule: \"* * * * *\"}\n");
+    let e = error(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\nspec: {schedule: \"* * * * *\"}\n",
+    );
     assert!(e.message.contains("write a Job to run its pod once"), "{e}");
     // A Gateway of another class is refused for its class, not for a field of its spec.
     let e = error(

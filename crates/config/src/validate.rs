@@ -36,7 +36,21 @@ pub(crate) fn resource(resource: &Resource) -> Result<(), Invalid> {
             _ => Ok(()),
         },
         Resource::Workload(kind, workload) => workload_spec(*kind, workload),
-        Resource::Namespace(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => Ok(()),
+        Resource::ServiceEntry(entry) => service_entry(&entry.spec),
+        Resource::Opaque(kind, opaque) => check_shape(*kind, &opaque.spec).map_err(|(path, m)| {
+            let path = if path.is_empty() || path == "." {
+                "spec".to_owned()
+            } else {
+                format!("spec.{path}")
+            };
+            let m = if m.starts_with("unknown field") {
+                format!("{m} (a field {kind} does not have)")
+            } else {
+                m
+            };
+            (path, m)
+        }),
+        Resource::Namespace(_) | Resource::ServiceAccount(_) => Ok(()),
     }
 }
 
@@ -105,6 +119,116 @@ fn pod_spec_at(spec: &PodSpec, at: &str) -> Result<(), Invalid> {
                     "must be 1-65535",
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// A ServiceEntry: hosts, ports and protocols Istio accepts; endpoints that fit its
+/// resolution (addresses for STATIC), or a workload selector instead.
+fn service_entry(spec: &ServiceEntrySpec) -> Result<(), Invalid> {
+    if spec.hosts.is_empty() {
+        return invalid("spec.hosts", "a ServiceEntry needs at least one host");
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if bare.is_empty() || bare.contains('*') || bare.contains('/') || bare.contains(' ') {
+            return invalid(
+                format!("spec.hosts[{i}]"),
+                format!("{host:?} is not a host name (a wildcard only as a leading \"*.\")"),
+            );
+        }
+    }
+    let resolution = spec.resolution();
+    if !matches!(resolution, "NONE" | "STATIC" | "DNS" | "DNS_ROUND_ROBIN") {
+        return invalid(
+            "spec.resolution",
+            format!("{resolution:?}: use NONE, STATIC, DNS or DNS_ROUND_ROBIN"),
+        );
+    }
+    if let Some(location) = &spec.location
+        && !matches!(location.as_str(), "MESH_EXTERNAL" | "MESH_INTERNAL")
+    {
+        return invalid(
+            "spec.location",
+            format!("{location:?}: use MESH_EXTERNAL or MESH_INTERNAL"),
+        );
+    }
+    for (i, address) in spec.addresses.iter().enumerate() {
+        let ip = address.strip_suffix("/32").unwrap_or(address);
+        if ip.parse::<IpAddr>().is_err() && address.parse::<IpNet>().is_err() {
+            return invalid(
+                format!("spec.addresses[{i}]"),
+                format!("{address:?} is not an IP address or CIDR"),
+            );
+        }
+    }
+    if spec.ports.is_empty() {
+        return invalid("spec.ports", "a ServiceEntry needs at least one port");
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        if port.number == 0 || port.target_port == Some(0) {
+            return invalid(format!("spec.ports[{i}]"), "ports are 1-65535");
+        }
+        if port.name.is_empty() || !names.insert(&port.name) {
+            return invalid(
+                format!("spec.ports[{i}].name"),
+                "each port needs a name of its own",
+            );
+        }
+        if let Some(protocol) = &port.protocol
+            && !matches!(
+                protocol.to_ascii_uppercase().as_str(),
+                "HTTP" | "HTTPS" | "HTTP2" | "GRPC" | "TCP" | "TLS" | "MONGO"
+            )
+        {
+            return invalid(
+                format!("spec.ports[{i}].protocol"),
+                format!("{protocol:?}: use HTTP, HTTPS, HTTP2, GRPC, TCP, TLS or MONGO"),
+            );
+        }
+    }
+    if spec.workload_selector.is_some() && !spec.endpoints.is_empty() {
+        return invalid(
+            "spec.workloadSelector",
+            "give endpoints or a workloadSelector, not both",
+        );
+    }
+    if resolution == "NONE" && !spec.endpoints.is_empty() {
+        return invalid(
+            "spec.endpoints",
+            "endpoints need resolution STATIC or DNS (NONE passes connections through to the address dialled)",
+        );
+    }
+    if resolution.starts_with("DNS")
+        && spec.endpoints.is_empty()
+        && spec.hosts.iter().any(|h| h.starts_with("*."))
+    {
+        return invalid(
+            "spec.hosts",
+            "resolution DNS needs hosts without wildcards (or endpoints)",
+        );
+    }
+    for (i, endpoint) in spec.endpoints.iter().enumerate() {
+        let is_ip = endpoint.address.parse::<IpAddr>().is_ok();
+        if resolution == "STATIC" && !is_ip {
+            return invalid(
+                format!("spec.endpoints[{i}].address"),
+                format!(
+                    "{:?}: resolution STATIC takes IP addresses (host names need resolution DNS)",
+                    endpoint.address
+                ),
+            );
+        }
+        if endpoint.address.is_empty() {
+            return invalid(
+                format!("spec.endpoints[{i}].address"),
+                "an endpoint needs an address",
+            );
+        }
+        if let Some(account) = &endpoint.service_account {
+            dns_name(account, &format!("spec.endpoints[{i}].serviceAccount"))?;
         }
     }
     Ok(())

@@ -23,6 +23,7 @@ mod capture;
 mod l7;
 mod peer;
 mod routes;
+mod service_entry;
 mod warnings;
 mod waypoint;
 
@@ -170,6 +171,8 @@ pub(crate) struct Index<'a> {
     pub(crate) http_routes: Vec<&'a k8s::HttpRoute>,
     pub(crate) grpc_routes: Vec<&'a k8s::GrpcRoute>,
     pub(crate) peer_authentications: Vec<&'a k8s::PeerAuthentication>,
+    /// ServiceEntries.
+    pub(crate) service_entries: Vec<&'a k8s::ServiceEntry>,
     /// Workload controllers (only their notes: the mesh sees the pods they make).
     pub(crate) workloads: Vec<(config::Kind, &'a k8s::Workload)>,
     /// Services by namespace (pods are only selected by services of their namespace).
@@ -191,6 +194,7 @@ impl<'a> Index<'a> {
             grpc_routes: Vec::new(),
             peer_authentications: Vec::new(),
             workloads: Vec::new(),
+            service_entries: Vec::new(),
             services_by_namespace: BTreeMap::new(),
             selector_policies: BTreeMap::new(),
         };
@@ -227,6 +231,7 @@ impl<'a> Index<'a> {
                 Resource::HttpRoute(r) => index.http_routes.push(r),
                 Resource::GrpcRoute(r) => index.grpc_routes.push(r),
                 Resource::Workload(kind, w) => index.workloads.push((*kind, w)),
+                Resource::ServiceEntry(e) => index.service_entries.push(e),
                 Resource::Node(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => {}
             }
         }
@@ -357,8 +362,10 @@ pub fn affected_namespaces<'a, R: AsResource>(
             | Kind::ServiceAccount
             | Kind::RequestAuthentication
             | Kind::VirtualService
-            | Kind::DestinationRule
-            | Kind::ServiceEntry => {}
+            | Kind::DestinationRule => {}
+            // Its hosts are visible in every namespace, and its VIPs are allocated
+            // among all entries: everything is compiled again.
+            Kind::ServiceEntry => return None,
         }
     }
     Some(namespaces)
@@ -429,7 +436,10 @@ pub fn translate_namespaces<R: AsResource>(
 
 /// The namespace in an xDS resource name: `<cluster>//Pod/<ns>/<name>` or `<ns>/<rest>`.
 fn resource_namespace(name: &str) -> &str {
-    match name.split_once("//Pod/") {
+    let uid = name
+        .split_once("//Pod/")
+        .or_else(|| name.split_once("/networking.istio.io/ServiceEntry/"));
+    match uid {
         Some((_, rest)) => rest.split_once('/').map_or(rest, |(ns, _)| ns),
         None => name.split_once('/').map_or(name, |(ns, _)| ns),
     }
@@ -454,6 +464,26 @@ fn compile<R: AsResource>(
             key,
             Arc::new(wire::Address {
                 r#type: Some(wire::address::Type::Service(compiled)),
+            }),
+        );
+    }
+    // Every entry, whichever namespaces are compiled: cheap, and their VIPs are
+    // allocated among all of them.
+    let entries = service_entry::translate(&index, &mut out);
+    for service in entries.services {
+        let key = format!("{}/{}", service.namespace, service.hostname);
+        out.addresses.insert(
+            key,
+            Arc::new(wire::Address {
+                r#type: Some(wire::address::Type::Service(service)),
+            }),
+        );
+    }
+    for workload in entries.workloads {
+        out.addresses.insert(
+            workload.uid.clone(),
+            Arc::new(wire::Address {
+                r#type: Some(wire::address::Type::Workload(workload)),
             }),
         );
     }
@@ -607,8 +637,8 @@ fn workload_resource(
     let labels = &meta.labels;
     let enrolled = enrolled(pod, index.namespace_labels(namespace));
     let label = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k).cloned());
-    let workload_name =
-        label(&["service.istio.io/workload-name"]).unwrap_or_else(|| meta.name.clone());
+    let (owner_name, workload_type) = owner_workload(meta);
+    let workload_name = label(&["service.istio.io/workload-name"]).unwrap_or(owner_name);
     let canonical_name = label(&[
         "service.istio.io/canonical-name",
         "app.kubernetes.io/name",
@@ -660,6 +690,7 @@ fn workload_resource(
         );
     }
 
+    services.extend(service_entry::for_pod(index, pod));
     let mut policies: BTreeSet<String> = authz::selecting(index, pod).collect();
     policies.extend(authz::unenforced_for(index, pod));
     policies.extend(peer.for_pod(index, pod));
@@ -695,7 +726,7 @@ fn workload_resource(
         node,
         canonical_name,
         canonical_revision,
-        workload_type: wire::WorkloadType::Pod as i32,
+        workload_type: workload_type as i32,
         workload_name,
         services,
         authorization_policies: policies.into_iter().collect(),
@@ -715,6 +746,34 @@ fn workload_resource(
         },
         ..Default::default()
     })
+}
+
+/// The workload a pod belongs to, named as Istio names it from its controller: a
+/// Deployment's pods (owned by ReplicaSet `<deployment>-<pod-template-hash>`) are
+/// `<deployment>`, a Job's or other controller's pods its name, a bare pod itself.
+fn owner_workload(meta: &k8s::ObjectMeta) -> (String, wire::WorkloadType) {
+    let Some(owner) = meta
+        .owner_references
+        .iter()
+        .find(|o| o.controller == Some(true))
+    else {
+        return (meta.name.clone(), wire::WorkloadType::Pod);
+    };
+    match owner.kind.as_str() {
+        "ReplicaSet" => {
+            let deployment = meta
+                .labels
+                .get("pod-template-hash")
+                .and_then(|hash| owner.name.strip_suffix(&format!("-{hash}")));
+            (
+                deployment.unwrap_or(&owner.name).to_owned(),
+                wire::WorkloadType::Deployment,
+            )
+        }
+        "Job" => (owner.name.clone(), wire::WorkloadType::Job),
+        "CronJob" => (owner.name.clone(), wire::WorkloadType::Cronjob),
+        _ => (owner.name.clone(), wire::WorkloadType::Deployment),
+    }
 }
 
 /// The first TCP container port of `pod` named `name`.

@@ -224,17 +224,19 @@ async fn answer(
         .collect();
     let mut upstreams = Vec::with_capacity(context.upstreams.len());
     for url in &context.upstreams {
-        upstreams.push(match crate::call("GET", url, &carried, UPSTREAM_TIMEOUT).await {
-            Ok((status, body)) => UpstreamAnswer::Answered {
-                url: url.clone(),
-                status,
-                body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        upstreams.push(
+            match crate::call("GET", url, &carried, UPSTREAM_TIMEOUT).await {
+                Ok((status, body)) => UpstreamAnswer::Answered {
+                    url: url.clone(),
+                    status,
+                    body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+                },
+                Err(error) => UpstreamAnswer::Failed {
+                    url: url.clone(),
+                    error: error.to_string(),
+                },
             },
-            Err(error) => UpstreamAnswer::Failed {
-                url: url.clone(),
-                error: error.to_string(),
-            },
-        });
+        );
     }
 
     let identity = &context.identity;

@@ -127,7 +127,10 @@ pub(crate) async fn serve_as(
 ) -> Result<(), EchoError> {
     check_settings(!http.is_empty(), !tcp.is_empty(), &upstreams)?;
     let addrs = |listeners: &[TcpListener]| -> Vec<SocketAddr> {
-        listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     };
     let (http_addr, tcp_addr) = (addrs(&http), addrs(&tcp));
     info!(

@@ -237,7 +237,10 @@ async fn upstream_calls_carry_the_trace_headers_and_end_user_and_nothing_else() 
     let mut request = get_request(front.http, "/");
     for (name, value) in [
         ("x-request-id", "r-1"),
-        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
         ("end-user", "jason"),
         ("authorization", "Bearer secret"),
     ] {
@@ -250,7 +253,11 @@ async fn upstream_calls_carry_the_trace_headers_and_end_user_and_nothing_else() 
     let seen = &reply.json["upstreams"][0]["body"]["headers"];
     assert_eq!(seen["x-request-id"], "r-1");
     assert_eq!(seen["end-user"], "jason");
-    assert!(seen["traceparent"].as_str().is_some_and(|t| t.starts_with("00-0af7")));
+    assert!(
+        seen["traceparent"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("00-0af7"))
+    );
     assert!(seen.get("authorization").is_none(), "{seen}");
     for echo in [front, a] {
         echo.stop().await.unwrap();

@@ -343,24 +343,33 @@ pub fn down(name: &str) -> Result<String, LabError> {
 fn pod_of_controller(state: &LabState, target: &str) -> Option<String> {
     let mut parts = target.splitn(3, '/');
     let (ns, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+    if !matches!(
+        kind,
+        "deploy"
+            | "deployment"
+            | "sts"
+            | "statefulset"
+            | "ds"
+            | "daemonset"
+            | "rs"
+            | "replicaset"
+            | "job"
+    ) {
+        return None;
+    }
     let is_suffix = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_alphanumeric());
-    let shape: fn(&str, &dyn Fn(&str) -> bool) -> bool = match kind {
-        "deploy" | "deployment" => |rest, is_suffix| {
-            rest.split_once('-')
-                .is_some_and(|(hash, suffix)| !hash.is_empty() && is_suffix(suffix))
-        },
-        "sts" | "statefulset" => |rest, _| rest.parse::<u32>().is_ok(),
-        "ds" | "daemonset" | "rs" | "replicaset" | "job" => |rest, is_suffix| is_suffix(rest),
-        _ => return None,
+    let shape = |rest: &str| match kind {
+        "deploy" | "deployment" => rest
+            .split_once('-')
+            .is_some_and(|(hash, suffix)| !hash.is_empty() && is_suffix(suffix)),
+        "sts" | "statefulset" => rest.parse::<u32>().is_ok(),
+        _ => is_suffix(rest),
     };
     let prefix = format!("{ns}/{name}-");
     let mut pods: Vec<&String> = state
         .pods
         .keys()
-        .filter(|key| {
-            key.strip_prefix(&prefix)
-                .is_some_and(|rest| shape(rest, &is_suffix))
-        })
+        .filter(|key| key.strip_prefix(&prefix).is_some_and(shape))
         .collect();
     pods.sort_by_key(|key| (key.len(), key.as_str()));
     pods.first().map(|key| (*key).clone())

@@ -16,8 +16,8 @@
 pub mod capture;
 pub mod fdpass;
 pub mod links;
-pub mod nat;
 pub mod namespace;
+pub mod nat;
 pub mod socket;
 
 pub use namespace::{Namespace, NetnsError, NetnsWorker, in_netns, in_netns_blocking};

@@ -5,7 +5,8 @@
 //! `<svc>`, `<svc>.<ns>` and `<svc>.<ns>.svc.<domain>` (the short forms relative to the
 //! asking pod's namespace) to the service VIPs, or to the endpoints' addresses for a
 //! headless service. Search-list expansions of those forms (`<svc>.<ns>.<podns>.svc.…`)
-//! are recognised too. An unknown name under `svc.<domain>` gets NXDOMAIN at once, so
+//! are recognised too, and so are ServiceEntry hosts (`api.example.com`, and the
+//! search-list expansions of it). An unknown name under `svc.<domain>` gets NXDOMAIN at once, so
 //! resolvers walking their search list move on quickly. Every other name is forwarded,
 //! unchanged, from ztunnel's own namespace to the upstream resolvers (UDP or TCP as the
 //! pod asked); when none answers the pod gets SERVFAIL.
@@ -217,9 +218,15 @@ pub fn resolve(snapshot: &Snapshot, name: &str, namespace: &str, domain: &str) -
         ] {
             if let Some(relative) = name.strip_suffix(&search) {
                 candidates.extend(expand(relative, namespace, &cluster_suffix));
+                // A ServiceEntry host the search list was appended to.
+                if relative.contains('.') {
+                    candidates.push(relative.to_owned());
+                }
             }
         }
     } else {
+        // A ServiceEntry's host is its hostname as written (`api.example.com`).
+        candidates.push(name.to_owned());
         candidates.extend(expand(name, namespace, &cluster_suffix));
     }
     for hostname in &candidates {

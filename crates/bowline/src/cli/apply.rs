@@ -110,7 +110,10 @@ async fn wait_for_acks(
         }
         let answer: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("{url}: {e}: {text}"))?;
-        let connections = answer["connections"].as_array().cloned().unwrap_or_default();
+        let connections = answer["connections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let behind: Vec<String> = connections
             .iter()
             .filter(|c| c["syncedVersion"].as_u64().is_none_or(|v| v < version))
@@ -122,7 +125,11 @@ async fn wait_for_acks(
                     .as_str()
                     .map(|m| format!(", last NACK: {m}"))
                     .unwrap_or_default();
-                format!("{} ({}) holds {at}{nack}", c["node"].as_str().unwrap_or("?"), c["id"].as_str().unwrap_or("?"))
+                format!(
+                    "{} ({}) holds {at}{nack}",
+                    c["node"].as_str().unwrap_or("?"),
+                    c["id"].as_str().unwrap_or("?")
+                )
             })
             .collect();
         if behind.is_empty() {

@@ -95,14 +95,22 @@ fn bookinfo_as_users_write_it_runs_its_call_graph_and_deployments_scale_and_roll
     assert!(out.status.success(), "bowline up: {}", text(&out));
     let status = text(&lab.bowline(&["status", "--name", &lab.name]));
     // Pods named as Kubernetes names them, grouped by owner, stand-ins said as such.
-    for deployment in ["productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "ratings-v1"] {
+    for deployment in [
+        "productpage-v1",
+        "details-v1",
+        "reviews-v1",
+        "reviews-v2",
+        "ratings-v1",
+    ] {
         assert!(
             status.contains(&format!("Deployment default/{deployment} (1 pods)")),
             "{status}"
         );
         let pods = pods_named(&status, &format!("{deployment}-"));
         assert_eq!(pods.len(), 1, "{deployment}: {status}");
-        let rest = pods[0].strip_prefix(&format!("default/{deployment}-")).unwrap();
+        let rest = pods[0]
+            .strip_prefix(&format!("default/{deployment}-"))
+            .unwrap();
         let (hash, suffix) = rest.split_once('-').unwrap();
         assert!(hash.len() >= 6 && suffix.len() == 5, "{rest}");
     }
@@ -112,9 +120,19 @@ fn bookinfo_as_users_write_it_runs_its_call_graph_and_deployments_scale_and_roll
         ),
         "{status}"
     );
-    assert!(status.contains("redis: stand-in for image redis:7: TCP echo 6379"), "{status}");
-    assert_eq!(pods_named(&status, "cache-"), ["default/cache-0", "default/cache-1"]);
-    assert_eq!(pods_named(&status, "agent-").len(), 2, "one per node: {status}");
+    assert!(
+        status.contains("redis: stand-in for image redis:7: TCP echo 6379"),
+        "{status}"
+    );
+    assert_eq!(
+        pods_named(&status, "cache-"),
+        ["default/cache-0", "default/cache-1"]
+    );
+    assert_eq!(
+        pods_named(&status, "agent-").len(),
+        2,
+        "one per node: {status}"
+    );
     assert_eq!(pods_named(&status, "migrate-").len(), 1, "{status}");
     assert!(status.contains("captured (in mesh)"), "{status}");
 
@@ -127,7 +145,13 @@ fn bookinfo_as_users_write_it_runs_its_call_graph_and_deployments_scale_and_roll
         assert_eq!(page["version"], "v1", "{page}");
         let [details, reviews] = [0, 1].map(|i| page["upstreams"][i].clone());
         assert_eq!(details["status"], 200, "{page}");
-        assert!(details["body"]["pod"].as_str().unwrap().starts_with("details-v1-"), "{page}");
+        assert!(
+            details["body"]["pod"]
+                .as_str()
+                .unwrap()
+                .starts_with("details-v1-"),
+            "{page}"
+        );
         assert_eq!(reviews["status"], 200, "{page}");
         let version = reviews["body"]["version"].as_str().unwrap().to_owned();
         let ratings = &reviews["body"]["upstreams"];
@@ -136,7 +160,10 @@ fn bookinfo_as_users_write_it_runs_its_call_graph_and_deployments_scale_and_roll
         } else {
             assert_eq!(ratings[0]["status"], 200, "{page}");
             assert!(
-                ratings[0]["body"]["pod"].as_str().unwrap().starts_with("ratings-v1-"),
+                ratings[0]["body"]["pod"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("ratings-v1-"),
                 "{page}"
             );
         }
@@ -146,7 +173,11 @@ fn bookinfo_as_users_write_it_runs_its_call_graph_and_deployments_scale_and_roll
     // Scaled up live: two more pods, and the Service spreads calls over all three.
     let walk = sample.join("walkthrough");
     let out = lab.bowline(&[
-        "apply", "--name", &lab.name, "-f", walk.join("details-three-replicas.yaml").to_str().unwrap(),
+        "apply",
+        "--name",
+        &lab.name,
+        "-f",
+        walk.join("details-three-replicas.yaml").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let status = status_until(&lab, "three details pods in the mesh", |s| {
@@ -170,7 +201,11 @@ fn bookinfo_as_users_write_it_runs_its_call_graph_and_deployments_scale_and_roll
     // A new template rolls: a new pod with a new hash first, the old one then stops.
     let old = pods_named(&status, "reviews-v1-");
     let out = lab.bowline(&[
-        "apply", "--name", &lab.name, "-f", walk.join("reviews-v1-new-image.yaml").to_str().unwrap(),
+        "apply",
+        "--name",
+        &lab.name,
+        "-f",
+        walk.join("reviews-v1-new-image.yaml").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let status = status_until(&lab, "reviews-v1 rolled to its new template", |s| {
@@ -181,24 +216,39 @@ fn bookinfo_as_users_write_it_runs_its_call_graph_and_deployments_scale_and_roll
     let hash = |pod: &str| pod.split('-').nth(2).unwrap().to_owned();
     assert_ne!(hash(&new[0]), hash(&old[0]));
     let old_ns = format!("bl-{}-p-{}", lab.name, old[0].replace('/', "-"));
-    assert!(!std::path::Path::new("/run/netns").join(&old_ns).exists(), "{old_ns} remains");
+    assert!(
+        !std::path::Path::new("/run/netns").join(&old_ns).exists(),
+        "{old_ns} remains"
+    );
 
     // Scaled down again, and a StatefulSet scaled down loses its highest ordinal.
     let out = lab.config(
         "apply",
         "scale-down.yaml",
-        Some(&std::fs::read_to_string(sample.join("bookinfo.yaml")).unwrap().replace(
-            "image: istio/examples-bookinfo-reviews-v1:1.20.2",
-            "image: istio/examples-bookinfo-reviews-v1:1.20.3",
-        )),
+        Some(
+            &std::fs::read_to_string(sample.join("bookinfo.yaml"))
+                .unwrap()
+                .replace(
+                    "image: istio/examples-bookinfo-reviews-v1:1.20.2",
+                    "image: istio/examples-bookinfo-reviews-v1:1.20.3",
+                ),
+        ),
     );
     assert!(out.status.success(), "{}", text(&out));
-    let out = lab.config("apply", "cache.yaml", Some(&MORE_CONTROLLERS.replace("replicas: 2", "replicas: 1")));
+    let out = lab.config(
+        "apply",
+        "cache.yaml",
+        Some(&MORE_CONTROLLERS.replace("replicas: 2", "replicas: 1")),
+    );
     assert!(out.status.success(), "{}", text(&out));
     let status = status_until(&lab, "details back to one pod, cache to cache-0", |s| {
         pods_named(s, "details-v1-").len() == 1 && pods_named(s, "cache-") == ["default/cache-0"]
     });
-    assert_eq!(pods_named(&status, "reviews-v1-"), new, "an unchanged template keeps its pod");
+    assert_eq!(
+        pods_named(&status, "reviews-v1-"),
+        new,
+        "an unchanged template keeps its pod"
+    );
 
     // Deleting a Deployment removes its pods (and their namespaces).
     let out = lab.config("delete", "curl.yaml", None);

@@ -136,14 +136,20 @@ impl WorkloadExtras {
             ("strategy", self.strategy.is_some()),
             ("updateStrategy", self.update_strategy.is_some()),
             ("minReadySeconds", self.min_ready_seconds.is_some()),
-            ("revisionHistoryLimit", self.revision_history_limit.is_some()),
+            (
+                "revisionHistoryLimit",
+                self.revision_history_limit.is_some(),
+            ),
             (
                 "progressDeadlineSeconds",
                 self.progress_deadline_seconds.is_some(),
             ),
             ("paused", self.paused.is_some()),
             ("podManagementPolicy", self.pod_management_policy.is_some()),
-            ("volumeClaimTemplates", self.volume_claim_templates.is_some()),
+            (
+                "volumeClaimTemplates",
+                self.volume_claim_templates.is_some(),
+            ),
             (
                 "persistentVolumeClaimRetentionPolicy",
                 self.persistent_volume_claim_retention_policy.is_some(),
@@ -151,7 +157,10 @@ impl WorkloadExtras {
             ("ordinals", self.ordinals.is_some()),
             ("parallelism", self.parallelism.is_some()),
             ("backoffLimit", self.backoff_limit.is_some()),
-            ("activeDeadlineSeconds", self.active_deadline_seconds.is_some()),
+            (
+                "activeDeadlineSeconds",
+                self.active_deadline_seconds.is_some(),
+            ),
             (
                 "ttlSecondsAfterFinished",
                 self.ttl_seconds_after_finished.is_some(),
@@ -160,7 +169,10 @@ impl WorkloadExtras {
             ("suspend", self.suspend.is_some()),
             ("manualSelector", self.manual_selector.is_some()),
             ("podFailurePolicy", self.pod_failure_policy.is_some()),
-            ("podReplacementPolicy", self.pod_replacement_policy.is_some()),
+            (
+                "podReplacementPolicy",
+                self.pod_replacement_policy.is_some(),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))

@@ -1,5 +1,6 @@
-//! Workload controllers as users write them: read typed, checked as the API server checks
-//! them, and what the lab does not act on named.
+//! Workload controllers and Istio's networking kinds as users write them: read typed (or
+//! checked for shape), refused as the API server or Istio would refuse them, and what
+//! the lab does not act on named.
 
 use super::*;
 
@@ -35,7 +36,10 @@ fn deployments_statefulsets_daemonsets_replicasets_and_jobs_are_read_typed() {
     let Resource::Workload(Kind::Deployment, deployment) = &resources[0] else {
         panic!("{resources:?}")
     };
-    assert_eq!(resources[0].key().to_string(), "Deployment default/reviews-v1");
+    assert_eq!(
+        resources[0].key().to_string(),
+        "Deployment default/reviews-v1"
+    );
     let spec = &deployment.spec;
     assert_eq!(spec.wanted(Kind::Deployment), 3);
     assert_eq!(spec.template.metadata.labels["version"], "v1");
@@ -49,12 +53,30 @@ fn deployments_statefulsets_daemonsets_replicasets_and_jobs_are_read_typed() {
         ]
     );
     for (api_version, kind, spec) in [
-        ("apps/v1", "StatefulSet", "{serviceName: db, replicas: 2, podManagementPolicy: Parallel, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: db}]}}}"),
-        ("apps/v1", "DaemonSet", "{selector: {matchLabels: {app: a}}, template: {metadata: {labels: {app: a}}, spec: {containers: [{name: a}]}}}"),
-        ("apps/v1", "ReplicaSet", "{replicas: 2, selector: {matchLabels: {app: r}}, template: {metadata: {labels: {app: r}}, spec: {containers: [{name: r}]}}}"),
-        ("batch/v1", "Job", "{completions: 2, backoffLimit: 1, template: {spec: {restartPolicy: Never, containers: [{name: j, command: [sh, -c, exit]}]}}}"),
+        (
+            "apps/v1",
+            "StatefulSet",
+            "{serviceName: db, replicas: 2, podManagementPolicy: Parallel, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: db}]}}}",
+        ),
+        (
+            "apps/v1",
+            "DaemonSet",
+            "{selector: {matchLabels: {app: a}}, template: {metadata: {labels: {app: a}}, spec: {containers: [{name: a}]}}}",
+        ),
+        (
+            "apps/v1",
+            "ReplicaSet",
+            "{replicas: 2, selector: {matchLabels: {app: r}}, template: {metadata: {labels: {app: r}}, spec: {containers: [{name: r}]}}}",
+        ),
+        (
+            "batch/v1",
+            "Job",
+            "{completions: 2, backoffLimit: 1, template: {spec: {restartPolicy: Never, containers: [{name: j, command: [sh, -c, exit]}]}}}",
+        ),
     ] {
-        let text = format!("apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: w}}\nspec: {spec}\n");
+        let text = format!(
+            "apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: w}}\nspec: {spec}\n"
+        );
         let resources = parse_documents(&text, "w.yaml").unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_eq!(resources[0].kind().to_string(), kind);
     }
@@ -106,6 +128,113 @@ fn workloads_the_api_server_would_refuse_are_refused_naming_the_field() {
     for (text, path, message) in cases {
         let e = error(&text);
         assert!(e.path.contains(path), "{path}: {e}");
+        assert!(e.message.contains(message), "{message}: {e}");
+    }
+}
+
+#[test]
+fn service_entries_destination_rules_and_virtual_services_are_checked_for_shape() {
+    let entry = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 443, name: https, protocol: TLS}]
+  endpoints: [{address: 10.20.0.5, ports: {https: 8443}}]
+";
+    let resources = parse_documents(entry, "se.yaml").unwrap();
+    let Resource::ServiceEntry(parsed) = &resources[0] else {
+        panic!("{resources:?}")
+    };
+    assert_eq!(parsed.spec.endpoints[0].ports["https"], 8443);
+    let rule = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+";
+    let service = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+    - match: [{headers: {end-user: {exact: jason}}}]
+      route: [{destination: {host: reviews, subset: v2}}]
+    - route: [{destination: {host: reviews, subset: v1}, weight: 100}]
+";
+    for good in [rule, service] {
+        parse_documents(good, "ok.yaml").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let cases = [
+        (
+            entry.replace("resolution: STATIC", "resolution: STATIK"),
+            "spec.resolution",
+            "use NONE, STATIC, DNS",
+        ),
+        (
+            entry.replace("address: 10.20.0.5", "address: api.internal"),
+            "spec.endpoints[0].address",
+            "resolution STATIC takes IP addresses",
+        ),
+        (
+            entry.replace("hosts: [api.example.com]", "hosts: []"),
+            "spec.hosts",
+            "at least one host",
+        ),
+        (
+            entry.replace("name: https, protocol: TLS", "name: https, protocol: QUIC"),
+            "spec.ports[0].protocol",
+            "use HTTP, HTTPS",
+        ),
+        (
+            entry.replace("location: MESH_EXTERNAL", "locaton: MESH_EXTERNAL"),
+            "",
+            "locaton",
+        ),
+        (
+            rule.replace("  host: reviews\n", ""),
+            "spec.host",
+            "needs a host",
+        ),
+        (
+            rule.replace("name: v2", "name: v1"),
+            "spec.subsets[1].name",
+            "defined twice",
+        ),
+        (
+            rule.replace("loadBalancer", "loadBalancr"),
+            "spec.trafficPolicy",
+            "loadBalancr",
+        ),
+        (
+            service.replace("subset: v2", "subsett: v2"),
+            "spec.http[0].route[0].destination",
+            "subsett",
+        ),
+        (
+            service.replace("weight: 100", "weight: 150"),
+            "spec.http[1].route[0].weight",
+            "0-100",
+        ),
+        (
+            service.replace("  hosts: [reviews]\n", ""),
+            "spec.hosts",
+            "needs hosts",
+        ),
+        (
+            service.replace("exact: jason", "exactly: jason"),
+            "spec.http[0].match[0].headers",
+            "exactly",
+        ),
+    ];
+    for (text, path, message) in cases {
+        let e = error(&text);
+        assert!(e.path.starts_with(path), "{path}: {e}");
         assert!(e.message.contains(message), "{message}: {e}");
     }
 }

@@ -953,3 +953,5 @@ fn pod_fields_without_effect_are_named_in_one_note_on_the_pod() {
         ["accepted without effect in the lab: spec.nodeSelector, spec.containers[0].resources"]
     );
 }
+
+mod service_entries;

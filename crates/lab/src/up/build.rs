@@ -44,7 +44,11 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
     progress("network: router, nodes, pods");
     let router_ns = build.network(&plan)?;
     // The lab's kube-proxy: Service VIPs reachable from pods outside the mesh too.
-    let mut objects: Vec<Resource> = plan.pods.iter().map(|(p, _, _)| Resource::Pod(p.clone())).collect();
+    let mut objects: Vec<Resource> = plan
+        .pods
+        .iter()
+        .map(|(p, _, _)| Resource::Pod(p.clone()))
+        .collect();
     objects.extend(plan.rest.iter().cloned());
     super::kube_proxy::install(&router_ns, &super::kube_proxy::rules(&objects))?;
 
@@ -502,8 +506,8 @@ pub(super) fn start_containers(
     let ns = pod.metadata.namespace();
     let key = format!("{ns}/{}", pod.metadata.name);
     let waypoint = control_plane::waypoints::gateway_of(pod).is_some();
-    let restarted = waypoint
-        || super::workloads::owner(pod).is_some_and(|(kind, _)| kind != config::Kind::Job);
+    let restarted =
+        waypoint || super::workloads::owner(pod).is_some_and(|(kind, _)| kind != config::Kind::Job);
     for container in &pod.spec.containers {
         let launch = match super::containers::launch(pod, container, objects, binary) {
             Ok(launch) => launch,
@@ -533,9 +537,11 @@ pub(super) fn start_containers(
                 .ok_or_else(|| LabError::Invalid(format!("pod {key}: empty command")))?;
             spawn(pod_ns, Path::new(program), args, &env, &log)?
         };
-        state
-            .processes
-            .push((format!("pod {key} {}", container.name), pid, pod_ns.to_owned()));
+        state.processes.push((
+            format!("pod {key} {}", container.name),
+            pid,
+            pod_ns.to_owned(),
+        ));
         state.save(dir)?;
     }
     Ok(())

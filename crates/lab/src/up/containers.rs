@@ -142,9 +142,8 @@ fn on_this_host(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).is_file();
     }
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// Istio's protocol selection: a name or `appProtocol` of `http…`, `grpc…` or `h2c`.
@@ -241,13 +240,27 @@ spec:
     fn an_image_without_a_command_gets_a_stand_in_serving_its_ports() {
         let objects = objects(SAMPLE);
         let pod = pod_of(&objects);
-        let launch = launch(pod, &pod.spec.containers[0], &objects, Path::new("/bin/bowline"))
-            .expect("a stand-in");
+        let launch = launch(
+            pod,
+            &pod.spec.containers[0],
+            &objects,
+            Path::new("/bin/bowline"),
+        )
+        .expect("a stand-in");
         assert_eq!(
             launch.argv,
             [
-                "/bin/bowline", "echo", "--port", "9080", "--port", "7000", "--tcp-port",
-                "7001", "--upstream", "http://details:9080/", "--upstream",
+                "/bin/bowline",
+                "echo",
+                "--port",
+                "9080",
+                "--port",
+                "7000",
+                "--tcp-port",
+                "7001",
+                "--upstream",
+                "http://details:9080/",
+                "--upstream",
                 "http://reviews:9080/"
             ]
         );
@@ -266,7 +279,10 @@ spec:
         let pod = pod_of(&objects);
         let binary = Path::new("/bin/bowline");
         let own = launch(pod, &pod.spec.containers[0], &objects, binary).expect("runs");
-        assert_eq!((own.argv.as_slice(), own.stand_in), (["sleep", "infinity"].map(String::from).as_slice(), None));
+        assert_eq!(
+            (own.argv.as_slice(), own.stand_in),
+            (["sleep", "infinity"].map(String::from).as_slice(), None)
+        );
         let missing = launch(pod, &pod.spec.containers[1], &objects, binary).expect("stand-in");
         assert_eq!(missing.argv[2..], ["--port", "8080"]);
         assert!(

@@ -31,9 +31,9 @@ use config::{Kind, Resource};
 use netns::Namespace;
 
 use super::build::{attach, hosts_file, start_containers, write_dns_files};
-use super::{kube_proxy, workloads};
 use super::plan::ipnet_lite::Cidr;
 use super::{CONTROL_PLANE_API, LabError, LabState, pod_prefix, state_root};
+use super::{kube_proxy, workloads};
 
 /// How often the controller looks.
 const PERIOD: Duration = Duration::from_millis(500);

@@ -37,7 +37,11 @@ pub(super) fn rules(objects: &[Resource]) -> Vec<String> {
             continue;
         };
         let spec = &service.spec;
-        let Some(vip) = spec.cluster_ip.as_deref().filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok()) else {
+        let Some(vip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+        else {
             continue;
         };
         let ns = service.metadata.namespace();
@@ -105,7 +109,12 @@ fn target_port(pod: &k8s::Pod, port: &k8s::ServicePort) -> Option<u16> {
 
 /// Installs `rules` in the router namespace `router`, replacing the previous set.
 pub(super) fn install(router: &Namespace, rules: &[String]) -> Result<(), LabError> {
-    Ok(netns::nat::replace_chain(router, CHAIN, "PREROUTING", rules)?)
+    Ok(netns::nat::replace_chain(
+        router,
+        CHAIN,
+        "PREROUTING",
+        rules,
+    )?)
 }
 
 #[cfg(test)]
@@ -158,10 +167,18 @@ spec: {clusterIP: None, selector: {app: web}, ports: [{port: 80}]}
         assert_eq!(
             rules(&objects),
             [
-                format!("-d 10.96.0.101/32 -p tcp -m tcp --dport 80 -m statistic --mode random --probability 0.50000 {comment} -j DNAT --to-destination 10.10.0.2:8080"),
-                format!("-d 10.96.0.101/32 -p tcp -m tcp --dport 80 {comment} -j DNAT --to-destination 10.10.0.3:8081"),
-                format!("-d 10.96.0.101/32 -p tcp -m tcp --dport 7000 -m statistic --mode random --probability 0.50000 {comment} -j DNAT --to-destination 10.10.0.2:7000"),
-                format!("-d 10.96.0.101/32 -p tcp -m tcp --dport 7000 {comment} -j DNAT --to-destination 10.10.0.3:7000"),
+                format!(
+                    "-d 10.96.0.101/32 -p tcp -m tcp --dport 80 -m statistic --mode random --probability 0.50000 {comment} -j DNAT --to-destination 10.10.0.2:8080"
+                ),
+                format!(
+                    "-d 10.96.0.101/32 -p tcp -m tcp --dport 80 {comment} -j DNAT --to-destination 10.10.0.3:8081"
+                ),
+                format!(
+                    "-d 10.96.0.101/32 -p tcp -m tcp --dport 7000 -m statistic --mode random --probability 0.50000 {comment} -j DNAT --to-destination 10.10.0.2:7000"
+                ),
+                format!(
+                    "-d 10.96.0.101/32 -p tcp -m tcp --dport 7000 {comment} -j DNAT --to-destination 10.10.0.3:7000"
+                ),
             ]
         );
     }

@@ -186,13 +186,14 @@ pub(super) fn plan(files: &[PathBuf]) -> Result<Plan, LabError> {
                             .all(|(k, v)| labels.get(k) == Some(v))
                 };
                 // A Deployment scaled to zero still stands behind its Service.
-                let selects = pods.iter().any(|(p, _, _)| {
-                    p.metadata.namespace() == ns && selected(&p.metadata.labels)
-                }) || all.iter().any(|r| {
-                    matches!(r, Resource::Workload(_, w)
+                let selects = pods
+                    .iter()
+                    .any(|(p, _, _)| p.metadata.namespace() == ns && selected(&p.metadata.labels))
+                    || all.iter().any(|r| {
+                        matches!(r, Resource::Workload(_, w)
                         if w.metadata.namespace() == ns
                             && selected(&w.spec.template.metadata.labels))
-                });
+                    });
                 let is_waypoint = service.metadata.labels.contains_key(k8s::MANAGED_LABEL);
                 if !selects && !is_waypoint {
                     return invalid(format!(

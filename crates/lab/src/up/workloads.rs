@@ -95,13 +95,7 @@ pub(super) fn owner(pod: &k8s::Pod) -> Option<(Kind, String)> {
 }
 
 /// Pod `name` of `workload` (of `kind`) from its template at `hash`, on `node` if given.
-fn make(
-    kind: Kind,
-    workload: &Workload,
-    name: String,
-    hash: &str,
-    node: Option<&str>,
-) -> k8s::Pod {
+fn make(kind: Kind, workload: &Workload, name: String, hash: &str, node: Option<&str>) -> k8s::Pod {
     let meta = &workload.metadata;
     let template = &workload.spec.template;
     let mut labels = template.metadata.labels.clone();
@@ -191,9 +185,12 @@ pub(super) fn reconcile(
             // Scaling down stops pods that are not ready first.
             current.sort_by_key(|o| (o.ready, std::cmp::Reverse(o.pod.metadata.name.clone())));
             let extra = current.len().saturating_sub(wanted);
-            changes
-                .delete
-                .extend(current.iter().take(extra).map(|o| o.pod.metadata.name.clone()));
+            changes.delete.extend(
+                current
+                    .iter()
+                    .take(extra)
+                    .map(|o| o.pod.metadata.name.clone()),
+            );
             let ready = current.iter().skip(extra).filter(|o| o.ready).count();
             if ready >= wanted {
                 changes.delete.extend(
@@ -213,9 +210,12 @@ pub(super) fn reconcile(
                 let mut sorted: Vec<&Owned<'_>> = owned.iter().collect();
                 sorted.sort_by_key(|o| (o.ready, std::cmp::Reverse(o.pod.metadata.name.clone())));
                 let extra = owned.len().saturating_sub(wanted);
-                changes
-                    .delete
-                    .extend(sorted.iter().take(extra).map(|o| o.pod.metadata.name.clone()));
+                changes.delete.extend(
+                    sorted
+                        .iter()
+                        .take(extra)
+                        .map(|o| o.pod.metadata.name.clone()),
+                );
             }
         }
         Kind::StatefulSet => stateful(workload, &hash, wanted, owned, &mut changes),
@@ -230,11 +230,14 @@ pub(super) fn reconcile(
                     .filter(move |o| o.pod.spec.node_name.as_deref() == Some(node))
             }
             for node in nodes {
-                let current = on(owned, node).find(|o| o.pod.metadata.labels.get(REVISION) == Some(&revision));
+                let current = on(owned, node)
+                    .find(|o| o.pod.metadata.labels.get(REVISION) == Some(&revision));
                 match current {
                     None => {
                         let pod = fresh_name(name, &mut taken);
-                        changes.create.push(make(kind, workload, pod, &hash, Some(node)));
+                        changes
+                            .create
+                            .push(make(kind, workload, pod, &hash, Some(node)));
                     }
                     Some(new) if new.ready => changes.delete.extend(
                         on(owned, node)

@@ -40,6 +40,11 @@ services:
     namespace: shop
     hostname: db.shop.svc.cluster.local
     ports: [{servicePort: 5432, targetPort: 5432}]
+  - name: payments
+    namespace: shop
+    hostname: api.payments.example
+    vips: [240.240.3.4]
+    ports: [{servicePort: 443, targetPort: 443}]
 "#;
 
 fn snapshot() -> Snapshot {
@@ -72,6 +77,26 @@ fn service_names_resolve_in_every_form_a_pod_may_use() {
     assert_eq!(
         resolve(&snap, "ratings.other", "shop", "cluster.local"),
         found(&["10.96.0.11"])
+    );
+}
+
+#[test]
+fn service_entry_hosts_resolve_as_written_and_through_the_search_list() {
+    let snap = snapshot();
+    for name in [
+        "api.payments.example",
+        "api.payments.example.shop.svc.cluster.local",
+        "api.payments.example.svc.cluster.local",
+    ] {
+        assert_eq!(
+            resolve(&snap, name, "shop", "cluster.local"),
+            found(&["240.240.3.4"]),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        resolve(&snap, "other.payments.example", "shop", "cluster.local"),
+        Resolution::NotOurs
     );
 }
 

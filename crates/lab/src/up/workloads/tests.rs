@@ -32,7 +32,10 @@ fn a_deployment_makes_its_replicas_named_and_labelled_as_kubernetes_does() {
     assert_eq!(changes.create.len(), 2);
     assert!(changes.delete.is_empty());
     let hash = template_hash(&w.spec.template);
-    assert!(hash.len() >= 6 && hash.bytes().all(|b| ALPHABET.contains(&b)), "{hash}");
+    assert!(
+        hash.len() >= 6 && hash.bytes().all(|b| ALPHABET.contains(&b)),
+        "{hash}"
+    );
     for pod in &changes.create {
         let name = &pod.metadata.name;
         let suffix = name
@@ -50,9 +53,16 @@ fn a_deployment_makes_its_replicas_named_and_labelled_as_kubernetes_does() {
             Some((Kind::Deployment, "reviews-v1".to_owned()))
         );
     }
-    assert_ne!(changes.create[0].metadata.name, changes.create[1].metadata.name);
+    assert_ne!(
+        changes.create[0].metadata.name,
+        changes.create[1].metadata.name
+    );
     // With its pods there, nothing to do.
-    assert!(reconcile(kind, &w, &[], &ready(&changes.create)).create.is_empty());
+    assert!(
+        reconcile(kind, &w, &[], &ready(&changes.create))
+            .create
+            .is_empty()
+    );
 }
 
 #[test]
@@ -64,8 +74,14 @@ fn scaling_a_deployment_adds_or_stops_pods_not_ready_ones_first() {
     assert_eq!((up.create.len(), up.delete.len()), (1, 0));
     w.spec.replicas = Some(1);
     let owned = [
-        Owned { pod: &pods[0], ready: true },
-        Owned { pod: &pods[1], ready: false },
+        Owned {
+            pod: &pods[0],
+            ready: true,
+        },
+        Owned {
+            pod: &pods[1],
+            ready: false,
+        },
     ];
     let down = reconcile(kind, &w, &[], &owned);
     assert!(down.create.is_empty());
@@ -79,7 +95,10 @@ fn a_changed_template_starts_new_pods_and_stops_old_ones_once_the_new_are_ready(
     w.spec.template.spec.containers[0].image = Some("example/reviews:2".into());
     let first = reconcile(kind, &w, &[], &ready(&old));
     assert_eq!(first.create.len(), 2, "new pods first");
-    assert!(first.delete.is_empty(), "old ones kept until the new are ready");
+    assert!(
+        first.delete.is_empty(),
+        "old ones kept until the new are ready"
+    );
     let mut all = old.clone();
     all.extend(first.create.clone());
     let mut owned = ready(&all);
@@ -102,11 +121,17 @@ fn a_statefulset_numbers_its_pods_and_replaces_them_from_the_highest_ordinal() {
     let pods = reconcile(kind, &w, &[], &[]).create;
     let names: Vec<&str> = pods.iter().map(|p| p.metadata.name.as_str()).collect();
     assert_eq!(names, ["db-0", "db-1", "db-2"]);
-    assert_eq!(pods[2].metadata.labels["statefulset.kubernetes.io/pod-name"], "db-2");
+    assert_eq!(
+        pods[2].metadata.labels["statefulset.kubernetes.io/pod-name"],
+        "db-2"
+    );
     assert_eq!(owner(&pods[0]), Some((Kind::StatefulSet, "db".to_owned())));
     w.spec.template.spec.containers[0].image = Some("example/db:2".into());
     let roll = reconcile(kind, &w, &[], &ready(&pods));
-    assert_eq!((roll.create.len(), roll.delete.clone()), (0, vec!["db-2".to_owned()]));
+    assert_eq!(
+        (roll.create.len(), roll.delete.clone()),
+        (0, vec!["db-2".to_owned()])
+    );
     // db-2 gone: made again from the new template.
     let remade = reconcile(kind, &w, &[], &ready(&pods[..2]));
     assert_eq!(remade.create.len(), 1);
