@@ -468,6 +468,7 @@ mod tests {
             name: format!("reviews-{i}"),
             namespace: "shop".into(),
             addresses: vec![IpAddr::from([10, 0, 0, 10 + i])],
+            hostname: None,
             node: "node-1".into(),
             protocol: TunnelProtocol::Hbone,
             identity: SpiffeId::new("cluster.local", "shop", "reviews").unwrap(),

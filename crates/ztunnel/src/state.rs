@@ -99,6 +99,11 @@ pub struct Workload {
     pub identity: SpiffeId,
     /// The waypoint traffic to it must pass, if any.
     pub waypoint: Option<WaypointAddress>,
+    /// A host name resolved when a connection is made, for a workload without addresses
+    /// (a ServiceEntry's DNS endpoint): traffic to it goes out in plaintext to what the
+    /// name resolves to from ztunnel's namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Services it backs: `namespace/hostname` → port mappings.
     pub services: HashMap<String, Vec<PortMapping>>,
     /// Selector-scoped policies that apply (`namespace/name`).

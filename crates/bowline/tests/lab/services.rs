@@ -41,17 +41,7 @@ fn a_pod_outside_the_mesh_reaches_an_ambient_pod_by_its_service_vip_in_plaintext
         );
     }
     // It came in through the server's ztunnel as plaintext (its inbound listener 15006).
-    let out = lab.bowline(&[
-        "exec",
-        "--name",
-        &lab.name,
-        "node/node-2",
-        "--",
-        "bowline",
-        "call",
-        "http://127.0.0.1:15020/metrics",
-    ]);
-    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (_, metrics) = super::node_get(&lab, "node-2", "http://127.0.0.1:15020/metrics");
     assert!(
         metrics
             .lines()
@@ -143,6 +133,15 @@ spec:
   resolution: STATIC
   ports: [{{number: 80, name: http, protocol: HTTP, targetPort: 8080}}]
   endpoints: [{{address: {outsider_ip}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: by-name, namespace: shop}}
+spec:
+  hosts: [named.outside.example]
+  resolution: DNS
+  ports: [{{number: 80, name: http}}]
+  endpoints: [{{address: outsider.plain.svc.cluster.local}}]
 "
     );
     std::fs::write(lab.dir.path().join("entry.yaml"), &entry).unwrap();
@@ -166,17 +165,7 @@ spec:
         answer["local"].as_str().unwrap().ends_with(":8080"),
         "the targetPort: {body}"
     );
-    let out = lab.bowline(&[
-        "exec",
-        "--name",
-        &lab.name,
-        "node/node-1",
-        "--",
-        "bowline",
-        "call",
-        "http://127.0.0.1:15020/metrics",
-    ]);
-    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (_, metrics) = super::node_get(&lab, "node-1", "http://127.0.0.1:15020/metrics");
     assert!(
         metrics
             .lines()
@@ -186,6 +175,12 @@ spec:
                 && l.contains("connection_security_policy=\"none\"")),
         "{metrics}"
     );
+    // Resolution DNS: ztunnel resolves the endpoint's name from its node (the lab's
+    // hosts file there: the outsider's Service VIP) and connects to it in plaintext.
+    let (ok, body) = lab.call("shop/client", "http://named.outside.example/");
+    assert!(ok, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["pod"], "outsider", "{body}");
     // A pod outside the mesh has no DNS proxy: the name is not the cluster's to answer.
     let (ok, _) = lab.call("plain/outsider", "http://api.outside.example/");
     assert!(!ok, "only mesh pods resolve a ServiceEntry host");

@@ -10,14 +10,16 @@
 //!   the entry's port name, else `targetPort`, else the port), shared by every entry
 //!   that lists the address — and none when the address is a pod's: that pod backs the
 //!   entry itself ([`for_pod`]), since an address belongs to one workload;
+//! - with resolution DNS, host-name endpoints — or, with no endpoints, the hosts
+//!   themselves: a workload with that `hostname` and no address, which ztunnel resolves
+//!   from its own namespace when a connection is made, sending it out in plaintext;
 //! - with `workloadSelector`, the pods of the entry's namespace it selects (their HBONE
 //!   if they are in the mesh), through [`for_pod`].
 //!
-//! What ztunnel cannot act on yet is said in a note on the entry and nothing is made of
-//! it, so clients keep what they had without it: host names to be resolved by DNS
-//! (resolution DNS with host-name endpoints or none — clients resolve the host
-//! themselves and their connections pass through), resolution NONE (connections pass
-//! through to the address dialled), CIDR `addresses` wider than one address.
+//! What ztunnel cannot act on is said in a note on the entry and nothing is made of it,
+//! so clients keep what they had without it: resolution NONE (connections pass through
+//! to the address dialled), STATIC without endpoints, wildcard hosts; CIDR `addresses`
+//! wider than one address are noted and left out.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,12 +33,8 @@ use super::{Compiled, Index};
 fn applied(entry: &k8s::ServiceEntry) -> bool {
     let spec = &entry.spec;
     spec.workload_selector.is_some()
-        || (spec.resolution() != "NONE"
-            && !spec.endpoints.is_empty()
-            && spec
-                .endpoints
-                .iter()
-                .all(|e| e.address.parse::<IpAddr>().is_ok()))
+        || spec.resolution().starts_with("DNS")
+        || (spec.resolution() == "STATIC" && !spec.endpoints.is_empty())
 }
 
 /// Where VIPs for entries without `addresses` come from (as Istio auto-allocates).
@@ -72,31 +70,33 @@ pub(super) fn translate(index: &Index<'_>, out: &mut Compiled) -> Translated {
             .iter()
             .filter_map(|e| Some((e, e.address.parse::<IpAddr>().ok()?)))
             .collect();
-        let selected = spec.workload_selector.is_some();
-        let resolution = spec.resolution();
-        if !selected && resolution == "NONE" {
-            out.report(
-                object,
-                "resolution NONE: nothing for ztunnel to route — connections pass through to the address the client dialled, as without the entry".into(),
-            );
-            continue;
-        }
-        if !selected && endpoints.len() < spec.endpoints.len() {
-            out.report(
-                object,
-                "endpoints given by host name: ztunnel does not resolve host names yet, so the entry is not applied — clients resolve the host themselves and their connections pass through".into(),
-            );
-            continue;
-        }
-        if !selected && spec.endpoints.is_empty() {
-            let why = if resolution.starts_with("DNS") {
-                "resolution DNS without endpoints: ztunnel does not resolve host names yet, so the entry is not applied — clients resolve the host themselves and their connections pass through"
+        if !applied(entry) {
+            let why = if spec.resolution() == "NONE" {
+                "resolution NONE: nothing for ztunnel to route — connections pass through to the address the client dialled, as without the entry"
             } else {
-                "no endpoints and no workloadSelector: nothing to send its connections to, so the entry is not applied"
+                "resolution STATIC with no endpoints and no workloadSelector: nothing to send its connections to, so the entry is not applied"
             };
             out.report(object, why.into());
             continue;
         }
+        // Host names ztunnel resolves: the endpoints given by name, or (none given) the
+        // hosts themselves.
+        let by_name: Vec<(&str, &std::collections::BTreeMap<String, u16>)> =
+            if spec.workload_selector.is_some() || !spec.resolution().starts_with("DNS") {
+                Vec::new()
+            } else if spec.endpoints.is_empty() {
+                spec.hosts
+                    .iter()
+                    .filter(|h| !h.starts_with("*."))
+                    .map(|h| (h.as_str(), &EMPTY))
+                    .collect()
+            } else {
+                spec.endpoints
+                    .iter()
+                    .filter(|e| e.address.parse::<IpAddr>().is_err())
+                    .map(|e| (e.address.as_str(), &e.ports))
+                    .collect()
+            };
         let given: Vec<IpAddr> = spec
             .addresses
             .iter()
@@ -160,9 +160,50 @@ pub(super) fn translate(index: &Index<'_>, out: &mut Compiled) -> Translated {
                 }
             }
         }
+        for (host, named) in by_name {
+            translated
+                .workloads
+                .push(host_workload(index, entry, host, named));
+        }
     }
-    translated.workloads = by_address.into_values().collect();
+    translated.workloads.extend(by_address.into_values());
     translated
+}
+
+/// No port names to map.
+static EMPTY: std::collections::BTreeMap<String, u16> = std::collections::BTreeMap::new();
+
+/// The workload of a host-name endpoint: no address, the name for ztunnel to resolve.
+fn host_workload(
+    index: &Index<'_>,
+    entry: &k8s::ServiceEntry,
+    host: &str,
+    named: &std::collections::BTreeMap<String, u16>,
+) -> wire::Workload {
+    let ns = entry.metadata.namespace();
+    let name = &entry.metadata.name;
+    wire::Workload {
+        uid: format!(
+            "{}/networking.istio.io/ServiceEntry/{ns}/{name}/{host}",
+            index.settings.cluster_id
+        ),
+        name: name.clone(),
+        namespace: ns.to_owned(),
+        hostname: host.to_owned(),
+        tunnel_protocol: wire::TunnelProtocol::None as i32,
+        service_account: "default".into(),
+        canonical_name: name.clone(),
+        canonical_revision: "latest".into(),
+        workload_name: name.clone(),
+        services: entry
+            .spec
+            .hosts
+            .iter()
+            .map(|h| (format!("{ns}/{h}"), port_list(entry, named)))
+            .collect(),
+        cluster_id: index.settings.cluster_id.clone(),
+        ..Default::default()
+    }
 }
 
 /// The VIP of `key` in [`AUTO_RANGE`]: from its hash, the next free one on a collision.

@@ -161,6 +161,13 @@ impl<'a> Build<'a> {
         // Names every pod can resolve: the lab's hosts file and, for enrolled pods, the
         // DNS proxy.
         let hosts = hosts_file(&plan.services);
+        // The nodes resolve the lab's service names too (ztunnel resolves ServiceEntry
+        // endpoints given by host name from its node's namespace).
+        for (node_ns, _) in self.state.nodes.values() {
+            let etc = Path::new("/etc/netns").join(node_ns);
+            std::fs::create_dir_all(&etc)?;
+            std::fs::write(etc.join("hosts"), &hosts)?;
+        }
         for (pod, node, ip) in &plan.pods {
             let name = format!(
                 "{}{}-{}",

@@ -42,6 +42,14 @@ pub enum NoRoute {
     /// A chosen endpoint or waypoint has no address.
     #[error("workload {0} has no address")]
     NoAddress(String),
+    /// A host-name endpoint did not resolve (or resolved to ztunnel's own listener).
+    #[error("endpoint host {host} does not resolve: {why}")]
+    Unresolved {
+        /// The name.
+        host: String,
+        /// What the resolver said.
+        why: String,
+    },
 }
 
 /// Why a proxied connection was refused or failed.

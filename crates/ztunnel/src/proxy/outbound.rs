@@ -176,28 +176,71 @@ async fn connect_and_pump(
                 .map(drop)
                 .map_err(|e| pump::hbone_error(e, Side::Downstream))
         }
-        Route::Passthrough(target) => {
-            let mut upstream = match connect_from(&pod.worker, target, None).await {
-                Ok(upstream) => upstream,
-                Err(source) => {
-                    inputs.endpoint_failed(target.ip());
-                    return Err(ProxyError::Connect { target, source });
-                }
-            };
-            inputs.endpoint_recovered(target.ip());
-            reached(tcp, client, meters).await?;
-            let result = pump::copy_tcp(tcp, &mut upstream, &meters.tcp).await;
-            let how = match &result {
-                Err(ProxyError::Io {
-                    side: Side::Downstream,
-                    ..
-                }) => Close::Reset,
-                _ => Close::Fin,
-            };
-            close(upstream, how);
-            result
+        Route::Passthrough(target) => passthrough(tcp, target, pod, inputs, client, meters).await,
+        Route::Resolve { host, port, .. } => {
+            let target = resolve_host(&host, port, inputs).await?;
+            passthrough(tcp, target, pod, inputs, client, meters).await
         }
     }
+}
+
+/// Plain TCP from the pod to `target`, pumped until both directions end.
+async fn passthrough(
+    tcp: &mut TcpStream,
+    target: SocketAddr,
+    pod: &Pod,
+    inputs: &ProxyInputs,
+    client: Client,
+    meters: &Meters,
+) -> Result<(), ProxyError> {
+    let mut upstream = match connect_from(&pod.worker, target, None).await {
+        Ok(upstream) => upstream,
+        Err(source) => {
+            inputs.endpoint_failed(target.ip());
+            return Err(ProxyError::Connect { target, source });
+        }
+    };
+    inputs.endpoint_recovered(target.ip());
+    reached(tcp, client, meters).await?;
+    let result = pump::copy_tcp(tcp, &mut upstream, &meters.tcp).await;
+    let how = match &result {
+        Err(ProxyError::Io {
+            side: Side::Downstream,
+            ..
+        }) => Close::Reset,
+        _ => Close::Fin,
+    };
+    close(upstream, how);
+    result
+}
+
+/// What a host-name endpoint resolves to from ztunnel's own namespace (its resolver, not
+/// the pod's), IPv4 first; never one of ztunnel's own listeners.
+async fn resolve_host(
+    host: &str,
+    port: u16,
+    inputs: &ProxyInputs,
+) -> Result<SocketAddr, ProxyError> {
+    let unresolved = |why: String| {
+        ProxyError::NoRoute(super::error::NoRoute::Unresolved {
+            host: host.to_owned(),
+            why,
+        })
+    };
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| unresolved(e.to_string()))?
+        .collect();
+    let target = resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| unresolved("no address".into()))?;
+    if inputs.is_own_port(port) && (target.ip().is_loopback() || target.ip().is_unspecified()) {
+        return Err(ProxyError::OwnPort(target));
+    }
+    Ok(target)
 }
 
 /// The destination is reached: a SOCKS5 client hears so (captured clients hear nothing).
@@ -267,6 +310,10 @@ fn open_record(
             labels.connection_security_policy = "none".into();
             log.dst_addr = Some(*target);
             snap.workload_by_ip(target.ip())
+        }
+        Ok(Route::Resolve { workload, .. }) => {
+            labels.connection_security_policy = "none".into();
+            snap.workload(workload)
         }
         Err(_) => None,
     };

@@ -1,6 +1,7 @@
 //! Where an outbound connection goes: the original destination resolved against the
 //! mesh state into a tunnel (to the destination pod or its waypoint), a plain
-//! passthrough, or a typed refusal ([`ProxyError`]). Load balancing over a service's
+//! passthrough (to an address, or to a host name resolved when the connection is made),
+//! or a typed refusal ([`ProxyError`]). Load balancing over a service's
 //! healthy endpoints is round robin per service, skipping endpoints whose connect failed
 //! recently (all of them are tried again when every one failed).
 
@@ -28,15 +29,25 @@ pub enum Route {
     },
     /// Plain TCP to this address (destination outside the mesh).
     Passthrough(SocketAddr),
+    /// Plain TCP to what `host` resolves to, on `port` (a ServiceEntry's DNS endpoint).
+    Resolve {
+        /// The name, resolved from ztunnel's namespace when the connection is made.
+        host: String,
+        /// The endpoint's port.
+        port: u16,
+        /// The endpoint workload's uid, for logs.
+        workload: String,
+    },
 }
 
 impl Route {
     /// The address the connection is for: the tunnel's `:authority` or the passthrough
-    /// target.
-    pub fn target(&self) -> SocketAddr {
+    /// target (`None` until a host name is resolved).
+    pub fn target(&self) -> Option<SocketAddr> {
         match self {
-            Self::Hbone { authority, .. } => *authority,
-            Self::Passthrough(target) => *target,
+            Self::Hbone { authority, .. } => Some(*authority),
+            Self::Passthrough(target) => Some(*target),
+            Self::Resolve { .. } => None,
         }
     }
 }
@@ -53,8 +64,9 @@ pub fn resolve(
         return Err(ProxyError::OwnPort(original));
     }
     let route = resolve_unchecked(inputs, snap, original)?;
-    let target = route.target();
-    if is_own_listener(inputs, snap, target) {
+    if let Some(target) = route.target()
+        && is_own_listener(inputs, snap, target)
+    {
         return Err(ProxyError::OwnPort(target));
     }
     Ok(route)
@@ -107,7 +119,7 @@ fn via_service(
     let candidates: Vec<_> = snap
         .endpoints(&key)
         .iter()
-        .filter(|w| w.healthy && !w.addresses.is_empty())
+        .filter(|w| w.healthy && (!w.addresses.is_empty() || w.hostname.is_some()))
         .collect();
     if candidates.is_empty() {
         return Err(ProxyError::NoHealthyUpstream(key));
@@ -125,7 +137,14 @@ fn via_service(
     let endpoint = pool[snap.next_endpoint_index(&key) % pool.len()];
     let target_port = endpoint.target_port(&key, mapping);
     let Some(ip) = endpoint.addresses.first() else {
-        return Err(NoRoute::NoAddress(endpoint.uid.clone()).into());
+        return match &endpoint.hostname {
+            Some(host) => Ok(Route::Resolve {
+                host: host.clone(),
+                port: target_port,
+                workload: endpoint.uid.clone(),
+            }),
+            None => Err(NoRoute::NoAddress(endpoint.uid.clone()).into()),
+        };
     };
     to_workload(inputs, snap, endpoint, SocketAddr::new(*ip, target_port))
 }

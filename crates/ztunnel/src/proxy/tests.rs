@@ -26,7 +26,11 @@ workloads:
   - {uid: shop/waypoint-0, name: waypoint-0, namespace: shop, serviceAccount: waypoint, addresses: [10.2.0.9], protocol: HBONE}
   - {uid: shop/payments-0, name: payments-0, namespace: shop, serviceAccount: payments, addresses: [10.2.0.7], protocol: HBONE,
      waypoint: {address: 10.2.0.9, port: 15008}}
+  - {uid: shop/httpbin-dns, name: httpbin, namespace: shop, hostname: httpbin.example,
+     services: {shop/httpbin.example: [{servicePort: 80, targetPort: 8080}]}}
 services:
+  - {name: httpbin, namespace: shop, hostname: httpbin.example, vips: [240.240.0.9],
+     ports: [{servicePort: 80, targetPort: 80}]}
   - {name: reviews, namespace: shop, hostname: reviews.shop.svc.cluster.local, vips: [10.96.0.10],
      ports: [{servicePort: 9080, targetPort: 8080}]}
   - {name: ratings, namespace: shop, hostname: ratings.shop.svc.cluster.local, vips: [10.96.0.11],
@@ -69,6 +73,21 @@ fn a_service_vip_is_tunnelled_to_an_endpoint_on_its_target_port() {
 }
 
 #[test]
+fn a_host_name_endpoint_is_resolved_when_the_connection_is_made() {
+    let (inputs, snap) = setup();
+    let route = resolve(&inputs, &snap, addr("240.240.0.9:80")).unwrap();
+    assert_eq!(
+        route,
+        Route::Resolve {
+            host: "httpbin.example".into(),
+            port: 8080,
+            workload: "shop/httpbin-dns".into(),
+        }
+    );
+    assert_eq!(route.target(), None);
+}
+
+#[test]
 fn round_robin_alternates_between_a_services_endpoints() {
     let (inputs, snap) = setup();
     let picks: Vec<_> = (0..4)
@@ -91,7 +110,7 @@ fn an_endpoint_that_failed_recently_is_skipped_until_it_answers() {
         let target = resolve(&inputs, &snap, addr("10.96.0.10:9080"))
             .unwrap()
             .target();
-        assert_eq!(target, addr("10.2.0.3:8080"));
+        assert_eq!(target, Some(addr("10.2.0.3:8080")));
     }
     inputs.endpoint_recovered("10.2.0.2".parse().unwrap());
     let targets: std::collections::HashSet<_> = (0..4)

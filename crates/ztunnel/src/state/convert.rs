@@ -114,6 +114,7 @@ pub fn workload(w: wire::Workload) -> Result<Workload, StateError> {
         name: w.name,
         namespace: w.namespace,
         addresses,
+        hostname: Some(w.hostname).filter(|h| !h.is_empty()),
         node: w.node,
         protocol,
         identity,

@@ -82,6 +82,8 @@ struct FileWorkload {
     #[serde(default)]
     addresses: Vec<IpAddr>,
     #[serde(default)]
+    hostname: String,
+    #[serde(default)]
     protocol: FileProtocol,
     waypoint: Option<FileGateway>,
     #[serde(default)]
@@ -346,6 +348,7 @@ impl FileWorkload {
                 .into_iter()
                 .map(|a| ip_bytes(a).into())
                 .collect(),
+            hostname: self.hostname,
             tunnel_protocol: match self.protocol {
                 FileProtocol::None => wire::TunnelProtocol::None,
                 FileProtocol::Hbone => wire::TunnelProtocol::Hbone,

@@ -103,7 +103,7 @@ fn a_service_entry_becomes_a_service_of_its_host_with_its_endpoints_outside_the_
 }
 
 #[test]
-fn a_selected_pod_backs_the_entry_and_what_ztunnel_cannot_do_is_said_not_applied() {
+fn a_selected_pod_backs_the_entry_dns_hosts_are_left_to_ztunnel_and_none_is_said_not_applied() {
     let c = compile(&format!("{}\n---\n{ENTRIES}", shop()));
     let fixed = c
         .service("shop/db.internal.example")
@@ -115,18 +115,22 @@ fn a_selected_pod_backs_the_entry_and_what_ztunnel_cannot_do_is_said_not_applied
         "{:?}",
         pod.services.keys()
     );
-    for (entry, host, says) in [
-        (
-            "by-dns",
-            "httpbin.example",
-            "ztunnel does not resolve host names yet",
-        ),
-        ("none", "legacy.example", "resolution NONE"),
-    ] {
-        assert!(c.service(&format!("shop/{host}")).is_none(), "{entry}");
-        let notes = c.status[&format!("ServiceEntry shop/{entry}")].join("\n");
-        assert!(notes.contains(says), "{entry}: {notes}");
-    }
+    // Resolution DNS without endpoints: the host itself, for ztunnel to resolve.
+    assert!(c.service("shop/httpbin.example").is_some());
+    let by_name = c
+        .workload("Kubernetes/networking.istio.io/ServiceEntry/shop/by-dns/httpbin.example")
+        .expect("a host-name workload");
+    assert_eq!(by_name.hostname, "httpbin.example");
+    assert!(by_name.addresses.is_empty());
+    assert!(
+        !c.status.contains_key("ServiceEntry shop/by-dns"),
+        "{:?}",
+        c.status
+    );
+    // Resolution NONE: nothing for ztunnel, said so.
+    assert!(c.service("shop/legacy.example").is_none());
+    let notes = c.status["ServiceEntry shop/none"].join("\n");
+    assert!(notes.contains("resolution NONE"), "{notes}");
 }
 
 #[test]
