@@ -339,6 +339,12 @@ pub struct GatewaySpec {
     /// Listeners (`{name: mesh, port: 15008, protocol: HBONE}`).
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// Addresses asked for (read; a waypoint's address is its Service's VIP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<serde_json::Value>,
+    /// Labels and annotations for what the Gateway deploys (read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<serde_json::Value>,
 }
 
 /// A gateway listener.
@@ -354,6 +360,12 @@ pub struct Listener {
     /// Which namespaces may use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_routes: Option<AllowedRoutes>,
+    /// TLS settings (read; HBONE is mutual TLS with the mesh's certificates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_json::Value>,
+    /// Host name (read; a waypoint serves every host bound to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 /// `allowedRoutes`.
@@ -363,6 +375,9 @@ pub struct AllowedRoutes {
     /// `namespaces.from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<RouteNamespaces>,
+    /// Route kinds allowed (read; a waypoint takes HTTPRoutes and GRPCRoutes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<serde_json::Value>,
 }
 
 /// `allowedRoutes.namespaces`.

@@ -490,6 +490,19 @@ fn compile<R: AsResource>(
     let peer = peer::PeerPolicies::new(&index, &mut out);
     authz::policies(&index, &mut out, &wanted);
     routes::tables(&index, &mut out, &wanted);
+    for gateway in index.gateways.values() {
+        let unenforced = gateway.spec.without_effect();
+        if wanted(gateway.metadata.namespace()) && !unenforced.is_empty() {
+            out.report(
+                format!(
+                    "Gateway {}/{}",
+                    gateway.metadata.namespace(),
+                    gateway.metadata.name
+                ),
+                format!("accepted without effect: {}", unenforced.join(", ")),
+            );
+        }
+    }
     for (kind, workload) in &index.workloads {
         let unenforced = workload.spec.without_effect();
         if wanted(workload.metadata.namespace()) && !unenforced.is_empty() {

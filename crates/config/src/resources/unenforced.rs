@@ -1,10 +1,49 @@
 //! What users write that the lab reads and does not act on: the pod and container
-//! fields kept as written ([`PodSpecExtras`], [`ContainerExtras`]) and the Service
-//! settings without effect — each named by `without_effect`, for one note per object.
+//! fields kept as written ([`PodSpecExtras`], [`ContainerExtras`]), the Service settings
+//! and waypoint Gateway fields without effect — each named by `without_effect`, for one
+//! note per object.
 
 use serde::{Deserialize, Serialize};
 
-use super::{PodSpec, ServiceSpec};
+use super::{GatewaySpec, PodSpec, ServiceSpec};
+
+impl GatewaySpec {
+    /// What of a waypoint Gateway's spec is read without effect, one phrase each.
+    pub fn without_effect(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.addresses.is_empty() {
+            out.push("spec.addresses (a waypoint's address is its Service's VIP)".to_owned());
+        }
+        if self.infrastructure.is_some() {
+            out.push(
+                "spec.infrastructure (the waypoint's pod and Service get the controller's labels)"
+                    .to_owned(),
+            );
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.tls.is_some() {
+                out.push(format!(
+                    "spec.listeners[{i}].tls (HBONE is mutual TLS with the mesh's certificates)"
+                ));
+            }
+            if listener.hostname.is_some() {
+                out.push(format!(
+                    "spec.listeners[{i}].hostname (a waypoint serves every host bound to it)"
+                ));
+            }
+            if listener
+                .allowed_routes
+                .as_ref()
+                .is_some_and(|r| !r.kinds.is_empty())
+            {
+                out.push(format!(
+                    "spec.listeners[{i}].allowedRoutes.kinds (a waypoint takes HTTPRoutes and GRPCRoutes)"
+                ));
+            }
+        }
+        out
+    }
+}
 
 /// Pod spec fields read and not acted on in the lab.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -238,3 +238,35 @@ spec:
         assert!(e.message.contains(message), "{message}: {e}");
     }
 }
+
+#[test]
+fn a_waypoint_gateways_tls_hostname_addresses_and_route_kinds_are_read_and_named() {
+    let text = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  addresses: [{type: IPAddress, value: 10.96.0.50}]
+  listeners:
+    - name: mesh
+      port: 15008
+      protocol: HBONE
+      tls: {mode: Terminate}
+      allowedRoutes: {namespaces: {from: All}, kinds: [{kind: HTTPRoute}]}
+";
+    let resources = parse_documents(text, "gw.yaml").unwrap();
+    let Resource::Gateway(gateway) = &resources[0] else {
+        panic!("{resources:?}")
+    };
+    let notes = gateway.spec.without_effect().join("; ");
+    for field in [
+        "spec.addresses",
+        "spec.listeners[0].tls",
+        "spec.listeners[0].allowedRoutes.kinds",
+    ] {
+        assert!(notes.contains(field), "{field}: {notes}");
+    }
+    // A typo is still refused.
+    let e = error(&text.replace("allowedRoutes", "allowedRoute"));
+    assert!(e.message.contains("allowedRoute"), "{e}");
+}
