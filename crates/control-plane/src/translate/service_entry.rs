@@ -16,6 +16,9 @@
 //! - with `workloadSelector`, the pods of the entry's namespace it selects (their HBONE
 //!   if they are in the mesh), through [`for_pod`].
 //!
+//! An entry labelled `istio.io/use-waypoint` is not bound to the waypoint yet: a note
+//! says so (its traffic goes straight to its endpoints).
+//!
 //! What ztunnel cannot act on is said in a note on the entry and nothing is made of it,
 //! so clients keep what they had without it: resolution NONE (connections pass through
 //! to the address dialled), STATIC without endpoints, wildcard hosts; CIDR `addresses`
@@ -70,6 +73,15 @@ pub(super) fn translate(index: &Index<'_>, out: &mut Compiled) -> Translated {
             .iter()
             .filter_map(|e| Some((e, e.address.parse::<IpAddr>().ok()?)))
             .collect();
+        if entry.metadata.labels.contains_key(k8s::USE_WAYPOINT) {
+            out.report(
+                object.clone(),
+                format!(
+                    "{}: a ServiceEntry is not bound to a waypoint yet; its traffic goes from ztunnel straight to its endpoints, and L7 policy of the waypoint does not apply to it",
+                    k8s::USE_WAYPOINT
+                ),
+            );
+        }
         if !applied(entry) {
             let why = if spec.resolution() == "NONE" {
                 "resolution NONE: nothing for ztunnel to route — connections pass through to the address the client dialled, as without the entry"

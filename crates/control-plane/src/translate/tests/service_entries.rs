@@ -36,7 +36,7 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {name: none, namespace: shop}
+metadata: {name: none, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
 spec:
   hosts: [legacy.example]
   ports: [{number: 80, name: http}]
@@ -131,6 +131,7 @@ fn a_selected_pod_backs_the_entry_dns_hosts_are_left_to_ztunnel_and_none_is_said
     assert!(c.service("shop/legacy.example").is_none());
     let notes = c.status["ServiceEntry shop/none"].join("\n");
     assert!(notes.contains("resolution NONE"), "{notes}");
+    assert!(notes.contains("not bound to a waypoint yet"), "{notes}");
 }
 
 #[test]
