@@ -9,6 +9,18 @@ use test_support::root_or_skip;
 
 use super::{Lab, mesh, text};
 
+/// Asserts that `node`'s ztunnel counted a TCP connection with all of `labels`.
+fn assert_tcp_opened(lab: &Lab, node: &str, labels: &[&str]) {
+    let (_, metrics) = super::node_get(lab, node, "http://127.0.0.1:15020/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total")
+                && labels.iter().all(|label| l.contains(label))),
+        "{labels:?} on {node}: {metrics}"
+    );
+}
+
 const STRICT: &str = "apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: strict, namespace: shop}
@@ -41,15 +53,14 @@ fn a_pod_outside_the_mesh_reaches_an_ambient_pod_by_its_service_vip_in_plaintext
         );
     }
     // It came in through the server's ztunnel as plaintext (its inbound listener 15006).
-    let (_, metrics) = super::node_get(&lab, "node-2", "http://127.0.0.1:15020/metrics");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("istio_tcp_connections_opened_total")
-                && l.contains("destination_workload=\"server\"")
-                && l.contains("reporter=\"destination\"")
-                && l.contains("connection_security_policy=\"none\"")),
-        "{metrics}"
+    assert_tcp_opened(
+        &lab,
+        "node-2",
+        &[
+            "destination_workload=\"server\"",
+            "reporter=\"destination\"",
+            "connection_security_policy=\"none\"",
+        ],
     );
 
     // STRICT, applied with --wait: once it returns every proxy holds it, so the very
@@ -165,15 +176,14 @@ spec:
         answer["local"].as_str().unwrap().ends_with(":8080"),
         "the targetPort: {body}"
     );
-    let (_, metrics) = super::node_get(&lab, "node-1", "http://127.0.0.1:15020/metrics");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("istio_tcp_connections_opened_total")
-                && l.contains("reporter=\"source\"")
-                && l.contains("destination_service=\"api.outside.example\"")
-                && l.contains("connection_security_policy=\"none\"")),
-        "{metrics}"
+    assert_tcp_opened(
+        &lab,
+        "node-1",
+        &[
+            "reporter=\"source\"",
+            "destination_service=\"api.outside.example\"",
+            "connection_security_policy=\"none\"",
+        ],
     );
     // Resolution DNS: ztunnel resolves the endpoint's name from its node (the lab's
     // hosts file there: the outsider's Service VIP) and connects to it in plaintext.
