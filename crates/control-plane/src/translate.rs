@@ -173,6 +173,9 @@ pub(crate) struct Index<'a> {
     pub(crate) peer_authentications: Vec<&'a k8s::PeerAuthentication>,
     /// ServiceEntries.
     pub(crate) service_entries: Vec<&'a k8s::ServiceEntry>,
+    /// Kinds stored and not enforced yet (VirtualService, DestinationRule,
+    /// RequestAuthentication): only their notes.
+    pub(crate) unenforced: Vec<(config::Kind, &'a k8s::Opaque)>,
     /// Workload controllers (only their notes: the mesh sees the pods they make).
     pub(crate) workloads: Vec<(config::Kind, &'a k8s::Workload)>,
     /// Services by namespace (pods are only selected by services of their namespace).
@@ -195,6 +198,7 @@ impl<'a> Index<'a> {
             peer_authentications: Vec::new(),
             workloads: Vec::new(),
             service_entries: Vec::new(),
+            unenforced: Vec::new(),
             services_by_namespace: BTreeMap::new(),
             selector_policies: BTreeMap::new(),
         };
@@ -232,7 +236,8 @@ impl<'a> Index<'a> {
                 Resource::GrpcRoute(r) => index.grpc_routes.push(r),
                 Resource::Workload(kind, w) => index.workloads.push((*kind, w)),
                 Resource::ServiceEntry(e) => index.service_entries.push(e),
-                Resource::Node(_) | Resource::ServiceAccount(_) | Resource::Opaque(..) => {}
+                Resource::Opaque(kind, o) => index.unenforced.push((*kind, o)),
+                Resource::Node(_) | Resource::ServiceAccount(_) => {}
             }
         }
         index
@@ -358,11 +363,11 @@ pub fn affected_namespaces<'a, R: AsResource>(
             | Kind::Job => {
                 namespaces.insert(key.namespace.clone());
             }
-            Kind::Node
-            | Kind::ServiceAccount
-            | Kind::RequestAuthentication
-            | Kind::VirtualService
-            | Kind::DestinationRule => {}
+            // Only their notes change.
+            Kind::RequestAuthentication | Kind::VirtualService | Kind::DestinationRule => {
+                namespaces.insert(key.namespace.clone());
+            }
+            Kind::Node | Kind::ServiceAccount => {}
             // Its hosts are visible in every namespace, and its VIPs are allocated
             // among all entries: everything is compiled again.
             Kind::ServiceEntry => return None,
@@ -490,6 +495,27 @@ fn compile<R: AsResource>(
     let peer = peer::PeerPolicies::new(&index, &mut out);
     authz::policies(&index, &mut out, &wanted);
     routes::tables(&index, &mut out, &wanted);
+    for (kind, object) in &index.unenforced {
+        if !wanted(object.metadata.namespace()) {
+            continue;
+        }
+        let why = match kind {
+            config::Kind::RequestAuthentication => {
+                "accepted, not enforced yet: JWT validation is not implemented, so no request is authenticated by it (AuthorizationPolicy rules on requestPrincipals are handled as their own notes say)"
+            }
+            _ => {
+                "accepted, not enforced yet: Istio's traffic management (VirtualService, DestinationRule) is not implemented; nothing routes by it — route with HTTPRoute or GRPCRoute through a waypoint"
+            }
+        };
+        out.report(
+            format!(
+                "{kind} {}/{}",
+                object.metadata.namespace(),
+                object.metadata.name
+            ),
+            why.to_owned(),
+        );
+    }
     for gateway in index.gateways.values() {
         let unenforced = gateway.spec.without_effect();
         if wanted(gateway.metadata.namespace()) && !unenforced.is_empty() {
