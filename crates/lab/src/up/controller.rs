@@ -42,35 +42,40 @@ const PERIOD: Duration = Duration::from_millis(500);
 /// the waypoints run.
 pub async fn run(name: &str, binary: PathBuf, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
-    // The Service rules last installed (none yet: the first pass installs them).
-    let mut installed = None;
+    let mut memory = Memory::default();
     loop {
         tokio::select! {
             () = &mut stop => return,
             () = tokio::time::sleep(PERIOD) => {}
         }
-        if let Err(error) = reconcile(name, &binary, &mut installed).await {
+        if let Err(error) = reconcile(name, &binary, &mut memory).await {
             tracing::warn!(%error, "lab controller: will try again");
         }
     }
 }
 
-/// One pass: the Service rules (when they changed since `installed`), then stop pods
+/// What the controller keeps between passes.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The Service rules last installed (none yet: the first pass installs them).
+    installed: Option<Vec<String>>,
+    /// Pod namespaces seen captured: capture stays until the pod goes, so each is
+    /// checked (an `iptables` run) only until it is.
+    captured: std::collections::BTreeSet<String>,
+}
+
+/// One pass: the Service rules (when they changed since the last pass), then stop pods
 /// whose object is gone, then the workload controllers, then the waypoints.
-async fn reconcile(
-    name: &str,
-    binary: &Path,
-    installed: &mut Option<Vec<String>>,
-) -> Result<(), LabError> {
+async fn reconcile(name: &str, binary: &Path, memory: &mut Memory) -> Result<(), LabError> {
     let mut state = LabState::load(name)?;
     let Some(objects) = super::status::control_plane_objects(&state).await else {
         return Ok(());
     };
     let rules = kube_proxy::rules(&objects);
-    if installed.as_ref() != Some(&rules) {
+    if memory.installed.as_ref() != Some(&rules) {
         kube_proxy::install(&Namespace::existing(&state.router), &rules)?;
         tracing::info!(rules = rules.len(), "lab controller: Service rules updated");
-        *installed = Some(rules);
+        memory.installed = Some(rules);
     }
     let held: Vec<String> = objects
         .iter()
@@ -89,7 +94,10 @@ async fn reconcile(
         tracing::info!(pod = %key, "controller: its Pod was deleted; stopping it");
         stop_pod(&mut state, &key).await?;
     }
-    workloads(&mut state, binary, &objects).await?;
+    memory
+        .captured
+        .retain(|ns| state.pods.values().any(|(pod_ns, _, _)| pod_ns == ns));
+    workloads(&mut state, binary, &objects, &mut memory.captured).await?;
     waypoints(&mut state, binary, &objects).await
 }
 
@@ -99,6 +107,7 @@ async fn workloads(
     state: &mut LabState,
     binary: &Path,
     objects: &[Resource],
+    captured: &mut std::collections::BTreeSet<String>,
 ) -> Result<(), LabError> {
     let nodes: Vec<String> = state.nodes.keys().cloned().collect();
     let pods: Vec<&k8s::Pod> = objects
@@ -137,7 +146,7 @@ async fn workloads(
             })
             .map(|pod| workloads::Owned {
                 pod,
-                ready: ready(state, pod, objects),
+                ready: ready(state, pod, objects, captured),
             })
             .collect();
         let changes = workloads::reconcile(*kind, workload, &nodes, &owned);
@@ -162,7 +171,12 @@ async fn workloads(
 }
 
 /// Whether `pod` runs: in the lab, its processes alive, and captured if it is enrolled.
-fn ready(state: &LabState, pod: &k8s::Pod, objects: &[Resource]) -> bool {
+fn ready(
+    state: &LabState,
+    pod: &k8s::Pod,
+    objects: &[Resource],
+    captured: &mut std::collections::BTreeSet<String>,
+) -> bool {
     let key = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
     let Some((pod_ns, _, _)) = state.pods.get(&key) else {
         return false;
@@ -180,7 +194,17 @@ fn ready(state: &LabState, pod: &k8s::Pod, objects: &[Resource]) -> bool {
         _ => None,
     });
     let enrolled = control_plane::translate::enrolled(pod, ns_labels);
-    alive && (!enrolled || netns::capture::is_installed(&Namespace::existing(pod_ns)))
+    if !alive {
+        return false;
+    }
+    if !enrolled || captured.contains(pod_ns) {
+        return true;
+    }
+    let now = netns::capture::is_installed(&Namespace::existing(pod_ns));
+    if now {
+        captured.insert(pod_ns.clone());
+    }
+    now
 }
 
 /// Waypoint Gateways without a pod get one; waypoint pods whose Gateway is gone go.
