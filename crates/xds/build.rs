@@ -37,6 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".istio.security.Address.address",
             "#[serde(serialize_with = \"crate::json::ip\")]",
         )
+        .field_attribute(
+            ".bowline.l7.v1.DirectResponse.body",
+            "#[serde(serialize_with = \"crate::json::lossy\")]",
+        )
         .field_attribute(".istio.workload.Extension.config", "#[serde(skip)]");
     tonic_prost_build::configure()
         .build_client(true)

@@ -40,7 +40,7 @@ use crate::app::Shared;
 use crate::inbound::Tunnel;
 use crate::metrics::RequestLabels;
 use crate::policies::PolicyStore;
-use crate::routes::{self, Action, Backend, PathRewrite, RequestView};
+use crate::routes::{self, Action, Attempt, Backend, PathRewrite, RequestView};
 use crate::upstream::{self, Endpoint, Io, RouteError, SendError, Version};
 use mirror::mirror;
 use route::{forward, redirected, route, shape};
@@ -217,16 +217,30 @@ async fn handle(
         Ok(route) => route,
         Err(refusal) => return local(shared, exchange, &refusal),
     };
-    if let Some(action) = &route.action
-        && let Some(redirect) = &action.redirect
-    {
-        return redirected(
-            shared,
-            exchange,
-            &req,
-            redirect,
-            route.matched_prefix.as_deref(),
-        );
+    let matched_prefix = route
+        .matched_prefix
+        .as_ref()
+        .map(|(p, plain)| (p.as_str(), *plain));
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if let Some(action) = &route.action {
+        if let Some(cors) = &action.cors {
+            exchange = match answer::preflight(shared, exchange, cors, &req) {
+                Ok(exchange) => exchange,
+                Err(answered) => return answered,
+            };
+        }
+        if let Some(fault) = &action.fault {
+            exchange = match answer::inject(shared, exchange, fault).await {
+                Ok(exchange) => exchange,
+                Err(aborted) => return aborted,
+            };
+        }
+        if let Some(redirect) = &action.redirect {
+            return redirected(shared, exchange, &req, redirect, matched_prefix);
+        }
+        if let Some((status, body)) = &action.direct_response {
+            return answer::direct(shared, exchange, *status, body);
+        }
     }
     let Some(endpoint) = route.endpoint.clone() else {
         return local(shared, exchange, &Refusal::NoRoute("no endpoint".into()));
@@ -251,12 +265,7 @@ async fn handle(
     let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let mut request = prepare(req, &exchange, version, upgrade.is_some());
     if let Some(action) = &route.action {
-        shape(
-            &mut request,
-            action,
-            route.backend.as_ref(),
-            route.matched_prefix.as_deref(),
-        );
+        shape(&mut request, action, route.backend.as_ref(), matched_prefix);
         mirror(shared, tunnel, &snap, action, &mut request, version);
     }
     let forwarded = forward(
@@ -280,6 +289,9 @@ async fn handle(
         action.response_headers.apply(response.headers_mut());
         if let Some(backend) = &route.backend {
             backend.response_headers.apply(response.headers_mut());
+        }
+        if let Some(cors) = &action.cors {
+            answer::cors_headers(cors, origin.as_ref(), response.headers_mut());
         }
     }
     if let Some(downstream) = upgrade
@@ -740,6 +752,7 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
     );
 }
 
+mod answer;
 mod mirror;
 mod route;
 #[cfg(test)]

@@ -1,11 +1,16 @@
 //! HTTP routes: the validated form of `bowline.l7.v1.RouteTable` and how a request finds
 //! its entry. Entries come in precedence order from the control plane (Gateway API rules:
 //! exact path, then longest prefix, then method, then most headers, then most query
-//! parameters, then the oldest route); the first whose match holds decides. Path prefixes
-//! match whole segments (`/api` matches `/api`, `/api/` and `/api/v1`, not `/apis`).
-//! Backends are picked by weight.
+//! parameters, then the oldest route; a VirtualService's in the order written); the first
+//! whose match holds decides. Gateway API path prefixes match whole segments (`/api`
+//! matches `/api`, `/api/` and `/api/v1`, not `/apis`), a VirtualService's `uri.prefix` is
+//! a plain string prefix. Beside paths, headers, query parameters and the method, a match
+//! can ask for the authority, the destination port, headers that must not match, the
+//! source workload (a VirtualService's `sourceLabels`, compiled to workload uids) and the
+//! source namespace. Backends are picked by weight; a backend can be a DestinationRule
+//! subset (the workloads that serve it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +45,12 @@ pub struct Matcher {
     headers: Vec<(HeaderName, ValueMatch)>,
     query: Vec<(String, ValueMatch)>,
     method: Option<http::Method>,
+    method_pattern: Option<ValueMatch>,
+    authority: Option<ValueMatch>,
+    port: Option<u16>,
+    without_headers: Vec<(HeaderName, ValueMatch)>,
+    source_workloads: Option<HashSet<String>>,
+    source_namespace: Option<String>,
 }
 
 #[derive(Debug)]
@@ -48,12 +59,20 @@ enum PathMatch {
     Prefix(String),
     Exact(String),
     Regex(Regex),
+    /// Plain string prefix.
+    StringPrefix(String),
+    /// Exact, ignoring ASCII case.
+    ExactNoCase(String),
+    /// Plain string prefix, ignoring ASCII case.
+    StringPrefixNoCase(String),
 }
 
 #[derive(Debug)]
 enum ValueMatch {
     Exact(String),
     Regex(Regex),
+    Prefix(String),
+    Present,
 }
 
 impl ValueMatch {
@@ -61,6 +80,8 @@ impl ValueMatch {
         match self {
             Self::Exact(v) => v == value,
             Self::Regex(r) => r.is_match(value),
+            Self::Prefix(p) => value.starts_with(p.as_str()),
+            Self::Present => true,
         }
     }
 }
@@ -89,12 +110,14 @@ impl HeaderModifier {
 }
 
 /// A path change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum PathRewrite {
     /// Replace the whole path.
     Full(String),
     /// Replace the prefix the rule matched.
     Prefix(String),
+    /// Substitute every match of the pattern.
+    Regex(Regex, String),
 }
 
 /// An answer the waypoint gives itself.
@@ -119,10 +142,32 @@ pub struct BackendRef {
     pub namespace: String,
     /// Service name.
     pub name: String,
-    /// Service port.
+    /// Service port (0: the request's own destination port).
     pub port: u16,
     /// `namespace/hostname`, the service's key in the mesh state.
     pub key: String,
+    /// Only these workloads serve it (a DestinationRule subset).
+    pub subset: Option<Arc<Subset>>,
+}
+
+/// A DestinationRule subset, as the control plane resolved it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Subset {
+    /// Its name.
+    pub name: String,
+    /// The uids of the workloads in it.
+    pub uids: HashSet<String>,
+}
+
+impl BackendRef {
+    /// The service port to use for a request to `original_port`.
+    pub fn port_for(&self, original_port: u16) -> u16 {
+        if self.port == 0 {
+            original_port
+        } else {
+            self.port
+        }
+    }
 }
 
 /// A weighted backend.
@@ -143,10 +188,130 @@ pub struct Backend {
 pub struct Retry {
     /// Extra attempts after the first.
     pub attempts: u32,
-    /// Response statuses retried (connect failures always are).
+    /// Response statuses retried (with [`RetryOn::StatusCodes`]).
     pub codes: Vec<u16>,
     /// Wait between attempts.
     pub backoff: Duration,
+    /// What is retried.
+    pub on: Vec<RetryOn>,
+}
+
+/// A retry condition (Envoy's `retry_on`, as a VirtualService writes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// Any 5xx, reset, connect failure or refused stream.
+    ServerError,
+    /// 502, 503, 504.
+    GatewayError,
+    /// Reset before a response.
+    Reset,
+    /// The endpoint could not be reached.
+    ConnectFailure,
+    /// An HTTP/2 stream the endpoint refused.
+    RefusedStream,
+    /// 409.
+    Retriable4xx,
+    /// The listed statuses.
+    StatusCodes,
+    /// gRPC status 14.
+    GrpcUnavailable,
+    /// gRPC status 1.
+    GrpcCancelled,
+    /// gRPC status 4.
+    GrpcDeadlineExceeded,
+    /// gRPC status 8.
+    GrpcResourceExhausted,
+}
+
+/// What an attempt came to, for the retry decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// A response with this status and `grpc-status` header, if any.
+    Response(u16, Option<u32>),
+    /// No connection.
+    ConnectFailed,
+    /// Reset (or refused) before a response.
+    Reset,
+    /// The attempt's timeout.
+    Timeout,
+}
+
+impl Retry {
+    /// Whether `attempt` calls for another.
+    pub fn retries(&self, attempt: Attempt) -> bool {
+        let on = |c: RetryOn| self.on.contains(&c);
+        match attempt {
+            Attempt::Response(status, grpc) => {
+                let by_grpc = grpc.is_some_and(|g| {
+                    (g == 14 && on(RetryOn::GrpcUnavailable))
+                        || (g == 1 && on(RetryOn::GrpcCancelled))
+                        || (g == 4 && on(RetryOn::GrpcDeadlineExceeded))
+                        || (g == 8 && on(RetryOn::GrpcResourceExhausted))
+                });
+                by_grpc
+                    || (self.on.is_empty() || on(RetryOn::StatusCodes))
+                        && self.codes.contains(&status)
+                    || (status >= 500 && on(RetryOn::ServerError))
+                    || (matches!(status, 502..=504) && on(RetryOn::GatewayError))
+                    || (status == 409 && on(RetryOn::Retriable4xx))
+            }
+            Attempt::ConnectFailed => {
+                self.on.is_empty()
+                    || on(RetryOn::ConnectFailure)
+                    || on(RetryOn::ServerError)
+                    || on(RetryOn::GatewayError)
+            }
+            Attempt::Reset => {
+                on(RetryOn::Reset)
+                    || on(RetryOn::RefusedStream)
+                    || on(RetryOn::ServerError)
+                    || on(RetryOn::GatewayError)
+            }
+            // A per-try timeout is retried, as Envoy does.
+            Attempt::Timeout => true,
+        }
+    }
+}
+
+/// Injected faults.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Delay, and the share delayed (millionths).
+    pub delay: Option<(Duration, u32)>,
+    /// Abort, and the share aborted (millionths).
+    pub abort: Option<(Abort, u32)>,
+}
+
+/// How an injected abort answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// With this HTTP status.
+    Http(http::StatusCode),
+    /// With this gRPC status (HTTP 200, `grpc-status` in the head).
+    Grpc(u32),
+}
+
+/// CORS.
+#[derive(Debug)]
+pub struct Cors {
+    allow_origins: Vec<ValueMatch>,
+    /// `Access-Control-Allow-Methods`.
+    pub allow_methods: Option<HeaderValue>,
+    /// `Access-Control-Allow-Headers`.
+    pub allow_headers: Option<HeaderValue>,
+    /// `Access-Control-Expose-Headers`.
+    pub expose_headers: Option<HeaderValue>,
+    /// `Access-Control-Max-Age`.
+    pub max_age: Option<HeaderValue>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub allow_credentials: bool,
+}
+
+impl Cors {
+    /// Whether requests from `origin` are allowed.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allow_origins.iter().any(|m| m.matches(origin))
+    }
 }
 
 /// What a rule does.
@@ -160,7 +325,7 @@ pub struct Action {
     pub redirect: Option<Redirect>,
     /// Host and path changes before forwarding.
     pub rewrite: Option<(Option<String>, Option<PathRewrite>)>,
-    /// Copies sent, responses ignored: (where, percent).
+    /// Copies sent, responses ignored: (where, share in millionths).
     pub mirrors: Vec<(BackendRef, u32)>,
     /// Weighted backends.
     pub backends: Vec<Backend>,
@@ -170,6 +335,12 @@ pub struct Action {
     pub backend_timeout: Option<Duration>,
     /// Retries.
     pub retry: Option<Retry>,
+    /// Answer with this status and body instead of calling a backend.
+    pub direct_response: Option<(http::StatusCode, bytes::Bytes)>,
+    /// Injected delay and abort.
+    pub fault: Option<Fault>,
+    /// CORS.
+    pub cors: Option<Cors>,
 }
 
 impl Action {
@@ -203,6 +374,14 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     /// The headers.
     pub headers: &'a HeaderMap,
+    /// `:authority` or `Host`, as sent.
+    pub authority: Option<&'a str>,
+    /// The original destination port.
+    pub port: u16,
+    /// The source workload's uid, when the waypoint knows it.
+    pub source_uid: Option<&'a str>,
+    /// The source identity's namespace.
+    pub source_namespace: &'a str,
 }
 
 impl Table {
@@ -214,6 +393,10 @@ impl Table {
 
 impl Matcher {
     fn matches(&self, r: &RequestView<'_>) -> bool {
+        let starts_no_case = |p: &str| {
+            r.path.len() >= p.len()
+                && r.path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+        };
         let path = match &self.path {
             PathMatch::Exact(p) => r.path == p,
             PathMatch::Prefix(p) => {
@@ -221,24 +404,49 @@ impl Matcher {
                     && matches!(r.path.as_bytes().get(p.len()), None | Some(b'/'))
             }
             PathMatch::Regex(re) => re.is_match(r.path),
+            PathMatch::StringPrefix(p) => r.path.starts_with(p.as_str()),
+            PathMatch::ExactNoCase(p) => r.path.eq_ignore_ascii_case(p),
+            PathMatch::StringPrefixNoCase(p) => starts_no_case(p),
+        };
+        let header = |name: &HeaderName, m: &ValueMatch| {
+            r.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| m.matches(v))
         };
         path && self.method.as_ref().is_none_or(|m| m == r.method)
-            && self.headers.iter().all(|(name, m)| {
-                r.headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| m.matches(v))
-            })
+            && self
+                .method_pattern
+                .as_ref()
+                .is_none_or(|m| m.matches(r.method.as_str()))
+            && self.port.is_none_or(|p| p == r.port)
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|m| r.authority.is_some_and(|a| m.matches(a)))
+            && self.headers.iter().all(|(name, m)| header(name, m))
+            && !self.without_headers.iter().any(|(name, m)| header(name, m))
             && self
                 .query
                 .iter()
                 .all(|(name, m)| query_value(r.query, name).is_some_and(|v| m.matches(v)))
+            && self
+                .source_workloads
+                .as_ref()
+                .is_none_or(|uids| r.source_uid.is_some_and(|u| uids.contains(u)))
+            && self
+                .source_namespace
+                .as_ref()
+                .is_none_or(|ns| ns == r.source_namespace)
     }
 
-    /// The prefix this match took off the path (for prefix rewrites).
-    pub fn matched_prefix(&self) -> Option<&str> {
+    /// The prefix this match took off the path (for prefix rewrites), and whether it is a
+    /// plain string prefix (else whole segments). An exact or regex match took the whole
+    /// path.
+    pub fn matched_prefix(&self) -> Option<(&str, bool)> {
         match &self.path {
-            PathMatch::Prefix(p) => Some(p),
+            PathMatch::Prefix(p) => Some((p, false)),
+            PathMatch::StringPrefix(p) | PathMatch::StringPrefixNoCase(p) => Some((p, true)),
             _ => None,
         }
     }
@@ -250,6 +458,13 @@ fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v)
     })
+}
+
+/// `path` with its first `prefix.len()` bytes (the matched string prefix) replaced by
+/// `with`, as a VirtualService rewrites.
+pub fn replace_string_prefix(path: &str, prefix: &str, with: &str) -> String {
+    let rest = path.get(prefix.len()..).unwrap_or("");
+    format!("{with}{rest}")
 }
 
 /// `path` with `prefix` (matched) replaced by `with`, on segment boundaries.
@@ -332,31 +547,52 @@ fn value_match(m: &wire::ValueMatch, field: &str) -> Result<ValueMatch, Invalid>
     match wire::value_match::Kind::try_from(m.kind) {
         Ok(wire::value_match::Kind::Exact) => Ok(ValueMatch::Exact(m.value.clone())),
         Ok(wire::value_match::Kind::Regex) => Ok(ValueMatch::Regex(regex(&m.value, field)?)),
+        Ok(wire::value_match::Kind::Prefix) => Ok(ValueMatch::Prefix(m.value.clone())),
+        Ok(wire::value_match::Kind::Present) => Ok(ValueMatch::Present),
         Err(_) => Err((format!("{field}.kind"), format!("unknown value {}", m.kind))),
     }
 }
 
-fn matcher(m: wire::RouteMatch) -> Result<Matcher, Invalid> {
-    let path = m.path.unwrap_or_default();
-    let path = match wire::path_match::Kind::try_from(path.kind) {
-        Ok(wire::path_match::Kind::Prefix) => {
-            PathMatch::Prefix(path.value.trim_end_matches('/').to_owned())
-        }
-        Ok(wire::path_match::Kind::Exact) => PathMatch::Exact(path.value),
-        Ok(wire::path_match::Kind::Regex) => PathMatch::Regex(regex(&path.value, "path.value")?),
-        Err(_) => return Err(("path.kind".into(), format!("unknown value {}", path.kind))),
-    };
-    let headers = m
-        .headers
-        .iter()
+fn header_matches(
+    list: &[wire::ValueMatch],
+    field: &str,
+) -> Result<Vec<(HeaderName, ValueMatch)>, Invalid> {
+    list.iter()
         .enumerate()
         .map(|(i, h)| {
-            let field = format!("headers[{i}]");
+            let field = format!("{field}[{i}]");
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|e| (format!("{field}.name"), e.to_string()))?;
             Ok((name, value_match(h, &field)?))
         })
-        .collect::<Result<_, Invalid>>()?;
+        .collect()
+}
+
+fn matcher(m: wire::RouteMatch) -> Result<Matcher, Invalid> {
+    let path = m.path.unwrap_or_default();
+    let no_case = path.ignore_case;
+    let path = match wire::path_match::Kind::try_from(path.kind) {
+        Ok(wire::path_match::Kind::Prefix) => {
+            PathMatch::Prefix(path.value.trim_end_matches('/').to_owned())
+        }
+        Ok(wire::path_match::Kind::Exact) if no_case => PathMatch::ExactNoCase(path.value),
+        Ok(wire::path_match::Kind::Exact) => PathMatch::Exact(path.value),
+        Ok(wire::path_match::Kind::StringPrefix) if no_case => {
+            PathMatch::StringPrefixNoCase(path.value)
+        }
+        Ok(wire::path_match::Kind::StringPrefix) => PathMatch::StringPrefix(path.value),
+        Ok(wire::path_match::Kind::Regex) => PathMatch::Regex(regex(
+            &if no_case {
+                format!("(?i){}", path.value)
+            } else {
+                path.value
+            },
+            "path.value",
+        )?),
+        Err(_) => return Err(("path.kind".into(), format!("unknown value {}", path.kind))),
+    };
+    let headers = header_matches(&m.headers, "headers")?;
+    let without_headers = header_matches(&m.without_headers, "without_headers")?;
     let query = m
         .query_params
         .iter()
@@ -376,11 +612,31 @@ fn matcher(m: wire::RouteMatch) -> Result<Matcher, Invalid> {
                 .map_err(|e| ("method".to_owned(), e.to_string()))?,
         )
     };
+    let method_pattern = m
+        .method_pattern
+        .as_ref()
+        .map(|p| value_match(p, "method_pattern"))
+        .transpose()?;
+    let authority = m
+        .authority
+        .as_ref()
+        .map(|a| value_match(a, "authority"))
+        .transpose()?;
+    let port = match m.port {
+        0 => None,
+        p => Some(u16::try_from(p).map_err(|_| ("port".to_owned(), format!("{p} is not a port")))?),
+    };
     Ok(Matcher {
         path,
         headers,
         query,
         method,
+        method_pattern,
+        authority,
+        port,
+        without_headers,
+        source_workloads: m.source_workloads.map(|s| s.uids.into_iter().collect()),
+        source_namespace: Some(m.source_namespace).filter(|ns| !ns.is_empty()),
     })
 }
 
@@ -417,19 +673,25 @@ fn modifier(m: Option<wire::HeaderModifier>, field: &str) -> Result<HeaderModifi
     })
 }
 
-fn path_rewrite(p: Option<wire::PathRewrite>) -> Option<PathRewrite> {
-    match p?.kind? {
-        wire::path_rewrite::Kind::FullPath(path) => Some(PathRewrite::Full(path)),
-        wire::path_rewrite::Kind::Prefix(prefix) => Some(PathRewrite::Prefix(prefix)),
-    }
+fn path_rewrite(p: Option<wire::PathRewrite>, field: &str) -> Result<Option<PathRewrite>, Invalid> {
+    let Some(kind) = p.and_then(|p| p.kind) else {
+        return Ok(None);
+    };
+    Ok(Some(match kind {
+        wire::path_rewrite::Kind::FullPath(path) => PathRewrite::Full(path),
+        wire::path_rewrite::Kind::Prefix(prefix) => PathRewrite::Prefix(prefix),
+        wire::path_rewrite::Kind::Regex(r) => PathRewrite::Regex(
+            Regex::new(&r.pattern)
+                .map_err(|e| (format!("{field}.regex.pattern"), e.to_string()))?,
+            r.substitution,
+        ),
+    }))
 }
 
 fn backend_ref(b: Option<wire::BackendRef>, field: &str) -> Result<BackendRef, Invalid> {
     let b = b.unwrap_or_default();
     let port = u16::try_from(b.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| (format!("{field}.port"), format!("{} is not a port", b.port)))?;
+        .map_err(|_| (format!("{field}.port"), format!("{} is not a port", b.port)))?;
     if b.namespace.is_empty() || b.name.is_empty() || b.hostname.is_empty() {
         return Err((
             field.to_owned(),
@@ -441,6 +703,12 @@ fn backend_ref(b: Option<wire::BackendRef>, field: &str) -> Result<BackendRef, I
         namespace: b.namespace,
         name: b.name,
         port,
+        subset: b.subset.map(|s| {
+            Arc::new(Subset {
+                name: s.name,
+                uids: s.uids.into_iter().collect(),
+            })
+        }),
     })
 }
 
@@ -473,23 +741,29 @@ fn action(a: wire::RouteAction) -> Result<Action, Invalid> {
             })?,
             scheme: r.scheme,
             hostname: r.hostname,
-            path: path_rewrite(r.path),
+            path: path_rewrite(r.path, "redirect.path")?,
         }),
     };
-    let rewrite = a.rewrite.map(|r| {
-        (
+    let rewrite = match a.rewrite {
+        None => None,
+        Some(r) => Some((
             Some(r.hostname).filter(|h| !h.is_empty()),
-            path_rewrite(r.path),
-        )
-    });
+            path_rewrite(r.path, "rewrite.path")?,
+        )),
+    };
     let mirrors = a
         .mirrors
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
+            let share = if m.per_million > 0 {
+                m.per_million.min(MILLION)
+            } else {
+                m.percent.min(100) * 10_000
+            };
             Ok((
                 backend_ref(m.backend, &format!("mirrors[{i}].backend"))?,
-                m.percent.min(100),
+                share,
             ))
         })
         .collect::<Result<_, Invalid>>()?;
@@ -515,7 +789,42 @@ fn action(a: wire::RouteAction) -> Result<Action, Invalid> {
             .filter_map(|c| u16::try_from(*c).ok())
             .collect(),
         backoff: Duration::from_millis(r.backoff_ms),
+        on: r
+            .on
+            .iter()
+            .filter_map(|c| wire::RetryOn::try_from(*c).ok())
+            .map(|c| match c {
+                wire::RetryOn::ServerError => RetryOn::ServerError,
+                wire::RetryOn::GatewayError => RetryOn::GatewayError,
+                wire::RetryOn::Reset => RetryOn::Reset,
+                wire::RetryOn::ConnectFailure => RetryOn::ConnectFailure,
+                wire::RetryOn::RefusedStream => RetryOn::RefusedStream,
+                wire::RetryOn::Retriable4xx => RetryOn::Retriable4xx,
+                wire::RetryOn::RetriableStatusCodes => RetryOn::StatusCodes,
+                wire::RetryOn::GrpcUnavailable => RetryOn::GrpcUnavailable,
+                wire::RetryOn::GrpcCancelled => RetryOn::GrpcCancelled,
+                wire::RetryOn::GrpcDeadlineExceeded => RetryOn::GrpcDeadlineExceeded,
+                wire::RetryOn::GrpcResourceExhausted => RetryOn::GrpcResourceExhausted,
+            })
+            .collect(),
     });
+    let direct_response = match a.direct_response {
+        None => None,
+        Some(d) => Some((
+            u16::try_from(d.status)
+                .ok()
+                .and_then(|s| http::StatusCode::from_u16(s).ok())
+                .ok_or_else(|| {
+                    (
+                        "direct_response.status".to_owned(),
+                        format!("{} is not an HTTP status", d.status),
+                    )
+                })?,
+            bytes::Bytes::from(d.body),
+        )),
+    };
+    let fault = a.fault.map(fault).transpose()?;
+    let cors = a.cors.map(cors).transpose()?;
     let action = Action {
         request_headers: modifier(a.request_headers, "request_headers")?,
         response_headers: modifier(a.response_headers, "response_headers")?,
@@ -526,8 +835,68 @@ fn action(a: wire::RouteAction) -> Result<Action, Invalid> {
         request_timeout: millis(a.request_timeout_ms),
         backend_timeout: millis(a.backend_timeout_ms),
         retry,
+        direct_response,
+        fault,
+        cors,
     };
     Ok(action)
+}
+
+/// Shares are in millionths.
+pub const MILLION: u32 = 1_000_000;
+
+fn fault(f: wire::Fault) -> Result<Fault, Invalid> {
+    let delay = (f.delay_ms > 0 && f.delay_per_million > 0).then(|| {
+        (
+            Duration::from_millis(f.delay_ms),
+            f.delay_per_million.min(MILLION),
+        )
+    });
+    let abort = if f.abort_per_million == 0 {
+        None
+    } else if f.abort_grpc {
+        Some((
+            Abort::Grpc(f.abort_grpc_status),
+            f.abort_per_million.min(MILLION),
+        ))
+    } else {
+        let status = u16::try_from(f.abort_status)
+            .ok()
+            .filter(|s| (200..600).contains(s))
+            .and_then(|s| http::StatusCode::from_u16(s).ok())
+            .ok_or_else(|| {
+                (
+                    "fault.abort_status".to_owned(),
+                    format!("{} is not an HTTP status", f.abort_status),
+                )
+            })?;
+        Some((Abort::Http(status), f.abort_per_million.min(MILLION)))
+    };
+    Ok(Fault { delay, abort })
+}
+
+fn cors(c: wire::Cors) -> Result<Cors, Invalid> {
+    let joined = |list: &[String], field: &str| -> Result<Option<HeaderValue>, Invalid> {
+        if list.is_empty() {
+            return Ok(None);
+        }
+        HeaderValue::from_str(&list.join(","))
+            .map(Some)
+            .map_err(|e| (format!("cors.{field}"), e.to_string()))
+    };
+    Ok(Cors {
+        allow_origins: c
+            .allow_origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| value_match(o, &format!("cors.allow_origins[{i}]")))
+            .collect::<Result<_, _>>()?,
+        allow_methods: joined(&c.allow_methods, "allow_methods")?,
+        allow_headers: joined(&c.allow_headers, "allow_headers")?,
+        expose_headers: joined(&c.expose_headers, "expose_headers")?,
+        max_age: (c.max_age_s > 0).then(|| HeaderValue::from(c.max_age_s)),
+        allow_credentials: c.allow_credentials,
+    })
 }
 
 #[cfg(test)]
@@ -546,6 +915,7 @@ mod tests {
                 path: Some(wire::PathMatch {
                     kind: path.0 as i32,
                     value: path.1.into(),
+                    ..Default::default()
                 }),
                 method: method.into(),
                 ..Default::default()
@@ -557,6 +927,7 @@ mod tests {
                         name: backend.into(),
                         port: 80,
                         hostname: format!("{backend}.shop.svc.cluster.local"),
+                        ..Default::default()
                     }),
                     weight: 1,
                     ..Default::default()
@@ -592,6 +963,10 @@ mod tests {
             path,
             query,
             headers,
+            authority: Some("reviews:9080"),
+            port: 9080,
+            source_uid: Some("Kubernetes//Pod/shop/productpage-1"),
+            source_namespace: "shop",
         };
         t.find(&view)
             .and_then(|e| e.action.backend(0))
@@ -688,7 +1063,80 @@ mod tests {
     }
 
     #[test]
+    fn virtual_service_matches_string_prefixes_case_and_what_must_not_hold() {
+        use wire::path_match::Kind;
+        let mut plain = entry((Kind::StringPrefix, "/API"), "", "plain");
+        plain
+            .r#match
+            .as_mut()
+            .unwrap()
+            .path
+            .as_mut()
+            .unwrap()
+            .ignore_case = true;
+        let mut without = entry((Kind::Prefix, "/"), "", "without");
+        let m = without.r#match.as_mut().unwrap();
+        m.without_headers.push(wire::ValueMatch {
+            kind: wire::value_match::Kind::Present as i32,
+            name: "x-debug".into(),
+            value: String::new(),
+        });
+        m.port = 9080;
+        m.source_namespace = "shop".into();
+        let mut elsewhere = entry((Kind::Prefix, "/"), "", "other-port");
+        elsewhere.r#match.as_mut().unwrap().port = 8080;
+        let t = table(vec![plain, elsewhere, without]);
+        let none = HeaderMap::new();
+        assert_eq!(
+            backend_for(&t, "GET", "/apis/x", None, &none).as_deref(),
+            Some("plain"),
+            "a VirtualService prefix is a string prefix, here ignoring case"
+        );
+        assert_eq!(
+            backend_for(&t, "GET", "/other", None, &none).as_deref(),
+            Some("without")
+        );
+        let mut debug = HeaderMap::new();
+        debug.insert("x-debug", HeaderValue::from_static("1"));
+        assert_eq!(backend_for(&t, "GET", "/other", None, &debug), None);
+    }
+
+    #[test]
+    fn retry_conditions_follow_retry_on() {
+        let retry = |on: Vec<RetryOn>, codes: Vec<u16>| Retry {
+            attempts: 2,
+            codes,
+            backoff: Duration::ZERO,
+            on,
+        };
+        let gateway = retry(vec![RetryOn::GatewayError], vec![]);
+        assert!(gateway.retries(Attempt::Response(503, None)));
+        assert!(!gateway.retries(Attempt::Response(500, None)));
+        assert!(gateway.retries(Attempt::ConnectFailed));
+        let five = retry(vec![RetryOn::ServerError], vec![]);
+        assert!(five.retries(Attempt::Response(500, None)));
+        assert!(five.retries(Attempt::Reset));
+        assert!(!five.retries(Attempt::Response(404, None)));
+        let connect = retry(vec![RetryOn::ConnectFailure], vec![]);
+        assert!(!connect.retries(Attempt::Response(503, None)));
+        assert!(!connect.retries(Attempt::Reset));
+        let codes = retry(vec![RetryOn::StatusCodes], vec![418]);
+        assert!(codes.retries(Attempt::Response(418, None)));
+        let grpc = retry(vec![RetryOn::GrpcUnavailable], vec![]);
+        assert!(grpc.retries(Attempt::Response(200, Some(14))));
+        assert!(!grpc.retries(Attempt::Response(200, Some(2))));
+        let gateway_api = retry(vec![], vec![503]);
+        assert!(gateway_api.retries(Attempt::ConnectFailed));
+        assert!(gateway_api.retries(Attempt::Response(503, None)));
+        assert!(!gateway_api.retries(Attempt::Reset));
+    }
+
+    #[test]
     fn prefix_rewrites_keep_the_rest_of_the_path() {
+        assert_eq!(
+            replace_string_prefix("/productpage/x", "/productpage", "/v2"),
+            "/v2/x"
+        );
         assert_eq!(
             replace_prefix("/api/v1/users", "/api", "/v2"),
             "/v2/v1/users"

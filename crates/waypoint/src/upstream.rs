@@ -123,29 +123,41 @@ pub fn choose(snap: &Snapshot, load: &Load, original: SocketAddr) -> Result<Endp
             None => Err(RouteError::UnknownDestination(original)),
         };
     };
-    choose_in(snap, load, service, original.port())
+    choose_in(snap, load, service, original.port(), &|_| true)
 }
 
-/// Picks an endpoint of backend `key` (`namespace/hostname`) on service port `port`.
+/// Picks an endpoint of a route's backend (its subset's workloads only, when it names
+/// one) for a request to `original_port`.
 pub fn choose_backend(
     snap: &Snapshot,
     load: &Load,
-    key: &str,
-    port: u16,
+    backend: &crate::routes::BackendRef,
+    original_port: u16,
 ) -> Result<Endpoint, RouteError> {
-    match snap.service(key) {
-        Some(service) => choose_in(snap, load, service, port),
-        None => Err(RouteError::UnknownBackend(key.to_owned())),
+    let port = backend.port_for(original_port);
+    match snap.service(&backend.key) {
+        Some(service) => match &backend.subset {
+            None => choose_in(snap, load, service, port, &|_| true),
+            Some(subset) => choose_in(snap, load, service, port, &|w| subset.uids.contains(&w.uid))
+                .map_err(|e| match e {
+                    RouteError::NoHealthyUpstream(s) => {
+                        RouteError::NoHealthyUpstream(format!("{s} subset {}", subset.name))
+                    }
+                    other => other,
+                }),
+        },
+        None => Err(RouteError::UnknownBackend(backend.key.clone())),
     }
 }
 
-/// Least request over the healthy endpoints of `service`, for its port `port`: of two
-/// endpoints drawn at random, the one with fewer requests in flight.
+/// Least request over the healthy endpoints of `service` that `admit`, for its port
+/// `port`: of two endpoints drawn at random, the one with fewer requests in flight.
 fn choose_in(
     snap: &Snapshot,
     load: &Load,
     service: &Arc<Service>,
     port: u16,
+    admit: &dyn Fn(&Workload) -> bool,
 ) -> Result<Endpoint, RouteError> {
     let key = || service.key();
     let Some(mapping) = service.ports.iter().find(|p| p.service_port == port) else {
@@ -163,7 +175,7 @@ fn choose_in(
             addr: SocketAddr::new(ip, workload.target_port(&service.key(), mapping)),
         })
     };
-    let healthy = |w: &&Arc<Workload>| w.healthy && !w.addresses.is_empty();
+    let healthy = |w: &&Arc<Workload>| w.healthy && !w.addresses.is_empty() && admit(w);
     let count = endpoints.iter().filter(healthy).count();
     let nth = |n: usize| endpoints.iter().filter(healthy).nth(n).and_then(endpoint);
     let chosen = match count {

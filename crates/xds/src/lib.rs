@@ -90,6 +90,11 @@ pub mod json {
         s.collect_str(&text(bytes))
     }
 
+    /// A body as text (lossy where it is not UTF-8).
+    pub fn lossy<S: serde::Serializer>(bytes: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&String::from_utf8_lossy(bytes))
+    }
+
     /// A list of address fields as text.
     pub fn ips<S: serde::Serializer>(list: &[bytes::Bytes], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(list.iter().map(|b| text(b)))

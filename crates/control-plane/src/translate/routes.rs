@@ -324,6 +324,7 @@ fn http_match(m: &k8s::HttpRouteMatch) -> wire::RouteMatch {
         path: Some(wire::PathMatch {
             kind: kind as i32,
             value: path.effective_value().to_owned(),
+            ..Default::default()
         }),
         headers: m.headers.iter().map(|h| value_match(h, true)).collect(),
         query_params: m
@@ -332,6 +333,7 @@ fn http_match(m: &k8s::HttpRouteMatch) -> wire::RouteMatch {
             .map(|q| value_match(q, false))
             .collect(),
         method: m.method.clone().unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -355,6 +357,7 @@ fn grpc_match(m: &k8s::GrpcRouteMatch) -> wire::RouteMatch {
         path: Some(wire::PathMatch {
             kind: kind as i32,
             value,
+            ..Default::default()
         }),
         headers: m.headers.iter().map(|h| value_match(h, true)).collect(),
         ..Default::default()
@@ -415,6 +418,7 @@ fn backend_ref(
         name: name.to_owned(),
         port: u32::from(port.unwrap_or(0)),
         hostname: index.hostname(name, namespace),
+        subset: None,
     }
 }
 
@@ -443,6 +447,7 @@ fn filter(
                         b.port,
                     )),
                     percent: m.percent.unwrap_or(100),
+                    per_million: 0,
                 });
             }
         }
@@ -500,6 +505,7 @@ fn http_action(index: &Index<'_>, route_ns: &str, rule: &k8s::HttpRouteRule) -> 
             attempts: r.attempts.unwrap_or(0),
             codes: r.codes.iter().map(|c| u32::from(*c)).collect(),
             backoff_ms: millis(r.backoff.as_deref()),
+            on: Vec::new(),
         });
     }
     action

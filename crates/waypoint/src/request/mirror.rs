@@ -28,10 +28,11 @@ pub(super) fn mirror(
     let bodyless = request.body().is_end_stream();
     let mut copies = Vec::new();
     for (target, percent) in &action.mirrors {
-        if random() % 100 >= u64::from(*percent) {
+        if random() % u64::from(routes::MILLION) >= u64::from(*percent) {
             continue;
         }
-        let Ok(endpoint) = upstream::choose_backend(snap, &shared.load, &target.key, target.port)
+        let Ok(endpoint) =
+            upstream::choose_backend(snap, &shared.load, target, tunnel.target.port())
         else {
             continue;
         };

@@ -1,6 +1,7 @@
 //! The route and forward phases of a request: the destination service's route table (or
-//! its own endpoints), the rule's filters — header changes, rewrite, redirect, mirrors —
-//! and sending under the rule's timeouts and retries.
+//! its own endpoints), the rule's filters — header changes, rewrite, redirect, direct
+//! response, injected faults, CORS, mirrors — and sending under the rule's timeouts and
+//! retries.
 
 use super::*;
 
@@ -8,8 +9,9 @@ use super::*;
 pub(super) struct Routed {
     pub(super) action: Option<Arc<Action>>,
     pub(super) backend: Option<Backend>,
-    pub(super) matched_prefix: Option<String>,
-    /// `None` only for a redirect.
+    /// The prefix the match took, and whether it is a plain string prefix.
+    pub(super) matched_prefix: Option<(String, bool)>,
+    /// `None` only for an answer given here (redirect, direct response).
     pub(super) endpoint: Option<Endpoint>,
 }
 
@@ -33,11 +35,27 @@ pub(super) fn route(
             endpoint: Some(endpoint),
         });
     };
+    let authority = req
+        .uri()
+        .authority()
+        .map(http::uri::Authority::as_str)
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        });
+    let source_uid = snap
+        .workload_by_ip(tunnel.peer_addr.ip())
+        .map(|w| w.uid.as_str());
     let view = RequestView {
         method: req.method(),
         path: req.uri().path(),
         query: req.uri().query(),
         headers: req.headers(),
+        authority,
+        port: tunnel.target.port(),
+        source_uid,
+        source_namespace: tunnel.peer.namespace(),
     };
     let Some(entry) = table.find(&view) else {
         return Err(Refusal::NoRoute(format!(
@@ -46,8 +64,11 @@ pub(super) fn route(
         )));
     };
     let action = entry.action.clone();
-    let matched_prefix = entry.matcher.matched_prefix().map(str::to_owned);
-    if action.redirect.is_some() {
+    let matched_prefix = entry
+        .matcher
+        .matched_prefix()
+        .map(|(p, plain)| (p.to_owned(), plain));
+    if action.redirect.is_some() || action.direct_response.is_some() {
         // Answered here; no endpoint is called.
         return Ok(Routed {
             action: Some(action),
@@ -63,7 +84,7 @@ pub(super) fn route(
         )));
     };
     let endpoint =
-        upstream::choose_backend(snap, &shared.load, &backend.target.key, backend.target.port)?;
+        upstream::choose_backend(snap, &shared.load, &backend.target, tunnel.target.port())?;
     Ok(Routed {
         action: Some(action),
         backend: Some(backend),
@@ -77,7 +98,7 @@ pub(super) fn shape(
     request: &mut Request<upstream::RequestBody>,
     action: &Action,
     backend: Option<&Backend>,
-    matched_prefix: Option<&str>,
+    matched_prefix: Option<(&str, bool)>,
 ) {
     action.request_headers.apply(request.headers_mut());
     if let Some(backend) = backend {
@@ -104,11 +125,19 @@ pub(super) fn shape(
     }
 }
 
-fn rewritten(path: &str, rewrite: &PathRewrite, matched_prefix: Option<&str>) -> String {
-    match rewrite {
-        PathRewrite::Full(full) => full.clone(),
-        PathRewrite::Prefix(with) => {
-            routes::replace_prefix(path, matched_prefix.unwrap_or(""), with)
+/// The path after `rewrite`; a prefix rewrite after an exact or regex match replaces the
+/// whole path (what it matched).
+fn rewritten(path: &str, rewrite: &PathRewrite, matched_prefix: Option<(&str, bool)>) -> String {
+    match (rewrite, matched_prefix) {
+        (PathRewrite::Full(full), _) | (PathRewrite::Prefix(full), None) => full.clone(),
+        (PathRewrite::Prefix(with), Some((prefix, false))) => {
+            routes::replace_prefix(path, prefix, with)
+        }
+        (PathRewrite::Prefix(with), Some((prefix, true))) => {
+            routes::replace_string_prefix(path, prefix, with)
+        }
+        (PathRewrite::Regex(pattern, with), _) => {
+            pattern.replace_all(path, with.as_str()).into_owned()
         }
     }
 }
@@ -119,7 +148,7 @@ pub(super) fn redirected(
     mut exchange: Exchange,
     req: &Request<Incoming>,
     redirect: &routes::Redirect,
-    matched_prefix: Option<&str>,
+    matched_prefix: Option<(&str, bool)>,
 ) -> Response<ResponseBody> {
     let host = host_of(req);
     let scheme = if redirect.scheme.is_empty() {
@@ -215,13 +244,20 @@ pub(super) async fn forward(
                 },
                 None => sent.await.map_err(Refusal::from),
             };
-            let retriable = match &outcome {
-                Ok(response) => {
-                    retry.is_some_and(|r| r.codes.contains(&response.status().as_u16()))
-                }
-                Err(Refusal::ConnectFailed(_) | Refusal::Timeout(_)) => retry.is_some(),
-                Err(_) => false,
+            let attempt_was = match &outcome {
+                Ok(response) => Attempt::Response(
+                    response.status().as_u16(),
+                    response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok()),
+                ),
+                Err(Refusal::ConnectFailed(_)) => Attempt::ConnectFailed,
+                Err(Refusal::Timeout(_)) => Attempt::Timeout,
+                Err(_) => Attempt::Reset,
             };
+            let retriable = retry.is_some_and(|r| r.retries(attempt_was));
             let more = retry.is_some_and(|r| attempt < r.attempts) && template.is_some();
             if !(retriable && more) {
                 exhausted = retriable && attempt > 0;
@@ -235,8 +271,8 @@ pub(super) async fn forward(
                 && let Ok(next) = upstream::choose_backend(
                     snap,
                     &shared.load,
-                    &backend.target.key,
-                    backend.target.port,
+                    &backend.target,
+                    tunnel.target.port(),
                 )
             {
                 endpoint = next;
