@@ -298,9 +298,9 @@ fn parse_one(mut value: Value) -> Result<Document, Failure> {
             Kind::HTTPRoute => Resource::HttpRoute(strict(value)?),
             Kind::GRPCRoute => Resource::GrpcRoute(strict(value)?),
             Kind::ServiceEntry => Resource::ServiceEntry(strict(value)?),
-            Kind::RequestAuthentication | Kind::VirtualService | Kind::DestinationRule => {
-                Resource::Opaque(kind, strict(value)?)
-            }
+            Kind::VirtualService => Resource::VirtualService(Box::new(strict(value)?)),
+            Kind::DestinationRule => Resource::DestinationRule(Box::new(strict(value)?)),
+            Kind::RequestAuthentication => Resource::Opaque(kind, strict(value)?),
             Kind::Deployment
             | Kind::ReplicaSet
             | Kind::StatefulSet

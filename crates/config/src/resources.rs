@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 
 mod istio;
 mod routes;
+pub mod traffic;
 mod unenforced;
 mod workloads;
-pub(crate) use istio::check_shape;
 pub use istio::{
     ServiceEntry, ServiceEntryPort, ServiceEntrySpec, WorkloadEntrySpec, WorkloadSelector,
 };
 pub use routes::*;
+pub use traffic::{DestinationRule, VirtualService};
 pub use unenforced::{ContainerExtras, PodSpecExtras};
 pub use workloads::*;
 
@@ -731,6 +732,8 @@ pub enum Resource {
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
     ServiceEntry(ServiceEntry),
+    VirtualService(Box<VirtualService>),
+    DestinationRule(Box<DestinationRule>),
     /// A kind kept for the waypoint.
     Opaque(Kind, Opaque),
     /// A workload controller (the lab makes its pods).
@@ -773,6 +776,8 @@ impl Resource {
             Resource::HttpRoute(_) => Kind::HTTPRoute,
             Resource::GrpcRoute(_) => Kind::GRPCRoute,
             Resource::ServiceEntry(_) => Kind::ServiceEntry,
+            Resource::VirtualService(_) => Kind::VirtualService,
+            Resource::DestinationRule(_) => Kind::DestinationRule,
             Resource::Opaque(kind, _) | Resource::Workload(kind, _) => *kind,
         }
     }
@@ -791,6 +796,8 @@ impl Resource {
             Resource::HttpRoute(r) => &r.metadata,
             Resource::GrpcRoute(r) => &r.metadata,
             Resource::ServiceEntry(r) => &r.metadata,
+            Resource::VirtualService(r) => &r.metadata,
+            Resource::DestinationRule(r) => &r.metadata,
             Resource::Opaque(_, r) => &r.metadata,
             Resource::Workload(_, r) => &r.metadata,
         }
@@ -853,6 +860,8 @@ impl Resource {
             Resource::HttpRoute(r) => serde_json::to_value(r),
             Resource::GrpcRoute(r) => serde_json::to_value(r),
             Resource::ServiceEntry(r) => serde_json::to_value(r),
+            Resource::VirtualService(r) => serde_json::to_value(r),
+            Resource::DestinationRule(r) => serde_json::to_value(r),
             Resource::Opaque(_, r) => serde_json::to_value(r),
             Resource::Workload(_, r) => serde_json::to_value(r),
         };

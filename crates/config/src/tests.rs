@@ -1166,4 +1166,5 @@ spec:
     assert!(e.message.contains("imagePullPolicee"), "{e}");
 }
 
+mod traffic;
 mod workloads;

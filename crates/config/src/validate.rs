@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use crate::resources::*;
 
 mod routes;
+mod traffic;
 pub use routes::{HTTP_METHODS, MAX_RETRY_ATTEMPTS, gateway_duration};
 
 /// `(field path, message)`.
@@ -37,19 +38,9 @@ pub(crate) fn resource(resource: &Resource) -> Result<(), Invalid> {
         },
         Resource::Workload(kind, workload) => workload_spec(*kind, workload),
         Resource::ServiceEntry(entry) => service_entry(&entry.spec),
-        Resource::Opaque(kind, opaque) => check_shape(*kind, &opaque.spec).map_err(|(path, m)| {
-            let path = if path.is_empty() || path == "." {
-                "spec".to_owned()
-            } else {
-                format!("spec.{path}")
-            };
-            let m = if m.starts_with("unknown field") {
-                format!("{m} (a field {kind} does not have)")
-            } else {
-                m
-            };
-            (path, m)
-        }),
+        Resource::VirtualService(service) => traffic::virtual_service(service),
+        Resource::DestinationRule(rule) => traffic::destination_rule(rule),
+        Resource::Opaque(..) => Ok(()),
         Resource::Namespace(_) | Resource::ServiceAccount(_) => Ok(()),
     }
 }

@@ -24,6 +24,7 @@ mod l7;
 mod peer;
 mod routes;
 mod service_entry;
+mod virtual_service;
 mod warnings;
 mod waypoint;
 
@@ -173,8 +174,11 @@ pub(crate) struct Index<'a> {
     pub(crate) peer_authentications: Vec<&'a k8s::PeerAuthentication>,
     /// ServiceEntries.
     pub(crate) service_entries: Vec<&'a k8s::ServiceEntry>,
-    /// Kinds stored and not enforced yet (VirtualService, DestinationRule,
-    /// RequestAuthentication): only their notes.
+    /// VirtualServices.
+    pub(crate) virtual_services: Vec<&'a k8s::VirtualService>,
+    /// DestinationRules.
+    pub(crate) destination_rules: Vec<&'a k8s::DestinationRule>,
+    /// Kinds stored and not enforced yet (RequestAuthentication): only their notes.
     pub(crate) unenforced: Vec<(config::Kind, &'a k8s::Opaque)>,
     /// Workload controllers (only their notes: the mesh sees the pods they make).
     pub(crate) workloads: Vec<(config::Kind, &'a k8s::Workload)>,
@@ -199,6 +203,8 @@ impl<'a> Index<'a> {
             workloads: Vec::new(),
             service_entries: Vec::new(),
             unenforced: Vec::new(),
+            virtual_services: Vec::new(),
+            destination_rules: Vec::new(),
             services_by_namespace: BTreeMap::new(),
             selector_policies: BTreeMap::new(),
         };
@@ -237,6 +243,8 @@ impl<'a> Index<'a> {
                 Resource::Workload(kind, w) => index.workloads.push((*kind, w)),
                 Resource::ServiceEntry(e) => index.service_entries.push(e),
                 Resource::Opaque(kind, o) => index.unenforced.push((*kind, o)),
+                Resource::VirtualService(v) => index.virtual_services.push(v),
+                Resource::DestinationRule(r) => index.destination_rules.push(r),
                 Resource::Node(_) | Resource::ServiceAccount(_) => {}
             }
         }
@@ -364,9 +372,12 @@ pub fn affected_namespaces<'a, R: AsResource>(
                 namespaces.insert(key.namespace.clone());
             }
             // Only their notes change.
-            Kind::RequestAuthentication | Kind::VirtualService | Kind::DestinationRule => {
+            Kind::RequestAuthentication => {
                 namespaces.insert(key.namespace.clone());
             }
+            // Their hosts and destinations can be in any namespace, and subsets are
+            // looked up from other namespaces' routes.
+            Kind::VirtualService | Kind::DestinationRule => return None,
             Kind::Node | Kind::ServiceAccount => {}
             // Its hosts are visible in every namespace, and its VIPs are allocated
             // among all entries: everything is compiled again.
@@ -495,18 +506,12 @@ fn compile<R: AsResource>(
     let peer = peer::PeerPolicies::new(&index, &mut out);
     authz::policies(&index, &mut out, &wanted);
     routes::tables(&index, &mut out, &wanted);
+    virtual_service::tables(&index, &mut out, &wanted);
     for (kind, object) in &index.unenforced {
         if !wanted(object.metadata.namespace()) {
             continue;
         }
-        let why = match kind {
-            config::Kind::RequestAuthentication => {
-                "accepted, not enforced yet: JWT validation is not implemented, so no request is authenticated by it (AuthorizationPolicy rules on requestPrincipals are handled as their own notes say)"
-            }
-            _ => {
-                "accepted, not enforced yet: Istio's traffic management (VirtualService, DestinationRule) is not implemented; nothing routes by it — route with HTTPRoute or GRPCRoute through a waypoint"
-            }
-        };
+        let why = "accepted, not enforced yet: JWT validation is not implemented, so no request is authenticated by it (AuthorizationPolicy rules on requestPrincipals are handled as their own notes say)";
         out.report(
             format!(
                 "{kind} {}/{}",

@@ -419,7 +419,7 @@ fn regex(pattern: &str, at: &str) -> Result<(), Invalid> {
 }
 
 /// An HTTP header name: an RFC 9110 `token`.
-fn header_name(name: &str, at: &str) -> Result<(), Invalid> {
+pub(super) fn header_name(name: &str, at: &str) -> Result<(), Invalid> {
     token(name, "header", at)
 }
 
@@ -437,7 +437,7 @@ fn token(name: &str, what: &str, at: &str) -> Result<(), Invalid> {
     )
 }
 
-fn header_value(value: &str, at: &str) -> Result<(), Invalid> {
+pub(super) fn header_value(value: &str, at: &str) -> Result<(), Invalid> {
     if value.chars().any(|c| c.is_ascii_control() && c != '\t') {
         return invalid(
             at,

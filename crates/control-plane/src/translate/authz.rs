@@ -278,7 +278,7 @@ fn waypoint_for_pod(
 }
 
 /// Whether `service` selects `pod` (same namespace, non-empty selector, all labels).
-fn selects(service: &k8s::Service, pod: &k8s::Pod) -> bool {
+pub(super) fn selects(service: &k8s::Service, pod: &k8s::Pod) -> bool {
     let selector = &service.spec.selector;
     service.metadata.namespace() == pod.metadata.namespace()
         && !selector.is_empty()

@@ -1,0 +1,233 @@
+//! VirtualServices compile into the waypoint's route table: Istio's order, matches,
+//! subsets resolved to pods, Istio's defaults; where nothing enforces one, a note.
+
+use super::*;
+use xds::l7;
+
+const REVIEWS: &str = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}
+spec:
+  hosts: [reviews]
+  http:
+    - name: jason
+      match:
+        - headers: {end-user: {exact: jason}}
+          uri: {prefix: /reviews}
+          ignoreUriCase: true
+        - withoutHeaders: {x-canary: {}}
+          sourceLabels: {app: reviews}
+      route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]
+      fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 12.5}}}
+      retries: {attempts: 3, perTryTimeout: 0.5s, retryOn: \"gateway-error,409\"}
+    - route:
+        - {destination: {host: reviews, subset: v1}, weight: 80}
+        - {destination: {host: reviews.shop.svc.cluster.local, subset: v2}, weight: 20}
+      timeout: 2s
+      mirror: {host: reviews, subset: v2}
+      mirrorPercentage: {value: 0.5}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: later, namespace: shop, creationTimestamp: \"2026-02-01T00:00:00Z\"}
+spec:
+  hosts: [reviews.shop]
+  http: [{directResponse: {status: 418, body: {string: teapot}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: RANDOM}, tls: {mode: ISTIO_MUTUAL}}
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+";
+
+fn notes(c: &Compiled, object: &str) -> String {
+    c.status
+        .get(object)
+        .map(|n| n.join("\n"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_virtual_service_compiles_in_istios_order_with_its_matches_subsets_and_defaults() {
+    let c = compile(&format!("{}{REVIEWS}", shop_with_waypoint(true)));
+    let table = &c.route_tables["shop/reviews"];
+    let rules: Vec<(&str, u32)> = table
+        .entries
+        .iter()
+        .map(|e| (e.route.as_str(), e.rule))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("VirtualService shop/reviews", 0),
+            ("VirtualService shop/reviews", 0),
+            ("VirtualService shop/reviews", 1),
+            ("VirtualService shop/later", 0),
+        ],
+        "one entry per match, as written, the older VirtualService first"
+    );
+    let first = table.entries[0].r#match.as_ref().unwrap();
+    let path = first.path.as_ref().unwrap();
+    assert_eq!(path.kind, l7::path_match::Kind::StringPrefix as i32);
+    assert!(path.ignore_case);
+    assert_eq!(first.headers[0].name, "end-user");
+    let second = table.entries[1].r#match.as_ref().unwrap();
+    assert_eq!(
+        second.without_headers[0].kind,
+        l7::value_match::Kind::Present as i32
+    );
+    assert_eq!(
+        second.source_workloads.as_ref().unwrap().uids,
+        ["Kubernetes//Pod/shop/reviews-0"]
+    );
+
+    let jason = table.entries[0].action.as_ref().unwrap();
+    let v2 = jason.backends[0].backend.as_ref().unwrap();
+    assert_eq!((v2.name.as_str(), v2.port), ("reviews", 9080));
+    let subset = v2.subset.as_ref().unwrap();
+    assert_eq!(
+        subset.uids,
+        ["Kubernetes//Pod/shop/reviews-0"],
+        "reviews-0 is version v2"
+    );
+    let fault = jason.fault.as_ref().unwrap();
+    assert!(fault.abort_grpc);
+    assert_eq!(
+        (fault.abort_grpc_status, fault.abort_per_million),
+        (14, 125_000)
+    );
+    let retry = jason.retry.as_ref().unwrap();
+    assert_eq!((retry.attempts, retry.codes.as_slice()), (3, &[409][..]));
+    assert_eq!(
+        retry.on,
+        [
+            l7::RetryOn::GatewayError as i32,
+            l7::RetryOn::RetriableStatusCodes as i32
+        ]
+    );
+    assert_eq!(jason.backend_timeout_ms, 500);
+
+    let split = table.entries[2].action.as_ref().unwrap();
+    let weights: Vec<(String, u32)> = split
+        .backends
+        .iter()
+        .map(|b| {
+            (
+                b.backend
+                    .as_ref()
+                    .unwrap()
+                    .subset
+                    .as_ref()
+                    .unwrap()
+                    .name
+                    .clone(),
+                b.weight,
+            )
+        })
+        .collect();
+    assert_eq!(weights, [("v1".into(), 80), ("v2".into(), 20)]);
+    assert!(
+        split.backends[0]
+            .backend
+            .as_ref()
+            .unwrap()
+            .subset
+            .as_ref()
+            .unwrap()
+            .uids
+            .is_empty()
+    );
+    assert_eq!(
+        split.backends[0].backend.as_ref().unwrap().port,
+        0,
+        "no port given and several on the service: the request's own"
+    );
+    assert_eq!(split.request_timeout_ms, 2000);
+    let default_retry = split.retry.as_ref().unwrap();
+    assert_eq!(
+        (default_retry.attempts, default_retry.codes.as_slice()),
+        (2, &[503][..]),
+        "Istio's default retries when a route has none"
+    );
+    assert_eq!(split.mirrors[0].per_million, 5_000);
+    let direct = table.entries[3].action.as_ref().unwrap();
+    assert_eq!(
+        direct.direct_response,
+        Some(l7::DirectResponse {
+            status: 418,
+            body: bytes::Bytes::from_static(b"teapot")
+        })
+    );
+    let rule = notes(&c, "DestinationRule shop/reviews");
+    assert!(
+        rule.contains("not enforced yet: trafficPolicy.loadBalancer") && !rule.contains("tls.mode"),
+        "{rule}"
+    );
+}
+
+#[test]
+fn a_virtual_service_with_no_waypoint_or_beside_an_http_route_says_it_has_no_effect() {
+    let unbound = compile(&format!("{}{REVIEWS}", shop()));
+    assert!(unbound.route_tables.is_empty());
+    let says = notes(&unbound, "VirtualService shop/reviews");
+    assert!(
+        says.contains("uses no waypoint") && says.contains("nothing enforces"),
+        "{says}"
+    );
+    assert!(
+        notes(&unbound, "DestinationRule shop/reviews").contains("nothing uses this rule"),
+        "{:?}",
+        unbound.status
+    );
+
+    let route = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: shop}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: reviews}]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+";
+    let mixed = compile(&format!("{}{REVIEWS}{route}", shop_with_waypoint(true)));
+    let table = &mixed.route_tables["shop/reviews"];
+    assert!(
+        table
+            .entries
+            .iter()
+            .all(|e| e.route == "HTTPRoute shop/reviews")
+    );
+    let says = notes(&mixed, "VirtualService shop/reviews");
+    assert!(says.contains("mixing them with a VirtualService"), "{says}");
+}
+
+#[test]
+fn an_undefined_subset_is_reported_and_gets_no_endpoint() {
+    let yaml = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v9}}]}]
+";
+    let c = compile(&format!("{}{yaml}", shop_with_waypoint(true)));
+    let backend = c.route_tables["shop/reviews"].entries[0]
+        .action
+        .as_ref()
+        .unwrap()
+        .backends[0]
+        .backend
+        .clone()
+        .unwrap();
+    assert!(backend.subset.unwrap().uids.is_empty());
+    assert!(
+        notes(&c, "VirtualService shop/reviews")
+            .contains("subset \"v9\" of shop/reviews is not defined"),
+        "{:?}",
+        c.status
+    );
+}
