@@ -13,6 +13,8 @@ use test_support::root_or_skip;
 
 #[path = "lab/services.rs"]
 mod services;
+#[path = "lab/traffic.rs"]
+mod traffic;
 #[path = "lab/workloads.rs"]
 mod workloads;
 

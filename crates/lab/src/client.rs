@@ -32,6 +32,45 @@ pub async fn request(
     body: Option<String>,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| ("authorization", b))
+        .into_iter()
+        .collect();
+    let answer = exchange(ns, method, url, body, &headers).await?;
+    Ok((answer.status, answer.body))
+}
+
+/// A response: status, headers (names lower case, in order) and body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status.
+    pub status: u16,
+    /// The headers.
+    pub headers: Vec<(String, String)>,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl Answer {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `headers`, from inside `ns` or from here.
+pub async fn exchange(
+    ns: Option<&netns::Namespace>,
+    method: &str,
+    url: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
     let authority = uri
         .authority()
@@ -69,8 +108,8 @@ pub async fn request(
         .method(method)
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, &authority);
-    if let Some(token) = token {
-        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let request = request
         .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
@@ -80,13 +119,27 @@ pub async fn request(
         .await
         .map_err(|e| format!("{authority}: {e}"))?;
     let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| format!("{authority}: {e}"))?
         .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok(Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// The operator token in `file` (what the control plane wrote to

@@ -215,13 +215,17 @@ fn render_status(status: &lab::up::LabStatus) -> String {
                     false => format!("{kind}=False ({reason})"),
                 })
                 .collect();
-            let conditions = conditions.join(" ");
+            // Istio's kinds have no Gateway API conditions.
+            let conditions = match conditions.join(" ") {
+                c if c.is_empty() => String::new(),
+                c => format!("{c}; "),
+            };
             if route.notes.is_empty() {
-                let _ = writeln!(out, "  {:<40} {conditions}; in force", route.object);
+                let _ = writeln!(out, "  {:<40} {conditions}in force", route.object);
             } else {
                 let _ = writeln!(
                     out,
-                    "  {:<40} {conditions}; NOT FULLY IN FORCE:",
+                    "  {:<40} {conditions}NOT FULLY IN FORCE:",
                     route.object
                 );
                 for note in &route.notes {

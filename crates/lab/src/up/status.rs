@@ -154,6 +154,18 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
                 &notes,
                 &conditions,
             )),
+            Resource::VirtualService(service) => routes.push(route_status(
+                "VirtualService",
+                &service.metadata,
+                &notes,
+                &conditions,
+            )),
+            Resource::DestinationRule(rule) => routes.push(route_status(
+                "DestinationRule",
+                &rule.metadata,
+                &notes,
+                &conditions,
+            )),
             Resource::Namespace(n) => {
                 namespace_labels.insert(n.metadata.name.clone(), n.metadata.labels.clone());
             }
