@@ -20,6 +20,7 @@
 
 mod authz;
 mod capture;
+mod destination_rule;
 mod l7;
 mod peer;
 mod routes;

@@ -105,6 +105,8 @@ pub enum Refusal {
     Timeout(String),
     /// The matched rule has no backend with weight.
     NoBackend(String),
+    /// The destination's limit of requests in flight is reached (circuit breaking).
+    Overflow(String),
 }
 
 impl Refusal {
@@ -136,6 +138,11 @@ impl Refusal {
                 "NR",
                 "the route has no backend",
             ),
+            Self::Overflow(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UO",
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            ),
         }
     }
 
@@ -147,7 +154,8 @@ impl Refusal {
             | Self::ConnectFailed(d)
             | Self::UpstreamReset(d)
             | Self::Timeout(d)
-            | Self::NoBackend(d) => d.clone(),
+            | Self::NoBackend(d)
+            | Self::Overflow(d) => d.clone(),
         }
     }
 }
@@ -177,6 +185,8 @@ struct Exchange {
     detail: Option<String>,
     /// Counts the request in flight to its endpoint until the exchange ends.
     active: Option<upstream::Active>,
+    /// Counts it against its destination's limit until the exchange ends.
+    in_flight: Option<upstream::InFlight>,
 }
 
 async fn handle(
@@ -206,6 +216,7 @@ async fn handle(
         request_bytes: Arc::new(AtomicU64::new(0)),
         detail: None,
         active: None,
+        in_flight: None,
     };
 
     // Authorize.
@@ -213,7 +224,7 @@ async fn handle(
         return local(shared, exchange, &refusal);
     }
     // Route.
-    let route = match route(shared, &snap, tunnel, service.as_deref(), &req) {
+    let mut route = match route(shared, &snap, tunnel, service.as_deref(), &req) {
         Ok(route) => route,
         Err(refusal) => return local(shared, exchange, &refusal),
     };
@@ -246,6 +257,7 @@ async fn handle(
         return local(shared, exchange, &Refusal::NoRoute("no endpoint".into()));
     };
     exchange.upstream = Some(endpoint.addr);
+    exchange.in_flight = route.in_flight.take();
     exchange.active = Some(shared.load.start(endpoint.addr));
     exchange.labels.peers =
         std::mem::take(&mut exchange.labels.peers).with_destination(&endpoint.workload);

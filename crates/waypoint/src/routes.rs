@@ -148,6 +148,56 @@ pub struct BackendRef {
     pub key: String,
     /// Only these workloads serve it (a DestinationRule subset).
     pub subset: Option<Arc<Subset>>,
+    /// The DestinationRule's traffic policy for it.
+    pub policy: Option<Arc<Policy>>,
+}
+
+/// A destination's traffic policy (DestinationRule), compiled.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// `namespace/hostname[/subset]`: what its limits and counters are per.
+    pub destination: String,
+    /// How an endpoint is chosen.
+    pub balance: Balance,
+    /// Requests in flight to the destination before overflow (503 `UO`).
+    pub max_requests: Option<u32>,
+    /// Ejection of failing endpoints.
+    pub outlier: Option<Outlier>,
+}
+
+/// How an endpoint is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// The fewer in flight of two drawn at random.
+    LeastRequest,
+    /// In turn.
+    RoundRobin,
+    /// At random.
+    Random,
+    /// By a consistent hash of a header's value (falling back to least request when the
+    /// request has none).
+    Header(HeaderName),
+    /// … of a cookie's value.
+    Cookie(String),
+    /// … of a query parameter's value.
+    Query(String),
+    /// … of the client's address.
+    SourceIp,
+}
+
+/// `outlierDetection`, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// 5xx (and gateway errors) in a row that eject; 0: not counted.
+    pub consecutive_5xx: u32,
+    /// Gateway errors (502, 503, 504, connect failures) in a row that eject; 0: not counted.
+    pub consecutive_gateway: u32,
+    /// The first ejection's length.
+    pub base_ejection: Duration,
+    /// Most of the endpoints ejected at once, percent.
+    pub max_ejection_percent: u32,
+    /// Below this share healthy, ejections are ignored, percent.
+    pub min_health_percent: u32,
 }
 
 /// A DestinationRule subset, as the control plane resolved it.
@@ -360,6 +410,37 @@ impl Action {
             point -= weight;
         }
         None
+    }
+}
+
+impl Balance {
+    /// The consistent-hash key of a request, when this balance hashes and the request has
+    /// the attribute.
+    pub fn key(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        client: std::net::IpAddr,
+    ) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match self {
+            Self::Header(name) => headers.get(name)?.as_bytes().hash(&mut h),
+            Self::Cookie(name) => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    (k == name).then_some(v)
+                })?
+                .hash(&mut h),
+            Self::Query(name) => query_value(query, name)?.hash(&mut h),
+            Self::SourceIp => client.hash(&mut h),
+            Self::LeastRequest | Self::RoundRobin | Self::Random => return None,
+        }
+        Some(h.finish())
     }
 }
 
@@ -698,7 +779,11 @@ fn backend_ref(b: Option<wire::BackendRef>, field: &str) -> Result<BackendRef, I
             "namespace, name and hostname are required".into(),
         ));
     }
+    let subset = b.subset.as_ref().map_or("", |s| s.name.as_str());
+    let destination = format!("{}/{}/{subset}", b.namespace, b.hostname);
+    let policy = b.policy.map(|p| Arc::new(policy(p, destination)));
     Ok(BackendRef {
+        policy,
         key: format!("{}/{}", b.namespace, b.hostname),
         namespace: b.namespace,
         name: b.name,
@@ -710,6 +795,37 @@ fn backend_ref(b: Option<wire::BackendRef>, field: &str) -> Result<BackendRef, I
             })
         }),
     })
+}
+
+fn policy(p: wire::TrafficPolicy, destination: String) -> Policy {
+    use wire::load_balancer::{Hash, Simple};
+    let balance = match p.load_balancer {
+        None => Balance::LeastRequest,
+        Some(lb) => match lb.hash {
+            Some(Hash::Header(name)) => HeaderName::from_bytes(name.as_bytes())
+                .map_or(Balance::LeastRequest, Balance::Header),
+            Some(Hash::Cookie(name)) => Balance::Cookie(name),
+            Some(Hash::QueryParameter(name)) => Balance::Query(name),
+            Some(Hash::SourceIp(true)) => Balance::SourceIp,
+            Some(Hash::SourceIp(false)) | None => match Simple::try_from(lb.simple) {
+                Ok(Simple::RoundRobin) => Balance::RoundRobin,
+                Ok(Simple::Random) => Balance::Random,
+                _ => Balance::LeastRequest,
+            },
+        },
+    };
+    Policy {
+        destination,
+        balance,
+        max_requests: p.connection_pool.map(|c| c.max_requests).filter(|m| *m > 0),
+        outlier: p.outlier_detection.map(|o| Outlier {
+            consecutive_5xx: o.consecutive_5xx,
+            consecutive_gateway: o.consecutive_gateway,
+            base_ejection: Duration::from_millis(o.base_ejection_ms.max(1)),
+            max_ejection_percent: o.max_ejection_percent.min(100),
+            min_health_percent: o.min_health_percent.min(100),
+        }),
+    }
 }
 
 fn millis(ms: u64) -> Option<Duration> {

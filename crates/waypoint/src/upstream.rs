@@ -1,7 +1,10 @@
 //! Where a request goes and how it gets there: the original destination (a service VIP or
 //! a pod address, from the tunnel's `:authority`) resolved to one endpoint — least request
 //! over the service's healthy endpoints (the fewer in flight of two drawn at random, as
-//! Envoy's default), the target port from the endpoint's own mapping
+//! Envoy's default) or what the destination's DestinationRule asks (round robin, random,
+//! a consistent hash), never an endpoint outlier detection has ejected, and within the
+//! destination's limit of requests in flight (circuit breaking); the target port from
+//! the endpoint's own mapping
 //! — then reached over HBONE from the pool under the waypoint's identity (or plain TCP for
 //! an endpoint outside the mesh). HTTP connections to an endpoint are kept and reused:
 //! HTTP/1.1 one request at a time per connection, HTTP/2 multiplexed, per original
@@ -9,7 +12,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -21,6 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use ztunnel::state::{Service, Snapshot, TunnelProtocol, Workload};
+
+use crate::routes::{Attempt, Balance, Policy};
 
 /// Body of requests sent upstream: the client's (counted, maybe copied to mirrors), a
 /// mirror's copy, or none.
@@ -74,10 +79,60 @@ pub fn known(snap: &Snapshot, original: SocketAddr) -> bool {
     snap.service_by_vip(original.ip()).is_some() || snap.workload_by_ip(original.ip()).is_some()
 }
 
-/// Requests (and TCP connections) in flight to each endpoint, for least-request choice.
+/// Requests (and TCP connections) in flight to each endpoint, for least-request choice;
+/// and per destination with a DestinationRule: requests in flight (circuit breaking), the
+/// round-robin turn, and each endpoint's outlier state.
 #[derive(Debug, Default)]
 pub struct Load {
     active: DashMap<SocketAddr, Arc<AtomicU64>>,
+    destinations: DashMap<String, Arc<DestinationState>>,
+    outliers: DashMap<(String, SocketAddr), Arc<OutlierState>>,
+}
+
+/// What a destination with a policy keeps.
+#[derive(Debug, Default)]
+struct DestinationState {
+    in_flight: AtomicU32,
+    turn: AtomicU64,
+    /// Endpoints seen at the last choice (for the ejection limit).
+    endpoints: AtomicU32,
+}
+
+/// One endpoint's errors in a row and ejection.
+#[derive(Debug, Default)]
+struct OutlierState {
+    errors_5xx: AtomicU32,
+    errors_gateway: AtomicU32,
+    ejections: AtomicU32,
+    /// Ejected until this many milliseconds after [`epoch`].
+    until_ms: AtomicU64,
+}
+
+/// The clock outlier ejections are kept in.
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A request counted against its destination's limit until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<DestinationState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The destination's limit of requests in flight is reached (`UO`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{destination}: {limit} requests in flight, the DestinationRule's limit")]
+pub struct Overflow {
+    /// `namespace/hostname/subset`.
+    pub destination: String,
+    /// The limit.
+    pub limit: u32,
 }
 
 /// One request in flight to an endpoint, until dropped.
@@ -108,6 +163,99 @@ impl Load {
     pub fn sweep(&self) {
         self.active
             .retain(|_, count| Arc::strong_count(count) > 1 || count.load(Ordering::Relaxed) > 0);
+        let now = now_ms();
+        self.outliers.retain(|_, o| {
+            o.until_ms.load(Ordering::Relaxed) > now
+                || o.errors_5xx.load(Ordering::Relaxed) > 0
+                || o.errors_gateway.load(Ordering::Relaxed) > 0
+                || o.ejections.load(Ordering::Relaxed) > 0
+        });
+    }
+
+    fn destination(&self, policy: &Policy) -> Arc<DestinationState> {
+        self.destinations
+            .entry(policy.destination.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Counts a request against the destination's limit, or refuses it (`UO`).
+    pub fn admit(&self, policy: &Policy) -> Result<Option<InFlight>, Overflow> {
+        let Some(limit) = policy.max_requests else {
+            return Ok(None);
+        };
+        let state = self.destination(policy);
+        let before = state.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(state);
+        if before >= limit {
+            return Err(Overflow {
+                destination: policy.destination.clone(),
+                limit,
+            });
+        }
+        Ok(Some(guard))
+    }
+
+    fn ejected(&self, policy: &Policy, addr: SocketAddr, now: u64) -> bool {
+        policy.outlier.is_some()
+            && self
+                .outliers
+                .get(&(policy.destination.clone(), addr))
+                .is_some_and(|o| o.until_ms.load(Ordering::Relaxed) > now)
+    }
+
+    /// Notes what an attempt to `addr` came to; ejects the endpoint when its errors in a
+    /// row reach the policy's threshold (and the ejection limit allows).
+    pub fn record(&self, policy: &Policy, addr: SocketAddr, attempt: Attempt) {
+        let Some(outlier) = policy.outlier else {
+            return;
+        };
+        let (five, gateway) = match attempt {
+            Attempt::Response(status, _) => (status >= 500, matches!(status, 502..=504)),
+            Attempt::ConnectFailed | Attempt::Reset | Attempt::Timeout => (true, true),
+        };
+        let key = (policy.destination.clone(), addr);
+        if !five {
+            if let Some(o) = self.outliers.get(&key) {
+                o.errors_5xx.store(0, Ordering::Relaxed);
+                o.errors_gateway.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let state = self.outliers.entry(key).or_default().clone();
+        let in_a_row_5xx = state.errors_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+        let in_a_row_gateway = if gateway {
+            state.errors_gateway.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            state.errors_gateway.store(0, Ordering::Relaxed);
+            0
+        };
+        let reached = (outlier.consecutive_5xx > 0 && in_a_row_5xx >= outlier.consecutive_5xx)
+            || (outlier.consecutive_gateway > 0 && in_a_row_gateway >= outlier.consecutive_gateway);
+        let now = now_ms();
+        if !reached || state.until_ms.load(Ordering::Relaxed) > now {
+            return;
+        }
+        // Envoy's limit, which always allows one.
+        let endpoints = self.destination(policy).endpoints.load(Ordering::Relaxed);
+        let allowed = (endpoints * outlier.max_ejection_percent / 100).max(1);
+        let ejected = self
+            .outliers
+            .iter()
+            .filter(|e| e.key().0 == policy.destination && e.until_ms.load(Ordering::Relaxed) > now)
+            .count();
+        if ejected >= allowed as usize {
+            return;
+        }
+        let times = state.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let length = outlier.base_ejection.saturating_mul(times);
+        let length_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
+        state
+            .until_ms
+            .store(now.saturating_add(length_ms), Ordering::Relaxed);
+        state.errors_5xx.store(0, Ordering::Relaxed);
+        state.errors_gateway.store(0, Ordering::Relaxed);
+        tracing::info!(destination = %policy.destination, endpoint = %addr, ejected_for = ?length, "outlier detection ejected an endpoint");
     }
 }
 
@@ -127,27 +275,119 @@ pub fn choose(snap: &Snapshot, load: &Load, original: SocketAddr) -> Result<Endp
 }
 
 /// Picks an endpoint of a route's backend (its subset's workloads only, when it names
-/// one) for a request to `original_port`.
+/// one) for a request to `original_port`, as its policy says (`hash`: the request's
+/// consistent-hash key, when the policy hashes and the request has the attribute).
 pub fn choose_backend(
     snap: &Snapshot,
     load: &Load,
     backend: &crate::routes::BackendRef,
     original_port: u16,
+    hash: Option<u64>,
 ) -> Result<Endpoint, RouteError> {
     let port = backend.port_for(original_port);
-    match snap.service(&backend.key) {
-        Some(service) => match &backend.subset {
-            None => choose_in(snap, load, service, port, &|_| true),
-            Some(subset) => choose_in(snap, load, service, port, &|w| subset.uids.contains(&w.uid))
-                .map_err(|e| match e {
-                    RouteError::NoHealthyUpstream(s) => {
-                        RouteError::NoHealthyUpstream(format!("{s} subset {}", subset.name))
-                    }
-                    other => other,
-                }),
-        },
-        None => Err(RouteError::UnknownBackend(backend.key.clone())),
+    let Some(service) = snap.service(&backend.key) else {
+        return Err(RouteError::UnknownBackend(backend.key.clone()));
+    };
+    let in_subset = |w: &Workload| {
+        backend
+            .subset
+            .as_ref()
+            .is_none_or(|s| s.uids.contains(&w.uid))
+    };
+    let chosen = match backend.policy.as_deref() {
+        None => choose_in(snap, load, service, port, &in_subset),
+        Some(policy) => choose_by(snap, load, service, port, &in_subset, policy, hash),
+    };
+    chosen.map_err(|e| match (e, &backend.subset) {
+        (RouteError::NoHealthyUpstream(s), Some(subset)) => {
+            RouteError::NoHealthyUpstream(format!("{s} subset {}", subset.name))
+        }
+        (other, _) => other,
+    })
+}
+
+/// [`choose_backend`] under a DestinationRule policy: ejected endpoints left out (unless
+/// fewer than `minHealthPercent` would be left), then the policy's balance.
+fn choose_by(
+    snap: &Snapshot,
+    load: &Load,
+    service: &Arc<Service>,
+    port: u16,
+    admit: &dyn Fn(&Workload) -> bool,
+    policy: &Policy,
+    hash: Option<u64>,
+) -> Result<Endpoint, RouteError> {
+    let now = now_ms();
+    let endpoints = snap.endpoints(&service.key());
+    let Some(mapping) = service.ports.iter().find(|p| p.service_port == port) else {
+        return Err(RouteError::ServicePort {
+            service: service.key(),
+            port,
+        });
+    };
+    let to = |w: &Arc<Workload>| {
+        let ip = *w.addresses.first()?;
+        Some(Endpoint {
+            service: Some(service.clone()),
+            workload: w.clone(),
+            addr: SocketAddr::new(ip, w.target_port(&service.key(), mapping)),
+        })
+    };
+    let candidates: Vec<Endpoint> = endpoints
+        .iter()
+        .filter(|w| w.healthy && admit(w))
+        .filter_map(to)
+        .collect();
+    let state = load.destination(policy);
+    state.endpoints.store(
+        u32::try_from(candidates.len()).unwrap_or(u32::MAX),
+        Ordering::Relaxed,
+    );
+    let kept: Vec<&Endpoint> = candidates
+        .iter()
+        .filter(|e| !load.ejected(policy, e.addr, now))
+        .collect();
+    let min_health = policy.outlier.map_or(0, |o| o.min_health_percent) as usize;
+    let pool: Vec<&Endpoint> =
+        if !candidates.is_empty() && kept.len() * 100 < candidates.len() * min_health {
+            candidates.iter().collect()
+        } else {
+            kept
+        };
+    if pool.is_empty() {
+        return Err(RouteError::NoHealthyUpstream(service.key()));
     }
+    let chosen = match (&policy.balance, hash) {
+        (Balance::RoundRobin, _) => {
+            pool[(state.turn.fetch_add(1, Ordering::Relaxed) % pool.len() as u64) as usize]
+        }
+        (Balance::Random, _) => pool[(random() % pool.len() as u64) as usize],
+        (
+            Balance::Header(_) | Balance::Cookie(_) | Balance::Query(_) | Balance::SourceIp,
+            Some(key),
+        ) => {
+            // Rendezvous hashing: the endpoint scoring highest for the key.
+            pool.iter()
+                .max_by_key(|e| {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    (key, e.addr).hash(&mut h);
+                    h.finish()
+                })
+                .copied()
+                .unwrap_or(pool[0])
+        }
+        _ => {
+            let first = pool[(random() % pool.len() as u64) as usize];
+            let second = pool[(random() % pool.len() as u64) as usize];
+            if load.in_flight(&second.addr) < load.in_flight(&first.addr) {
+                second
+            } else {
+                first
+            }
+        }
+    };
+    Ok(chosen.clone())
 }
 
 /// Least request over the healthy endpoints of `service` that `admit`, for its port

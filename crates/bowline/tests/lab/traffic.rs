@@ -259,3 +259,147 @@ fn virtual_services_route_subsets_split_inject_faults_answer_redirect_rewrite_an
         "status lists what is not enforced: {status}"
     );
 }
+
+const POLICIES: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+    connectionPool: {http: {http2MaxRequests: 2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: flaky, namespace: shop}
+spec:
+  host: flaky
+  trafficPolicy:
+    outlierDetection: {consecutiveGatewayErrors: 1, baseEjectionTime: 3s, maxEjectionPercent: 100}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: flaky, namespace: shop}
+spec:
+  hosts: [flaky]
+  http: [{route: [{destination: {host: flaky}}], retries: {attempts: 0}}]
+";
+
+/// The waypoint's `istio_requests_total` for destination `service` with `flags`.
+fn requests_flagged(lab: &Lab, service: &str, flags: &str) -> u64 {
+    let (status, body) = lab
+        .request_from(
+            "p-shop-waypoint-0",
+            "GET",
+            "http://127.0.0.1:15020/stats/prometheus",
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter(|l| l.contains(&format!("destination_service_name=\"{service}\"")))
+        .filter(|l| l.contains(&format!("response_flags=\"{flags}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn destination_rules_hash_users_to_one_pod_shed_load_above_the_limit_and_eject_failing_endpoints() {
+    if !root_or_skip(
+        "destination_rules_hash_users_to_one_pod_shed_load_above_the_limit_and_eject_failing_endpoints",
+    ) {
+        return;
+    }
+    let (lab, status) = Lab::started("t14dr", &mesh_for_traffic());
+    let vip = |service: &str| address_in(&status, service, true);
+    let (reviews, flaky) = (vip("shop/reviews"), vip("shop/flaky"));
+    let client = netns::Namespace::existing(&lab.namespace("p-shop-client"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let send = |url: &str, headers: &[(&str, &str)]| {
+        runtime
+            .block_on(lab::client::exchange(
+                Some(&client),
+                "GET",
+                url,
+                None,
+                headers,
+            ))
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    };
+    let pod_of = |body: &str| -> String {
+        let echoed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        echoed["pod"].as_str().unwrap_or("-").to_owned()
+    };
+    let out = lab.config("apply", "policies.yaml", Some(POLICIES));
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A consistent hash on a header: one user always reaches one pod; users spread.
+    let mut pods = std::collections::BTreeSet::new();
+    for user in 0..16 {
+        let user = format!("user-{user}");
+        let first = pod_of(&send(&format!("http://{reviews}:80/"), &[("x-user", &user)]).body);
+        for _ in 0..5 {
+            let again = send(&format!("http://{reviews}:80/"), &[("x-user", &user)]);
+            assert_eq!(pod_of(&again.body), first, "{user} moved: {again:?}");
+        }
+        pods.insert(first);
+    }
+    assert_eq!(pods.len(), 2, "16 users all hashed to {pods:?}");
+
+    // Circuit breaking: 8 slow requests at once, 2 allowed in flight — the rest are
+    // answered 503 `UO` at once, and counted so.
+    let before = requests_flagged(&lab, "reviews", "UO");
+    let url = format!("http://{reviews}:80/delay/1000");
+    let answers: Vec<Result<lab::client::Answer, String>> = runtime.block_on(async {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (ns, url) = (lab.namespace("p-shop-client"), url.clone());
+            calls.spawn(async move {
+                let ns = netns::Namespace::existing(&ns);
+                lab::client::exchange(Some(&ns), "GET", &url, None, &[]).await
+            });
+        }
+        calls.join_all().await
+    });
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|a| a.as_ref().map_or(0, |a| a.status))
+        .collect();
+    let shed = statuses.iter().filter(|s| **s == 503).count();
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 2 && shed >= 4,
+        "{statuses:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .flatten()
+            .any(|a| a.body.contains("overflow"))
+    );
+    assert!(requests_flagged(&lab, "reviews", "UO") >= before + shed as u64);
+
+    // Outlier detection: the dead replica fails once, is ejected for 3 s (every call
+    // reaches the live one), then comes back (and fails again).
+    let failed_within =
+        |tries: usize| (0..tries).any(|_| send(&format!("http://{flaky}:80/"), &[]).status != 200);
+    assert!(failed_within(30), "the dead replica was never chosen");
+    let ejected_at = Instant::now();
+    for _ in 0..20 {
+        let answer = send(&format!("http://{flaky}:80/"), &[]);
+        assert_eq!(answer.status, 200, "called while ejected: {answer:?}");
+    }
+    assert!(
+        ejected_at.elapsed() < Duration::from_secs(3),
+        "the checks outlasted the ejection"
+    );
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(ejected_at.elapsed()) + Duration::from_millis(300),
+    );
+    assert!(
+        failed_within(30),
+        "the ejected endpoint was never readmitted"
+    );
+}

@@ -421,8 +421,14 @@ pub(super) fn destination_rule(rule: &DestinationRule) -> Result<(), Invalid> {
             "workload selectors are for sidecars and have no meaning in ambient mode; remove it",
         );
     }
+    if let Some(p) = &spec.traffic_policy {
+        traffic_policy(p, "spec.trafficPolicy")?;
+    }
     let mut names = std::collections::BTreeSet::new();
     for (i, subset) in spec.subsets.iter().enumerate() {
+        if let Some(p) = &subset.traffic_policy {
+            traffic_policy(p, &format!("spec.subsets[{i}].trafficPolicy"))?;
+        }
         let at = format!("spec.subsets[{i}].name");
         if subset.name.is_empty() {
             return invalid(at, "a subset needs a name");
@@ -430,6 +436,120 @@ pub(super) fn destination_rule(rule: &DestinationRule) -> Result<(), Invalid> {
         dns_name(&subset.name, &at)?;
         if !names.insert(&subset.name) {
             return invalid(at, format!("subset {:?} is defined twice", subset.name));
+        }
+    }
+    Ok(())
+}
+
+fn traffic_policy(p: &TrafficPolicy, at: &str) -> Result<(), Invalid> {
+    policy_parts(
+        p.load_balancer.as_ref(),
+        p.connection_pool.as_ref(),
+        p.outlier_detection.as_ref(),
+        at,
+    )?;
+    for (i, port) in p.port_level_settings.iter().enumerate() {
+        let here = format!("{at}.portLevelSettings[{i}]");
+        match &port.port {
+            Some(n) => port_number(n.number, &format!("{here}.port.number"))?,
+            None => return invalid(format!("{here}.port"), "a port-level setting needs a port"),
+        }
+        policy_parts(
+            port.load_balancer.as_ref(),
+            port.connection_pool.as_ref(),
+            port.outlier_detection.as_ref(),
+            &here,
+        )?;
+    }
+    Ok(())
+}
+
+fn policy_parts(
+    lb: Option<&LoadBalancer>,
+    pool: Option<&ConnectionPool>,
+    outlier: Option<&OutlierDetection>,
+    at: &str,
+) -> Result<(), Invalid> {
+    if let Some(lb) = lb {
+        let here = format!("{at}.loadBalancer");
+        match (lb.simple.as_deref(), &lb.consistent_hash) {
+            (Some(_), Some(_)) => {
+                return invalid(here, "simple and consistentHash exclude each other");
+            }
+            (Some("PASSTHROUGH"), _) => {
+                return invalid(
+                    format!("{here}.simple"),
+                    "PASSTHROUGH is not supported: a waypoint sends to the service's endpoints; use LEAST_REQUEST, ROUND_ROBIN or RANDOM",
+                );
+            }
+            (Some(s), _)
+                if !matches!(
+                    s,
+                    "UNSPECIFIED" | "LEAST_REQUEST" | "LEAST_CONN" | "ROUND_ROBIN" | "RANDOM"
+                ) =>
+            {
+                return invalid(
+                    format!("{here}.simple"),
+                    format!("{s:?}: use LEAST_REQUEST, ROUND_ROBIN or RANDOM"),
+                );
+            }
+            (None, Some(hash)) => {
+                let keys = [
+                    hash.http_header_name.is_some(),
+                    hash.http_cookie.is_some(),
+                    hash.use_source_ip == Some(true),
+                    hash.http_query_parameter_name.is_some(),
+                ];
+                if keys.iter().filter(|k| **k).count() != 1 {
+                    return invalid(
+                        format!("{here}.consistentHash"),
+                        "name exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+                    );
+                }
+                if hash.http_cookie.as_ref().is_some_and(|c| c.ttl.is_some()) {
+                    return invalid(
+                        format!("{here}.consistentHash.httpCookie.ttl"),
+                        "generated cookies are not supported: hash on a cookie the client sends (leave ttl out)",
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(pool) = pool {
+        let here = format!("{at}.connectionPool");
+        if let Some(tcp) = &pool.tcp {
+            for (field, value) in [
+                ("connectTimeout", &tcp.connect_timeout),
+                ("maxConnectionDuration", &tcp.max_connection_duration),
+                ("idleTimeout", &tcp.idle_timeout),
+            ] {
+                if let Some(text) = value {
+                    duration(text, &format!("{here}.tcp.{field}"))?;
+                }
+            }
+        }
+        if let Some(text) = pool.http.as_ref().and_then(|h| h.idle_timeout.as_ref()) {
+            duration(text, &format!("{here}.http.idleTimeout"))?;
+        }
+    }
+    if let Some(o) = outlier {
+        let here = format!("{at}.outlierDetection");
+        for (field, value) in [
+            ("interval", &o.interval),
+            ("baseEjectionTime", &o.base_ejection_time),
+        ] {
+            if let Some(text) = value {
+                duration(text, &format!("{here}.{field}"))?;
+            }
+        }
+        for (field, value) in [
+            ("maxEjectionPercent", o.max_ejection_percent),
+            ("minHealthPercent", o.min_health_percent),
+        ] {
+            if value.is_some_and(|v| v > 100) {
+                return invalid(format!("{here}.{field}"), "a percentage is 0-100");
+            }
         }
     }
     Ok(())

@@ -419,6 +419,7 @@ fn backend_ref(
         port: u32::from(port.unwrap_or(0)),
         hostname: index.hostname(name, namespace),
         subset: None,
+        policy: None,
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use config::resources::traffic::{self as vs, istio_duration};
-use config::resources::{self as k8s, DestinationRule, VirtualService};
+use config::resources::{self as k8s, VirtualService};
 use xds::l7 as wire;
 
 use super::{Compiled, Index, authz, pod_uid};
@@ -115,13 +115,18 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
             }),
         );
     }
+    super::destination_rule::attach(index, out, wanted);
     for rule in &index.destination_rules {
-        notes(index, rule, out, wanted);
+        super::destination_rule::notes(index, rule, out, wanted);
     }
 }
 
 /// The Service (namespace, name) a host names, or why it cannot be routed.
-fn resolve(index: &Index<'_>, namespace: &str, host: &str) -> Result<(String, String), String> {
+pub(super) fn resolve(
+    index: &Index<'_>,
+    namespace: &str,
+    host: &str,
+) -> Result<(String, String), String> {
     if host.contains('*') {
         return Err("wildcard hosts are not routed yet; name the service".into());
     }
@@ -536,6 +541,7 @@ fn backend_ref(
         name,
         port,
         subset,
+        policy: None,
     }
 }
 
@@ -552,13 +558,7 @@ fn subset_pods(
     out: &mut Compiled,
 ) -> Vec<String> {
     let root = index.settings.root_namespace.as_str();
-    let rule = [from, ns, root].into_iter().find_map(|at| {
-        index.destination_rules.iter().find(|r| {
-            r.metadata.namespace() == at
-                && resolve(index, r.metadata.namespace(), &r.spec.host).ok()
-                    == Some((ns.to_owned(), name.to_owned()))
-        })
-    });
+    let rule = super::destination_rule::rule_for(index, &[from, ns, root], ns, name);
     let Some(labels) = rule.and_then(|r| r.spec.subsets.iter().find(|s| s.name == subset)) else {
         out.report(
             object.to_owned(),
@@ -583,73 +583,4 @@ fn subset_pods(
         })
         .map(|p| pod_uid(&index.settings.cluster_id, ns, &p.metadata.name))
         .collect()
-}
-
-/// What of a DestinationRule has no effect yet, and a host nothing routes at.
-fn notes(
-    index: &Index<'_>,
-    rule: &DestinationRule,
-    out: &mut Compiled,
-    wanted: &dyn Fn(&str) -> bool,
-) {
-    let namespace = rule.metadata.namespace();
-    if !wanted(namespace) {
-        return;
-    }
-    let object = format!("DestinationRule {namespace}/{}", rule.metadata.name);
-    let mut unenforced: Vec<String> = rule
-        .spec
-        .traffic_policy
-        .as_ref()
-        .map(|p| {
-            p.unenforced()
-                .into_iter()
-                .map(|f| format!("trafficPolicy.{f}"))
-                .collect()
-        })
-        .unwrap_or_default();
-    for (i, subset) in rule.spec.subsets.iter().enumerate() {
-        if let Some(p) = &subset.traffic_policy {
-            unenforced.extend(
-                p.unenforced()
-                    .into_iter()
-                    .map(|f| format!("subsets[{i}].trafficPolicy.{f}")),
-            );
-        }
-    }
-    if !unenforced.is_empty() {
-        out.report(
-            object.clone(),
-            format!(
-                "accepted, not enforced yet: {} (subsets are used by VirtualService routes; tls ISTIO_MUTUAL and DISABLE are what the mesh does anyway)",
-                unenforced.join(", ")
-            ),
-        );
-    }
-    if !rule.spec.export_to.is_empty() && rule.spec.export_to != ["*"] {
-        out.report(
-            object.clone(),
-            "exportTo has no effect: the waypoints of its host apply it for every client".into(),
-        );
-    }
-    match resolve(index, namespace, &rule.spec.host) {
-        Err(why) => out.report(object, format!("host {:?}: {why}", rule.spec.host)),
-        Ok((ns, name)) => {
-            let bound = index
-                .services_by_namespace
-                .get(ns.as_str())
-                .into_iter()
-                .flatten()
-                .find(|s| s.metadata.name == name)
-                .is_some_and(|s| super::waypoint::requested_by(index, &s.metadata).is_some());
-            if !bound {
-                out.report(
-                    object,
-                    format!(
-                        "Service {ns}/{name} uses no waypoint: its subsets are only used by VirtualService routes at a waypoint, so nothing uses this rule until one is bound"
-                    ),
-                );
-            }
-        }
-    }
 }

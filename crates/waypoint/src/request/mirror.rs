@@ -32,7 +32,7 @@ pub(super) fn mirror(
             continue;
         }
         let Ok(endpoint) =
-            upstream::choose_backend(snap, &shared.load, target, tunnel.target.port())
+            upstream::choose_backend(snap, &shared.load, target, tunnel.target.port(), None)
         else {
             continue;
         };

@@ -13,6 +13,8 @@ pub(super) struct Routed {
     pub(super) matched_prefix: Option<(String, bool)>,
     /// `None` only for an answer given here (redirect, direct response).
     pub(super) endpoint: Option<Endpoint>,
+    /// The request counted against its destination's limit.
+    pub(super) in_flight: Option<upstream::InFlight>,
 }
 
 /// The route phase: the destination service's route table decides when it has one (no
@@ -33,6 +35,7 @@ pub(super) fn route(
             backend: None,
             matched_prefix: None,
             endpoint: Some(endpoint),
+            in_flight: None,
         });
     };
     let authority = req
@@ -75,6 +78,7 @@ pub(super) fn route(
             backend: None,
             matched_prefix,
             endpoint: None,
+            in_flight: None,
         });
     }
     let Some(backend) = action.backend(random()).cloned() else {
@@ -83,13 +87,29 @@ pub(super) fn route(
             entry.route, entry.rule
         )));
     };
-    let endpoint =
-        upstream::choose_backend(snap, &shared.load, &backend.target, tunnel.target.port())?;
+    let policy = backend.target.policy.as_deref();
+    let hash = policy.and_then(|p| {
+        p.balance
+            .key(req.headers(), req.uri().query(), tunnel.client)
+    });
+    let endpoint = upstream::choose_backend(
+        snap,
+        &shared.load,
+        &backend.target,
+        tunnel.target.port(),
+        hash,
+    )?;
+    let in_flight = match policy.map(|p| shared.load.admit(p)) {
+        Some(Err(overflow)) => return Err(Refusal::Overflow(overflow.to_string())),
+        Some(Ok(guard)) => guard,
+        None => None,
+    };
     Ok(Routed {
         action: Some(action),
         backend: Some(backend),
         matched_prefix,
         endpoint: Some(endpoint),
+        in_flight,
     })
 }
 
@@ -257,6 +277,13 @@ pub(super) async fn forward(
                 Err(Refusal::Timeout(_)) => Attempt::Timeout,
                 Err(_) => Attempt::Reset,
             };
+            if let Some(policy) = route
+                .backend
+                .as_ref()
+                .and_then(|b| b.target.policy.as_deref())
+            {
+                shared.load.record(policy, endpoint.addr, attempt_was);
+            }
             let retriable = retry.is_some_and(|r| r.retries(attempt_was));
             let more = retry.is_some_and(|r| attempt < r.attempts) && template.is_some();
             if !(retriable && more) {
@@ -273,6 +300,7 @@ pub(super) async fn forward(
                     &shared.load,
                     &backend.target,
                     tunnel.target.port(),
+                    None,
                 )
             {
                 endpoint = next;
