@@ -1,9 +1,9 @@
 //! What users write: Kubernetes-style YAML for the mesh — core `Node`, `Namespace`,
 //! `ServiceAccount`, `Pod`, `Service`; Gateway API `Gateway` (class `istio-waypoint`) and,
 //! GAMMA style (attached to a Service or a waypoint's Gateway), `HTTPRoute` and
-//! `GRPCRoute`; Istio `AuthorizationPolicy` and `PeerAuthentication`. `VirtualService`,
-//! `RequestAuthentication`, `DestinationRule` and `ServiceEntry` are parsed and kept for
-//! the waypoint, their `spec` as written. Objects the mesh does not use (ConfigMaps,
+//! `GRPCRoute`; Istio `AuthorizationPolicy`, `PeerAuthentication`, `ServiceEntry`,
+//! `VirtualService` and `DestinationRule` (typed, [`resources::traffic`]);
+//! `RequestAuthentication` is kept with its `spec` as written. Objects the mesh does not use (ConfigMaps,
 //! RBAC, NetworkPolicy, other projects' kinds) are accepted and set aside, listed in one
 //! note; mesh kinds Bowline does not implement are refused by kind ([`kinds`]).
 //!

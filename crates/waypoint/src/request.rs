@@ -237,13 +237,13 @@ async fn handle(
         if let Some(cors) = &action.cors {
             exchange = match answer::preflight(shared, exchange, cors, &req) {
                 Ok(exchange) => exchange,
-                Err(answered) => return answered,
+                Err(answered) => return *answered,
             };
         }
         if let Some(fault) = &action.fault {
             exchange = match answer::inject(shared, exchange, fault).await {
                 Ok(exchange) => exchange,
-                Err(aborted) => return aborted,
+                Err(aborted) => return *aborted,
             };
         }
         if let Some(redirect) = &action.redirect {

@@ -936,7 +936,7 @@ fn action(a: wire::RouteAction) -> Result<Action, Invalid> {
                         format!("{} is not an HTTP status", d.status),
                     )
                 })?,
-            bytes::Bytes::from(d.body),
+            d.body,
         )),
     };
     let fault = a.fault.map(fault).transpose()?;

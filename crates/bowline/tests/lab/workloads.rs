@@ -170,8 +170,53 @@ fn bookinfo_as_users_write_it_runs_its_call_graph_and_deployments_scale_and_roll
         seen.insert(version);
     }
 
-    // Scaled up live: two more pods, and the Service spreads calls over all three.
+    // Istio's request routing: jason's requests reach reviews v2, everyone else's v1.
     let walk = sample.join("walkthrough");
+    let out = lab.bowline(&[
+        "apply",
+        "--name",
+        &lab.name,
+        "--wait",
+        "-f",
+        walk.join("reviews-routing.yaml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let reviews_version = |user: Option<&str>| -> String {
+        let mut args = vec![
+            "exec",
+            "--name",
+            &lab.name,
+            "default/deploy/curl",
+            "--",
+            "bowline",
+            "call",
+        ];
+        let header = user.map(|u| format!("end-user: {u}"));
+        if let Some(header) = &header {
+            args.extend(["-H", header.as_str()]);
+        }
+        args.push("http://productpage:9080/productpage");
+        let out = lab.bowline(&args);
+        let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        page["upstreams"][1]["body"]["version"]
+            .as_str()
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reviews_version(Some("jason")) != "v2" || reviews_version(None) != "v1" {
+        assert!(
+            Instant::now() < deadline,
+            "routing by user never took effect"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for _ in 0..5 {
+        assert_eq!(reviews_version(Some("jason")), "v2");
+        assert_eq!(reviews_version(None), "v1");
+    }
+
+    // Scaled up live: two more pods, and the Service spreads calls over all three.
     let out = lab.bowline(&[
         "apply",
         "--name",

@@ -25,7 +25,7 @@ pub(super) fn preflight(
     mut exchange: Exchange,
     cors: &Cors,
     req: &Request<Incoming>,
-) -> Result<Exchange, Response<ResponseBody>> {
+) -> Result<Exchange, Box<Response<ResponseBody>>> {
     let preflight = req.method() == http::Method::OPTIONS
         && req
             .headers()
@@ -56,7 +56,7 @@ pub(super) fn preflight(
             HeaderValue::from_static("true"),
         );
     }
-    Err(response)
+    Err(Box::new(response))
 }
 
 /// The CORS headers on the response to an allowed origin's request (none for others).
@@ -86,7 +86,7 @@ pub(super) async fn inject(
     shared: &Arc<Shared>,
     mut exchange: Exchange,
     fault: &Fault,
-) -> Result<Exchange, Response<ResponseBody>> {
+) -> Result<Exchange, Box<Response<ResponseBody>>> {
     if let Some((delay, share)) = fault.delay
         && drawn(share)
     {
@@ -129,7 +129,7 @@ pub(super) async fn inject(
             response
         }
     };
-    Err(response)
+    Err(Box::new(response))
 }
 
 /// The rule's direct response.
