@@ -15,6 +15,11 @@
 //! - **mesh**: `mesh/client` → VIP of `mesh/l4`:80 (ztunnel → HBONE → ztunnel).
 //! - **waypoint**: `mesh/client` → VIP of `mesh/l7`:80 (ztunnel → HBONE → waypoint, which
 //!   terminates the tunnel, serves the HTTP request and tunnels it again → ztunnel).
+//! - **routes**: the same to `mesh/l7-routes`, whose route table holds [`ROUTE_RULES`]
+//!   HTTPRoute rules (in routes of 16 rules, the Gateway API's most): every rule but the
+//!   last matches a header the requests do not carry, and sorts before the last, a
+//!   catch-all — so each request is matched against all of them, the worst case of the
+//!   table's cost. Compared with the waypoint path (no route table).
 //!
 //! Each path is first checked: the echo's answer must show the `x-request-id` the waypoint
 //! adds on the waypoint path, and must not on the others. Then, with [`CONNECTIONS`] fresh
@@ -64,6 +69,50 @@ pub const ROUNDS: u32 = 2;
 const APP_PORT: u16 = 8080;
 /// The services' port.
 const SERVICE_PORT: u16 = 80;
+/// HTTPRoute rules of the routes path.
+pub const ROUTE_RULES: usize = 1000;
+/// Rules per HTTPRoute (the Gateway API allows at most 16).
+const RULES_PER_ROUTE: usize = 16;
+
+/// The lab's manifest: [`MANIFEST`] and the routes path's service, pod and
+/// [`ROUTE_RULES`] rules.
+pub fn manifest() -> String {
+    let mut out = format!(
+        "{MANIFEST}---
+apiVersion: v1
+kind: Pod
+metadata: {{name: l7-routes, namespace: mesh, labels: {{app: l7-routes}}}}
+spec:
+  nodeName: node-2
+  containers: [{{name: app, command: [bowline, echo, --port, \"8080\"]}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: l7-routes
+  namespace: mesh
+  labels: {{istio.io/use-waypoint: waypoint}}
+spec: {{selector: {{app: l7-routes}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"
+    );
+    for (route, first) in (0..ROUTE_RULES).step_by(RULES_PER_ROUTE).enumerate() {
+        out.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: bench-{route}, namespace: mesh}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: l7-routes}}]\n  rules:\n"
+        ));
+        for rule in first..(first + RULES_PER_ROUTE).min(ROUTE_RULES) {
+            let matches = if rule + 1 == ROUTE_RULES {
+                String::new()
+            } else {
+                format!("matches: [{{headers: [{{name: x-bench-rule, value: \"{rule}\"}}]}}], ")
+            };
+            out.push_str(&format!(
+                "    - {{{matches}backendRefs: [{{name: l7-routes, port: 80}}]}}\n"
+            ));
+        }
+    }
+    out
+}
+
 /// The waypoint pod's process, as the lab names it.
 const WAYPOINT_PROCESS: &str = "pod mesh/waypoint-0 waypoint";
 
@@ -238,6 +287,18 @@ pub struct L7BenchReport {
     pub waypoint_requests: u64,
     /// Waypoint CPU time (user + system, all threads) per request at the fixed rate (µs).
     pub waypoint_cpu_us_per_request: f64,
+    /// HTTPRoute rules in the routes path's table.
+    pub route_rules: usize,
+    /// Closed loop, mesh client → `mesh/l7-routes` VIP (req/s): every rule matched.
+    pub routes_http_rps: f64,
+    /// `routes_http_rps` / `waypoint_http_rps`.
+    pub routes_vs_waypoint_rps_ratio: f64,
+    /// Routes path latency at the fixed rate, median (µs).
+    pub routes_latency_p50_us: f64,
+    /// Waypoint CPU time per request on the routes path at the fixed rate (µs).
+    pub routes_cpu_us_per_request: f64,
+    /// `routes_cpu_us_per_request` / `waypoint_cpu_us_per_request`.
+    pub routes_vs_waypoint_cpu_ratio: f64,
     /// Waypoint CPU time per second while the fixed-rate load went to the mesh path
     /// instead — its background work (µs/s).
     pub waypoint_idle_cpu_us_per_s: f64,
@@ -307,6 +368,17 @@ impl std::fmt::Display for L7BenchReport {
             self.waypoint_path_ztunnel_cpu_us_per_request,
             self.mesh_ztunnel_cpu_us_per_request,
             self.waypoint_path_vs_mesh_cpu_ratio
+        )?;
+        writeln!(
+            f,
+            "{} HTTPRoute rules, each matched: closed loop {:.0} req/s ({:.2}x the waypoint path without routes); at {:.0} req/s p50 {:.1} µs, waypoint CPU {:.1} µs per request ({:.2}x)",
+            self.route_rules,
+            self.routes_http_rps,
+            self.routes_vs_waypoint_rps_ratio,
+            self.rate,
+            self.routes_latency_p50_us,
+            self.routes_cpu_us_per_request,
+            self.routes_vs_waypoint_cpu_ratio
         )?;
         write!(
             f,
@@ -565,7 +637,7 @@ pub async fn run(
     }
     let dir = TempDir::new("l7")?;
     let manifest = dir.path().join("bench-l7.yaml");
-    std::fs::write(&manifest, MANIFEST)?;
+    std::fs::write(&manifest, self::manifest())?;
     let _lab = LabGuard { name: name.clone() };
     progress(&format!("lab {name}: bringing it up"));
     let options = UpOptions {
@@ -600,6 +672,7 @@ pub async fn run(
     )?;
     let mesh = Route::new(&state, "mesh", "mesh/client", vip("mesh/l4")?, false)?;
     let waypoint = Route::new(&state, "waypoint", "mesh/client", vip("mesh/l7")?, true)?;
+    let routes = Route::new(&state, "routes", "mesh/client", vip("mesh/l7-routes")?, true)?;
     // The lab records the VIP of every service; the plain one is unused (see the module
     // docs), but it must exist as the manifest says.
     vip("plain/server")?;
@@ -612,6 +685,7 @@ pub async fn run(
 
     let slice = phase / ROUNDS;
     let (mut direct_rps, mut mesh_rps, mut waypoint_rps) = (Vec::new(), Vec::new(), Vec::new());
+    let mut routes_rps = Vec::new();
     for round in 1..=ROUNDS {
         progress(&format!(
             "round {round}/{ROUNDS}: closed loop, {CONNECTIONS} connections, {:.1} s per path",
@@ -620,9 +694,11 @@ pub async fn run(
         direct_rps.push(direct.closed_loop(slice).await?);
         mesh_rps.push(mesh.closed_loop(slice).await?);
         waypoint_rps.push(waypoint.closed_loop(slice).await?);
+        routes_rps.push(routes.closed_loop(slice).await?);
     }
 
     let (mut at_rate_mesh, mut at_rate_waypoint) = (FixedRate::default(), FixedRate::default());
+    let mut at_rate_routes = FixedRate::default();
     let (mut rss, mut rss_anon) = (0u64, 0u64);
     for round in 1..=ROUNDS {
         progress(&format!(
@@ -641,6 +717,10 @@ pub async fn run(
         at_rate_waypoint.add(requests?, before, after);
         rss = rss.max(peaks.first().copied().unwrap_or(0));
         rss_anon = rss_anon.max(peaks.get(1).copied().unwrap_or(0));
+
+        let before = costed.now()?;
+        let requests = routes.fixed_rate(slice).await?;
+        at_rate_routes.add(requests, before, costed.now()?);
     }
     // The kernel updates VmHWM lazily; a sampled VmRSS can be a little above it.
     let peak_rss = procfs::status_kb(&costed.waypoint_status()?, "VmHWM:").max(rss);
@@ -648,6 +728,9 @@ pub async fn run(
     let direct_http_rps = median(&mut direct_rps);
     let mesh_http_rps = median(&mut mesh_rps);
     let waypoint_http_rps = median(&mut waypoint_rps);
+    let routes_http_rps = median(&mut routes_rps);
+    let routes_cpu_us_per_request = at_rate_routes.per_request(at_rate_routes.cpu.waypoint);
+    let waypoint_cpu_us_per_request = at_rate_waypoint.per_request(at_rate_waypoint.cpu.waypoint);
     let mesh_latency_p50_us = percentile(&mut at_rate_mesh.latencies_us, 0.5);
     let waypoint_latency_p50_us = percentile(&mut at_rate_waypoint.latencies_us, 0.5);
     progress(&format!("lab {name}: removing it"));
@@ -670,7 +753,13 @@ pub async fn run(
         waypoint_latency_p99_us: percentile(&mut at_rate_waypoint.latencies_us, 0.99),
         waypoint_added_p50_us: waypoint_latency_p50_us - mesh_latency_p50_us,
         waypoint_requests: at_rate_waypoint.done,
-        waypoint_cpu_us_per_request: at_rate_waypoint.per_request(at_rate_waypoint.cpu.waypoint),
+        waypoint_cpu_us_per_request,
+        route_rules: ROUTE_RULES,
+        routes_http_rps,
+        routes_vs_waypoint_rps_ratio: ratio(routes_http_rps, waypoint_http_rps),
+        routes_latency_p50_us: percentile(&mut at_rate_routes.latencies_us, 0.5),
+        routes_cpu_us_per_request,
+        routes_vs_waypoint_cpu_ratio: ratio(routes_cpu_us_per_request, waypoint_cpu_us_per_request),
         waypoint_idle_cpu_us_per_s: ratio(
             at_rate_mesh.cpu.waypoint as f64,
             at_rate_mesh.elapsed.as_secs_f64(),
@@ -692,6 +781,20 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_routes_path_has_its_rules_in_routes_the_gateway_api_accepts() {
+        let docs = config::parse_documents(&manifest(), "bench-l7.yaml").unwrap();
+        let rules: usize = docs
+            .iter()
+            .filter_map(|d| match d {
+                config::Resource::HttpRoute(r) => Some(r.spec.rules.len()),
+                _ => None,
+            })
+            .inspect(|n| assert!(*n <= RULES_PER_ROUTE))
+            .sum();
+        assert_eq!(rules, ROUTE_RULES);
+    }
 
     #[test]
     fn ratios_of_nothing_are_zero() {
