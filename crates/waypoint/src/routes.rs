@@ -23,6 +23,64 @@ use xds::l7 as wire;
 pub struct Table {
     /// In precedence order.
     pub entries: Vec<Entry>,
+    /// Which entries a request can match at all, so a large table is not walked whole.
+    index: Index,
+}
+
+/// Entries by what they require exactly: an exact path, else an exact header value;
+/// the rest are always candidates. A request's candidates are merged back in precedence
+/// order, so the first that matches is the one a full walk would find.
+#[derive(Debug, Default)]
+struct Index {
+    /// Entries without an exact requirement (ascending).
+    always: Vec<usize>,
+    /// Exact path → entries (ascending).
+    by_path: HashMap<String, Vec<usize>>,
+    /// Header name → exact value → entries (ascending).
+    by_header: Vec<(HeaderName, HashMap<String, Vec<usize>>)>,
+}
+
+/// Indexed header names a request is looked up by before falling back to a full walk.
+const MAX_INDEXED_HEADERS: usize = 6;
+
+impl Index {
+    fn new(entries: &[Entry]) -> Self {
+        let mut index = Index::default();
+        for (i, e) in entries.iter().enumerate() {
+            if let PathMatch::Exact(path) = &e.matcher.path {
+                index.by_path.entry(path.clone()).or_default().push(i);
+                continue;
+            }
+            let exact = e.matcher.headers.iter().find_map(|(name, m)| match m {
+                ValueMatch::Exact(v) => Some((name, v)),
+                _ => None,
+            });
+            let Some((name, value)) = exact else {
+                index.always.push(i);
+                continue;
+            };
+            let slot = match index.by_header.iter().position(|(n, _)| n == name) {
+                Some(slot) => slot,
+                None => {
+                    index.by_header.push((name.clone(), HashMap::new()));
+                    index.by_header.len() - 1
+                }
+            };
+            index.by_header[slot]
+                .1
+                .entry(value.clone())
+                .or_default()
+                .push(i);
+        }
+        if index.by_header.len() > MAX_INDEXED_HEADERS {
+            // Too many kinds of key to merge cheaply: walk everything.
+            return Index {
+                always: (0..entries.len()).collect(),
+                ..Index::default()
+            };
+        }
+        index
+    }
 }
 
 /// One match and what its rule does.
@@ -466,9 +524,48 @@ pub struct RequestView<'a> {
 }
 
 impl Table {
+    /// A table of `entries` (in precedence order).
+    pub fn new(entries: Vec<Entry>) -> Self {
+        let index = Index::new(&entries);
+        Table { entries, index }
+    }
+
     /// The first entry that matches.
     pub fn find(&self, request: &RequestView<'_>) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.matcher.matches(request))
+        const EMPTY: &[usize] = &[];
+        let mut lists: [&[usize]; MAX_INDEXED_HEADERS + 2] = [EMPTY; MAX_INDEXED_HEADERS + 2];
+        lists[0] = &self.index.always;
+        if let Some(by_path) = self.index.by_path.get(request.path) {
+            lists[1] = by_path;
+        }
+        for (slot, (name, values)) in self.index.by_header.iter().enumerate() {
+            if let Some(found) = request
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| values.get(v))
+            {
+                lists[slot + 2] = found;
+            }
+        }
+        // Merge the candidate lists in ascending order; the first match wins.
+        let mut at = [0usize; MAX_INDEXED_HEADERS + 2];
+        loop {
+            let mut next: Option<(usize, usize)> = None;
+            for (l, list) in lists.iter().enumerate() {
+                if let Some(&i) = list.get(at[l])
+                    && next.is_none_or(|(_, best)| i < best)
+                {
+                    next = Some((l, i));
+                }
+            }
+            let (l, i) = next?;
+            at[l] += 1;
+            let entry = &self.entries[i];
+            if entry.matcher.matches(request) {
+                return Some(entry);
+            }
+        }
     }
 }
 
@@ -613,7 +710,7 @@ impl TryFrom<wire::RouteTable> for Table {
                 action,
             });
         }
-        Ok(Table { entries })
+        Ok(Table::new(entries))
     }
 }
 
@@ -1215,6 +1312,68 @@ mod tests {
         let mut debug = HeaderMap::new();
         debug.insert("x-debug", HeaderValue::from_static("1"));
         assert_eq!(backend_for(&t, "GET", "/other", None, &debug), None);
+    }
+
+    #[test]
+    fn the_index_finds_what_walking_the_whole_table_finds() {
+        use wire::path_match::Kind;
+        let mut entries = Vec::new();
+        for i in 0..40 {
+            let mut e = match i % 4 {
+                0 => entry((Kind::Exact, &format!("/p{}", i % 7)), "", &format!("b{i}")),
+                1 => entry(
+                    (Kind::Prefix, &format!("/p{}", i % 5)),
+                    "",
+                    &format!("b{i}"),
+                ),
+                _ => entry((Kind::Prefix, "/"), "", &format!("b{i}")),
+            };
+            let m = e.r#match.as_mut().unwrap();
+            if i % 3 == 0 {
+                m.headers.push(wire::ValueMatch {
+                    kind: wire::value_match::Kind::Exact as i32,
+                    name: format!("x-h{}", i % 2),
+                    value: format!("{}", i % 4),
+                });
+            }
+            if i % 5 == 0 {
+                m.method = "POST".into();
+            }
+            entries.push(e);
+        }
+        let t = table(entries);
+        for path in ["/", "/p0", "/p1", "/p3/x", "/p6", "/q"] {
+            for method in ["GET", "POST"] {
+                for (h0, h1) in [
+                    (None, None),
+                    (Some("0"), None),
+                    (Some("2"), Some("1")),
+                    (None, Some("3")),
+                ] {
+                    let mut headers = HeaderMap::new();
+                    if let Some(v) = h0 {
+                        headers.insert("x-h0", HeaderValue::from_static(v));
+                    }
+                    if let Some(v) = h1 {
+                        headers.insert("x-h1", HeaderValue::from_static(v));
+                    }
+                    let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+                    let view = RequestView {
+                        method: &method,
+                        path,
+                        query: None,
+                        headers: &headers,
+                        authority: None,
+                        port: 80,
+                        source_uid: None,
+                        source_namespace: "shop",
+                    };
+                    let walked = t.entries.iter().position(|e| e.matcher.matches(&view));
+                    let found = t.find(&view).map(|e| e.rule as usize);
+                    assert_eq!(found, walked, "{method} {path} {h0:?} {h1:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -231,3 +231,83 @@ spec:
         c.status
     );
 }
+
+#[test]
+fn a_destination_rule_policy_reaches_every_backend_of_its_host_and_a_service_without_routes() {
+    let yaml = "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews.shop.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: X-User}}
+    connectionPool: {tcp: {maxConnections: 10}, http: {http1MaxPendingRequests: 5, http2MaxRequests: 100}}
+    outlierDetection: {consecutive5xxErrors: 3, baseEjectionTime: 1m}
+    portLevelSettings:
+      - port: {number: 9080}
+        loadBalancer: {simple: ROUND_ROBIN}
+  subsets:
+    - name: v2
+      labels: {version: v2}
+      trafficPolicy: {connectionPool: {http: {http2MaxRequests: 7}}}
+";
+    // No route at all: the service gets a catch-all table carrying the policy.
+    let c = compile(&format!("{}{yaml}", shop_with_waypoint(true)));
+    let table = &c.route_tables["shop/reviews"];
+    assert_eq!(table.entries.len(), 1);
+    let backend = table.entries[0].action.as_ref().unwrap().backends[0]
+        .backend
+        .clone()
+        .unwrap();
+    assert_eq!(backend.port, 0, "the request's own port");
+    let policy = backend.policy.unwrap();
+    assert_eq!(
+        policy.load_balancer.unwrap().hash,
+        Some(l7::load_balancer::Hash::Header("x-user".into()))
+    );
+    assert_eq!(
+        policy.connection_pool.unwrap().max_requests,
+        15,
+        "maxConnections + http1MaxPendingRequests is below http2MaxRequests"
+    );
+    let outlier = policy.outlier_detection.unwrap();
+    assert_eq!(
+        (
+            outlier.consecutive_5xx,
+            outlier.base_ejection_ms,
+            outlier.max_ejection_percent
+        ),
+        (3, 60_000, 10)
+    );
+
+    // Routed to port 9080, subset v2: the port's load balancer, the subset's pool.
+    let service = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]}]
+";
+    let c = compile(&format!("{}{yaml}{service}", shop_with_waypoint(true)));
+    let backend = c.route_tables["shop/reviews"].entries[0]
+        .action
+        .as_ref()
+        .unwrap()
+        .backends[0]
+        .backend
+        .clone()
+        .unwrap();
+    let policy = backend.policy.unwrap();
+    let lb = policy.load_balancer.unwrap();
+    assert_eq!(
+        (lb.simple, lb.hash),
+        (l7::load_balancer::Simple::RoundRobin as i32, None)
+    );
+    assert_eq!(policy.connection_pool.unwrap().max_requests, 7);
+    assert!(
+        policy.outlier_detection.is_some(),
+        "the host's, not overridden"
+    );
+}
