@@ -51,7 +51,7 @@ kind: DestinationRule
 metadata: {name: reviews, namespace: shop}
 spec:
   host: reviews
-  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 1s}}}
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -137,7 +137,8 @@ fn virtual_services_route_subsets_split_inject_faults_answer_redirect_rewrite_an
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("DestinationRule shop/reviews")
-            && text(&out).contains("not enforced yet: trafficPolicy.loadBalancer"),
+            && text(&out)
+                .contains("not enforced yet: trafficPolicy.connectionPool.tcp (connectTimeout"),
         "what is not enforced is said: {}",
         text(&out)
     );
