@@ -1168,6 +1168,18 @@ const WAYPOINT_GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: 
 
 /// `istio_requests_total` of the waypoint (reporter `waypoint`) for `response_code`.
 fn waypoint_requests(lab: &Lab, response_code: &str) -> u64 {
+    waypoint_requests_with(
+        lab,
+        &[
+            "destination_service_name=\"server\"",
+            &format!("response_code=\"{response_code}\""),
+        ],
+    )
+}
+
+/// `istio_requests_total` of the waypoint (reporter `waypoint`) on lines with all of
+/// `labels`.
+fn waypoint_requests_with(lab: &Lab, labels: &[&str]) -> u64 {
     let (status, body) = lab
         .request_from(
             "p-shop-waypoint-0",
@@ -1181,8 +1193,7 @@ fn waypoint_requests(lab: &Lab, response_code: &str) -> u64 {
     body.lines()
         .filter(|l| l.starts_with("istio_requests_total{"))
         .filter(|l| l.contains("reporter=\"waypoint\""))
-        .filter(|l| l.contains("destination_service_name=\"server\""))
-        .filter(|l| l.contains(&format!("response_code=\"{response_code}\"")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }

@@ -288,22 +288,13 @@ spec:
 
 /// The waypoint's `istio_requests_total` for destination `service` with `flags`.
 fn requests_flagged(lab: &Lab, service: &str, flags: &str) -> u64 {
-    let (status, body) = lab
-        .request_from(
-            "p-shop-waypoint-0",
-            "GET",
-            "http://127.0.0.1:15020/stats/prometheus",
-            None,
-            None,
-        )
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .filter(|l| l.starts_with("istio_requests_total{"))
-        .filter(|l| l.contains(&format!("destination_service_name=\"{service}\"")))
-        .filter(|l| l.contains(&format!("response_flags=\"{flags}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    super::waypoint_requests_with(
+        lab,
+        &[
+            &format!("destination_service_name=\"{service}\""),
+            &format!("response_flags=\"{flags}\""),
+        ],
+    )
 }
 
 #[test]

@@ -40,9 +40,21 @@ kind: DestinationRule
 metadata: {name: reviews, namespace: shop}
 spec:
   host: reviews
-  trafficPolicy: {loadBalancer: {simple: RANDOM}, tls: {mode: ISTIO_MUTUAL}}
+  trafficPolicy: {loadBalancer: {simple: RANDOM, warmupDurationSecs: 10s}, tls: {mode: ISTIO_MUTUAL}}
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
 ";
+
+/// The first backend of the first entry of `shop/reviews`'s table.
+fn first_backend(c: &Compiled) -> l7::BackendRef {
+    c.route_tables["shop/reviews"].entries[0]
+        .action
+        .as_ref()
+        .unwrap()
+        .backends[0]
+        .backend
+        .clone()
+        .unwrap()
+}
 
 fn notes(c: &Compiled, object: &str) -> String {
     c.status
@@ -164,7 +176,8 @@ fn a_virtual_service_compiles_in_istios_order_with_its_matches_subsets_and_defau
     );
     let rule = notes(&c, "DestinationRule shop/reviews");
     assert!(
-        rule.contains("not enforced yet: trafficPolicy.loadBalancer") && !rule.contains("tls.mode"),
+        rule.contains("not enforced yet: trafficPolicy.loadBalancer.warmup")
+            && !rule.contains("tls.mode"),
         "{rule}"
     );
 }
@@ -215,14 +228,7 @@ spec:
   http: [{route: [{destination: {host: reviews, subset: v9}}]}]
 ";
     let c = compile(&format!("{}{yaml}", shop_with_waypoint(true)));
-    let backend = c.route_tables["shop/reviews"].entries[0]
-        .action
-        .as_ref()
-        .unwrap()
-        .backends[0]
-        .backend
-        .clone()
-        .unwrap();
+    let backend = first_backend(&c);
     assert!(backend.subset.unwrap().uids.is_empty());
     assert!(
         notes(&c, "VirtualService shop/reviews")
@@ -291,14 +297,7 @@ spec:
   http: [{route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]}]
 ";
     let c = compile(&format!("{}{yaml}{service}", shop_with_waypoint(true)));
-    let backend = c.route_tables["shop/reviews"].entries[0]
-        .action
-        .as_ref()
-        .unwrap()
-        .backends[0]
-        .backend
-        .clone()
-        .unwrap();
+    let backend = first_backend(&c);
     let policy = backend.policy.unwrap();
     let lb = policy.load_balancer.unwrap();
     assert_eq!(
