@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use policy::{HttpRequest, L4Request, Policy, Request};
 use prost::Message;
-use waypoint::routes::{PathRewrite, RequestView, Table, replace_prefix};
+use waypoint::routes::{PathRewrite, RequestView, Table, replace_prefix, replace_string_prefix};
 use xds::l7;
 
 /// One input: one set of resources.
@@ -47,7 +47,13 @@ pub fn run(data: &[u8]) {
         for p in &policies {
             let _ = p.applies_through(("shop", "waypoint"), Some(("shop", "reviews")));
         }
-        let _ = policy::evaluate_request(&policies, &Request { l4, http: Some(http) });
+        let _ = policy::evaluate_request(
+            &policies,
+            &Request {
+                l4,
+                http: Some(http),
+            },
+        );
         let _ = policy::evaluate_request(&policies, &Request { l4, http: None });
         let method = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
         let view = RequestView {
@@ -55,6 +61,10 @@ pub fn run(data: &[u8]) {
             path,
             query: Some("v=2&x"),
             headers: &headers,
+            authority: Some("reviews:9080"),
+            port: 9080,
+            source_uid: Some("Kubernetes//Pod/shop/productpage-0"),
+            source_namespace: "shop",
         };
         for table in &tables {
             let Some(entry) = table.find(&view) else {
@@ -63,11 +73,15 @@ pub fn run(data: &[u8]) {
             for roll in [0, 1, u64::MAX] {
                 let _ = entry.action.backend(roll);
             }
-            let prefix = entry.matcher.matched_prefix().unwrap_or("");
+            let (prefix, plain) = entry.matcher.matched_prefix().unwrap_or(("", false));
             if let Some((_, Some(rewrite))) = &entry.action.rewrite {
                 let _ = match rewrite {
                     PathRewrite::Full(full) => full.clone(),
+                    PathRewrite::Prefix(with) if plain => replace_string_prefix(path, prefix, with),
                     PathRewrite::Prefix(with) => replace_prefix(path, prefix, with),
+                    PathRewrite::Regex(pattern, with) => {
+                        pattern.replace_all(path, with.as_str()).into_owned()
+                    }
                 };
             }
         }
