@@ -260,6 +260,16 @@ impl<'a> Index<'a> {
         format!("{name}.{namespace}.svc.{}", self.settings.cluster_domain)
     }
 
+    /// Service `namespace/name`.
+    pub(crate) fn service(&self, namespace: &str, name: &str) -> Option<&'a k8s::Service> {
+        self.services_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .find(|s| s.metadata.name == name)
+            .copied()
+    }
+
     pub(crate) fn service_exists(&self, namespace: &str, name: &str) -> bool {
         self.services
             .iter()

@@ -526,6 +526,15 @@ fn respond(
     Response::from_parts(parts, body)
 }
 
+/// Adds Istio response flag `flag` to the exchange's (`-` when none).
+fn add_flag(exchange: &mut Exchange, flag: &str) {
+    let flags = &mut exchange.labels.peers.response_flags;
+    *flags = match flags.as_str() {
+        "-" => flag.to_owned(),
+        earlier => format!("{earlier},{flag}"),
+    };
+}
+
 /// A response the waypoint makes itself.
 fn local(
     shared: &Arc<Shared>,
@@ -534,10 +543,7 @@ fn local(
 ) -> Response<ResponseBody> {
     let (status, flags, text) = refusal.answer();
     exchange.labels.response_code = status.as_u16().to_string();
-    exchange.labels.peers.response_flags = match exchange.labels.peers.response_flags.as_str() {
-        "-" => flags.to_owned(),
-        earlier => format!("{flags},{earlier}"),
-    };
+    add_flag(&mut exchange, flags);
     if exchange.protocol == "grpc" {
         exchange.labels.grpc_response_status = "14".into();
     }

@@ -23,7 +23,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
-use ztunnel::state::{Service, Snapshot, TunnelProtocol, Workload};
+use ztunnel::state::{PortMapping, Service, Snapshot, TunnelProtocol, Workload};
 
 use crate::routes::{Attempt, Balance, Policy};
 
@@ -318,25 +318,12 @@ fn choose_by(
     hash: Option<u64>,
 ) -> Result<Endpoint, RouteError> {
     let now = now_ms();
-    let endpoints = snap.endpoints(&service.key());
-    let Some(mapping) = service.ports.iter().find(|p| p.service_port == port) else {
-        return Err(RouteError::ServicePort {
-            service: service.key(),
-            port,
-        });
-    };
-    let to = |w: &Arc<Workload>| {
-        let ip = *w.addresses.first()?;
-        Some(Endpoint {
-            service: Some(service.clone()),
-            workload: w.clone(),
-            addr: SocketAddr::new(ip, w.target_port(&service.key(), mapping)),
-        })
-    };
-    let candidates: Vec<Endpoint> = endpoints
+    let mapping = port_mapping(service, port)?;
+    let candidates: Vec<Endpoint> = snap
+        .endpoints(&service.key())
         .iter()
         .filter(|w| w.healthy && admit(w))
-        .filter_map(to)
+        .filter_map(|w| endpoint_on(service, mapping, w))
         .collect();
     let state = load.destination(policy);
     state.endpoints.store(
@@ -380,7 +367,7 @@ fn choose_by(
         _ => {
             let first = pool[(random() % pool.len() as u64) as usize];
             let second = pool[(random() % pool.len() as u64) as usize];
-            if load.in_flight(&second.addr) < load.in_flight(&first.addr) {
+            if second_less_loaded(load, first, second) {
                 second
             } else {
                 first
@@ -388,6 +375,37 @@ fn choose_by(
         }
     };
     Ok(chosen.clone())
+}
+
+/// Service `port`'s mapping, or the error naming it.
+fn port_mapping(service: &Service, port: u16) -> Result<&PortMapping, RouteError> {
+    service
+        .ports
+        .iter()
+        .find(|p| p.service_port == port)
+        .ok_or_else(|| RouteError::ServicePort {
+            service: service.key(),
+            port,
+        })
+}
+
+/// `workload` as an endpoint of `service` on `mapping` (`None` without an address).
+fn endpoint_on(
+    service: &Arc<Service>,
+    mapping: &PortMapping,
+    workload: &Arc<Workload>,
+) -> Option<Endpoint> {
+    let ip = *workload.addresses.first()?;
+    Some(Endpoint {
+        service: Some(service.clone()),
+        workload: workload.clone(),
+        addr: SocketAddr::new(ip, workload.target_port(&service.key(), mapping)),
+    })
+}
+
+/// Whether `second` has fewer requests in flight than `first` (least request's draw).
+fn second_less_loaded(load: &Load, first: &Endpoint, second: &Endpoint) -> bool {
+    load.in_flight(&second.addr) < load.in_flight(&first.addr)
 }
 
 /// Least request over the healthy endpoints of `service` that `admit`, for its port
@@ -400,21 +418,9 @@ fn choose_in(
     admit: &dyn Fn(&Workload) -> bool,
 ) -> Result<Endpoint, RouteError> {
     let key = || service.key();
-    let Some(mapping) = service.ports.iter().find(|p| p.service_port == port) else {
-        return Err(RouteError::ServicePort {
-            service: key(),
-            port,
-        });
-    };
+    let mapping = port_mapping(service, port)?;
     let endpoints = snap.endpoints(&service.key());
-    let endpoint = |workload: &Arc<Workload>| {
-        let ip = *workload.addresses.first()?;
-        Some(Endpoint {
-            service: Some(service.clone()),
-            workload: workload.clone(),
-            addr: SocketAddr::new(ip, workload.target_port(&service.key(), mapping)),
-        })
-    };
+    let endpoint = |workload: &Arc<Workload>| endpoint_on(service, mapping, workload);
     let healthy = |w: &&Arc<Workload>| w.healthy && !w.addresses.is_empty() && admit(w);
     let count = endpoints.iter().filter(healthy).count();
     let nth = |n: usize| endpoints.iter().filter(healthy).nth(n).and_then(endpoint);
@@ -425,7 +431,7 @@ fn choose_in(
             let first = (random() % count as u64) as usize;
             let second = (first + 1 + (random() % (count as u64 - 1)) as usize) % count;
             match (nth(first), nth(second)) {
-                (Some(a), Some(b)) if load.in_flight(&b.addr) < load.in_flight(&a.addr) => Some(b),
+                (Some(a), Some(b)) if second_less_loaded(load, &a, &b) => Some(b),
                 (a, b) => a.or(b),
             }
         }

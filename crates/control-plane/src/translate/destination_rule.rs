@@ -17,8 +17,8 @@
 
 use std::sync::Arc;
 
+use config::resources::DestinationRule;
 use config::resources::traffic::{self as vs, istio_duration};
-use config::resources::{self as k8s, DestinationRule};
 use xds::l7 as wire;
 
 use super::{Compiled, Index};
@@ -262,14 +262,8 @@ pub(super) fn notes(
         Err(why) => out.report(object, format!("host {:?}: {why}", rule.spec.host)),
         Ok((ns, name)) => {
             let bound = index
-                .services_by_namespace
-                .get(ns.as_str())
-                .into_iter()
-                .flatten()
-                .find(|s| s.metadata.name == name)
-                .is_some_and(|s: &&k8s::Service| {
-                    super::waypoint::requested_by(index, &s.metadata).is_some()
-                });
+                .service(&ns, &name)
+                .is_some_and(|s| super::waypoint::requested_by(index, &s.metadata).is_some());
             if !bound {
                 out.report(
                     object,

@@ -57,13 +57,7 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
             match resolve(index, namespace, host) {
                 Err(why) => out.report(object.clone(), format!("host {host:?}: {why}")),
                 Ok((ns, name)) => {
-                    let Some(svc) = index
-                        .services_by_namespace
-                        .get(ns.as_str())
-                        .into_iter()
-                        .flatten()
-                        .find(|s| s.metadata.name == name)
-                    else {
+                    let Some(svc) = index.service(&ns, &name) else {
                         out.report(
                             object.clone(),
                             format!("host {host:?}: Service {ns}/{name} does not exist"),
@@ -511,13 +505,7 @@ fn backend_ref(
             (namespace.to_owned(), d.host.clone())
         }
     };
-    let service = index
-        .services_by_namespace
-        .get(ns.as_str())
-        .into_iter()
-        .flatten()
-        .find(|s| s.metadata.name == name)
-        .copied();
+    let service = index.service(&ns, &name);
     if service.is_none() {
         out.report(
             object.to_owned(),

@@ -146,11 +146,3 @@ pub(super) fn direct(
     *response.status_mut() = status;
     response
 }
-
-fn add_flag(exchange: &mut Exchange, flag: &str) {
-    let flags = &mut exchange.labels.peers.response_flags;
-    *flags = match flags.as_str() {
-        "-" => flag.to_owned(),
-        earlier => format!("{earlier},{flag}"),
-    };
-}
