@@ -33,7 +33,6 @@ const UNUSED: &[(&str, &[&str])] = &[
         "",
         &[
             "ConfigMap",
-            "Secret",
             "LimitRange",
             "ResourceQuota",
             "PersistentVolume",
@@ -80,7 +79,7 @@ const UNIMPLEMENTED: &[(&str, &str, &str)] = &[
     (
         "networking.istio.io",
         "Gateway",
-        "Istio's Gateway (ingress/egress gateways) is not supported; for a waypoint write a Gateway API Gateway (apiVersion gateway.networking.k8s.io/v1) with gatewayClassName: istio-waypoint",
+        "Istio's networking.istio.io Gateway is not supported; write a Gateway API Gateway (apiVersion gateway.networking.k8s.io/v1) with gatewayClassName: istio for an ingress gateway (its routes as HTTPRoutes with parentRefs to it), or istio-waypoint for a waypoint",
     ),
     (
         "networking.istio.io",
@@ -197,7 +196,6 @@ mod tests {
     fn other_projects_and_plain_kubernetes_kinds_are_set_aside() {
         for (api_version, kind) in [
             ("v1", "ConfigMap"),
-            ("v1", "Secret"),
             ("networking.k8s.io/v1", "NetworkPolicy"),
             ("networking.k8s.io/v1", "Ingress"),
             ("autoscaling/v2", "HorizontalPodAutoscaler"),
@@ -223,7 +221,7 @@ mod tests {
         };
         assert!(refused("networking.istio.io/v1alpha3", "EnvoyFilter").contains("remove it"));
         assert!(refused("networking.istio.io/v1", "Gateway").contains(
-            "(apiVersion gateway.networking.k8s.io/v1) with gatewayClassName: istio-waypoint"
+            "(apiVersion gateway.networking.k8s.io/v1) with gatewayClassName: istio for an ingress gateway"
         ));
         assert!(refused("gateway.networking.k8s.io/v1alpha2", "TCPRoute").contains("HTTPRoute"));
         assert!(refused("batch/v1", "CronJob").contains("write a Job"));

@@ -10,7 +10,7 @@ use serde_norway::Value;
 
 use crate::kinds::{self, Foreign};
 use crate::limits::{self, Budget, Limit, Limits};
-use crate::resources::{Kind, Resource, WAYPOINT_CLASS};
+use crate::resources::{INGRESS_CLASS, Kind, Resource, WAYPOINT_CLASS};
 use crate::{ConfigError, validate};
 
 /// Why a text was not taken.
@@ -287,6 +287,7 @@ fn parse_one(mut value: Value) -> Result<Document, Failure> {
             Kind::Namespace => Resource::Namespace(strict(value)?),
             Kind::Node => Resource::Node(strict(value)?),
             Kind::ServiceAccount => Resource::ServiceAccount(strict(value)?),
+            Kind::Secret => Resource::Secret(strict(value)?),
             Kind::Pod => Resource::Pod(strict(value)?),
             Kind::Service => Resource::Service(strict(value)?),
             Kind::Gateway => {
@@ -321,11 +322,11 @@ fn gateway_class(value: &Value) -> Result<(), Failure> {
         .and_then(|spec| spec.get("gatewayClassName"))
         .and_then(Value::as_str);
     match class {
-        Some(class) if class != WAYPOINT_CLASS => Err((
+        Some(class) if class != WAYPOINT_CLASS && class != INGRESS_CLASS => Err((
             None,
             "spec.gatewayClassName".into(),
             format!(
-                "{class:?}: Bowline runs only waypoints (gatewayClassName: {WAYPOINT_CLASS}); ingress and egress gateways are not supported"
+                "{class:?}: Bowline runs waypoints (gatewayClassName: {WAYPOINT_CLASS}) and ingress gateways (gatewayClassName: {INGRESS_CLASS}); egress gateways and other implementations' classes are not supported"
             ),
         )),
         _ => Ok(()),

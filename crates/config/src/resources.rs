@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod gateway;
 mod istio;
 mod routes;
 pub mod traffic;
 mod unenforced;
 mod workloads;
+pub use gateway::*;
 pub use istio::{
     ServiceEntry, ServiceEntryPort, ServiceEntrySpec, WorkloadEntrySpec, WorkloadSelector,
 };
@@ -321,75 +323,6 @@ pub enum IntOrString {
     String(String),
 }
 
-/// Gateway API `Gateway` (only class `istio-waypoint`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Gateway {
-    /// Metadata (`istio.io/waypoint-for` label).
-    pub metadata: ObjectMeta,
-    /// Spec.
-    pub spec: GatewaySpec,
-}
-
-/// `Gateway.spec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GatewaySpec {
-    /// Must be `istio-waypoint`.
-    pub gateway_class_name: String,
-    /// Listeners (`{name: mesh, port: 15008, protocol: HBONE}`).
-    #[serde(default)]
-    pub listeners: Vec<Listener>,
-    /// Addresses asked for (read; a waypoint's address is its Service's VIP).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub addresses: Vec<serde_json::Value>,
-    /// Labels and annotations for what the Gateway deploys (read).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub infrastructure: Option<serde_json::Value>,
-}
-
-/// A gateway listener.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Listener {
-    /// Name.
-    pub name: String,
-    /// Port.
-    pub port: u16,
-    /// Protocol (`HBONE`).
-    pub protocol: String,
-    /// Which namespaces may use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_routes: Option<AllowedRoutes>,
-    /// TLS settings (read; HBONE is mutual TLS with the mesh's certificates).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<serde_json::Value>,
-    /// Host name (read; a waypoint serves every host bound to it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-}
-
-/// `allowedRoutes`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AllowedRoutes {
-    /// `namespaces.from`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespaces: Option<RouteNamespaces>,
-    /// Route kinds allowed (read; a waypoint takes HTTPRoutes and GRPCRoutes).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kinds: Vec<serde_json::Value>,
-}
-
-/// `allowedRoutes.namespaces`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RouteNamespaces {
-    /// `Same` (default) or `All`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-}
-
 /// A workload selector.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -604,6 +537,7 @@ pub enum Kind {
     Namespace,
     Node,
     ServiceAccount,
+    Secret,
     Pod,
     Service,
     Gateway,
@@ -626,9 +560,12 @@ impl Kind {
     /// The accepted `apiVersion`s of this kind.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::Namespace | Kind::Node | Kind::ServiceAccount | Kind::Pod | Kind::Service => {
-                &["v1"]
-            }
+            Kind::Namespace
+            | Kind::Node
+            | Kind::ServiceAccount
+            | Kind::Secret
+            | Kind::Pod
+            | Kind::Service => &["v1"],
             Kind::Gateway | Kind::HTTPRoute => &[
                 "gateway.networking.k8s.io/v1",
                 "gateway.networking.k8s.io/v1beta1",
@@ -656,10 +593,11 @@ impl Kind {
     }
 
     /// Every kind, for messages.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Namespace,
         Kind::Node,
         Kind::ServiceAccount,
+        Kind::Secret,
         Kind::Pod,
         Kind::Service,
         Kind::Gateway,
@@ -724,6 +662,7 @@ pub enum Resource {
     Namespace(Namespace),
     Node(Node),
     ServiceAccount(ServiceAccount),
+    Secret(Secret),
     Pod(Pod),
     Service(Service),
     Gateway(Gateway),
@@ -768,6 +707,7 @@ impl Resource {
             Resource::Namespace(_) => Kind::Namespace,
             Resource::Node(_) => Kind::Node,
             Resource::ServiceAccount(_) => Kind::ServiceAccount,
+            Resource::Secret(_) => Kind::Secret,
             Resource::Pod(_) => Kind::Pod,
             Resource::Service(_) => Kind::Service,
             Resource::Gateway(_) => Kind::Gateway,
@@ -788,6 +728,7 @@ impl Resource {
             Resource::Namespace(r) => &r.metadata,
             Resource::Node(r) => &r.metadata,
             Resource::ServiceAccount(r) => &r.metadata,
+            Resource::Secret(r) => &r.metadata,
             Resource::Pod(r) => &r.metadata,
             Resource::Service(r) => &r.metadata,
             Resource::Gateway(r) => &r.metadata,
@@ -852,6 +793,7 @@ impl Resource {
             Resource::Namespace(r) => serde_json::to_value(r),
             Resource::Node(r) => serde_json::to_value(r),
             Resource::ServiceAccount(r) => serde_json::to_value(r),
+            Resource::Secret(r) => serde_json::to_value(r),
             Resource::Pod(r) => serde_json::to_value(r),
             Resource::Service(r) => serde_json::to_value(r),
             Resource::Gateway(r) => serde_json::to_value(r),
@@ -887,6 +829,11 @@ pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
 pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
 /// The Gateway class of waypoints.
 pub const WAYPOINT_CLASS: &str = "istio-waypoint";
+/// The Gateway class of ingress gateways.
+pub const INGRESS_CLASS: &str = "istio";
+/// Label or annotation (on a Service or its Namespace) sending ingress traffic for the
+/// service through its waypoint.
+pub const INGRESS_USE_WAYPOINT: &str = "istio.io/ingress-use-waypoint";
 /// Label on a waypoint's pods (and its Service): the Gateway they belong to.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// Label on the objects the waypoint controller made for a Gateway.

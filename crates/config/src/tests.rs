@@ -139,7 +139,7 @@ fn mesh_kinds_bowline_does_not_implement_are_refused_by_kind_before_their_fields
     );
     assert!(
         e.message
-            .contains("Istio's Gateway (ingress/egress gateways) is not supported")
+            .contains("Istio's networking.istio.io Gateway is not supported")
             && !e.message.contains("is read as"),
         "{e}"
     );
@@ -153,7 +153,7 @@ fn mesh_kinds_bowline_does_not_implement_are_refused_by_kind_before_their_fields
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web}\nspec: {gatewayClassName: nginx, listeners: [{name: http, port: 80, protocol: HTTP, hostname: shop.example}], infrastructure: {labels: {a: b}}}\n",
     );
     assert_eq!(e.path, "spec.gatewayClassName", "{e}");
-    assert!(e.message.contains("only waypoints"), "{e}");
+    assert!(e.message.contains("ingress gateways (gatewayClassName: istio)"), "{e}");
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn meaning_errors_name_the_field_and_the_fix() {
         (
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: nginx}\n",
             "spec.gatewayClassName",
-            "only waypoints",
+            "gatewayClassName: istio-waypoint",
         ),
         (
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}, {name: web, port: 80, protocol: HTTP}]}\n",
@@ -1166,5 +1166,6 @@ spec:
     assert!(e.message.contains("imagePullPolicee"), "{e}");
 }
 
+mod gateways;
 mod traffic;
 mod workloads;

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 
 use crate::resources::*;
 
+mod gateway;
 mod routes;
 mod traffic;
 pub use routes::{HTTP_METHODS, MAX_RETRY_ATTEMPTS, gateway_duration};
@@ -25,7 +26,8 @@ pub(crate) fn resource(resource: &Resource) -> Result<(), Invalid> {
     match resource {
         Resource::Pod(pod) => pod_spec(pod),
         Resource::Service(service) => service_spec(service),
-        Resource::Gateway(gateway) => gateway_spec(gateway),
+        Resource::Gateway(gateway) => gateway::gateway_spec(gateway),
+        Resource::Secret(secret) => gateway::secret(secret),
         Resource::AuthorizationPolicy(policy) => authorization(policy),
         Resource::PeerAuthentication(peer) => peer_authentication(peer),
         Resource::HttpRoute(route) => routes::http_route(route),
@@ -380,51 +382,6 @@ fn service_spec(service: &Service) -> Result<(), Invalid> {
             }
             _ => {}
         }
-    }
-    Ok(())
-}
-
-fn gateway_spec(gateway: &Gateway) -> Result<(), Invalid> {
-    if gateway.spec.gateway_class_name != WAYPOINT_CLASS {
-        return invalid(
-            "spec.gatewayClassName",
-            format!(
-                "{:?}: Bowline runs only waypoints (gatewayClassName: {WAYPOINT_CLASS})",
-                gateway.spec.gateway_class_name
-            ),
-        );
-    }
-    // A waypoint has one listener, the HBONE one its ztunnels tunnel to.
-    match gateway.spec.listeners.as_slice() {
-        [only] if only.port == 15008 && only.protocol == "HBONE" => {}
-        [] => {
-            return invalid(
-                "spec.listeners",
-                "a waypoint needs its listener: {name: mesh, port: 15008, protocol: HBONE}",
-            );
-        }
-        listeners => {
-            let (i, other) = listeners
-                .iter()
-                .enumerate()
-                .find(|(_, l)| l.port != 15008 || l.protocol != "HBONE")
-                .unwrap_or((1, &listeners[1]));
-            return invalid(
-                format!("spec.listeners[{i}]"),
-                format!(
-                    "{} ({}/{}): a waypoint takes exactly one listener, {{name: mesh, port: 15008, protocol: HBONE}}; remove the others",
-                    other.name, other.port, other.protocol
-                ),
-            );
-        }
-    }
-    if let Some(for_) = gateway.metadata.labels.get(WAYPOINT_FOR)
-        && !matches!(for_.as_str(), "service" | "workload" | "all" | "none")
-    {
-        return invalid(
-            format!("metadata.labels.{WAYPOINT_FOR}"),
-            format!("{for_:?}: use service, workload, all or none"),
-        );
     }
     Ok(())
 }

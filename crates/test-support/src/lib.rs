@@ -321,3 +321,52 @@ fn base36(mut n: u32) -> String {
     out.reverse();
     String::from_utf8(out).unwrap_or_default()
 }
+
+/// A web server's certificate (not a mesh identity): a fresh CA and a leaf for some DNS
+/// names, as an ingress gateway's `kubernetes.io/tls` Secret holds one.
+#[derive(Debug, Clone)]
+pub struct WebCertificate {
+    /// The CA clients trust, PEM.
+    pub root_pem: String,
+    /// The leaf, PEM.
+    pub chain_pem: String,
+    /// The leaf's key, PEM (PKCS#8).
+    pub key_pem: String,
+}
+
+impl WebCertificate {
+    /// A leaf for `hosts` signed by a CA of its own.
+    pub fn new(hosts: &[&str]) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "test web CA");
+        let root = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        WebCertificate {
+            root_pem: root.pem(),
+            chain_pem: leaf.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// The `kubernetes.io/tls` Secret `namespace/name` holding it, as YAML.
+    pub fn secret_yaml(&self, namespace: &str, name: &str) -> String {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+            b64(&self.chain_pem),
+            b64(&self.key_pem)
+        )
+    }
+}

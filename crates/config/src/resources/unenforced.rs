@@ -12,21 +12,22 @@ impl GatewaySpec {
     pub fn without_effect(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !self.addresses.is_empty() {
-            out.push("spec.addresses (a waypoint's address is its Service's VIP)".to_owned());
+            out.push("spec.addresses (the gateway's address is its Service's VIP)".to_owned());
         }
         if self.infrastructure.is_some() {
             out.push(
-                "spec.infrastructure (the waypoint's pod and Service get the controller's labels)"
+                "spec.infrastructure (the gateway's pod and Service get the controller's labels)"
                     .to_owned(),
             );
         }
+        let waypoint = self.gateway_class_name == super::WAYPOINT_CLASS;
         for (i, listener) in self.listeners.iter().enumerate() {
-            if listener.tls.is_some() {
+            if waypoint && listener.tls.is_some() {
                 out.push(format!(
                     "spec.listeners[{i}].tls (HBONE is mutual TLS with the mesh's certificates)"
                 ));
             }
-            if listener.hostname.is_some() {
+            if waypoint && listener.hostname.is_some() {
                 out.push(format!(
                     "spec.listeners[{i}].hostname (a waypoint serves every host bound to it)"
                 ));
@@ -37,7 +38,7 @@ impl GatewaySpec {
                 .is_some_and(|r| !r.kinds.is_empty())
             {
                 out.push(format!(
-                    "spec.listeners[{i}].allowedRoutes.kinds (a waypoint takes HTTPRoutes and GRPCRoutes)"
+                    "spec.listeners[{i}].allowedRoutes.kinds (the gateway takes HTTPRoutes and GRPCRoutes)"
                 ));
             }
         }
