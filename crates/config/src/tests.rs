@@ -153,7 +153,11 @@ fn mesh_kinds_bowline_does_not_implement_are_refused_by_kind_before_their_fields
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web}\nspec: {gatewayClassName: nginx, listeners: [{name: http, port: 80, protocol: HTTP, hostname: shop.example}], infrastructure: {labels: {a: b}}}\n",
     );
     assert_eq!(e.path, "spec.gatewayClassName", "{e}");
-    assert!(e.message.contains("ingress gateways (gatewayClassName: istio)"), "{e}");
+    assert!(
+        e.message
+            .contains("ingress gateways (gatewayClassName: istio)"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@
 mod authz;
 mod capture;
 mod destination_rule;
+mod ingress;
 mod l7;
 mod peer;
 mod routes;
@@ -169,6 +170,8 @@ pub(crate) struct Index<'a> {
     pub(crate) pods: Vec<&'a k8s::Pod>,
     pub(crate) services: Vec<&'a k8s::Service>,
     pub(crate) gateways: BTreeMap<(&'a str, &'a str), &'a k8s::Gateway>,
+    /// Secrets (ingress gateways' certificates).
+    pub(crate) secrets: BTreeMap<(&'a str, &'a str), &'a k8s::Secret>,
     pub(crate) policies: Vec<&'a k8s::AuthorizationPolicy>,
     pub(crate) http_routes: Vec<&'a k8s::HttpRoute>,
     pub(crate) grpc_routes: Vec<&'a k8s::GrpcRoute>,
@@ -197,6 +200,7 @@ impl<'a> Index<'a> {
             pods: Vec::new(),
             services: Vec::new(),
             gateways: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             policies: Vec::new(),
             http_routes: Vec::new(),
             grpc_routes: Vec::new(),
@@ -246,6 +250,11 @@ impl<'a> Index<'a> {
                 Resource::Opaque(kind, o) => index.unenforced.push((*kind, o)),
                 Resource::VirtualService(v) => index.virtual_services.push(v),
                 Resource::DestinationRule(r) => index.destination_rules.push(r),
+                Resource::Secret(secret) => {
+                    index
+                        .secrets
+                        .insert((secret.metadata.namespace(), &secret.metadata.name), secret);
+                }
                 Resource::Node(_) | Resource::ServiceAccount(_) => {}
             }
         }
@@ -390,6 +399,8 @@ pub fn affected_namespaces<'a, R: AsResource>(
             // looked up from other namespaces' routes.
             Kind::VirtualService | Kind::DestinationRule => return None,
             Kind::Node | Kind::ServiceAccount => {}
+            // Only an ingress gateway's listeners read them (noted where refs miss).
+            Kind::Secret => return None,
             // Its hosts are visible in every namespace, and its VIPs are allocated
             // among all entries: everything is compiled again.
             Kind::ServiceEntry => return None,
@@ -755,8 +766,9 @@ fn workload_resource(
     let node = pod.spec.node_name.clone().unwrap_or_default();
     // HBONE only where a ztunnel really receives the pod's traffic (its agent said so),
     // and for a waypoint, which terminates HBONE itself and is never captured.
-    let waypoint_pod = crate::waypoints::gateway_of(pod).is_some();
-    let enrolled = enrolled && !waypoint_pod;
+    // An ingress gateway's pod dials HBONE itself and is reached as plain TCP.
+    let waypoint_pod = crate::waypoints::is_waypoint(pod);
+    let enrolled = enrolled && crate::waypoints::gateway_of(pod).is_none();
     let hbone = waypoint_pod || (enrolled && captured.contains(&node, &uid));
     Some(wire::Workload {
         uid,

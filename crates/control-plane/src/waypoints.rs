@@ -1,4 +1,5 @@
-//! The waypoint controller's rule: what a Gateway of class `istio-waypoint` deploys.
+//! The gateway controllers' rule: what a Gateway of class `istio-waypoint` (a waypoint) or
+//! `istio` (an ingress gateway) deploys.
 //!
 //! For Gateway `<ns>/<name>` it is one pod `<name>-0` and one Service `<name>` in `<ns>`,
 //! as istiod's deployment controller makes them: the pod runs `bowline waypoint` under
@@ -9,12 +10,22 @@
 //! them like any other; the translation treats a waypoint's pod as an HBONE endpoint that
 //! is never captured.
 //!
-//! Only valid Gateways get here: class `istio-waypoint` and exactly one listener, port
-//! 15008, protocol HBONE, are checked when the Gateway is accepted (`config::validate`).
+//! An ingress gateway `<ns>/<name>` is pod `<name>-istio-0`, Service and service account
+//! `<name>-istio` (istiod's names), labelled `gateway.istio.io/managed:
+//! istio.io-gateway-controller`: the pod runs `bowline waypoint run --ingress`, listening
+//! on the Gateway's listener ports, which the Service exposes (with the status port). It
+//! is not in the mesh's capture (it dials HBONE itself); its pods are plain TCP endpoints.
+//!
+//! Only valid Gateways get here: their class and listeners are checked when the Gateway
+//! is accepted (`config::validate`).
 
 use config::resources::{
-    self as k8s, DATAPLANE_MODE, GATEWAY_NAME_LABEL, Labels, MANAGED_BY_MESH, MANAGED_LABEL,
+    self as k8s, DATAPLANE_MODE, GATEWAY_NAME_LABEL, INGRESS_CLASS, Labels, MANAGED_BY_MESH,
+    MANAGED_LABEL,
 };
+
+/// Value of [`MANAGED_LABEL`] on an ingress gateway's objects.
+pub const MANAGED_BY_GATEWAY: &str = "istio.io-gateway-controller";
 
 /// HBONE port of waypoints (the `mesh` listener).
 pub const HBONE_PORT: u16 = 15008;
@@ -39,11 +50,26 @@ pub struct Deployment {
 pub fn deployment(gateway: &k8s::Gateway) -> Deployment {
     let namespace = gateway.metadata.namespace().to_owned();
     let name = gateway.metadata.name.clone();
+    let ingress = gateway.spec.gateway_class_name == INGRESS_CLASS;
     let labels: Labels = [
         (GATEWAY_NAME_LABEL.to_owned(), name.clone()),
-        (MANAGED_LABEL.to_owned(), MANAGED_BY_MESH.to_owned()),
+        (
+            MANAGED_LABEL.to_owned(),
+            if ingress {
+                MANAGED_BY_GATEWAY
+            } else {
+                MANAGED_BY_MESH
+            }
+            .to_owned(),
+        ),
     ]
     .into();
+    // Istio names an ingress gateway's objects `<name>-istio`.
+    let object = if ingress {
+        format!("{name}-istio")
+    } else {
+        name.clone()
+    };
     let meta = |object: String, labels: Labels| k8s::ObjectMeta {
         name: object,
         namespace: Some(namespace.clone()),
@@ -58,39 +84,61 @@ pub fn deployment(gateway: &k8s::Gateway) -> Deployment {
         container_port: number,
         protocol: None,
     };
+    let mut command: Vec<String> = ["bowline", "waypoint", "run", "--gateway"]
+        .map(str::to_owned)
+        .into();
+    command.push(format!("{namespace}/{name}"));
+    // The Gateway's ports (one per port, named after its first listener), else HBONE.
+    let mut served: Vec<(String, u16)> = Vec::new();
+    if ingress {
+        command.extend(["--ingress".to_owned(), "--service-account".to_owned()]);
+        command.push(object.clone());
+        for l in &gateway.spec.listeners {
+            if !served.iter().any(|(_, p)| *p == l.port) {
+                served.push((l.name.clone(), l.port));
+            }
+        }
+    } else {
+        served.push(("mesh".to_owned(), HBONE_PORT));
+    }
+    let mut ports: Vec<k8s::ContainerPort> =
+        served.iter().map(|(n, number)| port(n, *number)).collect();
+    ports.push(port("metrics", METRICS_PORT));
+    ports.push(port("status-port", READY_PORT));
     let pod = k8s::Pod {
-        metadata: meta(format!("{name}-0"), pod_labels),
+        metadata: meta(format!("{object}-0"), pod_labels),
         spec: k8s::PodSpec {
-            service_account_name: Some(name.clone()),
+            service_account_name: Some(object.clone()),
             containers: vec![k8s::Container {
-                name: "waypoint".into(),
-                command: vec![
-                    "bowline".into(),
-                    "waypoint".into(),
-                    "run".into(),
-                    "--gateway".into(),
-                    format!("{namespace}/{name}"),
-                ],
-                ports: vec![
-                    port("mesh", HBONE_PORT),
-                    port("metrics", METRICS_PORT),
-                    port("status-port", READY_PORT),
-                ],
+                name: if ingress { "istio-proxy" } else { "waypoint" }.into(),
+                command,
+                ports,
                 ..Default::default()
             }],
             ..Default::default()
         },
         status: k8s::PodStatus::default(),
     };
+    let mut service_ports: Vec<k8s::ServicePort> = served
+        .into_iter()
+        .map(|(n, number)| k8s::ServicePort {
+            name: Some(n),
+            port: number,
+            ..Default::default()
+        })
+        .collect();
+    if ingress {
+        service_ports.push(k8s::ServicePort {
+            name: Some("status-port".into()),
+            port: READY_PORT,
+            ..Default::default()
+        });
+    }
     let service = k8s::Service {
-        metadata: meta(name.clone(), labels),
+        metadata: meta(object, labels),
         spec: k8s::ServiceSpec {
             selector: [(GATEWAY_NAME_LABEL.to_owned(), name)].into(),
-            ports: vec![k8s::ServicePort {
-                name: Some("mesh".into()),
-                port: HBONE_PORT,
-                ..Default::default()
-            }],
+            ports: service_ports,
             ..Default::default()
         },
         status: None,
@@ -98,12 +146,24 @@ pub fn deployment(gateway: &k8s::Gateway) -> Deployment {
     Deployment { pod, service }
 }
 
-/// Whether `pod` is a waypoint's own pod (of the Gateway it names).
+/// Whether `pod` is a gateway's own pod — a waypoint's or an ingress gateway's (of the
+/// Gateway it names).
 pub fn gateway_of(pod: &k8s::Pod) -> Option<&str> {
     pod.metadata
         .labels
         .get(GATEWAY_NAME_LABEL)
         .map(String::as_str)
+}
+
+/// Whether `pod` is an ingress gateway's pod (not a waypoint's).
+pub fn is_ingress(pod: &k8s::Pod) -> bool {
+    gateway_of(pod).is_some()
+        && pod.metadata.labels.get(MANAGED_LABEL).map(String::as_str) == Some(MANAGED_BY_GATEWAY)
+}
+
+/// Whether `pod` is a waypoint's pod.
+pub fn is_waypoint(pod: &k8s::Pod) -> bool {
+    gateway_of(pod).is_some() && !is_ingress(pod)
 }
 
 #[cfg(test)]
@@ -118,6 +178,33 @@ mod tests {
             },
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn an_ingress_gateway_deploys_name_istio_on_its_listener_ports() {
+        let d = deployment(&gateway(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners:
+    - {name: http, port: 80, protocol: HTTP}
+    - {name: other, port: 80, protocol: HTTP, hostname: a.example}
+    - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}
+",
+        ));
+        assert_eq!(d.pod.metadata.name, "bookinfo-gateway-istio-0");
+        assert_eq!(d.pod.spec.service_account(), "bookinfo-gateway-istio");
+        assert!(is_ingress(&d.pod) && !is_waypoint(&d.pod));
+        assert!(
+            d.pod.spec.containers[0]
+                .command
+                .contains(&"--ingress".to_owned())
+        );
+        assert_eq!(d.service.metadata.name, "bookinfo-gateway-istio");
+        let ports: Vec<u16> = d.service.spec.ports.iter().map(|p| p.port).collect();
+        assert_eq!(ports, [80, 443, READY_PORT]);
     }
 
     const WAYPOINT: &str = "apiVersion: gateway.networking.k8s.io/v1
@@ -135,6 +222,7 @@ spec:
         assert_eq!(d.pod.metadata.namespace(), "shop");
         assert_eq!(d.pod.spec.service_account(), "waypoint");
         assert_eq!(gateway_of(&d.pod), Some("waypoint"));
+        assert!(is_waypoint(&d.pod));
         assert_eq!(
             d.pod.spec.containers[0].command[..3],
             ["bowline", "waypoint", "run"]

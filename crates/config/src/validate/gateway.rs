@@ -78,7 +78,10 @@ fn ingress(gateway: &Gateway) -> Result<(), Invalid> {
         if let Some(first) = names.insert(l.name.as_str(), i) {
             return invalid(
                 format!("{at}.name"),
-                format!("{:?} is also listeners[{first}]'s name; names must be unique", l.name),
+                format!(
+                    "{:?} is also listeners[{first}]'s name; names must be unique",
+                    l.name
+                ),
             );
         }
         if l.port == 0 || RESERVED_PORTS.contains(&l.port) {
@@ -232,7 +235,10 @@ pub(super) fn secret(secret: &Secret) -> Result<(), Invalid> {
     };
     for key in ["tls.crt", "tls.key"] {
         if secret.data.contains_key(key) && secret.value(key).is_none() {
-            return invalid(field(key), "is not base64 (data values are base64; write text under stringData)");
+            return invalid(
+                field(key),
+                "is not base64 (data values are base64; write text under stringData)",
+            );
         }
     }
     let Some(chain) = secret.value("tls.crt") else {

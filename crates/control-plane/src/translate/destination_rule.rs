@@ -55,6 +55,7 @@ pub(super) fn attach(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
             continue;
         }
         let entry = wire::RouteEntry {
+            hostnames: Vec::new(),
             route: format!("Service {key}"),
             rule: 0,
             r#match: Some(wire::RouteMatch {
@@ -68,6 +69,7 @@ pub(super) fn attach(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
             action: Some(wire::RouteAction {
                 backends: vec![wire::Backend {
                     backend: Some(wire::BackendRef {
+                        via_waypoint: false,
                         namespace: ns.to_owned(),
                         name: name.to_owned(),
                         port: 0,
@@ -84,6 +86,7 @@ pub(super) fn attach(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
         out.route_tables.insert(
             key,
             Arc::new(wire::RouteTable {
+                ingress: None,
                 namespace: ns.to_owned(),
                 service: name.to_owned(),
                 entries: vec![entry],

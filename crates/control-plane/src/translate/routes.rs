@@ -14,7 +14,10 @@
 //! Backends are Services (`hostname` resolved here); one that does not exist stays (the
 //! waypoint answers 500 for its share, as the spec asks) and is reported. Each route gets
 //! the Gateway API's conditions: `Accepted` (False, `NoMatchingParent`, when no parent
-//! took it) and `ResolvedRefs` (False, `BackendNotFound`, when a backend is missing).
+//! took it; `NotAllowedByListeners` / `NoMatchingListenerHostname` when an ingress
+//! Gateway's listeners refused it) and `ResolvedRefs` (False, `BackendNotFound`, when a
+//! backend is missing). A route attached to an ingress Gateway (class `istio`) goes into
+//! that Gateway's per-port tables instead ([`super::ingress`]).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -23,7 +26,24 @@ use config::resources::{self as k8s, RouteFilter, RouteParent};
 use config::validate::gateway_duration;
 use xds::l7 as wire;
 
+use super::ingress::{self, HostRank};
 use super::{Compiled, Condition, Index};
+
+/// Where a route's entries go.
+enum Attachment {
+    /// The table of Service (namespace, name), at its waypoint.
+    Service(String, String),
+    /// The table of one port of an ingress Gateway (namespace, name), serving these host
+    /// names (none: any).
+    Ingress {
+        gateway: (String, String),
+        port: u16,
+        hostnames: Vec<String>,
+    },
+}
+
+/// A table: (namespace, service or Gateway, the Gateway's port for an ingress table).
+type TableKey = (String, String, Option<u16>);
 
 /// One route, either kind, as the compiler reads it.
 struct AnyRoute<'a> {
@@ -77,20 +97,14 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
         ))
     });
 
-    // (namespace, service) → entries with their precedence keys and arrival order.
-    let mut by_service: BTreeMap<(String, String), Vec<Ranked>> = BTreeMap::new();
+    // Table → entries with their precedence keys and arrival order.
+    let mut by_table: BTreeMap<TableKey, Vec<Ranked>> = BTreeMap::new();
     let mut order = 0usize;
     for route in &routes {
         let namespace = route.meta.namespace();
         let object = format!("{} {namespace}/{}", route.kind, route.meta.name);
         if !wanted(namespace) {
             continue;
-        }
-        if !route.hostnames.is_empty() {
-            out.report(
-                object.clone(),
-                "spec.hostnames is not used for mesh routes (GAMMA): the route applies to its parents' traffic whatever the host".into(),
-            );
         }
         let mut resolved = true;
         for (_, _, action) in &route.rules {
@@ -112,12 +126,21 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
                 }
             }
         }
-        let attached = parents(index, route, &object, out);
+        let (attached, refused) = parents(index, route, &object, out);
+        let mesh = attached
+            .iter()
+            .any(|a| matches!(a, Attachment::Service(..)));
+        if mesh && !route.hostnames.is_empty() {
+            out.report(
+                object.clone(),
+                "spec.hostnames is not used for mesh routes (GAMMA): the route applies to its parents' traffic whatever the host".into(),
+            );
+        }
         out.conditions.insert(
             object.clone(),
             vec![
                 if attached.is_empty() {
-                    Condition::new("Accepted", false, "NoMatchingParent")
+                    Condition::new("Accepted", false, refused.unwrap_or("NoMatchingParent"))
                 } else {
                     Condition::new("Accepted", true, "Accepted")
                 },
@@ -128,23 +151,39 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
                 },
             ],
         );
-        for service in attached {
+        for attachment in attached {
+            let (table, hostnames) = match attachment {
+                Attachment::Service(ns, name) => ((ns, name, None), Vec::new()),
+                Attachment::Ingress {
+                    gateway: (ns, name),
+                    port,
+                    hostnames,
+                } => ((ns, name, Some(port)), hostnames),
+            };
+            let ingress = table.2.is_some();
+            let hosts = ingress::host_rank(&hostnames);
             for (rule, matches, action) in &route.rules {
                 let all = if matches.is_empty() {
                     vec![http_match(&k8s::HttpRouteMatch::default())]
                 } else {
                     matches.clone()
                 };
+                let action = if ingress {
+                    ingress::action(index, &object, action, out)
+                } else {
+                    action.clone()
+                };
                 for m in all {
-                    let key = sort_key(&m);
+                    let key = (hosts, sort_key(&m));
                     let entry = wire::RouteEntry {
                         route: object.clone(),
                         rule: *rule,
                         r#match: Some(m),
                         action: Some(action.clone()),
+                        hostnames: hostnames.clone(),
                     };
-                    by_service
-                        .entry(service.clone())
+                    by_table
+                        .entry(table.clone())
                         .or_default()
                         .push((key, order, entry));
                     order += 1;
@@ -152,15 +191,39 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
             }
         }
     }
-    for ((namespace, service), mut entries) in by_service {
+    // Every port of an ingress Gateway is served, routes or not.
+    for gateway in ingress::gateways(index, wanted) {
+        for l in &gateway.spec.listeners {
+            let key = (
+                gateway.metadata.namespace().to_owned(),
+                gateway.metadata.name.clone(),
+                Some(l.port),
+            );
+            by_table.entry(key).or_default();
+        }
+    }
+    for ((namespace, service, port), mut entries) in by_table {
         entries.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        let table = wire::RouteTable {
-            namespace: namespace.clone(),
-            service: service.clone(),
-            entries: entries.into_iter().map(|(_, _, e)| e).collect(),
+        let (name, ingress) = match port {
+            None => (format!("{namespace}/{service}"), None),
+            Some(port) => {
+                let Some(gateway) = index.gateways.get(&(namespace.as_str(), service.as_str()))
+                else {
+                    continue;
+                };
+                (
+                    format!("{namespace}/{service}:{port}"),
+                    Some(ingress::head(index, gateway, port, out)),
+                )
+            }
         };
-        out.route_tables
-            .insert(format!("{namespace}/{service}"), std::sync::Arc::new(table));
+        let table = wire::RouteTable {
+            namespace,
+            service,
+            entries: entries.into_iter().map(|(_, _, e)| e).collect(),
+            ingress,
+        };
+        out.route_tables.insert(name, std::sync::Arc::new(table));
     }
 }
 
@@ -178,16 +241,18 @@ fn numbered<R>(
         .collect()
 }
 
-/// The services (namespace, name) a route's parents make it apply to; what cannot apply
-/// is reported.
+/// What a route's parents make it apply to; what cannot apply is reported (with the
+/// reason an ingress Gateway's listeners gave, if one refused it).
 fn parents(
     index: &Index<'_>,
     route: &AnyRoute<'_>,
     object: &str,
     out: &mut Compiled,
-) -> Vec<(String, String)> {
+) -> (Vec<Attachment>, Option<ingress::Reason>) {
     let namespace = route.meta.namespace();
     let mut services = Vec::new();
+    let mut attached = Vec::new();
+    let mut refused = None;
     for parent in route.parents {
         let parent_ns = parent.namespace_or(namespace);
         match parent.parent() {
@@ -241,10 +306,10 @@ fn parents(
             }
             Some(RouteParent::Gateway) => {
                 let waypoint = (parent_ns.to_owned(), parent.name.clone());
-                if !index
+                let Some(gateway) = index
                     .gateways
-                    .contains_key(&(waypoint.0.as_str(), waypoint.1.as_str()))
-                {
+                    .get(&(waypoint.0.as_str(), waypoint.1.as_str()))
+                else {
                     out.report(
                         object.to_owned(),
                         format!(
@@ -252,6 +317,30 @@ fn parents(
                             parent.name
                         ),
                     );
+                    continue;
+                };
+                if gateway.spec.gateway_class_name == k8s::INGRESS_CLASS {
+                    match ingress::attach(gateway, namespace, parent, route.hostnames) {
+                        Ok(ports) => {
+                            attached.extend(ports.into_iter().map(|(port, hostnames)| {
+                                Attachment::Ingress {
+                                    gateway: waypoint.clone(),
+                                    port,
+                                    hostnames,
+                                }
+                            }));
+                        }
+                        Err(reason) => {
+                            out.report(
+                                object.to_owned(),
+                                format!(
+                                    "parentRef Gateway {parent_ns}/{}: no listener takes the route ({reason}: check sectionName/port, allowedRoutes and hostnames)",
+                                    parent.name
+                                ),
+                            );
+                            refused = Some(reason);
+                        }
+                    }
                     continue;
                 }
                 let bound: Vec<(String, String)> = index
@@ -270,15 +359,21 @@ fn parents(
     }
     services.sort();
     services.dedup();
-    services
+    attached.extend(
+        services
+            .into_iter()
+            .map(|(ns, name)| Attachment::Service(ns, name)),
+    );
+    (attached, refused)
 }
 
 /// Precedence: exact paths first, then longer prefixes, then regexes; then a method; then
 /// more headers; then more query parameters (smaller sorts first).
 type SortKey = (u8, Reverse<usize>, bool, Reverse<usize>, Reverse<usize>);
 
-/// An entry with its precedence and the order it came in (the tie-break).
-type Ranked = (SortKey, usize, wire::RouteEntry);
+/// An entry with its precedence (at an ingress gateway, its hosts' first) and the order
+/// it came in (the tie-break).
+type Ranked = ((HostRank, SortKey), usize, wire::RouteEntry);
 
 fn sort_key(m: &wire::RouteMatch) -> SortKey {
     let path = m.path.clone().unwrap_or_default();
@@ -420,6 +515,7 @@ fn backend_ref(
         hostname: index.hostname(name, namespace),
         subset: None,
         policy: None,
+        via_waypoint: false,
     }
 }
 

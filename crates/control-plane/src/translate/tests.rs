@@ -954,5 +954,6 @@ fn pod_fields_without_effect_are_named_in_one_note_on_the_pod() {
     );
 }
 
+mod ingress;
 mod service_entries;
 mod virtual_services;

@@ -103,6 +103,7 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
         out.route_tables.insert(
             format!("{namespace}/{service}"),
             Arc::new(wire::RouteTable {
+                ingress: None,
                 namespace,
                 service,
                 entries,
@@ -158,6 +159,7 @@ fn compile(
         };
         for m in matches {
             entries.push(wire::RouteEntry {
+                hostnames: Vec::new(),
                 route: object.to_owned(),
                 rule: i,
                 r#match: Some(m),
@@ -524,6 +526,7 @@ fn backend_ref(
         uids: subset_pods(index, namespace, &ns, &name, subset, service, object, out),
     });
     wire::BackendRef {
+        via_waypoint: false,
         hostname: index.hostname(&name, &ns),
         namespace: ns,
         name,
