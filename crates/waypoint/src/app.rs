@@ -1,8 +1,9 @@
 //! Running a waypoint: static settings ([`Config`]), and [`run`], which gets the
 //! waypoint's certificate from the control plane's CA, follows the mesh state and the L7
 //! policies over delta ADS (kept in snapshot files when given a directory, and served
-//! from them at start), serves HBONE on 15008 and the operator surfaces, then drains
-//! on shutdown: stop accepting, let live tunnels finish up to the deadline, then close.
+//! from them at start), serves HBONE on 15008 (or, as an ingress gateway, the Gateway's
+//! listeners) and the operator surfaces, then drains on shutdown: stop accepting, let
+//! live tunnels finish up to the deadline, then close.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +53,13 @@ pub struct Config {
     /// Where the last accepted config is kept (`mesh.snapshot`, `l7.snapshot`) and served
     /// from at start until the control plane answers.
     pub snapshot_dir: Option<PathBuf>,
+    /// Run as the Gateway's ingress gateway (class `istio`): serve its listeners, not HBONE.
+    pub ingress: bool,
+    /// The service account whose identity this proxy has (default: the Gateway's name;
+    /// an ingress gateway's is `<name>-istio`).
+    pub service_account: Option<String>,
+    /// An ingress gateway's certificates: `<dir>/<namespace>/<secret>/tls.{crt,key}`.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// What every request reads.
@@ -109,8 +117,12 @@ pub enum StartError {
 /// Runs the waypoint until `shutdown` completes, then drains.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let (namespace, name) = config.gateway.clone();
-    let identity = SpiffeId::new(&config.trust_domain, &namespace, &name)
-        .map_err(|e| StartError::Identity(namespace.clone(), name.clone(), e))?;
+    let account = config
+        .service_account
+        .clone()
+        .unwrap_or_else(|| name.clone());
+    let identity = SpiffeId::new(&config.trust_domain, &namespace, &account)
+        .map_err(|e| StartError::Identity(namespace.clone(), account.clone(), e))?;
     let ca = ztunnel::ca_client::CaClient::new(
         &config.ca_url,
         &config.root_pem,
@@ -186,22 +198,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             sweeper.load.sweep();
         }
     }));
-    let listener = tokio::net::TcpListener::bind(config.hbone_addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.hbone_addr,
-            source,
-        })?;
-    let server = Server::new(
-        identity.clone(),
-        manager,
-        Handler {
-            shared: shared.clone(),
-        },
-        ServerSettings::default(),
-    );
-    let hbone = tokio::spawn(server.serve(listener));
-    tracing::info!(addr = %config.hbone_addr, %identity, "waypoint serving HBONE");
+    let serving = if config.ingress {
+        tracing::info!(gateway = %format!("{namespace}/{name}"), %identity, "ingress gateway: serving its listeners as their route tables arrive");
+        tokio::spawn(crate::ingress::run(
+            shared.clone(),
+            config.secrets_dir.clone(),
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+        ))
+    } else {
+        let listener = tokio::net::TcpListener::bind(config.hbone_addr)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.hbone_addr,
+                source,
+            })?;
+        let server = Server::new(
+            identity.clone(),
+            manager,
+            Handler {
+                shared: shared.clone(),
+            },
+            ServerSettings::default(),
+        );
+        tracing::info!(addr = %config.hbone_addr, %identity, "waypoint serving HBONE");
+        tokio::spawn(server.serve(listener))
+    };
     for (addr, surface) in [
         (config.admin_addr, Surface::Admin),
         (config.metrics_addr, Surface::Metrics),
@@ -216,7 +237,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     shutdown.await;
     tracing::info!(deadline = ?config.drain_deadline, "shutting down: no new tunnels, draining live ones");
-    hbone.abort();
+    serving.abort();
     let _ = tokio::time::timeout(config.drain_deadline, shared.metrics.drained()).await;
     let left = shared.metrics.live_tunnels();
     if left > 0 {

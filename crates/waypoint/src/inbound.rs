@@ -27,17 +27,39 @@ use crate::upstream::{self, RouteError};
 /// How long the client has to send its first bytes before the tunnel is taken as TCP.
 pub const DETECT_WITHIN: Duration = Duration::from_millis(300);
 
-/// What one tunnel is: who, from where, to where.
+/// What one tunnel (or, at an ingress gateway, one client connection) is: who, from
+/// where, to where.
 #[derive(Debug)]
 pub struct Tunnel {
-    /// The peer's verified identity (the source workload, via its ztunnel).
-    pub peer: SpiffeId,
+    /// The peer's verified identity (the source workload, via its ztunnel); `None` for an
+    /// outside client of an ingress gateway.
+    pub peer: Option<SpiffeId>,
     /// The peer's address (the source pod: its ztunnel dials from the pod).
     pub peer_addr: SocketAddr,
     /// The original destination.
     pub target: SocketAddr,
     /// The original client, from `forwarded` (else the peer's address).
     pub client: IpAddr,
+    /// At an ingress gateway: the listener port the client came in on.
+    pub ingress: Option<IngressPort>,
+}
+
+/// The ingress gateway port a client connection came in on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressPort {
+    /// The port (its route table).
+    pub port: u16,
+    /// Whether TLS was terminated (the request's scheme is https).
+    pub tls: bool,
+}
+
+impl Tunnel {
+    /// The peer's identity for logs and metrics (`-` for an outside client).
+    pub fn peer_name(&self) -> String {
+        self.peer
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string)
+    }
 }
 
 /// The HBONE handler.
@@ -75,10 +97,11 @@ impl ConnectHandler for Handler {
             .and_then(forwarded_for)
             .unwrap_or(connect.peer_addr.ip());
         let tunnel = Arc::new(Tunnel {
-            peer: connect.peer.clone(),
+            peer: Some(connect.peer.clone()),
             peer_addr: connect.peer_addr,
             target: connect.target,
             client,
+            ingress: None,
         });
         let stream = match connect.accept() {
             Ok(stream) => stream,

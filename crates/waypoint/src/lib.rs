@@ -15,12 +15,17 @@
 //! L7 policies and route tables from the control plane ([`routes`]: matching and
 //! backends), [`metrics`] the telemetry, [`admin`] the operator
 //! surfaces and [`app`] wires them and drains on shutdown.
+//!
+//! Run with `--ingress`, the same proxy is a Gateway of class `istio`: [`ingress`] serves
+//! the Gateway's HTTP and HTTPS listeners to clients outside the mesh (no HBONE
+//! listener), with the same request path and upstreams.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod inbound;
+pub mod ingress;
 pub mod metrics;
 pub mod policies;
 pub mod request;

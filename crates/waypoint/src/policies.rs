@@ -1,7 +1,8 @@
 //! What a waypoint gets beside the mesh state: its L7 policies
 //! (`bowline.l7.v1.Authorization`, validated into [`policy::Policy`]) and the route tables
 //! of the services it serves (`bowline.l7.v1.RouteTable`, validated into
-//! [`crate::routes::Table`]), both over one delta ADS stream (wildcard). A resource that
+//! [`crate::routes::Table`]; an ingress gateway's per-port tables are kept apart, by
+//! Gateway and port), both over one delta ADS stream (wildcard). A resource that
 //! fails validation is NACKed with its field and its previous version stays. Each set is
 //! swapped whole (readers never block); on disconnect the last good sets keep serving and
 //! the client reconnects with backoff. With a snapshot file, what was accepted is also
@@ -9,7 +10,7 @@
 //! answers — a waypoint restarted while the control plane is away still enforces its
 //! policies; a file that cannot be used whole is ignored (nothing half-loaded).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,15 +29,33 @@ const TYPES: [&str; 2] = [xds::L7_AUTHORIZATION_TYPE_URL, xds::ROUTE_TABLE_TYPE_
 /// Route tables by (namespace, service).
 pub type RouteTables = HashMap<(String, String), Arc<Table>>;
 
+/// Ingress gateways' tables by (namespace, Gateway), then port.
+pub type IngressTables = HashMap<(String, String), BTreeMap<u16, Arc<Table>>>;
+
 /// The L7 configuration in force.
 #[derive(Debug, Default)]
 pub struct PolicyStore {
     current: ArcSwap<Vec<Arc<Policy>>>,
     routes: ArcSwap<RouteTables>,
+    ingress: ArcSwap<IngressTables>,
     answered: [AtomicBool; 2],
 }
 
 impl PolicyStore {
+    /// The tables of ingress Gateway `gateway` (namespace, name), by port.
+    pub fn ingress_ports(&self, gateway: &(String, String)) -> BTreeMap<u16, Arc<Table>> {
+        self.ingress
+            .load()
+            .get(gateway)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The table of port `port` of ingress Gateway `gateway`.
+    pub fn ingress_table(&self, gateway: &(String, String), port: u16) -> Option<Arc<Table>> {
+        self.ingress.load().get(gateway)?.get(&port).cloned()
+    }
+
     /// Every policy held.
     pub fn load(&self) -> Arc<Vec<Arc<Policy>>> {
         self.current.load_full()
@@ -118,12 +137,23 @@ impl Held {
 
     fn publish(&self, store: &PolicyStore, type_url: &str) {
         if type_url == xds::ROUTE_TABLE_TYPE_URL {
-            let tables = self
-                .routes
-                .values()
-                .map(|(_, table, key)| (key.clone(), table.clone()))
-                .collect();
+            let mut tables = RouteTables::new();
+            let mut ingress = IngressTables::new();
+            for (_, table, key) in self.routes.values() {
+                match &table.ingress {
+                    Some(port) => {
+                        ingress
+                            .entry(key.clone())
+                            .or_default()
+                            .insert(port.port, table.clone());
+                    }
+                    None => {
+                        tables.insert(key.clone(), table.clone());
+                    }
+                }
+            }
             store.routes.store(Arc::new(tables));
+            store.ingress.store(Arc::new(ingress));
             store.answered[1].store(true, Ordering::Release);
         } else {
             let policies = self.policies.values().map(|(_, p)| p.clone()).collect();
@@ -368,12 +398,29 @@ mod tests {
             namespace: "shop".into(),
             service: "reviews".into(),
             entries: vec![],
+            ingress: None,
+        };
+        let gateway_port = xds::l7::RouteTable {
+            namespace: "shop".into(),
+            service: "web".into(),
+            entries: vec![],
+            ingress: Some(xds::l7::Ingress {
+                port: 80,
+                ..Default::default()
+            }),
         };
         let mut held = Held::default();
         assert!(
             merge(
                 &mut held,
-                &response(t, vec![("shop/reviews", table.encode_to_vec())], vec![])
+                &response(
+                    t,
+                    vec![
+                        ("shop/reviews", table.encode_to_vec()),
+                        ("shop/web:80", gateway_port.encode_to_vec())
+                    ],
+                    vec![]
+                )
             )
             .is_empty()
         );
@@ -390,5 +437,11 @@ mod tests {
                 .contains_key(&("shop".to_owned(), "reviews".to_owned()))
         );
         assert!(!store.loaded(), "policies have not answered yet");
+        let web = ("shop".to_owned(), "web".to_owned());
+        assert!(store.ingress_table(&web, 80).is_some());
+        assert!(
+            !store.routes().contains_key(&web),
+            "an ingress port is no service's table"
+        );
     }
 }

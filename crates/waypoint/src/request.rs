@@ -195,7 +195,11 @@ async fn handle(
     mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let snap = shared.state.load();
-    let service = upstream::service_of(&snap, tunnel.target);
+    // At an ingress gateway the destination is what the route says, not the address.
+    let service = match tunnel.ingress {
+        Some(_) => None,
+        None => upstream::service_of(&snap, tunnel.target),
+    };
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -262,11 +266,18 @@ async fn handle(
     exchange.labels.peers =
         std::mem::take(&mut exchange.labels.peers).with_destination(&endpoint.workload);
     // Forward.
-    // HTTP/2 upstream for h2 clients and for ports that say they speak it (gRPC).
-    let declared_h2 = service.as_deref().is_some_and(|s| {
+    // HTTP/2 upstream for h2 clients and for ports that say they speak it (gRPC): the
+    // destination's port, or at an ingress gateway the backend's.
+    let (declared, port) = match (&tunnel.ingress, &route.backend) {
+        (Some(_), Some(b)) => (
+            endpoint.service.as_deref(),
+            b.target.port_for(tunnel.target.port()),
+        ),
+        _ => (service.as_deref(), tunnel.target.port()),
+    };
+    let declared_h2 = declared.is_some_and(|s| {
         s.ports.iter().any(|p| {
-            p.service_port == tunnel.target.port()
-                && matches!(p.protocol, AppProtocol::Http2 | AppProtocol::Grpc)
+            p.service_port == port && matches!(p.protocol, AppProtocol::Http2 | AppProtocol::Grpc)
         })
     });
     let version = if req.version() == HttpVersion::HTTP_2 || declared_h2 {
@@ -276,6 +287,9 @@ async fn handle(
     };
     let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let mut request = prepare(req, &exchange, version, upgrade.is_some());
+    if let Some(ingress) = &tunnel.ingress {
+        forwarded_for(&mut request, tunnel.client, ingress.tls);
+    }
     if let Some(action) = &route.action {
         shape(&mut request, action, route.backend.as_ref(), matched_prefix);
         mirror(shared, tunnel, &snap, action, &mut request, version);
@@ -338,7 +352,7 @@ fn authorize(
 
 fn l4_request(tunnel: &Tunnel) -> L4Request<'_> {
     L4Request {
-        source_identity: Some(&tunnel.peer),
+        source_identity: tunnel.peer.as_ref(),
         source_ip: tunnel.peer_addr.ip(),
         destination_ip: tunnel.target.ip(),
         destination_port: tunnel.target.port(),
@@ -395,12 +409,17 @@ fn labels(
     service: Option<&ztunnel::state::Service>,
     grpc: bool,
 ) -> RequestLabels {
+    // An ingress gateway reports as the source of the request, as Istio's gateways do.
+    let ingress = tunnel.ingress.is_some();
     let mut peers = TcpLabels {
-        reporter: "waypoint".into(),
-        source_principal: tunnel.peer.to_string(),
+        reporter: if ingress { "source" } else { "waypoint" }.into(),
+        source_principal: tunnel
+            .peer
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), ToString::to_string),
         request_protocol: if grpc { "grpc" } else { "http" }.into(),
         response_flags: "-".into(),
-        connection_security_policy: "mutual_tls".into(),
+        connection_security_policy: if ingress { "none" } else { "mutual_tls" }.into(),
         ..TcpLabels::default()
     };
     if let Some(source) = snap.workload_by_ip(tunnel.peer_addr.ip()) {
@@ -499,6 +518,23 @@ fn prepare(
         grpc_status: None,
     };
     Request::from_parts(parts, counted.map_err(upstream::BoxError::from).boxed())
+}
+
+/// What an ingress gateway adds for the backend: the client's address appended to
+/// `x-forwarded-for`, and `x-forwarded-proto` (the scheme the client used).
+fn forwarded_for<B>(request: &mut Request<B>, client: std::net::IpAddr, tls: bool) {
+    let headers = request.headers_mut();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {client}"),
+        None => client.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
 }
 
 /// The upstream response, counted and logged when its body ends.
@@ -724,13 +760,13 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
         http: None,
     };
     if let Err(refusal) = decide(&shared, service.as_deref(), &request) {
-        tracing::info!(target: "access", peer = %tunnel.peer, target = %tunnel.target, detail = %refusal.detail(), "tcp connection denied");
+        tracing::info!(target: "access", peer = %tunnel.peer_name(), target = %tunnel.target, detail = %refusal.detail(), "tcp connection denied");
         return;
     }
     let endpoint = match upstream::choose(&snap, &shared.load, tunnel.target) {
         Ok(endpoint) => endpoint,
         Err(error) => {
-            tracing::info!(target: "access", peer = %tunnel.peer, target = %tunnel.target, %error, "tcp connection without a route");
+            tracing::info!(target: "access", peer = %tunnel.peer_name(), target = %tunnel.target, %error, "tcp connection without a route");
             return;
         }
     };
@@ -742,7 +778,7 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
             labels.response_flags = "UF".into();
             shared.metrics.tcp_opened.get_or_create(&labels).inc();
             shared.metrics.tcp_closed.get_or_create(&labels).inc();
-            tracing::info!(target: "access", peer = %tunnel.peer, target = %tunnel.target, %error, "tcp connection failed");
+            tracing::info!(target: "access", peer = %tunnel.peer_name(), target = %tunnel.target, %error, "tcp connection failed");
             return;
         }
     };

@@ -18,13 +18,63 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 use xds::l7 as wire;
 
-/// The routes of one destination service.
+/// The routes of one destination service, or of one port of an ingress gateway.
 #[derive(Debug, Default)]
 pub struct Table {
     /// In precedence order.
     pub entries: Vec<Entry>,
+    /// Set for an ingress gateway's port.
+    pub ingress: Option<Ingress>,
     /// Which entries a request can match at all, so a large table is not walked whole.
     index: Index,
+}
+
+/// One port of an ingress gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingress {
+    /// The port.
+    pub port: u16,
+    /// TLS is terminated here.
+    pub tls: bool,
+    /// Its listeners, most specific host name first.
+    pub listeners: Vec<IngressListener>,
+}
+
+/// One listener of an ingress gateway's port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngressListener {
+    /// Its name.
+    pub name: String,
+    /// Exact or `*.suffix`; `None`: any host.
+    pub hostname: Option<String>,
+    /// Its certificates' Secrets (namespace, name), in order of preference.
+    pub certificates: Vec<(String, String)>,
+}
+
+impl Ingress {
+    /// The listener serving `host` (TLS server name or `Host`, without port): the most
+    /// specific whose hostname takes it.
+    pub fn listener_for(&self, host: Option<&str>) -> Option<&IngressListener> {
+        self.listeners.iter().find(|l| match (&l.hostname, host) {
+            (None, _) => true,
+            (Some(pattern), Some(host)) => host_matches(pattern, host),
+            (Some(_), None) => false,
+        })
+    }
+}
+
+/// Whether `host` is `pattern` (ASCII case ignored) or, for `*.suffix`, a name under the
+/// suffix (one label or more).
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    }
 }
 
 /// Entries by what they require exactly: an exact path, else an exact header value;
@@ -109,6 +159,8 @@ pub struct Matcher {
     without_headers: Vec<(HeaderName, ValueMatch)>,
     source_workloads: Option<HashSet<String>>,
     source_namespace: Option<String>,
+    /// At an ingress gateway: the hosts the entry serves (none: any).
+    hosts: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -208,6 +260,8 @@ pub struct BackendRef {
     pub subset: Option<Arc<Subset>>,
     /// The DestinationRule's traffic policy for it.
     pub policy: Option<Arc<Policy>>,
+    /// At an ingress gateway: reached through the service's waypoint.
+    pub via_waypoint: bool,
 }
 
 /// A destination's traffic policy (DestinationRule), compiled.
@@ -519,15 +573,22 @@ pub struct RequestView<'a> {
     pub port: u16,
     /// The source workload's uid, when the waypoint knows it.
     pub source_uid: Option<&'a str>,
-    /// The source identity's namespace.
+    /// The source identity's namespace (empty: an outside client).
     pub source_namespace: &'a str,
+    /// The request's host without port (`:authority` or `Host`), for an ingress gateway's
+    /// host names.
+    pub host: Option<&'a str>,
 }
 
 impl Table {
     /// A table of `entries` (in precedence order).
     pub fn new(entries: Vec<Entry>) -> Self {
         let index = Index::new(&entries);
-        Table { entries, index }
+        Table {
+            entries,
+            ingress: None,
+            index,
+        }
     }
 
     /// The first entry that matches.
@@ -616,6 +677,9 @@ impl Matcher {
                 .source_namespace
                 .as_ref()
                 .is_none_or(|ns| ns == r.source_namespace)
+            && (self.hosts.is_empty()
+                || r.host
+                    .is_some_and(|h| self.hosts.iter().any(|p| host_matches(p, h))))
     }
 
     /// The prefix this match took off the path (for prefix rewrites), and whether it is a

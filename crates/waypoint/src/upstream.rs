@@ -64,8 +64,11 @@ pub struct Endpoint {
     pub service: Option<Arc<Service>>,
     /// The workload.
     pub workload: Arc<Workload>,
-    /// `ip:port` on the workload.
+    /// `ip:port` on the workload — or, through a waypoint, the service's `VIP:port`
+    /// (the tunnel's authority).
     pub addr: SocketAddr,
+    /// Reached through a waypoint: its HBONE address (`workload` is then the waypoint's).
+    pub via: Option<SocketAddr>,
 }
 
 /// The service behind `original`, if it is a VIP.
@@ -267,6 +270,7 @@ pub fn choose(snap: &Snapshot, load: &Load, original: SocketAddr) -> Result<Endp
                 service: None,
                 workload: workload.clone(),
                 addr: original,
+                via: None,
             }),
             None => Err(RouteError::UnknownDestination(original)),
         };
@@ -288,6 +292,9 @@ pub fn choose_backend(
     let Some(service) = snap.service(&backend.key) else {
         return Err(RouteError::UnknownBackend(backend.key.clone()));
     };
+    if backend.via_waypoint && service.waypoint.is_some() {
+        return through_waypoint(snap, service, port);
+    }
     let in_subset = |w: &Workload| {
         backend
             .subset
@@ -400,6 +407,39 @@ fn endpoint_on(
         service: Some(service.clone()),
         workload: workload.clone(),
         addr: SocketAddr::new(ip, workload.target_port(&service.key(), mapping)),
+        via: None,
+    })
+}
+
+/// Service `service` on `port` through its waypoint: the tunnel goes to a waypoint pod's
+/// HBONE port with the service's `VIP:port` as authority, as a ztunnel would send it.
+fn through_waypoint(
+    snap: &Snapshot,
+    service: &Arc<Service>,
+    port: u16,
+) -> Result<Endpoint, RouteError> {
+    use ztunnel::state::WaypointAddress;
+    port_mapping(service, port)?;
+    let unresolved = || RouteError::NoHealthyUpstream(format!("{} (its waypoint)", service.key()));
+    let vip = *service.vips.first().ok_or_else(unresolved)?;
+    let (backing, hbone) = match service.waypoint.as_ref().ok_or_else(unresolved)? {
+        WaypointAddress::Address(addr) => (snap.workload_by_ip(addr.ip()).cloned(), *addr),
+        WaypointAddress::Service { key, port } => {
+            let pod = snap
+                .endpoints(key)
+                .iter()
+                .find(|w| w.healthy && !w.addresses.is_empty())
+                .cloned()
+                .ok_or_else(unresolved)?;
+            let ip = *pod.addresses.first().ok_or_else(unresolved)?;
+            (Some(pod), SocketAddr::new(ip, *port))
+        }
+    };
+    Ok(Endpoint {
+        service: Some(service.clone()),
+        workload: backing.ok_or_else(unresolved)?,
+        addr: SocketAddr::new(vip, port),
+        via: Some(hbone),
     })
 }
 
@@ -500,12 +540,16 @@ impl Connector {
         client: IpAddr,
     ) -> Result<Box<dyn Io>, ConnectError> {
         let addr = endpoint.addr;
-        match endpoint.workload.protocol {
-            TunnelProtocol::Hbone => {
+        // A waypoint always takes HBONE; a workload as its protocol says.
+        let hbone = endpoint.via.is_some() || endpoint.workload.protocol == TunnelProtocol::Hbone;
+        match hbone {
+            true => {
                 let key = PoolKey {
                     source: self.identity.clone(),
                     destination: endpoint.workload.identity.clone(),
-                    address: SocketAddr::new(addr.ip(), self.hbone_port),
+                    address: endpoint
+                        .via
+                        .unwrap_or_else(|| SocketAddr::new(addr.ip(), self.hbone_port)),
                 };
                 let request = ConnectRequest {
                     authority: addr,
@@ -521,7 +565,7 @@ impl Connector {
                     .map_err(|source| ConnectError::Tunnel { addr, source })?;
                 Ok(Box::new(stream))
             }
-            TunnelProtocol::None => {
+            false => {
                 let stream = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|source| ConnectError::Tcp { addr, source })?;

@@ -141,6 +141,17 @@ pub(crate) struct RunArgs {
     /// plane answers).
     #[arg(long, env = "BOWLINE_SNAPSHOT_DIR")]
     snapshot_dir: Option<PathBuf>,
+    /// Run as the Gateway's ingress gateway (class `istio`): serve its HTTP/HTTPS
+    /// listeners to clients outside the mesh instead of HBONE.
+    #[arg(long)]
+    ingress: bool,
+    /// The service account whose identity to take (default: the Gateway's name).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// An ingress gateway's certificates, one directory per Secret:
+    /// `DIR/NAMESPACE/NAME/tls.crt` and `tls.key` (a secret volume).
+    #[arg(long, env = "BOWLINE_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 pub(crate) async fn run(command: WaypointCommand) -> anyhow::Result<()> {
@@ -421,6 +432,9 @@ async fn run_process(args: RunArgs) -> anyhow::Result<()> {
         readiness_addr: args.readiness_addr,
         drain_deadline: Duration::from_secs_f64(args.drain_seconds),
         snapshot_dir: args.snapshot_dir,
+        ingress: args.ingress,
+        service_account: args.service_account,
+        secrets_dir: args.secrets_dir,
     };
     waypoint::app::run(config, terminated()).await?;
     Ok(())

@@ -26,8 +26,24 @@ pub(super) fn route(
     service: Option<&ztunnel::state::Service>,
     req: &Request<Incoming>,
 ) -> Result<Routed, Refusal> {
-    let tables = shared.policies.routes();
-    let table = service.and_then(|s| tables.get(&(s.namespace.clone(), s.name.clone())));
+    let table = match &tunnel.ingress {
+        Some(ingress) => match shared.policies.ingress_table(&shared.gateway, ingress.port) {
+            Some(table) => Some(table),
+            None => {
+                return Err(Refusal::NoRoute(format!(
+                    "the gateway has no routes on port {}",
+                    ingress.port
+                )));
+            }
+        },
+        None => service.and_then(|s| {
+            shared
+                .policies
+                .routes()
+                .get(&(s.namespace.clone(), s.name.clone()))
+                .cloned()
+        }),
+    };
     let Some(table) = table else {
         let endpoint = upstream::choose(snap, &shared.load, tunnel.target)?;
         return Ok(Routed {
@@ -58,13 +74,17 @@ pub(super) fn route(
         authority,
         port: tunnel.target.port(),
         source_uid,
-        source_namespace: tunnel.peer.namespace(),
+        source_namespace: tunnel.peer.as_ref().map_or("", |p| p.namespace()),
+        host: Some(host_of(req)).filter(|h| !h.is_empty()),
     };
     let Some(entry) = table.find(&view) else {
-        return Err(Refusal::NoRoute(format!(
-            "no route of {} matches",
-            service.map_or_else(String::new, |s| s.hostname.clone())
-        )));
+        return Err(Refusal::NoRoute(match &tunnel.ingress {
+            Some(ingress) => format!("no route on port {} matches", ingress.port),
+            None => format!(
+                "no route of {} matches",
+                service.map_or_else(String::new, |s| s.hostname.clone())
+            ),
+        }));
     };
     let action = entry.action.clone();
     let matched_prefix = entry

@@ -70,10 +70,11 @@ fn shared() -> Arc<Shared> {
 /// A tunnel to an address nobody serves, from a shop client.
 fn tunnel() -> Arc<Tunnel> {
     Arc::new(Tunnel {
-        peer: identity::SpiffeId::new("cluster.local", "shop", "client").unwrap(),
+        peer: Some(identity::SpiffeId::new("cluster.local", "shop", "client").unwrap()),
         peer_addr: "10.0.0.2:40000".parse().unwrap(),
         target: "10.96.0.9:80".parse().unwrap(),
         client: "10.0.0.2".parse().unwrap(),
+        ingress: None,
     })
 }
 

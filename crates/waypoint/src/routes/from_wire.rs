@@ -37,8 +37,17 @@ impl TryFrom<wire::RouteTable> for Table {
         let mut entries = Vec::with_capacity(w.entries.len());
         for (i, e) in w.entries.into_iter().enumerate() {
             let at = |field: &str| format!("entries[{i}].{field}");
-            let matcher = matcher(e.r#match.unwrap_or_default())
+            let mut matcher = matcher(e.r#match.unwrap_or_default())
                 .map_err(|(field, reason)| err(at(&format!("match.{field}")), reason))?;
+            for (j, host) in e.hostnames.iter().enumerate() {
+                if host.is_empty() || host.contains(['/', ':', ' ']) {
+                    return Err(err(
+                        at(&format!("hostnames[{j}]")),
+                        format!("{host:?} is not a host name"),
+                    ));
+                }
+            }
+            matcher.hosts = e.hostnames;
             let key = (e.route.clone(), e.rule);
             let action = match actions.get(&key) {
                 Some(action) => action.clone(),
@@ -58,8 +67,45 @@ impl TryFrom<wire::RouteTable> for Table {
                 action,
             });
         }
-        Ok(Table::new(entries))
+        let mut table = Table::new(entries);
+        if let Some(ingress) = w.ingress {
+            table.ingress = Some(
+                ingress_of(ingress)
+                    .map_err(|(field, reason)| err(format!("ingress.{field}"), reason))?,
+            );
+        }
+        Ok(table)
     }
+}
+
+fn ingress_of(w: wire::Ingress) -> Result<Ingress, Invalid> {
+    let port = u16::try_from(w.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| ("port".to_owned(), format!("{} is not a port", w.port)))?;
+    let mut listeners = Vec::with_capacity(w.listeners.len());
+    for (i, l) in w.listeners.into_iter().enumerate() {
+        let mut certificates = Vec::with_capacity(l.certificates.len());
+        for (j, c) in l.certificates.into_iter().enumerate() {
+            let Some((ns, name)) = c.split_once('/') else {
+                return Err((
+                    format!("listeners[{i}].certificates[{j}]"),
+                    format!("{c:?}: write namespace/name"),
+                ));
+            };
+            certificates.push((ns.to_owned(), name.to_owned()));
+        }
+        listeners.push(IngressListener {
+            name: l.name,
+            hostname: (!l.hostname.is_empty()).then_some(l.hostname),
+            certificates,
+        });
+    }
+    Ok(Ingress {
+        port,
+        tls: w.tls,
+        listeners,
+    })
 }
 
 type Invalid = (String, String);
@@ -163,6 +209,7 @@ fn matcher(m: wire::RouteMatch) -> Result<Matcher, Invalid> {
         without_headers,
         source_workloads: m.source_workloads.map(|s| s.uids.into_iter().collect()),
         source_namespace: Some(m.source_namespace).filter(|ns| !ns.is_empty()),
+        hosts: Vec::new(),
     })
 }
 
@@ -228,6 +275,7 @@ fn backend_ref(b: Option<wire::BackendRef>, field: &str) -> Result<BackendRef, I
     let destination = format!("{}/{}/{subset}", b.namespace, b.hostname);
     let policy = b.policy.map(|p| Arc::new(policy(p, destination)));
     Ok(BackendRef {
+        via_waypoint: b.via_waypoint,
         policy,
         key: format!("{}/{}", b.namespace, b.hostname),
         namespace: b.namespace,

@@ -30,6 +30,7 @@ fn entry(path: (wire::path_match::Kind, &str), method: &str, backend: &str) -> w
             }],
             ..Default::default()
         }),
+        hostnames: Vec::new(),
     }
 }
 
@@ -39,6 +40,7 @@ fn table(mut entries: Vec<wire::RouteEntry>) -> Table {
         e.rule = i as u32;
     }
     Table::try_from(wire::RouteTable {
+        ingress: None,
         namespace: "shop".into(),
         service: "reviews".into(),
         entries,
@@ -63,6 +65,7 @@ fn backend_for(
         port: 9080,
         source_uid: Some("Kubernetes//Pod/shop/productpage-1"),
         source_namespace: "shop",
+        host: None,
     };
     t.find(&view)
         .and_then(|e| e.action.backend(0))
@@ -250,6 +253,7 @@ fn the_index_finds_what_walking_the_whole_table_finds() {
                     port: 80,
                     source_uid: None,
                     source_namespace: "shop",
+                    host: None,
                 };
                 let walked = t.entries.iter().position(|e| e.matcher.matches(&view));
                 let found = t.find(&view).map(|e| e.rule as usize);
@@ -308,6 +312,7 @@ fn prefix_rewrites_keep_the_rest_of_the_path() {
 fn a_bad_regex_or_header_is_refused_with_its_field() {
     let mut e = entry((wire::path_match::Kind::Regex, "(unclosed"), "", "x");
     let error = Table::try_from(wire::RouteTable {
+        ingress: None,
         namespace: "shop".into(),
         service: "reviews".into(),
         entries: vec![e.clone()],
@@ -323,10 +328,77 @@ fn a_bad_regex_or_header_is_refused_with_its_field() {
         ..Default::default()
     });
     let error = Table::try_from(wire::RouteTable {
+        ingress: None,
         namespace: "shop".into(),
         service: "reviews".into(),
         entries: vec![e],
     })
     .unwrap_err();
     assert_eq!(error.field, "entries[0].action.request_headers.set[0].name");
+}
+
+#[test]
+fn ingress_entries_match_their_hosts_exact_or_under_a_wildcard_ignoring_case() {
+    use wire::path_match::Kind;
+    let mut exact = entry((Kind::Prefix, "/"), "", "exact");
+    exact.hostnames = vec!["reviews.shop.example".into()];
+    let mut wild = entry((Kind::Prefix, "/"), "", "wild");
+    wild.hostnames = vec!["*.shop.example".into()];
+    let t = table(vec![exact, wild, entry((Kind::Prefix, "/"), "", "any")]);
+    let headers = HeaderMap::new();
+    let method = http::Method::GET;
+    let found = |host: Option<&str>| {
+        let view = RequestView {
+            method: &method,
+            path: "/",
+            query: None,
+            headers: &headers,
+            authority: host,
+            port: 80,
+            source_uid: None,
+            source_namespace: "",
+            host,
+        };
+        t.find(&view)
+            .map(|e| e.action.backend(0).unwrap().target.name.clone())
+    };
+    assert_eq!(
+        found(Some("Reviews.Shop.Example")).as_deref(),
+        Some("exact")
+    );
+    assert_eq!(found(Some("a.b.shop.example")).as_deref(), Some("wild"));
+    assert_eq!(
+        found(Some("shop.example")).as_deref(),
+        Some("any"),
+        "a wildcard takes names under it only"
+    );
+    assert_eq!(found(None).as_deref(), Some("any"));
+    let ingress = Ingress {
+        port: 443,
+        tls: true,
+        listeners: vec![
+            IngressListener {
+                name: "reviews".into(),
+                hostname: Some("reviews.shop.example".into()),
+                certificates: vec![],
+            },
+            IngressListener {
+                name: "shop".into(),
+                hostname: Some("*.shop.example".into()),
+                certificates: vec![],
+            },
+        ],
+    };
+    assert_eq!(
+        ingress
+            .listener_for(Some("reviews.shop.example"))
+            .unwrap()
+            .name,
+        "reviews"
+    );
+    assert_eq!(
+        ingress.listener_for(Some("x.shop.example")).unwrap().name,
+        "shop"
+    );
+    assert!(ingress.listener_for(Some("other.example")).is_none());
 }
