@@ -652,6 +652,7 @@ pub async fn run(
         files: vec![manifest],
         name: name.clone(),
         binary: binary.to_owned(),
+        publish: Vec::new(),
     };
     let state = lab::up::up(&options, progress).await?;
 

@@ -33,8 +33,12 @@ mod controller;
 mod health;
 mod kube_proxy;
 mod plan;
+mod publish;
+mod secrets;
 mod status;
 mod workloads;
+
+pub use publish::Published;
 
 pub use build::up;
 pub use containers::UPSTREAMS;
@@ -96,6 +100,9 @@ pub struct LabState {
     /// Veth pairs made so far (names the router-side interfaces).
     #[serde(default)]
     pub links: usize,
+    /// Host ports forwarded to ingress gateways (`--publish`).
+    #[serde(default)]
+    pub published: Vec<Published>,
 }
 
 impl LabState {
@@ -155,6 +162,8 @@ pub struct UpOptions {
     pub name: String,
     /// The `bowline` binary to run components with.
     pub binary: PathBuf,
+    /// `--publish` specs: `[ADDR:]HOSTPORT[=NS/GATEWAY:PORT]`.
+    pub publish: Vec<String>,
 }
 
 fn ns_name(lab: &str, kind: &str, rest: &str) -> String {

@@ -21,6 +21,11 @@ pub(crate) struct UpArgs {
     /// Return once everything is ready instead of staying in the foreground.
     #[arg(long)]
     detach: bool,
+    /// Forward a host port to an ingress gateway's listener:
+    /// `[ADDR:]HOSTPORT[=NAMESPACE/GATEWAY:PORT]` (loopback by default; the gateway may be
+    /// left out when the manifests hold one ingress Gateway with one port). Repeatable.
+    #[arg(long)]
+    publish: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,11 +63,13 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         files,
         name,
         detach,
+        publish,
     } = args;
     let options = lab::up::UpOptions {
         files,
         name: name.clone(),
         binary: std::env::current_exe().context("locating the bowline binary")?,
+        publish,
     };
     let progress = |step: &str| eprintln!("==> {step}");
     match lab::up::up(&options, &progress).await {
@@ -174,9 +181,48 @@ fn render_status(status: &lab::up::LabStatus) -> String {
     for (key, vip) in &status.services {
         let _ = writeln!(out, "  {key:<28} {vip}");
     }
-    if !status.waypoints.is_empty() {
+    let (ingress, waypoints): (Vec<_>, Vec<_>) =
+        status.waypoints.iter().partition(|w| w.listeners.is_some());
+    if !ingress.is_empty() {
+        out.push_str("\nINGRESS GATEWAYS\n");
+        for gateway in &ingress {
+            let programmed = if gateway.pods.iter().any(|(_, _, _, r)| r.is_ok()) {
+                "programmed"
+            } else {
+                "NOT PROGRAMMED (no ready pod)"
+            };
+            let address = gateway.address.as_deref().unwrap_or("no address yet");
+            let _ = writeln!(
+                out,
+                "  {:<28} {address} (in the lab); {programmed}",
+                gateway.gateway
+            );
+            for (name, port, protocol, host) in gateway.listeners.iter().flatten() {
+                let host = host.as_deref().unwrap_or("any host");
+                let published: Vec<String> = status
+                    .published
+                    .iter()
+                    .filter(|p| p.gateway == gateway.gateway && p.port == *port)
+                    .map(|p| {
+                        let scheme = if protocol == "HTTPS" { "https" } else { "http" };
+                        format!("{scheme}://{}", p.listen)
+                    })
+                    .collect();
+                let published = if published.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — from the host: {}", published.join(", "))
+                };
+                let _ = writeln!(
+                    out,
+                    "    {name:<12} :{port:<5} {protocol:<5} {host}{published}"
+                );
+            }
+        }
+    }
+    if !waypoints.is_empty() {
         out.push_str("\nWAYPOINTS\n");
-        for waypoint in &status.waypoints {
+        for waypoint in waypoints {
             let bound = if waypoint.bound.is_empty() {
                 "nothing bound".to_owned()
             } else {

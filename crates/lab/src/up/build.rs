@@ -39,7 +39,14 @@ pub async fn up(options: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState
     for note in &plan.notes {
         progress(note);
     }
+    let published = options
+        .publish
+        .iter()
+        .map(|spec| super::publish::parse(spec, &plan.all))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut build = Build::start(options, dir)?;
+    build.state.published = published;
+    build.save()?;
 
     progress("network: router, nodes, pods");
     let router_ns = build.network(&plan)?;
@@ -587,6 +594,13 @@ pub(super) fn waypoint_env(dir: &Path, pod: &k8s::Pod) -> Vec<(String, String)> 
         (
             "INSTANCE_IP".into(),
             pod.status.pod_ip.clone().unwrap_or_default(),
+        ),
+        // An ingress gateway's certificates (the lab controller keeps them there).
+        (
+            "BOWLINE_SECRETS_DIR".into(),
+            super::secrets::dir_of(dir, pod.metadata.namespace(), &pod.metadata.name)
+                .display()
+                .to_string(),
         ),
     ]
 }

@@ -9,6 +9,8 @@
 //! - every `Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet` and `Job` gets the pods
 //!   [`super::workloads::reconcile`] says it wants and loses the ones it no longer does —
 //!   live scaling and rollouts — and pods whose controller is gone are removed with it;
+//! - every ingress gateway pod has its Gateway's TLS Secrets as files ([`super::secrets`]),
+//!   and the host ports published to ingress gateways are forwarded ([`super::publish`]);
 //! - a waypoint Gateway without a pod gets the pod and Service it deploys
 //!   ([`control_plane::waypoints::deployment`]), and a waypoint pod whose Gateway is gone
 //!   is removed with its Service.
@@ -43,6 +45,13 @@ const PERIOD: Duration = Duration::from_millis(500);
 pub async fn run(name: &str, binary: PathBuf, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let mut memory = Memory::default();
+    // The host ports published to ingress gateways, served for the lab's lifetime.
+    let _forwarders: Vec<AbortOnDrop> = LabState::load(name)
+        .map(|state| state.published)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| AbortOnDrop(tokio::spawn(super::publish::serve(name.to_owned(), p))))
+        .collect();
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -51,6 +60,15 @@ pub async fn run(name: &str, binary: PathBuf, stop: impl std::future::Future<Out
         if let Err(error) = reconcile(name, &binary, &mut memory).await {
             tracing::warn!(%error, "lab controller: will try again");
         }
+    }
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -71,6 +89,9 @@ async fn reconcile(name: &str, binary: &Path, memory: &mut Memory) -> Result<(),
     let Some(objects) = super::status::control_plane_objects(&state).await else {
         return Ok(());
     };
+    if let Err(error) = super::secrets::sync(&state_root().join(&state.name), &objects) {
+        tracing::warn!(%error, "lab controller: ingress gateways' secret files not written");
+    }
     let rules = kube_proxy::rules(&objects);
     if memory.installed.as_ref() != Some(&rules) {
         kube_proxy::install(&Namespace::existing(&state.router), &rules)?;

@@ -244,11 +244,11 @@ fn deploy_waypoints(all: &mut Vec<Resource>) {
             if p.metadata.namespace() == ns
                 && control_plane::waypoints::gateway_of(p) == Some(name))
         });
+        let deployment = control_plane::waypoints::deployment(gateway);
         let has_service = all.iter().any(|r| {
             matches!(r, Resource::Service(s)
-            if s.metadata.namespace() == ns && s.metadata.name == name)
+            if s.metadata.namespace() == ns && s.metadata.name == deployment.service.metadata.name)
         });
-        let deployment = control_plane::waypoints::deployment(gateway);
         if !has_pod {
             deployed.push(Resource::Pod(deployment.pod));
         }

@@ -33,6 +33,8 @@ pub struct LabStatus {
     pub processes: Vec<(String, u32, Process)>,
     /// The router namespace, where the control plane's API is reachable.
     pub router: String,
+    /// Host ports forwarded to ingress gateways.
+    pub published: Vec<super::Published>,
     /// The control plane's operator token.
     pub token_file: PathBuf,
     /// Where the components' logs are.
@@ -71,8 +73,12 @@ pub struct WaypointStatus {
     pub pods: Vec<(String, String, String, Result<(), String>)>,
     /// Services and pods (`Kind ns/name`) that ask for it (`istio.io/use-waypoint`).
     pub bound: Vec<String>,
-    /// Its address: the VIP of its Service (`<name>`, port 15008), once it has one.
+    /// Its address: the VIP of its Service (`<name>`, port 15008; an ingress gateway's
+    /// `<name>-istio`, its listener ports), once it has one.
     pub address: Option<String>,
+    /// An ingress gateway's listeners (class `istio`): (name, port, protocol, hostname);
+    /// `None` for a waypoint.
+    pub listeners: Option<Vec<(String, u16, String, Option<String>)>>,
 }
 
 impl WaypointStatus {
@@ -176,12 +182,16 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
                 );
             }
             Resource::Gateway(g) => {
-                let handles = g
-                    .metadata
-                    .labels
-                    .get(config::resources::WAYPOINT_FOR)
-                    .cloned()
-                    .unwrap_or_else(|| "service".into());
+                // An ingress gateway handles what comes from outside: nothing binds to it.
+                let handles = if g.spec.gateway_class_name == config::resources::INGRESS_CLASS {
+                    INGRESS.to_owned()
+                } else {
+                    g.metadata
+                        .labels
+                        .get(config::resources::WAYPOINT_FOR)
+                        .cloned()
+                        .unwrap_or_else(|| "service".into())
+                };
                 gateways.push((
                     g.metadata.namespace().to_owned(),
                     g.metadata.name.clone(),
@@ -244,6 +254,7 @@ pub async fn status(name: &str) -> Result<LabStatus, LabError> {
         routes,
         processes,
         router: state.router.clone(),
+        published: state.published.clone(),
         token_file: operator_token_file(name),
         logs: state_root().join(name).join("logs"),
     })
@@ -367,6 +378,9 @@ fn route_status(
     }
 }
 
+/// What an ingress gateway "handles", among the waypoints' `istio.io/waypoint-for` values.
+const INGRESS: &str = "ingress";
+
 /// Each Gateway's pods (asked for readiness) and what is bound to it; `gateways` are
 /// (namespace, name, what it handles).
 async fn waypoints(
@@ -419,11 +433,44 @@ async fn waypoints(
                 .then(|| format!("{kind} {}/{}", meta.namespace(), meta.name))
             })
             .collect();
+        let ingress = handles == INGRESS;
+        let listeners = ingress.then(|| {
+            resources
+                .iter()
+                .find_map(|r| match r {
+                    Resource::Gateway(g)
+                        if g.metadata.namespace() == namespace && g.metadata.name == *name =>
+                    {
+                        Some(
+                            g.spec
+                                .listeners
+                                .iter()
+                                .map(|l| {
+                                    (
+                                        l.name.clone(),
+                                        l.port,
+                                        l.protocol.clone(),
+                                        l.hostname.clone(),
+                                    )
+                                })
+                                .collect(),
+                        )
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default()
+        });
+        let service = if ingress {
+            format!("{namespace}/{name}-istio")
+        } else {
+            format!("{namespace}/{name}")
+        };
         out.push(WaypointStatus {
             gateway: format!("{namespace}/{name}"),
             pods,
             bound,
-            address: state.services.get(&format!("{namespace}/{name}")).cloned(),
+            address: state.services.get(&service).cloned(),
+            listeners,
         });
     }
     out
