@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use test_support::root_or_skip;
 
+#[path = "lab/ingress.rs"]
+mod ingress;
 #[path = "lab/services.rs"]
 mod services;
 #[path = "lab/traffic.rs"]
@@ -106,8 +108,15 @@ impl Lab {
     }
 
     fn up(&self) -> Output {
+        self.up_with(&[])
+    }
+
+    /// `bowline up --detach` with `extra` arguments.
+    fn up_with(&self, extra: &[&str]) -> Output {
         let manifests = self.dir.path().to_str().unwrap().to_owned();
-        self.bowline(&["up", "-f", &manifests, "--name", &self.name, "--detach"])
+        let mut args = vec!["up", "-f", &manifests, "--name", &self.name, "--detach"];
+        args.extend_from_slice(extra);
+        self.bowline(&args)
     }
 
     /// `bowline VERB --name LAB -f FILE` (`apply` or `delete`) on `FILE` in the lab's

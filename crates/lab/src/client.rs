@@ -104,10 +104,61 @@ pub async fn exchange(
         .await
         .map_err(|e| format!("{authority}: {e}"))?;
     tokio::spawn(connection);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(hyper::header::HOST, &authority);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    send(&mut sender, &authority, method, &path, body, headers).await
+}
+
+/// One HTTP/1.1 request over an HTTPS connection to `addr` (`ip:port`), asking for TLS
+/// server name `server_name` and trusting only `root_pem`; `Host` is the server name
+/// unless `headers` give one.
+pub async fn exchange_tls(
+    addr: &str,
+    server_name: &str,
+    root_pem: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("root: {e}"))?;
+        roots.add(cert).map_err(|e| format!("root: {e}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(identity::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| format!("{server_name:?}: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS to {addr} as {server_name}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    tokio::spawn(connection);
+    send(&mut sender, server_name, method, path, None, headers).await
+}
+
+/// Sends one request on `sender` (`Host: authority` unless `headers` hold one).
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
+    authority: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let mut request = hyper::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request = request.header(hyper::header::HOST, authority);
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
