@@ -15,6 +15,10 @@
 //! - **mesh**: `mesh/client` → VIP of `mesh/l4`:80 (ztunnel → HBONE → ztunnel).
 //! - **waypoint**: `mesh/client` → VIP of `mesh/l7`:80 (ztunnel → HBONE → waypoint, which
 //!   terminates the tunnel, serves the HTTP request and tunnels it again → ztunnel).
+//! - **ingress**: from outside the lab (its router namespace, where the host's traffic
+//!   enters) → the ingress gateway `mesh/ingress` (Gateway class `istio`, pod
+//!   `mesh/ingress-istio-0`, port 80) → HBONE → `mesh/l4`'s ztunnel; its gateway's CPU
+//!   per request is compared with the waypoint's.
 //! - **routes**: the same to `mesh/l7-routes`, whose route table holds [`ROUTE_RULES`]
 //!   HTTPRoute rules (in routes of 16 rules, the Gateway API's most): a third match exact
 //!   paths, a third path prefixes, a third header values — none of which the requests
@@ -49,7 +53,6 @@ use std::time::Duration;
 
 use netns::socket::{self, Outgoing};
 use netns::{Namespace, NetnsError};
-use serde::Serialize;
 use tokio::net::TcpStream;
 
 use lab::up::{LabError, LabState, UpOptions};
@@ -58,6 +61,9 @@ use crate::l4::TempDir;
 use crate::load::{self, HttpConnection, Requests};
 use crate::procfs::{self, PeakSampler};
 use crate::stats::{median, percentile};
+
+mod report;
+pub use report::L7BenchReport;
 
 /// Keep-alive connections per measure.
 pub const CONNECTIONS: usize = 16;
@@ -123,6 +129,8 @@ spec: {{selector: {{app: l7-routes}}, ports: [{{port: 80, targetPort: 8080}}]}}
 
 /// The waypoint pod's process, as the lab names it.
 const WAYPOINT_PROCESS: &str = "pod mesh/waypoint-0 waypoint";
+/// The ingress gateway pod's process.
+const GATEWAY_PROCESS: &str = "pod mesh/ingress-istio-0 istio-proxy";
 
 /// The lab the benchmark brings up.
 pub const MANIFEST: &str = r#"# `bowline bench l7`: a namespace outside the mesh (the direct path) and one in it, with
@@ -198,6 +206,22 @@ metadata: {name: waypoint, namespace: mesh}
 spec:
   gatewayClassName: istio-waypoint
   listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+# The ingress path: the ingress gateway `mesh/ingress` (pod mesh/ingress-istio-0) in front
+# of mesh/l4.
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: mesh}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ingress, namespace: mesh}
+spec:
+  parentRefs: [{name: ingress}]
+  rules: [{backendRefs: [{name: l4, port: 80}]}]
 "#;
 
 /// Why the benchmark could not run.
@@ -252,148 +276,6 @@ pub enum L7BenchError {
         /// What the answer showed.
         detail: &'static str,
     },
-}
-
-/// The results; field names are the `--json` keys.
-#[derive(Debug, Clone, Serialize)]
-pub struct L7BenchReport {
-    /// Seconds per measure and path (split over rounds).
-    pub duration_s: f64,
-    /// Keep-alive connections per measure.
-    pub connections: usize,
-    /// Target request rate of the fixed-rate measures (req/s).
-    pub rate: f64,
-    /// Where the direct path goes: the server pod's address (no kube-proxy in the lab).
-    pub direct_target: String,
-    /// The node the waypoint pod runs on (the client's is node-1, the apps' node-2).
-    pub waypoint_node: String,
-    /// Closed loop, plain client → plain server pod (req/s).
-    pub direct_http_rps: f64,
-    /// Closed loop, mesh client → `mesh/l4` VIP: ztunnel → ztunnel (req/s).
-    pub mesh_http_rps: f64,
-    /// Closed loop, mesh client → `mesh/l7` VIP: ztunnel → waypoint → ztunnel (req/s).
-    pub waypoint_http_rps: f64,
-    /// `mesh_http_rps` / `direct_http_rps`.
-    pub mesh_vs_direct_rps_ratio: f64,
-    /// `waypoint_http_rps` / `mesh_http_rps`.
-    pub waypoint_vs_mesh_rps_ratio: f64,
-    /// Rate the mesh path was driven at in the fixed-rate measure (req/s, achieved).
-    pub mesh_fixed_rate_rps: f64,
-    /// Rate the waypoint path was driven at in the fixed-rate measure (req/s, achieved).
-    pub waypoint_fixed_rate_rps: f64,
-    /// Mesh path latency at the fixed rate, median (µs).
-    pub mesh_latency_p50_us: f64,
-    /// Mesh path latency at the fixed rate, p99 (µs).
-    pub mesh_latency_p99_us: f64,
-    /// Waypoint path latency at the fixed rate, median (µs).
-    pub waypoint_latency_p50_us: f64,
-    /// Waypoint path latency at the fixed rate, p99 (µs).
-    pub waypoint_latency_p99_us: f64,
-    /// `waypoint_latency_p50_us` − `mesh_latency_p50_us`.
-    pub waypoint_added_p50_us: f64,
-    /// Requests through the waypoint in the fixed-rate measure.
-    pub waypoint_requests: u64,
-    /// Waypoint CPU time (user + system, all threads) per request at the fixed rate (µs).
-    pub waypoint_cpu_us_per_request: f64,
-    /// HTTPRoute rules in the routes path's table.
-    pub route_rules: usize,
-    /// Closed loop, mesh client → `mesh/l7-routes` VIP (req/s).
-    pub routes_http_rps: f64,
-    /// `routes_http_rps` / `waypoint_http_rps`.
-    pub routes_vs_waypoint_rps_ratio: f64,
-    /// Routes path latency at the fixed rate, median (µs).
-    pub routes_latency_p50_us: f64,
-    /// Waypoint CPU time per request on the routes path at the fixed rate (µs).
-    pub routes_cpu_us_per_request: f64,
-    /// `routes_cpu_us_per_request` / `waypoint_cpu_us_per_request`.
-    pub routes_vs_waypoint_cpu_ratio: f64,
-    /// Waypoint CPU time per second while the fixed-rate load went to the mesh path
-    /// instead — its background work (µs/s).
-    pub waypoint_idle_cpu_us_per_s: f64,
-    /// Both ztunnels' CPU time per request on the mesh path at the fixed rate (µs).
-    pub mesh_ztunnel_cpu_us_per_request: f64,
-    /// Both ztunnels' CPU time per request on the waypoint path at the fixed rate (µs).
-    pub waypoint_path_ztunnel_cpu_us_per_request: f64,
-    /// CPU per request of the waypoint path (waypoint and ztunnels) over the mesh path's
-    /// (ztunnels).
-    pub waypoint_path_vs_mesh_cpu_ratio: f64,
-    /// Largest waypoint RSS sampled (every 50 ms) at the fixed rate (KiB).
-    pub waypoint_rss_kb: u64,
-    /// Largest anonymous part (heap, stacks) of that RSS (KiB).
-    pub waypoint_rss_anon_kb: u64,
-    /// The waypoint's RSS high-water mark at the end (`VmHWM`, the whole run, or the
-    /// largest sample if above it, KiB).
-    pub waypoint_peak_rss_kb: u64,
-}
-
-impl std::fmt::Display for L7BenchReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "HTTP/1.1 keep-alive, {} connections: direct, L4 mesh (ztunnel → ztunnel) and through a waypoint (ztunnel → waypoint on {} → ztunnel); {:.1} s per measure and path, {ROUNDS} alternating rounds",
-            self.connections, self.waypoint_node, self.duration_s
-        )?;
-        writeln!(
-            f,
-            "{:<40}{:>12}{:>12}{:>12}",
-            "closed loop", "req/s", "vs direct", "vs mesh"
-        )?;
-        let rows = [
-            (
-                format!("direct ({})", self.direct_target),
-                self.direct_http_rps,
-            ),
-            ("mesh (mesh/l4 VIP)".to_owned(), self.mesh_http_rps),
-            ("waypoint (mesh/l7 VIP)".to_owned(), self.waypoint_http_rps),
-        ];
-        for (name, rps) in rows {
-            writeln!(
-                f,
-                "{name:<40}{rps:>12.0}{:>11.2}x{:>11.2}x",
-                ratio(rps, self.direct_http_rps),
-                ratio(rps, self.mesh_http_rps)
-            )?;
-        }
-        writeln!(
-            f,
-            "at {:.0} req/s (achieved: mesh {:.0}, waypoint {:.0}): latency p50 / p99 mesh {:.1} / {:.1} µs, waypoint {:.1} / {:.1} µs; the waypoint adds {:.1} µs at p50",
-            self.rate,
-            self.mesh_fixed_rate_rps,
-            self.waypoint_fixed_rate_rps,
-            self.mesh_latency_p50_us,
-            self.mesh_latency_p99_us,
-            self.waypoint_latency_p50_us,
-            self.waypoint_latency_p99_us,
-            self.waypoint_added_p50_us
-        )?;
-        writeln!(
-            f,
-            "CPU per request at {:.0} req/s: waypoint {:.1} µs ({} requests; {:.0} µs/s without load); both ztunnels {:.1} µs on the waypoint path, {:.1} µs on the mesh path; waypoint path / mesh path {:.2}x",
-            self.rate,
-            self.waypoint_cpu_us_per_request,
-            self.waypoint_requests,
-            self.waypoint_idle_cpu_us_per_s,
-            self.waypoint_path_ztunnel_cpu_us_per_request,
-            self.mesh_ztunnel_cpu_us_per_request,
-            self.waypoint_path_vs_mesh_cpu_ratio
-        )?;
-        writeln!(
-            f,
-            "{} HTTPRoute rules before a catch-all: closed loop {:.0} req/s ({:.2}x the waypoint path without routes); at {:.0} req/s p50 {:.1} µs, waypoint CPU {:.1} µs per request ({:.2}x)",
-            self.route_rules,
-            self.routes_http_rps,
-            self.routes_vs_waypoint_rps_ratio,
-            self.rate,
-            self.routes_latency_p50_us,
-            self.routes_cpu_us_per_request,
-            self.routes_vs_waypoint_cpu_ratio
-        )?;
-        write!(
-            f,
-            "waypoint RSS {} KiB at {:.0} req/s (anonymous {} KiB), peak {} KiB over the run",
-            self.waypoint_rss_kb, self.rate, self.waypoint_rss_anon_kb, self.waypoint_peak_rss_kb
-        )
-    }
 }
 
 /// `a / b`, 0 when `b` is not positive.
@@ -465,6 +347,22 @@ impl Route {
             target,
             via_waypoint,
         })
+    }
+
+    /// A path from outside the lab: its router namespace, where traffic from the host
+    /// enters.
+    fn outside(
+        state: &LabState,
+        name: &'static str,
+        target: SocketAddr,
+        via_waypoint: bool,
+    ) -> Self {
+        Self {
+            name,
+            client: state.router.clone(),
+            target,
+            via_waypoint,
+        }
     }
 
     fn load_error(&self, error: io::Error) -> L7BenchError {
@@ -545,12 +443,14 @@ impl Route {
 struct Cpu {
     waypoint: u64,
     ztunnels: u64,
+    gateway: u64,
 }
 
 /// The processes whose CPU time is measured.
 struct Costed {
     waypoint: u32,
     ztunnels: Vec<u32>,
+    gateway: u32,
 }
 
 impl Costed {
@@ -565,6 +465,7 @@ impl Costed {
         Ok(Cpu {
             waypoint: read("the waypoint", self.waypoint)?,
             ztunnels,
+            gateway: read("the ingress gateway", self.gateway)?,
         })
     }
 
@@ -600,7 +501,12 @@ async fn costed(lab: &str) -> Result<Costed, L7BenchError> {
         let what = format!("ztunnel {node}");
         ztunnels.push(running(&what).ok_or_else(|| missing(&what))?);
     }
-    Ok(Costed { waypoint, ztunnels })
+    let gateway = running(GATEWAY_PROCESS).ok_or_else(|| missing(GATEWAY_PROCESS))?;
+    Ok(Costed {
+        waypoint,
+        ztunnels,
+        gateway,
+    })
 }
 
 /// What the fixed-rate rounds of one path gave, summed.
@@ -620,6 +526,7 @@ impl FixedRate {
         self.latencies_us.extend(requests.latencies_us);
         self.cpu.waypoint += after.waypoint.saturating_sub(before.waypoint);
         self.cpu.ztunnels += after.ztunnels.saturating_sub(before.ztunnels);
+        self.cpu.gateway += after.gateway.saturating_sub(before.gateway);
     }
 
     fn rate(&self) -> f64 {
@@ -672,6 +579,14 @@ pub async fn run(
             .ok_or_else(|| L7BenchError::Missing(format!("pod {pod} with an address")))?;
         Ok(SocketAddr::new(ip, APP_PORT))
     };
+    let gateway_ip = |pod: &str| -> Result<SocketAddr, L7BenchError> {
+        let ip = state
+            .pods
+            .get(pod)
+            .and_then(|(_, ip, _)| ip.parse().ok())
+            .ok_or_else(|| L7BenchError::Missing(format!("pod {pod} with an address")))?;
+        Ok(SocketAddr::new(ip, SERVICE_PORT))
+    };
     let direct = Route::new(
         &state,
         "direct",
@@ -688,6 +603,8 @@ pub async fn run(
         vip("mesh/l7-routes")?,
         true,
     )?;
+    // The gateway adds x-request-id too, as the waypoint does.
+    let ingress = Route::outside(&state, "ingress", gateway_ip("mesh/ingress-istio-0")?, true);
     // The lab records the VIP of every service; the plain one is unused (see the module
     // docs), but it must exist as the manifest says.
     vip("plain/server")?;
@@ -700,7 +617,7 @@ pub async fn run(
 
     let slice = phase / ROUNDS;
     let (mut direct_rps, mut mesh_rps, mut waypoint_rps) = (Vec::new(), Vec::new(), Vec::new());
-    let mut routes_rps = Vec::new();
+    let (mut routes_rps, mut ingress_rps) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         progress(&format!(
             "round {round}/{ROUNDS}: closed loop, {CONNECTIONS} connections, {:.1} s per path",
@@ -710,10 +627,11 @@ pub async fn run(
         mesh_rps.push(mesh.closed_loop(slice).await?);
         waypoint_rps.push(waypoint.closed_loop(slice).await?);
         routes_rps.push(routes.closed_loop(slice).await?);
+        ingress_rps.push(ingress.closed_loop(slice).await?);
     }
 
     let (mut at_rate_mesh, mut at_rate_waypoint) = (FixedRate::default(), FixedRate::default());
-    let mut at_rate_routes = FixedRate::default();
+    let (mut at_rate_routes, mut at_rate_ingress) = (FixedRate::default(), FixedRate::default());
     let (mut rss, mut rss_anon) = (0u64, 0u64);
     for round in 1..=ROUNDS {
         progress(&format!(
@@ -736,6 +654,10 @@ pub async fn run(
         let before = costed.now()?;
         let requests = routes.fixed_rate(slice).await?;
         at_rate_routes.add(requests, before, costed.now()?);
+
+        let before = costed.now()?;
+        let requests = ingress.fixed_rate(slice).await?;
+        at_rate_ingress.add(requests, before, costed.now()?);
     }
     // The kernel updates VmHWM lazily; a sampled VmRSS can be a little above it.
     let peak_rss = procfs::status_kb(&costed.waypoint_status()?, "VmHWM:").max(rss);
@@ -744,6 +666,8 @@ pub async fn run(
     let mesh_http_rps = median(&mut mesh_rps);
     let waypoint_http_rps = median(&mut waypoint_rps);
     let routes_http_rps = median(&mut routes_rps);
+    let ingress_http_rps = median(&mut ingress_rps);
+    let ingress_cpu_us_per_request = at_rate_ingress.per_request(at_rate_ingress.cpu.gateway);
     let routes_cpu_us_per_request = at_rate_routes.per_request(at_rate_routes.cpu.waypoint);
     let waypoint_cpu_us_per_request = at_rate_waypoint.per_request(at_rate_waypoint.cpu.waypoint);
     let mesh_latency_p50_us = percentile(&mut at_rate_mesh.latencies_us, 0.5);
@@ -790,6 +714,15 @@ pub async fn run(
         waypoint_rss_kb: rss,
         waypoint_rss_anon_kb: rss_anon,
         waypoint_peak_rss_kb: peak_rss,
+        ingress_http_rps,
+        ingress_vs_direct_rps_ratio: ratio(ingress_http_rps, direct_http_rps),
+        ingress_vs_waypoint_rps_ratio: ratio(ingress_http_rps, waypoint_http_rps),
+        ingress_latency_p50_us: percentile(&mut at_rate_ingress.latencies_us, 0.5),
+        ingress_cpu_us_per_request,
+        ingress_vs_waypoint_cpu_ratio: ratio(
+            ingress_cpu_us_per_request,
+            waypoint_cpu_us_per_request,
+        ),
     })
 }
 
@@ -817,7 +750,11 @@ mod tests {
         assert_eq!(ratio(3.0, 0.0), 0.0);
         let mut at_rate = FixedRate::default();
         assert_eq!(at_rate.rate(), 0.0);
-        let cpu = |waypoint, ztunnels| Cpu { waypoint, ztunnels };
+        let cpu = |waypoint, ztunnels| Cpu {
+            waypoint,
+            ztunnels,
+            gateway: 0,
+        };
         at_rate.add(
             Requests {
                 done: 1000,
