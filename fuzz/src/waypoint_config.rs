@@ -65,8 +65,12 @@ pub fn run(data: &[u8]) {
             port: 9080,
             source_uid: Some("Kubernetes//Pod/shop/productpage-0"),
             source_namespace: "shop",
+            host: Some("reviews.shop.example"),
         };
         for table in &tables {
+            if let Some(ingress) = &table.ingress {
+                let _ = ingress.listener_for(Some(path));
+            }
             let Some(entry) = table.find(&view) else {
                 continue;
             };

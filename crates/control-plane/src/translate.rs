@@ -20,6 +20,7 @@
 
 mod authz;
 mod capture;
+mod delegate;
 mod destination_rule;
 mod ingress;
 mod l7;

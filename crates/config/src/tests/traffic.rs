@@ -109,8 +109,13 @@ fn what_bowline_does_not_route_is_refused_naming_the_field() {
                 "route: [{destination: {host: reviews, subset: v1}}]",
                 "delegate: {name: other}",
             ),
+            "spec.http[0]",
+            "takes only `match`",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: d, namespace: shop}\nspec:\n  http: [{delegate: {name: other}}]\n".to_owned(),
             "spec.http[0].delegate",
-            "delegation is not supported yet",
+            "cannot delegate again",
         ),
         (
             SERVICE.replace("port: 9080}]", "port: 9080, scheme: {exact: https}}]"),

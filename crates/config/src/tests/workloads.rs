@@ -222,9 +222,9 @@ spec:
             "0-100",
         ),
         (
-            service.replace("  hosts: [reviews]\n", ""),
-            "spec.hosts",
-            "needs hosts",
+            service.replace("  hosts: [reviews]\n", "  hosts: [reviews, ' ']\n"),
+            "spec.hosts[1]",
+            "cannot be empty",
         ),
         (
             service.replace("exact: jason", "exactly: jason"),

@@ -13,10 +13,12 @@ const MAX_ATTEMPTS: u32 = super::MAX_RETRY_ATTEMPTS;
 
 pub(super) fn virtual_service(service: &VirtualService) -> Result<(), Invalid> {
     let spec = &service.spec;
-    if spec.hosts.is_empty() {
+    // Without hosts it is a delegate: its routes are used where a root delegates to it.
+    let delegate = spec.hosts.is_empty();
+    if delegate && !spec.gateways.is_empty() {
         return invalid(
-            "spec.hosts",
-            "a VirtualService needs hosts (delegate VirtualServices, which have none, are not supported yet)",
+            "spec.gateways",
+            "a delegate VirtualService (no hosts) takes its root's gateways; remove them",
         );
     }
     for (i, host) in spec.hosts.iter().enumerate() {
@@ -47,18 +49,47 @@ pub(super) fn virtual_service(service: &VirtualService) -> Result<(), Invalid> {
         );
     }
     for (i, route) in spec.http.iter().enumerate() {
-        http_route(route, &format!("spec.http[{i}]"))?;
+        let at = format!("spec.http[{i}]");
+        if let Some(to) = &route.delegate {
+            if delegate {
+                return invalid(
+                    format!("{at}.delegate"),
+                    "a delegate VirtualService cannot delegate again (one level, as in Istio)",
+                );
+            }
+            delegation(route, to, &at)?;
+            continue;
+        }
+        http_route(route, &at)?;
+    }
+    Ok(())
+}
+
+/// A route that delegates takes only its matches (and name) besides `delegate`.
+fn delegation(route: &HttpRoute, to: &Delegate, at: &str) -> Result<(), Invalid> {
+    dns_name(&to.name, &format!("{at}.delegate.name"))?;
+    if let Some(ns) = &to.namespace {
+        dns_name(ns, &format!("{at}.delegate.namespace"))?;
+    }
+    let alone = HttpRoute {
+        name: route.name.clone(),
+        matches: route.matches.clone(),
+        delegate: route.delegate.clone(),
+        ..HttpRoute::default()
+    };
+    if *route != alone {
+        return invalid(
+            at.to_owned(),
+            "a route that delegates takes only `match` (and `name`): the delegate VirtualService's routes say what to do",
+        );
+    }
+    for (j, m) in route.matches.iter().enumerate() {
+        http_match(m, &format!("{at}.match[{j}]"))?;
     }
     Ok(())
 }
 
 fn http_route(route: &HttpRoute, at: &str) -> Result<(), Invalid> {
-    if route.delegate.is_some() {
-        return invalid(
-            format!("{at}.delegate"),
-            "delegation is not supported yet; write the routes in this VirtualService",
-        );
-    }
     let answers = [
         !route.route.is_empty(),
         route.redirect.is_some(),

@@ -45,6 +45,10 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
     for service in services {
         let namespace = service.metadata.namespace();
         let object = format!("VirtualService {namespace}/{}", service.metadata.name);
+        if service.spec.hosts.is_empty() && wanted(namespace) {
+            unused_delegate(index, service, &object, out);
+            continue;
+        }
         if !service.spec.export_to.is_empty() && service.spec.export_to != ["*"] {
             out.report(
                 object.clone(),
@@ -116,6 +120,25 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
     }
 }
 
+/// A delegate (no hosts) no root delegates to is reported: it routes nothing.
+fn unused_delegate(index: &Index<'_>, delegate: &VirtualService, object: &str, out: &mut Compiled) {
+    let used = index.virtual_services.iter().any(|root| {
+        root.spec.http.iter().any(|r| {
+            r.delegate.as_ref().is_some_and(|d| {
+                d.name == delegate.metadata.name
+                    && d.namespace.as_deref().unwrap_or(root.metadata.namespace())
+                        == delegate.metadata.namespace()
+            })
+        })
+    });
+    if !used {
+        out.report(
+            object.to_owned(),
+            "a delegate VirtualService (no hosts) routes only where a root VirtualService delegates to it, and none does".into(),
+        );
+    }
+}
+
 /// The Service (namespace, name) a host names, or why it cannot be routed.
 pub(super) fn resolve(
     index: &Index<'_>,
@@ -151,6 +174,12 @@ fn compile(
     let namespace = service.metadata.namespace();
     let mut entries = Vec::new();
     for (i, route) in (0u32..).zip(&service.spec.http) {
+        if let Some(to) = &route.delegate {
+            entries.extend(super::delegate::entries(
+                index, service, route, to, object, out,
+            ));
+            continue;
+        }
         let action = action(index, namespace, route, object, out);
         let matches: Vec<wire::RouteMatch> = if route.matches.is_empty() {
             vec![any_path()]
@@ -171,7 +200,7 @@ fn compile(
 }
 
 /// Istio's match for a route without one: the plain prefix `/`.
-fn any_path() -> wire::RouteMatch {
+pub(super) fn any_path() -> wire::RouteMatch {
     wire::RouteMatch {
         path: Some(wire::PathMatch {
             kind: wire::path_match::Kind::StringPrefix as i32,
@@ -197,7 +226,7 @@ fn value_match(name: &str, m: &vs::StringMatch) -> wire::ValueMatch {
     }
 }
 
-fn http_match(index: &Index<'_>, m: &vs::HttpMatchRequest) -> wire::RouteMatch {
+pub(super) fn http_match(index: &Index<'_>, m: &vs::HttpMatchRequest) -> wire::RouteMatch {
     use wire::path_match::Kind;
     let ignore_case = m.ignore_uri_case.unwrap_or(false);
     let path = match &m.uri {
@@ -289,7 +318,7 @@ fn modifier(ops: Option<&vs::HeaderOperations>) -> Option<wire::HeaderModifier> 
     })
 }
 
-fn action(
+pub(super) fn action(
     index: &Index<'_>,
     namespace: &str,
     route: &vs::HttpRoute,

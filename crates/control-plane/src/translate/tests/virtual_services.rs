@@ -310,3 +310,72 @@ spec:
         "the host's, not overridden"
     );
 }
+
+#[test]
+fn a_delegating_route_stands_for_the_delegates_routes_with_the_roots_match_merged_in() {
+    let delegation = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+    - match: [{uri: {prefix: /reviews}, headers: {end-user: {exact: jason}}}]
+      delegate: {name: jason-routes}
+    - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: jason-routes, namespace: shop}
+spec:
+  http:
+    - match: [{uri: {prefix: /reviews/v2}}]
+      route: [{destination: {host: reviews, subset: v2}}]
+    - match: [{uri: {prefix: /ratings}}]
+      route: [{destination: {host: reviews, subset: v2}}]
+    - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: unused, namespace: shop}
+spec:
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+";
+    let c = compile(&format!("{}{delegation}", shop_with_waypoint(true)));
+    let table = &c.route_tables["shop/reviews"];
+    let entries: Vec<(&str, String, usize)> = table
+        .entries
+        .iter()
+        .map(|e| {
+            let m = e.r#match.as_ref().unwrap();
+            (
+                e.route.as_str(),
+                m.path.as_ref().unwrap().value.clone(),
+                m.headers.len(),
+            )
+        })
+        .collect();
+    let delegated = "VirtualService shop/jason-routes (delegated by VirtualService shop/reviews)";
+    assert_eq!(
+        entries,
+        [
+            (delegated, "/reviews/v2".to_owned(), 1),
+            (delegated, "/reviews".to_owned(), 1),
+            ("VirtualService shop/reviews", "/".to_owned(), 0),
+        ],
+        "the delegate's routes in place of the root's, the root's header in each; /ratings is outside /reviews"
+    );
+    assert!(
+        notes(&c, "VirtualService shop/jason-routes").contains("conflicts with the match"),
+        "{:?}",
+        c.status
+    );
+    assert!(notes(&c, "VirtualService shop/unused").contains("none does"));
+}
