@@ -399,6 +399,7 @@ mod tests {
             service: "reviews".into(),
             entries: vec![],
             ingress: None,
+            tcp: vec![],
         };
         let gateway_port = xds::l7::RouteTable {
             namespace: "shop".into(),
@@ -408,6 +409,7 @@ mod tests {
                 port: 80,
                 ..Default::default()
             }),
+            tcp: vec![],
         };
         let mut held = Held::default();
         assert!(

@@ -763,7 +763,39 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
         tracing::info!(target: "access", peer = %tunnel.peer_name(), target = %tunnel.target, detail = %refusal.detail(), "tcp connection denied");
         return;
     }
-    let endpoint = match upstream::choose(&snap, &shared.load, tunnel.target) {
+    // A VirtualService `tcp` route picks a weighted backend; else the service's own
+    // endpoints.
+    let tables = shared.policies.routes();
+    let source_uid = snap
+        .workload_by_ip(tunnel.peer_addr.ip())
+        .map(|w| w.uid.clone());
+    let routed = service
+        .as_deref()
+        .and_then(|s| tables.get(&(s.namespace.clone(), s.name.clone())))
+        .and_then(|t| {
+            t.find_tcp(
+                tunnel.target.port(),
+                source_uid.as_deref(),
+                tunnel.peer.as_ref().map_or("", |p| p.namespace()),
+            )
+        });
+    let chosen = match routed {
+        Some(entry) => match entry.action.backend(random()) {
+            Some(backend) => upstream::choose_backend(
+                &snap,
+                &shared.load,
+                &backend.target,
+                tunnel.target.port(),
+                None,
+            ),
+            None => {
+                tracing::info!(target: "access", peer = %tunnel.peer_name(), target = %tunnel.target, route = %entry.route, rule = entry.rule, "tcp connection refused: the route has no backend with weight");
+                return;
+            }
+        },
+        None => upstream::choose(&snap, &shared.load, tunnel.target),
+    };
+    let endpoint = match chosen {
         Ok(endpoint) => endpoint,
         Err(error) => {
             tracing::info!(target: "access", peer = %tunnel.peer_name(), target = %tunnel.target, %error, "tcp connection without a route");

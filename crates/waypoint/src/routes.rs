@@ -25,8 +25,41 @@ pub struct Table {
     pub entries: Vec<Entry>,
     /// Set for an ingress gateway's port.
     pub ingress: Option<Ingress>,
+    /// VirtualService `tcp` routes for the service's opaque TCP, in order.
+    pub tcp: Vec<TcpEntry>,
     /// Which entries a request can match at all, so a large table is not walked whole.
     index: Index,
+}
+
+/// One match of a VirtualService `tcp` route.
+#[derive(Debug)]
+pub struct TcpEntry {
+    /// `VirtualService ns/name` of the route.
+    pub route: String,
+    /// The route's index.
+    pub rule: u32,
+    /// The original destination port; `None`: any.
+    pub port: Option<u16>,
+    /// The source workload must be one of these.
+    pub source_workloads: Option<HashSet<String>>,
+    /// The source identity's namespace.
+    pub source_namespace: Option<String>,
+    /// The weighted backends (only `backends` is set).
+    pub action: Arc<Action>,
+}
+
+impl TcpEntry {
+    fn matches(&self, port: u16, source_uid: Option<&str>, source_namespace: &str) -> bool {
+        self.port.is_none_or(|p| p == port)
+            && self
+                .source_workloads
+                .as_ref()
+                .is_none_or(|uids| source_uid.is_some_and(|u| uids.contains(u)))
+            && self
+                .source_namespace
+                .as_ref()
+                .is_none_or(|ns| ns == source_namespace)
+    }
 }
 
 /// One port of an ingress gateway.
@@ -587,8 +620,28 @@ impl Table {
         Table {
             entries,
             ingress: None,
+            tcp: Vec::new(),
             index,
         }
+    }
+
+    /// The first `tcp` entry a connection to `port` from `source_uid` (the source
+    /// workload, when known) in `source_namespace` matches.
+    pub fn find_tcp(
+        &self,
+        port: u16,
+        source_uid: Option<&str>,
+        source_namespace: &str,
+    ) -> Option<&TcpEntry> {
+        self.tcp
+            .iter()
+            .find(|e| e.matches(port, source_uid, source_namespace))
+    }
+
+    /// Whether an HTTP request finds its route here: a table holding only `tcp` routes
+    /// leaves HTTP to the service's own endpoints.
+    pub fn routes_http(&self) -> bool {
+        !self.entries.is_empty() || self.tcp.is_empty()
     }
 
     /// The first entry that matches.

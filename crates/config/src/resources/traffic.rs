@@ -49,12 +49,59 @@ pub struct VirtualServiceSpec {
     /// TLS routes (SNI).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<serde_json::Value>,
-    /// TCP routes.
+    /// TCP routes (opaque traffic through the waypoint), first match wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tcp: Vec<serde_json::Value>,
+    pub tcp: Vec<TcpRoute>,
     /// Namespaces it is visible to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
+}
+
+/// A TCP route of a VirtualService.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRoute {
+    /// Any of these (none: every connection).
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<L4MatchAttributes>,
+    /// Weighted destinations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteDestination>,
+}
+
+/// A TCP route's match: every set part must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L4MatchAttributes {
+    /// The destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The source workload's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_labels: BTreeMap<String, String>,
+    /// The source's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+    /// Destination addresses (refused: a waypoint routes by service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_subnets: Vec<String>,
+    /// Source address (refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_subnet: Option<String>,
+    /// Gateways (only `mesh`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+}
+
+/// A weighted destination of a TCP route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteDestination {
+    /// Where.
+    pub destination: Destination,
+    /// Its share (weights of a route sum to 100; one destination alone gets all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// An HTTP route of a VirtualService.

@@ -67,9 +67,16 @@ fn what_bowline_does_not_route_is_refused_naming_the_field() {
             "only `mesh` is supported yet",
         ),
         (
-            format!("{SERVICE}  tcp: [{{route: [{{destination: {{host: db}}}}]}}]\n"),
-            "spec.tcp",
-            "TCP routes are not supported yet",
+            format!(
+                "{SERVICE}  tcp: [{{match: [{{destinationSubnets: [10.0.0.0/8]}}], route: [{{destination: {{host: db}}}}]}}]\n"
+            ),
+            "spec.tcp[0].match[0].destinationSubnets",
+            "not supported",
+        ),
+        (
+            format!("{SERVICE}  tcp: [{{route: []}}]\n"),
+            "spec.tcp[0].route",
+            "needs a destination",
         ),
         (
             SERVICE.replace("5xx,reset", "5xx,sometimes"),

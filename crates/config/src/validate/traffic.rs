@@ -42,11 +42,8 @@ pub(super) fn virtual_service(service: &VirtualService) -> Result<(), Invalid> {
             "TLS (SNI) routes are not supported; route HTTP with `http`",
         );
     }
-    if !spec.tcp.is_empty() {
-        return invalid(
-            "spec.tcp",
-            "TCP routes are not supported yet; opaque TCP through a waypoint goes to the service's own endpoints",
-        );
+    for (i, route) in spec.tcp.iter().enumerate() {
+        tcp_route(route, &format!("spec.tcp[{i}]"))?;
     }
     for (i, route) in spec.http.iter().enumerate() {
         let at = format!("spec.http[{i}]");
@@ -61,6 +58,41 @@ pub(super) fn virtual_service(service: &VirtualService) -> Result<(), Invalid> {
             continue;
         }
         http_route(route, &at)?;
+    }
+    Ok(())
+}
+
+fn tcp_route(route: &TcpRoute, at: &str) -> Result<(), Invalid> {
+    if route.route.is_empty() {
+        return invalid(format!("{at}.route"), "a TCP route needs a destination");
+    }
+    for (j, m) in route.matches.iter().enumerate() {
+        let here = format!("{at}.match[{j}]");
+        if !m.destination_subnets.is_empty() {
+            return invalid(
+                format!("{here}.destinationSubnets"),
+                "not supported: a waypoint routes a service's traffic; match on port, sourceLabels or sourceNamespace",
+            );
+        }
+        if m.source_subnet.is_some() {
+            return invalid(
+                format!("{here}.sourceSubnet"),
+                "not supported; match on sourceLabels or sourceNamespace",
+            );
+        }
+        if let Some((k, _)) = m.gateways.iter().enumerate().find(|(_, g)| *g != "mesh") {
+            return invalid(format!("{here}.gateways[{k}]"), "only `mesh` is supported");
+        }
+        if let Some(port) = m.port {
+            port_number(u32::from(port), &format!("{here}.port"))?;
+        }
+    }
+    for (k, d) in route.route.iter().enumerate() {
+        let here = format!("{at}.route[{k}]");
+        destination(&d.destination, &format!("{here}.destination"))?;
+        if d.weight.is_some_and(|w| w > 100) {
+            return invalid(format!("{here}.weight"), "a weight is a percentage, 0-100");
+        }
     }
     Ok(())
 }

@@ -87,6 +87,7 @@ pub(super) fn attach(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
             key,
             Arc::new(wire::RouteTable {
                 ingress: None,
+                tcp: Vec::new(),
                 namespace: ns.to_owned(),
                 service: name.to_owned(),
                 entries: vec![entry],

@@ -222,6 +222,7 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
             service,
             entries: entries.into_iter().map(|(_, _, e)| e).collect(),
             ingress,
+            tcp: Vec::new(),
         };
         out.route_tables.insert(name, std::sync::Arc::new(table));
     }

@@ -42,6 +42,7 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
     });
     let routed_by_http_route: Vec<String> = out.route_tables.keys().cloned().collect();
     let mut by_service: BTreeMap<(String, String), Vec<wire::RouteEntry>> = BTreeMap::new();
+    let mut tcp_by_service: BTreeMap<(String, String), Vec<wire::TcpEntry>> = BTreeMap::new();
     for service in services {
         let namespace = service.metadata.namespace();
         let object = format!("VirtualService {namespace}/{}", service.metadata.name);
@@ -96,7 +97,12 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
             continue;
         }
         let entries = compile(index, service, &object, out);
+        let tcp = tcp_entries(index, service, &object, out);
         for target in targets {
+            tcp_by_service
+                .entry(target.clone())
+                .or_default()
+                .extend(tcp.iter().cloned());
             by_service
                 .entry(target)
                 .or_default()
@@ -104,6 +110,9 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
         }
     }
     for ((namespace, service), entries) in by_service {
+        let tcp = tcp_by_service
+            .remove(&(namespace.clone(), service.clone()))
+            .unwrap_or_default();
         out.route_tables.insert(
             format!("{namespace}/{service}"),
             Arc::new(wire::RouteTable {
@@ -111,6 +120,7 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
                 namespace,
                 service,
                 entries,
+                tcp,
             }),
         );
     }
@@ -199,6 +209,71 @@ fn compile(
     entries
 }
 
+/// The `tcp` routes of one VirtualService, one entry per match, in order.
+fn tcp_entries(
+    index: &Index<'_>,
+    service: &VirtualService,
+    object: &str,
+    out: &mut Compiled,
+) -> Vec<wire::TcpEntry> {
+    let namespace = service.metadata.namespace();
+    let mut entries = Vec::new();
+    for (i, route) in (0u32..).zip(&service.spec.tcp) {
+        let alone = route.route.len() == 1;
+        let backends: Vec<wire::Backend> = route
+            .route
+            .iter()
+            .map(|d| wire::Backend {
+                backend: Some(backend_ref(index, namespace, &d.destination, object, out)),
+                weight: d.weight.unwrap_or(if alone { 100 } else { 0 }),
+                ..Default::default()
+            })
+            .collect();
+        let any = [vs::L4MatchAttributes::default()];
+        let matches = if route.matches.is_empty() {
+            &any[..]
+        } else {
+            &route.matches[..]
+        };
+        for m in matches {
+            entries.push(wire::TcpEntry {
+                route: object.to_owned(),
+                rule: i,
+                port: u32::from(m.port.unwrap_or(0)),
+                source_workloads: source_workloads(index, &m.source_labels),
+                source_namespace: m.source_namespace.clone().unwrap_or_default(),
+                backends: backends.clone(),
+            });
+        }
+    }
+    entries
+}
+
+/// The uids of the pods carrying `labels` (a `sourceLabels` match), when any are asked.
+fn source_workloads(
+    index: &Index<'_>,
+    labels: &BTreeMap<String, String>,
+) -> Option<wire::SourceWorkloads> {
+    (!labels.is_empty()).then(|| wire::SourceWorkloads {
+        uids: index
+            .pods
+            .iter()
+            .filter(|p| {
+                labels
+                    .iter()
+                    .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
+            })
+            .map(|p| {
+                pod_uid(
+                    &index.settings.cluster_id,
+                    p.metadata.namespace(),
+                    &p.metadata.name,
+                )
+            })
+            .collect(),
+    })
+}
+
 /// Istio's match for a route without one: the plain prefix `/`.
 pub(super) fn any_path() -> wire::RouteMatch {
     wire::RouteMatch {
@@ -247,24 +322,7 @@ pub(super) fn http_match(index: &Index<'_>, m: &vs::HttpMatchRequest) -> wire::R
         Some(other) => (String::new(), Some(value_match("", other))),
         None => (String::new(), None),
     };
-    let source_workloads = (!m.source_labels.is_empty()).then(|| wire::SourceWorkloads {
-        uids: index
-            .pods
-            .iter()
-            .filter(|p| {
-                m.source_labels
-                    .iter()
-                    .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
-            })
-            .map(|p| {
-                pod_uid(
-                    &index.settings.cluster_id,
-                    p.metadata.namespace(),
-                    &p.metadata.name,
-                )
-            })
-            .collect(),
-    });
+    let source_workloads = source_workloads(index, &m.source_labels);
     wire::RouteMatch {
         path: Some(wire::PathMatch {
             kind: path.0 as i32,

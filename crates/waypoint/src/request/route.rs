@@ -36,13 +36,15 @@ pub(super) fn route(
                 )));
             }
         },
-        None => service.and_then(|s| {
-            shared
-                .policies
-                .routes()
-                .get(&(s.namespace.clone(), s.name.clone()))
-                .cloned()
-        }),
+        None => service
+            .and_then(|s| {
+                shared
+                    .policies
+                    .routes()
+                    .get(&(s.namespace.clone(), s.name.clone()))
+                    .cloned()
+            })
+            .filter(|t| t.routes_http()),
     };
     let Some(table) = table else {
         let endpoint = upstream::choose(snap, &shared.load, tunnel.target)?;

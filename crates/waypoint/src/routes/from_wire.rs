@@ -67,7 +67,31 @@ impl TryFrom<wire::RouteTable> for Table {
                 action,
             });
         }
+        let mut tcp = Vec::with_capacity(w.tcp.len());
+        for (i, e) in w.tcp.into_iter().enumerate() {
+            let at = |field: &str| format!("tcp[{i}].{field}");
+            let port = match e.port {
+                0 => None,
+                p => Some(
+                    u16::try_from(p).map_err(|_| err(at("port"), format!("{p} is not a port")))?,
+                ),
+            };
+            let action = action(wire::RouteAction {
+                backends: e.backends,
+                ..Default::default()
+            })
+            .map_err(|(field, reason)| err(at(&field), reason))?;
+            tcp.push(TcpEntry {
+                route: e.route,
+                rule: e.rule,
+                port,
+                source_workloads: e.source_workloads.map(|s| s.uids.into_iter().collect()),
+                source_namespace: Some(e.source_namespace).filter(|ns| !ns.is_empty()),
+                action: Arc::new(action),
+            });
+        }
         let mut table = Table::new(entries);
+        table.tcp = tcp;
         if let Some(ingress) = w.ingress {
             table.ingress = Some(
                 ingress_of(ingress)

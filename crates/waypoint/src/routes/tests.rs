@@ -41,6 +41,7 @@ fn table(mut entries: Vec<wire::RouteEntry>) -> Table {
     }
     Table::try_from(wire::RouteTable {
         ingress: None,
+        tcp: Vec::new(),
         namespace: "shop".into(),
         service: "reviews".into(),
         entries,
@@ -313,6 +314,7 @@ fn a_bad_regex_or_header_is_refused_with_its_field() {
     let mut e = entry((wire::path_match::Kind::Regex, "(unclosed"), "", "x");
     let error = Table::try_from(wire::RouteTable {
         ingress: None,
+        tcp: Vec::new(),
         namespace: "shop".into(),
         service: "reviews".into(),
         entries: vec![e.clone()],
@@ -329,6 +331,7 @@ fn a_bad_regex_or_header_is_refused_with_its_field() {
     });
     let error = Table::try_from(wire::RouteTable {
         ingress: None,
+        tcp: Vec::new(),
         namespace: "shop".into(),
         service: "reviews".into(),
         entries: vec![e],
@@ -401,4 +404,51 @@ fn ingress_entries_match_their_hosts_exact_or_under_a_wildcard_ignoring_case() {
         "shop"
     );
     assert!(ingress.listener_for(Some("other.example")).is_none());
+}
+
+#[test]
+fn tcp_entries_match_port_and_source_in_order_and_a_tcp_only_table_leaves_http_alone() {
+    let backend = |name: &str| wire::Backend {
+        backend: Some(wire::BackendRef {
+            namespace: "shop".into(),
+            name: name.into(),
+            port: 5432,
+            hostname: format!("{name}.shop.svc.cluster.local"),
+            ..Default::default()
+        }),
+        weight: 100,
+        ..Default::default()
+    };
+    let t = Table::try_from(wire::RouteTable {
+        namespace: "shop".into(),
+        service: "db".into(),
+        entries: vec![],
+        ingress: None,
+        tcp: vec![
+            wire::TcpEntry {
+                route: "VirtualService shop/db".into(),
+                rule: 0,
+                port: 5432,
+                source_namespace: "legacy".into(),
+                backends: vec![backend("db-old")],
+                ..Default::default()
+            },
+            wire::TcpEntry {
+                route: "VirtualService shop/db".into(),
+                rule: 1,
+                backends: vec![backend("db-new")],
+                ..Default::default()
+            },
+        ],
+    })
+    .unwrap();
+    let target = |port, ns| {
+        t.find_tcp(port, None, ns)
+            .and_then(|e| e.action.backend(0))
+            .map(|b| b.target.name.clone())
+    };
+    assert_eq!(target(5432, "legacy").as_deref(), Some("db-old"));
+    assert_eq!(target(5432, "shop").as_deref(), Some("db-new"));
+    assert_eq!(target(6000, "legacy").as_deref(), Some("db-new"));
+    assert!(!t.routes_http(), "HTTP to db goes to its own endpoints");
 }

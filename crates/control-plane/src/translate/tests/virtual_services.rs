@@ -379,3 +379,59 @@ spec:
     );
     assert!(notes(&c, "VirtualService shop/unused").contains("none does"));
 }
+
+#[test]
+fn tcp_routes_compile_to_weighted_tcp_entries_per_match() {
+    let tcp = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-tcp, namespace: shop}
+spec:
+  hosts: [reviews]
+  tcp:
+    - match: [{port: 9090, sourceLabels: {app: reviews}}, {sourceNamespace: legacy}]
+      route:
+        - {destination: {host: reviews, subset: v1}, weight: 80}
+        - {destination: {host: reviews, subset: v2}, weight: 20}
+    - route: [{destination: {host: reviews, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+";
+    let c = compile(&format!("{}{tcp}", shop_with_waypoint(true)));
+    let table = &c.route_tables["shop/reviews"];
+    assert!(table.entries.is_empty(), "no http routes");
+    let entries: Vec<(u32, u32, String, usize)> = table
+        .tcp
+        .iter()
+        .map(|e| (e.rule, e.port, e.source_namespace.clone(), e.backends.len()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (0, 9090, String::new(), 2),
+            (0, 0, "legacy".to_owned(), 2),
+            (1, 0, String::new(), 1)
+        ]
+    );
+    assert_eq!(
+        table.tcp[0].source_workloads.as_ref().unwrap().uids,
+        ["Kubernetes//Pod/shop/reviews-0"]
+    );
+    let v2 = table.tcp[0].backends[1].backend.as_ref().unwrap();
+    assert_eq!(
+        (
+            v2.subset.as_ref().unwrap().name.as_str(),
+            table.tcp[0].backends[1].weight
+        ),
+        ("v2", 20)
+    );
+    assert_eq!(
+        table.tcp[2].backends[0].backend.as_ref().unwrap().port,
+        9080
+    );
+}
