@@ -6,6 +6,8 @@
 //! (`istio.io/ingress-use-waypoint`) is reached through its waypoint, whose L7 policy
 //! then applies; once it no longer asks, ingress goes straight to its pods, which refuse
 //! it while an L7 policy only the waypoint can apply is attached, and answer once not.
+//! Also a VirtualService `tcp` route at the waypoint: opaque connections to a port that
+//! declares TCP go to the route's destination, unread.
 
 use std::time::{Duration, Instant};
 
@@ -238,6 +240,56 @@ fn an_ingress_gateway_routes_by_host_terminates_tls_by_sni_and_uses_the_waypoint
             "still {}: {}",
             answer.status,
             answer.body
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A service bound to the waypoint whose port declares TCP (`tcp`), and a VirtualService
+/// sending its connections to `neighbour`.
+const TCP_ROUTE: &str = "apiVersion: v1
+kind: Service
+metadata: {name: opaque, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
+spec: {selector: {app: server}, ports: [{name: tcp, port: 90, targetPort: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: opaque, namespace: shop}
+spec:
+  hosts: [opaque]
+  tcp:
+    - match: [{port: 90, sourceNamespace: shop}]
+      route: [{destination: {host: neighbour, port: {number: 80}}, weight: 100}]
+";
+
+#[test]
+fn a_virtual_service_tcp_route_sends_opaque_connections_to_its_destination() {
+    if !root_or_skip("a_virtual_service_tcp_route_sends_opaque_connections_to_its_destination") {
+        return;
+    }
+    let (lab, status) = Lab::started("t14tcp", &(mesh_with_waypoint() + "\n---\n" + TCP_ROUTE));
+    let vip = super::address_in(&status, "shop/opaque", true);
+    let client = netns::Namespace::existing(&lab.namespace("p-shop-client"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // HTTP bytes over a port that declares TCP: the waypoint pumps them, unread, to the
+    // route's destination (no x-request-id added: it did not serve HTTP).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = runtime.block_on(lab::client::exchange(
+            Some(&client),
+            "GET",
+            &format!("http://{vip}:90/"),
+            None,
+            &[],
+        ));
+        if let Ok(answer) = &answer
+            && echoed(&answer.body, "x-request-id") == ("neighbour".into(), "-".into())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not routed to neighbour as opaque TCP: {answer:?}"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
