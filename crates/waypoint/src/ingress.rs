@@ -219,8 +219,11 @@ impl ResolvesServerCert for Resolver {
 /// them when they are usable).
 #[derive(Debug, Default)]
 struct Files {
-    read: HashMap<(String, String), (Vec<u8>, Vec<u8>, Option<Arc<CertifiedKey>>)>,
+    read: HashMap<(String, String), Read>,
 }
+
+/// A Secret's files as last read, and the certificate made of them (if usable).
+type Read = (Vec<u8>, Vec<u8>, Option<Arc<CertifiedKey>>);
 
 impl Files {
     /// Reads the `wanted` Secrets under `dir`; the usable certificates when anything

@@ -197,8 +197,9 @@ fn render_status(status: &lab::up::LabStatus) -> String {
                 "  {:<28} {address} (in the lab); {programmed}",
                 gateway.gateway
             );
-            for (name, port, protocol, host) in gateway.listeners.iter().flatten() {
-                let host = host.as_deref().unwrap_or("any host");
+            for listener in gateway.listeners.iter().flatten() {
+                let (name, port, protocol) = (&listener.name, &listener.port, &listener.protocol);
+                let host = listener.hostname.as_deref().unwrap_or("any host");
                 let published: Vec<String> = status
                     .published
                     .iter()

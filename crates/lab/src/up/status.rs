@@ -76,9 +76,21 @@ pub struct WaypointStatus {
     /// Its address: the VIP of its Service (`<name>`, port 15008; an ingress gateway's
     /// `<name>-istio`, its listener ports), once it has one.
     pub address: Option<String>,
-    /// An ingress gateway's listeners (class `istio`): (name, port, protocol, hostname);
-    /// `None` for a waypoint.
-    pub listeners: Option<Vec<(String, u16, String, Option<String>)>>,
+    /// An ingress gateway's listeners (class `istio`); `None` for a waypoint.
+    pub listeners: Option<Vec<ListenerStatus>>,
+}
+
+/// An ingress gateway's listener, as its Gateway says.
+#[derive(Debug, Clone)]
+pub struct ListenerStatus {
+    /// Its name.
+    pub name: String,
+    /// Its port.
+    pub port: u16,
+    /// `HTTP` or `HTTPS`.
+    pub protocol: String,
+    /// The host names it serves (`None`: any).
+    pub hostname: Option<String>,
 }
 
 impl WaypointStatus {
@@ -445,13 +457,11 @@ async fn waypoints(
                             g.spec
                                 .listeners
                                 .iter()
-                                .map(|l| {
-                                    (
-                                        l.name.clone(),
-                                        l.port,
-                                        l.protocol.clone(),
-                                        l.hostname.clone(),
-                                    )
+                                .map(|l| ListenerStatus {
+                                    name: l.name.clone(),
+                                    port: l.port,
+                                    protocol: l.protocol.clone(),
+                                    hostname: l.hostname.clone(),
                                 })
                                 .collect(),
                         )
