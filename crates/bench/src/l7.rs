@@ -571,27 +571,19 @@ pub async fn run(
             .ok_or_else(|| L7BenchError::Missing(format!("service {service} with a VIP")))?;
         Ok(SocketAddr::new(ip, SERVICE_PORT))
     };
-    let pod_ip = |pod: &str| -> Result<SocketAddr, L7BenchError> {
+    let pod_ip = |pod: &str, port: u16| -> Result<SocketAddr, L7BenchError> {
         let ip = state
             .pods
             .get(pod)
             .and_then(|(_, ip, _)| ip.parse().ok())
             .ok_or_else(|| L7BenchError::Missing(format!("pod {pod} with an address")))?;
-        Ok(SocketAddr::new(ip, APP_PORT))
-    };
-    let gateway_ip = |pod: &str| -> Result<SocketAddr, L7BenchError> {
-        let ip = state
-            .pods
-            .get(pod)
-            .and_then(|(_, ip, _)| ip.parse().ok())
-            .ok_or_else(|| L7BenchError::Missing(format!("pod {pod} with an address")))?;
-        Ok(SocketAddr::new(ip, SERVICE_PORT))
+        Ok(SocketAddr::new(ip, port))
     };
     let direct = Route::new(
         &state,
         "direct",
         "plain/client",
-        pod_ip("plain/server")?,
+        pod_ip("plain/server", APP_PORT)?,
         false,
     )?;
     let mesh = Route::new(&state, "mesh", "mesh/client", vip("mesh/l4")?, false)?;
@@ -604,7 +596,12 @@ pub async fn run(
         true,
     )?;
     // The gateway adds x-request-id too, as the waypoint does.
-    let ingress = Route::outside(&state, "ingress", gateway_ip("mesh/ingress-istio-0")?, true);
+    let ingress = Route::outside(
+        &state,
+        "ingress",
+        pod_ip("mesh/ingress-istio-0", SERVICE_PORT)?,
+        true,
+    );
     // The lab records the VIP of every service; the plain one is unused (see the module
     // docs), but it must exist as the manifest says.
     vip("plain/server")?;

@@ -171,13 +171,7 @@ pub(super) fn action(
 
 /// Whether ingress traffic to Service `namespace/name` goes through its waypoint.
 fn uses_waypoint(index: &Index<'_>, namespace: &str, name: &str) -> bool {
-    let Some(service) = index
-        .services_by_namespace
-        .get(namespace)
-        .into_iter()
-        .flatten()
-        .find(|s| s.metadata.name == name)
-    else {
+    let Some(service) = index.service(namespace, name) else {
         return false;
     };
     fn says(meta: &k8s::ObjectMeta) -> Option<&str> {

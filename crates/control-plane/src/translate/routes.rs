@@ -268,13 +268,7 @@ fn parents(
                     );
                     continue;
                 }
-                let Some(service) = index
-                    .services_by_namespace
-                    .get(parent_ns)
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s.metadata.name == parent.name)
-                else {
+                let Some(service) = index.service(parent_ns, &parent.name) else {
                     out.report(
                         object.to_owned(),
                         format!(
