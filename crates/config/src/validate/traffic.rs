@@ -31,7 +31,7 @@ pub(super) fn virtual_service(service: &VirtualService) -> Result<(), Invalid> {
             return invalid(
                 format!("spec.gateways[{i}]"),
                 format!(
-                    "{gateway:?}: only `mesh` is supported yet — ingress through an Istio Gateway is not implemented; route mesh traffic (gateways empty or [mesh])"
+                    "{gateway:?}: only `mesh` is supported yet — a VirtualService at an ingress gateway needs Istio's networking.istio.io Gateway, which Bowline does not support; for a Gateway API Gateway (class istio) write an HTTPRoute with parentRefs to it, as Istio requires too"
                 ),
             );
         }
