@@ -282,6 +282,17 @@ fn parse_one(mut value: Value) -> Result<Document, Failure> {
             ),
         ));
     }
+    // Only TLS Secrets are the mesh's (an ingress gateway's certificates); others are set
+    // aside like any object the mesh does not use, and never kept.
+    if kind == Kind::Secret
+        && map.get("type").and_then(Value::as_str) != Some(crate::resources::TLS_SECRET_TYPE)
+    {
+        let name = name.unwrap_or_else(|| "(unnamed)".into());
+        return Ok(Document::Unused(match namespace {
+            Some(namespace) => format!("{kind_name} {namespace}/{name}"),
+            None => format!("{kind_name} {name}"),
+        }));
+    }
     let typed = |value: Value| -> Result<Resource, Failure> {
         Ok(match kind {
             Kind::Namespace => Resource::Namespace(strict(value)?),

@@ -96,7 +96,7 @@ fn ingress_listeners_bowline_cannot_serve_are_refused_naming_the_field() {
 }
 
 #[test]
-fn a_tls_secret_must_hold_a_pem_chain_and_key_and_other_secrets_are_kept_as_written() {
+fn a_tls_secret_must_hold_a_pem_chain_and_key_and_other_secrets_are_set_aside() {
     let cert = test_support::WebCertificate::new(&["shop.example"]);
     let good = cert.secret_yaml("shop", "shop-cert");
     let resources = parse_documents(&good, "s.yaml").unwrap_or_else(|e| panic!("{e}"));
@@ -113,9 +113,13 @@ fn a_tls_secret_must_hold_a_pem_chain_and_key_and_other_secrets_are_kept_as_writ
     );
     assert_eq!(e.path, "data.tls.crt", "{e}");
     assert!(e.message.contains("not base64"), "{e}");
-    parse_documents(
+    let others = parse_documents(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: shop}\ntype: Opaque\ndata: {password: aHVudGVyMg==}\n",
         "s.yaml",
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        others.is_empty(),
+        "an Opaque Secret is not the mesh's: {others:?}"
+    );
 }
