@@ -242,6 +242,17 @@ impl Policy {
             })
     }
 
+    /// Whether the policy applies at ingress gateway `gateway` (`(namespace, name)` of its
+    /// Gateway): some target is that Gateway. A GatewayClass target means every
+    /// *waypoint* (`istio-waypoint`), not ingress gateways.
+    pub fn applies_at_ingress(&self, gateway: (&str, &str)) -> bool {
+        self.scope == Scope::Targets
+            && self.targets.iter().any(|target| {
+                matches!(target, Target::Gateway { namespace, name }
+                    if gateway == (namespace.as_str(), name.as_str()))
+            })
+    }
+
     /// Whether any rule matches a connection of which only L4 is known.
     pub fn matches(&self, request: &L4Request<'_>) -> bool {
         self.matches_request(&Request {

@@ -72,16 +72,21 @@ impl PolicyStore {
     }
 
     /// The policies that apply to a request through waypoint `gateway` to `service`
-    /// (`namespace`, `name`) if the destination is a service.
+    /// (`namespace`, `name`) if the destination is a service — or, `at_ingress`, at
+    /// ingress gateway `gateway` (only the policies that target that Gateway).
     pub fn applying<'a>(
         policies: &'a [Arc<Policy>],
         gateway: (&'a str, &'a str),
         service: Option<(&'a str, &'a str)>,
+        at_ingress: bool,
     ) -> impl Iterator<Item = &'a Policy> + 'a {
-        policies
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(move |p| p.applies_through(gateway, service))
+        policies.iter().map(AsRef::as_ref).filter(move |p| {
+            if at_ingress {
+                p.applies_at_ingress(gateway)
+            } else {
+                p.applies_through(gateway, service)
+            }
+        })
     }
 }
 

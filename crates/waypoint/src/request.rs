@@ -347,7 +347,7 @@ fn authorize(
             remote_ip: tunnel.client,
         }),
     };
-    decide(shared, service, &request)
+    decide(shared, service, tunnel.ingress.is_some(), &request)
 }
 
 fn l4_request(tunnel: &Tunnel) -> L4Request<'_> {
@@ -362,13 +362,16 @@ fn l4_request(tunnel: &Tunnel) -> L4Request<'_> {
 fn decide(
     shared: &Shared,
     service: Option<&ztunnel::state::Service>,
+    at_ingress: bool,
     request: &policy::Request<'_>,
 ) -> Result<(), Refusal> {
     let policies = shared.policies.load();
     let gateway = (shared.gateway.0.as_str(), shared.gateway.1.as_str());
     let service = service.map(|s| (s.namespace.as_str(), s.name.as_str()));
-    let verdict =
-        policy::evaluate_request(PolicyStore::applying(&policies, gateway, service), request);
+    let verdict = policy::evaluate_request(
+        PolicyStore::applying(&policies, gateway, service, at_ingress),
+        request,
+    );
     for name in &verdict.dry_run_matches {
         tracing::info!(policy = %name, target = %request.l4.destination_ip, "dry-run policy matched");
     }
@@ -759,7 +762,7 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
         l4: l4_request(&tunnel),
         http: None,
     };
-    if let Err(refusal) = decide(&shared, service.as_deref(), &request) {
+    if let Err(refusal) = decide(&shared, service.as_deref(), false, &request) {
         tracing::info!(target: "access", peer = %tunnel.peer_name(), target = %tunnel.target, detail = %refusal.detail(), "tcp connection denied");
         return;
     }

@@ -489,6 +489,11 @@ fn a_policy_applies_through_its_service_gateway_or_class_targets() {
     }]);
     assert_eq!(everywhere.targets, vec![Target::AllWaypoints]);
     assert!(everywhere.applies_through(("any", "waypoint"), None));
+    // At an ingress gateway only the policies that target that Gateway apply: the
+    // GatewayClass target is every waypoint, and services are chosen by routes there.
+    assert!(!everywhere.applies_at_ingress(("shop", "web")));
+    assert!(through_gateway.applies_at_ingress(waypoint));
+    assert!(!to_cart.applies_at_ingress(waypoint));
 
     let either = with(vec![service("shop", "cart"), gateway("shop", "edge")]);
     assert!(either.applies_through(waypoint, Some(("shop", "cart"))));
