@@ -268,7 +268,8 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     let lab = lab::up::pick(args.lab)?;
     let status = lab::up::status(&lab).await?;
     println!("{:<16} {:<20} {:<10} BOUND", "NAMESPACE", "NAME", "READY");
-    for w in &status.waypoints {
+    // Ingress gateways are listed by `bowline status`, not here.
+    for w in status.waypoints.iter().filter(|w| w.listeners.is_none()) {
         let (ns, name) = w.gateway.split_once('/').unwrap_or(("", &w.gateway));
         if args.namespace.as_deref().is_some_and(|n| n != ns) {
             continue;
@@ -292,7 +293,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let lab = lab::up::pick(args.lab)?;
     let status = lab::up::status(&lab).await?;
     let key = format!("{}/{}", args.namespace, args.name);
-    let Some(w) = status.waypoints.iter().find(|w| w.gateway == key) else {
+    let Some(w) = status
+        .waypoints
+        .iter()
+        .find(|w| w.gateway == key && w.listeners.is_none())
+    else {
         anyhow::bail!(
             "no waypoint {key} in lab {lab}; create one with `bowline waypoint apply -n {}`",
             args.namespace
