@@ -4,8 +4,9 @@
 //! `tls.key` (the directory it is told in `BOWLINE_SECRETS_DIR`). Certificates go to the
 //! gateway as files, never over xDS: only the pod that serves a Secret can read it.
 //!
-//! Owns: writing those files when a Secret changes (whole files, replaced by rename, so
-//! the gateway never reads half of one) and removing those no longer named. Must not:
+//! Owns: writing those files when a Secret changes (mode 0600 from the first byte, whole
+//! files replaced by rename, so the gateway never reads half of one) and removing those
+//! no longer named. Must not:
 //! decide which Secrets a listener uses — the Gateway says.
 
 use std::collections::BTreeMap;
@@ -85,10 +86,8 @@ fn write(root: &Path, wanted: &BTreeMap<PathBuf, (Vec<u8>, Vec<u8>)>) -> Result<
             if std::fs::read(&path).ok().as_ref() == Some(bytes) {
                 continue;
             }
-            let tmp = folder.join(format!(".{file}.new"));
-            std::fs::write(&tmp, bytes)?;
-            restrict(&tmp)?;
-            std::fs::rename(&tmp, &path)?;
+            // 0600 from the first byte, replaced whole by rename.
+            identity::private_file::write(&path, bytes)?;
         }
     }
     // Secrets no longer named (or deleted) go.
@@ -105,12 +104,5 @@ fn write(root: &Path, wanted: &BTreeMap<PathBuf, (Vec<u8>, Vec<u8>)>) -> Result<
             }
         }
     }
-    Ok(())
-}
-
-/// Only the owner reads a key.
-fn restrict(path: &Path) -> Result<(), LabError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
 }
