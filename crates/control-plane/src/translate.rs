@@ -407,6 +407,17 @@ pub fn affected_namespaces<'a, R: AsResource>(
             Kind::ServiceEntry => return None,
         }
     }
+    // An ingress gateway's tables hold routes (and their backends' services, subsets and
+    // waypoint labels) from any namespace: whatever changed, they are compiled again.
+    if !namespaces.is_empty() {
+        for object in objects.values().map(AsResource::resource) {
+            if let Resource::Gateway(g) = object
+                && g.spec.gateway_class_name == k8s::INGRESS_CLASS
+            {
+                namespaces.insert(g.metadata.namespace().to_owned());
+            }
+        }
+    }
     Some(namespaces)
 }
 

@@ -103,9 +103,19 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
     for route in &routes {
         let namespace = route.meta.namespace();
         let object = format!("{} {namespace}/{}", route.kind, route.meta.name);
-        if !wanted(namespace) {
+        // A route of another namespace still counts where it attaches to an ingress
+        // gateway being compiled (its tables take routes from any namespace).
+        let ingress_only = !wanted(namespace);
+        if ingress_only && !attaches_to_ingress(index, route, wanted) {
             continue;
         }
+        // Such a route's notes and conditions stay those of its own namespace's compile.
+        let mut scratch = Compiled::default();
+        let out: &mut Compiled = if ingress_only {
+            &mut scratch
+        } else {
+            &mut *out
+        };
         let mut resolved = true;
         for (_, _, action) in &route.rules {
             let targets = action
@@ -126,7 +136,11 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
                 }
             }
         }
-        let (attached, refused) = parents(index, route, &object, out);
+        let (mut attached, refused) = parents(index, route, &object, out);
+        if ingress_only {
+            attached
+                .retain(|a| matches!(a, Attachment::Ingress { gateway, .. } if wanted(&gateway.0)));
+        }
         let mesh = attached
             .iter()
             .any(|a| matches!(a, Attachment::Service(..)));
@@ -226,6 +240,23 @@ pub(super) fn tables(index: &Index<'_>, out: &mut Compiled, wanted: &dyn Fn(&str
         };
         out.route_tables.insert(name, std::sync::Arc::new(table));
     }
+}
+
+/// Whether `route` names an ingress Gateway of a `wanted` namespace among its parents.
+fn attaches_to_ingress(
+    index: &Index<'_>,
+    route: &AnyRoute<'_>,
+    wanted: &dyn Fn(&str) -> bool,
+) -> bool {
+    route.parents.iter().any(|p| {
+        let ns = p.namespace_or(route.meta.namespace());
+        p.parent() == Some(RouteParent::Gateway)
+            && wanted(ns)
+            && index
+                .gateways
+                .get(&(ns, p.name.as_str()))
+                .is_some_and(|g| g.spec.gateway_class_name == k8s::INGRESS_CLASS)
+    })
 }
 
 /// Each rule compiled, with its index.

@@ -189,3 +189,78 @@ fn an_ingress_gateway_deploys_a_pod_that_is_a_plain_tcp_endpoint_outside_the_cap
     assert!(workload.extensions.is_empty(), "not captured");
     assert_eq!(workload.service_account, "web-istio");
 }
+
+#[test]
+fn a_change_in_a_routes_namespace_recompiles_the_ingress_gateway_of_another() {
+    let edge = "---
+apiVersion: v1
+kind: Namespace
+metadata: {name: edge}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: edge}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: front, namespace: shop}
+spec:
+  parentRefs: [{name: web, namespace: edge}]
+  hostnames: [a.example]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: back, namespace: legacy}
+spec:
+  parentRefs: [{name: web, namespace: edge}]
+  hostnames: [b.example]
+  rules: [{backendRefs: [{name: old, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: old, namespace: legacy}
+spec: {selector: {app: old}, ports: [{port: 80}]}
+";
+    let settings = MeshSettings::default();
+    let before_yaml = format!("{}{edge}", shop_with_waypoint(true));
+    let before = objects(&before_yaml);
+    let captured = all_captured(&before);
+    let previous = translate(&before, &settings, &captured);
+    let hosts = |c: &Compiled| -> Vec<Vec<String>> {
+        c.route_tables["edge/web:80"]
+            .entries
+            .iter()
+            .map(|e| e.hostnames.clone())
+            .collect()
+    };
+    assert_eq!(hosts(&previous).len(), 2, "routes of two namespaces");
+    // legacy/old is bound to shop's waypoint and asks ingress to use it.
+    let after_yaml = before_yaml.replace(
+        "metadata: {name: old, namespace: legacy}",
+        "metadata: {name: old, namespace: legacy, labels: {istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: shop, istio.io/ingress-use-waypoint: 'true'}}",
+    );
+    let after = objects(&after_yaml);
+    let changed: Vec<ObjectKey> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect();
+    let namespaces = affected_namespaces(&changed, &after, &settings).expect("a local change");
+    assert!(namespaces.contains("edge"), "{namespaces:?}");
+    let partial = translate_namespaces(&after, &settings, &captured, &previous, &namespaces);
+    let full = translate(&after, &settings, &captured);
+    assert_eq!(partial, full);
+    assert_eq!(hosts(&partial).len(), 2, "shop's route is still there");
+    assert!(full.route_tables["edge/web:80"].entries.iter().any(|e| {
+        e.action.as_ref().unwrap().backends[0]
+            .backend
+            .as_ref()
+            .unwrap()
+            .via_waypoint
+    }));
+}
