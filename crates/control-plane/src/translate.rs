@@ -410,8 +410,17 @@ pub fn affected_namespaces<'a, R: AsResource>(
     // An ingress gateway's tables hold routes (and their backends' services, subsets and
     // waypoint labels) from any namespace: whatever changed, they are compiled again.
     if !namespaces.is_empty() {
-        for object in objects.values().map(AsResource::resource) {
-            if let Resource::Gateway(g) = object
+        // Keys sort by kind first: only the Gateways are visited.
+        let first = ObjectKey {
+            kind: Kind::Gateway,
+            namespace: String::new(),
+            name: String::new(),
+        };
+        let gateways = objects
+            .range(first..)
+            .take_while(|(k, _)| k.kind == Kind::Gateway);
+        for (_, object) in gateways {
+            if let Resource::Gateway(g) = object.resource()
                 && g.spec.gateway_class_name == k8s::INGRESS_CLASS
             {
                 namespaces.insert(g.metadata.namespace().to_owned());

@@ -81,23 +81,9 @@ pub async fn exchange(
             .await
             .map_err(|e| format!("cannot reach {authority}: {e}"))?,
         Some(ns) => {
-            let target = authority.clone();
-            let std_tcp = ns
-                .run(move || {
-                    let addr: std::net::SocketAddr = target
-                        .parse()
-                        .map_err(|e| std::io::Error::other(format!("{target}: {e}")))?;
-                    let tcp = std::net::TcpStream::connect_timeout(
-                        &addr,
-                        std::time::Duration::from_secs(5),
-                    )?;
-                    tcp.set_nonblocking(true)?;
-                    Ok::<_, std::io::Error>(tcp)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot reach {authority} in {}: {e}", ns.name()))?;
-            tokio::net::TcpStream::from_std(std_tcp).map_err(|e| e.to_string())?
+            let addr: std::net::SocketAddr =
+                authority.parse().map_err(|e| format!("{authority}: {e}"))?;
+            connect_in(ns, addr).await?
         }
     };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -106,6 +92,24 @@ pub async fn exchange(
     tokio::spawn(connection);
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     send(&mut sender, &authority, method, &path, body, headers).await
+}
+
+/// A TCP connection to `addr` made from inside `ns` (5 s to connect).
+pub async fn connect_in(
+    ns: &netns::Namespace,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpStream, String> {
+    let std_tcp = ns
+        .run(move || {
+            let tcp =
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+            tcp.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(tcp)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot reach {addr} in {}: {e}", ns.name()))?;
+    tokio::net::TcpStream::from_std(std_tcp).map_err(|e| e.to_string())
 }
 
 /// One HTTP/1.1 request over an HTTPS connection to `addr` (`ip:port`), asking for TLS

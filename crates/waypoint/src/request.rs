@@ -288,7 +288,7 @@ async fn handle(
     let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let mut request = prepare(req, &exchange, version, upgrade.is_some());
     if let Some(ingress) = &tunnel.ingress {
-        forwarded_for(&mut request, tunnel.client, ingress.tls);
+        add_forwarding_headers(&mut request, tunnel.client, ingress.tls);
     }
     if let Some(action) = &route.action {
         shape(&mut request, action, route.backend.as_ref(), matched_prefix);
@@ -525,7 +525,7 @@ fn prepare(
 
 /// What an ingress gateway adds for the backend: the client's address appended to
 /// `x-forwarded-for`, and `x-forwarded-proto` (the scheme the client used).
-fn forwarded_for<B>(request: &mut Request<B>, client: std::net::IpAddr, tls: bool) {
+fn add_forwarding_headers<B>(request: &mut Request<B>, client: std::net::IpAddr, tls: bool) {
     let headers = request.headers_mut();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(before) => format!("{before}, {client}"),
@@ -771,14 +771,14 @@ pub async fn tcp<S: Io>(shared: Arc<Shared>, tunnel: Arc<Tunnel>, mut stream: S)
     let tables = shared.policies.routes();
     let source_uid = snap
         .workload_by_ip(tunnel.peer_addr.ip())
-        .map(|w| w.uid.clone());
+        .map(|w| w.uid.as_str());
     let routed = service
         .as_deref()
         .and_then(|s| tables.get(&(s.namespace.clone(), s.name.clone())))
         .and_then(|t| {
             t.find_tcp(
                 tunnel.target.port(),
-                source_uid.as_deref(),
+                source_uid,
                 tunnel.peer.as_ref().map_or("", |p| p.namespace()),
             )
         });

@@ -219,7 +219,7 @@ pub(super) fn head(
         .iter()
         .filter(|l| l.port == port)
         .collect();
-    listeners.sort_by_key(|l| host_rank(&l.hostname.iter().cloned().collect::<Vec<String>>()));
+    listeners.sort_by_key(|l| host_rank(l.hostname.as_slice()));
     let mut tls = false;
     let listeners = listeners
         .into_iter()

@@ -347,7 +347,19 @@ fn a_policy_attached_to_a_waypoint_gateway_fails_closed_for_what_is_bound_to_it(
 fn shop_with_waypoint(running: bool) -> String {
     let shop = shop_with(fixtures::shop_namespace().label(k8s::USE_WAYPOINT, "waypoint"));
     let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: shop}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
-    let deployment = match config::parse_documents(gateway, "gw.yaml")
+    let (pod, service) = deployed(gateway, "10.1.0.9", "10.96.0.50");
+    let pod = if running {
+        format!("---\n{pod}\n")
+    } else {
+        String::new()
+    };
+    format!("{shop}---\n{gateway}---\n{service}\n{pod}")
+}
+
+/// What the first document of `gateway_yaml` (a Gateway) deploys, as JSON documents:
+/// its pod placed on node-1 at `pod_ip`, and its Service at `vip` — as the lab does.
+fn deployed(gateway_yaml: &str, pod_ip: &str, vip: &str) -> (String, String) {
+    let deployment = match config::parse_documents(gateway_yaml, "gw.yaml")
         .unwrap()
         .remove(0)
     {
@@ -356,19 +368,11 @@ fn shop_with_waypoint(running: bool) -> String {
     };
     let mut pod = deployment.pod;
     pod.spec.node_name = Some("node-1".into());
-    pod.status.pod_ip = Some("10.1.0.9".into());
+    pod.status.pod_ip = Some(pod_ip.into());
     let mut service = deployment.service;
-    service.spec.cluster_ip = Some("10.96.0.50".into());
+    service.spec.cluster_ip = Some(vip.into());
     let json = |r: Resource| serde_json::to_string(&r.to_json()).unwrap();
-    let pod = if running {
-        format!("---\n{}\n", json(Resource::Pod(pod)))
-    } else {
-        String::new()
-    };
-    format!(
-        "{shop}---\n{gateway}---\n{}\n{pod}",
-        json(Resource::Service(service))
-    )
+    (json(Resource::Pod(pod)), json(Resource::Service(service)))
 }
 
 #[test]

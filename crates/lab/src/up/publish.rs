@@ -158,18 +158,7 @@ async fn dial(lab: &str, published: &Published) -> Result<tokio::net::TcpStream,
             published.gateway
         )
     })?;
-    let router = netns::Namespace::existing(&state.router);
-    let stream = router
-        .run(move || {
-            let tcp =
-                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
-            tcp.set_nonblocking(true)?;
-            Ok::<_, std::io::Error>(tcp)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())
+    crate::client::connect_in(&netns::Namespace::existing(&state.router), addr).await
 }
 
 #[cfg(test)]

@@ -161,22 +161,8 @@ fn a_service_that_asks_for_ingress_to_use_its_waypoint_is_reached_through_it() {
 
 #[test]
 fn an_ingress_gateway_deploys_a_pod_that_is_a_plain_tcp_endpoint_outside_the_capture() {
-    let gateway = match config::parse_documents(INGRESS, "gw.yaml")
-        .unwrap()
-        .remove(0)
-    {
-        Resource::Gateway(g) => crate::waypoints::deployment(&g),
-        other => panic!("{other:?}"),
-    };
-    let mut pod = gateway.pod;
-    pod.spec.node_name = Some("node-1".into());
-    pod.status.pod_ip = Some("10.1.0.20".into());
-    let json = |r: Resource| serde_json::to_string(&r.to_json()).unwrap();
-    let c = compile(&format!(
-        "{}{INGRESS}---\n{}\n",
-        shop(),
-        json(Resource::Pod(pod))
-    ));
+    let (pod, _) = deployed(INGRESS, "10.1.0.20", "10.96.0.60");
+    let c = compile(&format!("{}{INGRESS}---\n{pod}\n", shop()));
     let workload = c
         .addresses
         .values()
