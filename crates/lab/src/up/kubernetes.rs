@@ -2,6 +2,8 @@
 //! --kubernetes`'s own Kubernetes control plane — the PKI it needs and how its three
 //! processes are started. Next session: declare `mod kubernetes;`, add kube 5 +
 //! k8s-openapi 0.29 (`v1_35`), wire into `build::up`, test.
+//! Review: `write` repeats `identity::private_file` (call that instead), and the serving
+//! certificate's SAN loop repeats `CertificateAuthority::issue_server_certificate`.
 //!
 //! A real control plane from `bowline-kube` (kube/, `scripts/kube-build.sh`), in the lab's
 //! router namespace: etcd on the router's 127.0.0.1:2379, kube-apiserver on 0.0.0.0:6443
